@@ -1,0 +1,29 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace iot::common {
+
+/// Expected failures are absl::Status values throughout the domain code; this is the one place
+/// they become gRPC statuses. The codes map one to one (absl and gRPC share the numbering).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+/// The reverse, for clients of peer services.
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+/// INVALID_ARGUMENT that names the offending field: "<field>: <reason>". The field is also
+/// attached as payload kFieldPayload so handlers and tests can read it without parsing.
+absl::Status InvalidField(std::string_view field, std::string_view reason);
+
+/// The field named by InvalidField, or empty.
+std::string FieldOf(const absl::Status& status);
+
+inline constexpr std::string_view kFieldPayload = "iot.field";
+
+}  // namespace iot::common

@@ -1,0 +1,32 @@
+#include "iot/common/status.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace iot::common {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) {
+    return grpc::Status::OK;
+  }
+  return {static_cast<grpc::StatusCode>(status.code()), std::string(status.message())};
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) {
+    return absl::OkStatus();
+  }
+  return {static_cast<absl::StatusCode>(status.error_code()), status.error_message()};
+}
+
+absl::Status InvalidField(std::string_view field, std::string_view reason) {
+  absl::Status status = absl::InvalidArgumentError(absl::StrCat(field, ": ", reason));
+  status.SetPayload(kFieldPayload, absl::Cord(field));
+  return status;
+}
+
+std::string FieldOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kFieldPayload);
+  return payload ? std::string(*payload) : std::string();
+}
+
+}  // namespace iot::common
