@@ -1,0 +1,526 @@
+#!/usr/bin/env bash
+# Local stack: PostgreSQL 15, Redis and Mosquitto as local processes on 127.0.0.1 (no system
+# services), then the platform services from build/bin. Everything runs in the background with a
+# pid file and a log file under the state dir; starting twice does not start a second copy.
+#
+# Usage: scripts/stack.sh COMMAND
+#   start            infra-start, then services-start
+#   stop             services-stop, then infra-stop
+#   status           what runs where: pid, port, health (exit 1 if something started has died)
+#   infra-start      PostgreSQL (+ database `iot`), Redis, Mosquitto; writes $IOT_STATE_DIR/env
+#   infra-stop
+#   services-start   the services that are built in build/bin, then waits until they are SERVING
+#   services-stop    SIGTERM (drain), SIGKILL after IOT_STACK_STOP_TIMEOUT seconds
+#   env              prints the export lines of the infra URLs (eval "$(scripts/stack.sh env)")
+#   logs [-f] [NAME] last lines of NAME's log (all logs without NAME); -f follows
+#
+# Environment (defaults in brackets):
+#   IOT_STATE_DIR          state: data, pid files, logs, env   [/tmp/iot-platform/dev]
+#   IOT_BUILD_DIR          where bin/ and lib/ are             [<repo>/build]
+#   IOT_STACK_PG_PORT      PostgreSQL port [5432]    IOT_STACK_REDIS_PORT  Redis port [6379]
+#   IOT_STACK_MQTT_PORT    Mosquitto port [1883]
+#     An unset port whose default is taken by another program (e.g. a system PostgreSQL) moves
+#     to the next free port, with a warning; a port that is set explicitly must be free.
+#   IOT_<SERVICE>_GRPC_PORT / _METRICS_PORT   service ports [50051..50055 / 9101..9105]
+#   IOT_STACK_DURABLE      1: fsync on (dev data); 0: fsync/AOF off, for throwaway test data [1]
+#   IOT_STACK_START_TIMEOUT  seconds to wait for readiness [60]
+#   IOT_STACK_STOP_TIMEOUT   seconds to wait for a graceful stop before SIGKILL [30]
+#   IOT_LOG_LEVEL          passed to the services [info]
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STATE_DIR=${IOT_STATE_DIR:-/tmp/iot-platform/dev}
+BUILD_DIR=${IOT_BUILD_DIR:-$IOT_REPO_ROOT/build}
+PG_BIN=${IOT_PG_BIN:-/usr/lib/postgresql/15/bin}
+DURABLE=${IOT_STACK_DURABLE:-1}
+START_TIMEOUT=${IOT_STACK_START_TIMEOUT:-60}
+STOP_TIMEOUT=${IOT_STACK_STOP_TIMEOUT:-30}
+MOSQUITTO_CONF_SRC=$IOT_REPO_ROOT/deploy/mosquitto/mosquitto.conf
+
+RUN_DIR=$STATE_DIR/run
+LOG_DIR=$STATE_DIR/logs
+ENV_FILE=$STATE_DIR/env
+
+# name  env-prefix  grpc-port  metrics-port, in start order (the gateway talks to the others).
+SERVICES=(
+  "thing-model THING_MODEL 50052 9102"
+  "shadow SHADOW 50054 9104"
+  "command-dispatch COMMAND_DISPATCH 50053 9103"
+  "rule-forwarding RULE_FORWARDING 50055 9105"
+  "device-gateway DEVICE_GATEWAY 50051 9101"
+)
+INFRA=(postgres redis mosquitto)
+
+usage() {
+  sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+prepare_dirs() {
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  # Servers run as another user (postgres) must be able to traverse the state dir.
+  chmod 755 "$STATE_DIR" "$RUN_DIR" "$LOG_DIR" 2>/dev/null || true
+}
+
+pidfile() { echo "$RUN_DIR/$1.pid"; }
+portfile() { echo "$RUN_DIR/$1.port"; }
+logfile() { echo "$LOG_DIR/$1.log"; }
+recorded_port() { cat "$(portfile "$1")" 2>/dev/null || true; }
+
+# Command-line fragment that identifies each component's process (guards against recycled pids).
+pattern_of() {
+  case "$1" in
+    postgres) echo "postgres" ;;
+    redis) echo "redis-server" ;;
+    mosquitto) echo "mosquitto" ;;
+    *) echo "$BUILD_DIR/bin/$1" ;;
+  esac
+}
+
+running_pid() { iot::pid_from "$(pidfile "$1")" "$(pattern_of "$1")"; }
+
+# choose_port NAME ENV_VAR DEFAULT: the port to start NAME on.
+choose_port() {
+  local name=$1 var=$2 default=$3 port
+  if [[ -n "${!var:-}" ]]; then
+    port=${!var}
+    [[ "$port" =~ ^[0-9]+$ ]] || iot::die "$var=$port is not a port number"
+    iot::port_open "$port" && iot::die "$name: port $port ($var) is already in use by another program"
+  else
+    port=$(iot::free_port "$default") || iot::die "$name: no free port near $default"
+    if [[ "$port" != "$default" ]]; then
+      iot::warn "$name: port $default is taken by another program; using $port (set $var to choose)"
+    fi
+  fi
+  echo "$port"
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------
+
+as_postgres() {
+  if iot::is_root; then
+    setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# The PostgreSQL directory: inside the state dir when user postgres can reach it there (a state
+# dir under /root is not), else a fixed directory under /tmp derived from the state dir.
+pg_root() {
+  local dir=$STATE_DIR/postgres
+  if iot::is_root; then
+    mkdir -p "$dir"
+    chown postgres:postgres "$dir"
+    if ! as_postgres test -w "$dir" -a -x "$dir"; then
+      dir=/tmp/iot-platform-pg/$(printf '%s' "$STATE_DIR" | md5sum | cut -c1-12)
+      mkdir -p "$dir"
+      chmod 755 /tmp/iot-platform-pg
+      chown postgres:postgres "$dir"
+    fi
+  else
+    mkdir -p "$dir"
+  fi
+  echo "$dir"
+}
+
+pg_start() {
+  local pid port root
+  if pid=$(running_pid postgres); then
+    iot::info "postgres already running (pid $pid, port $(recorded_port postgres))"
+    return 0
+  fi
+  [[ -x "$PG_BIN/postgres" ]] || iot::die "PostgreSQL not found in $PG_BIN (run scripts/install-deps.sh)"
+  port=$(choose_port postgres IOT_STACK_PG_PORT 5432)
+  root=$(pg_root)
+  if [[ ! -f "$root/data/PG_VERSION" ]]; then
+    iot::info "postgres: initdb in $root/data"
+    rm -rf "$root/data"
+    local sync=()
+    [[ "$DURABLE" == 1 ]] || sync=(--no-sync)
+    as_postgres "$PG_BIN/initdb" -D "$root/data" -A trust -U postgres -E UTF8 --locale=C \
+      "${sync[@]}" >>"$(logfile postgres)" 2>&1 ||
+      iot::die "initdb failed; see $(logfile postgres)"
+  fi
+  as_postgres mkdir -p "$root/socket"
+  local opts=(-c listen_addresses=127.0.0.1 -c max_connections=300)
+  if [[ "$DURABLE" != 1 ]]; then
+    opts+=(-c fsync=off -c synchronous_commit=off -c full_page_writes=off)
+  fi
+  iot::info "postgres: starting on 127.0.0.1:$port (data $root/data)"
+  echo "$port" >"$(portfile postgres)"
+  # setpriv execs (no intermediate process), so the pid file names the postmaster itself.
+  if iot::is_root; then
+    iot::spawn "$(pidfile postgres)" "$(logfile postgres)" \
+      setpriv --reuid=postgres --regid=postgres --init-groups -- \
+      "$PG_BIN/postgres" -D "$root/data" -p "$port" -k "$root/socket" "${opts[@]}"
+  else
+    iot::spawn "$(pidfile postgres)" "$(logfile postgres)" \
+      "$PG_BIN/postgres" -D "$root/data" -p "$port" -k "$root/socket" "${opts[@]}"
+  fi
+  wait_ready postgres pg_isready -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -t 2
+  # The services apply their own migrations inside database `iot`; it must exist.
+  local exists
+  exists=$(psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAqc \
+    "SELECT 1 FROM pg_database WHERE datname = 'iot'")
+  if [[ "$exists" != 1 ]]; then
+    psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc 'CREATE DATABASE iot' >/dev/null
+    iot::info "postgres: created database iot"
+  fi
+}
+
+pg_stop() {
+  local pid
+  pid=$(running_pid postgres) || {
+    rm -f "$(pidfile postgres)"
+    return 0
+  }
+  iot::info "postgres: stopping (pid $pid)"
+  # SIGINT = fast shutdown (SIGTERM would wait for every client to disconnect); SIGQUIT = immediate.
+  iot::terminate "$pid" postgres "$STOP_TIMEOUT" INT
+  rm -f "$(pidfile postgres)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------------------------
+
+redis_start() {
+  local pid port dir=$STATE_DIR/redis
+  if pid=$(running_pid redis); then
+    iot::info "redis already running (pid $pid, port $(recorded_port redis))"
+    return 0
+  fi
+  port=$(choose_port redis IOT_STACK_REDIS_PORT 6379)
+  mkdir -p "$dir"
+  local aof=yes
+  [[ "$DURABLE" == 1 ]] || aof=no
+  cat >"$dir/redis.conf" <<EOF
+# Generated by scripts/stack.sh; edits are overwritten on the next start.
+bind 127.0.0.1
+port $port
+protected-mode yes
+daemonize no
+logfile ""
+dir $dir
+# Durability comes from the append-only file, fsynced once a second; no RDB snapshots.
+appendonly $aof
+appendfsync everysec
+save ""
+EOF
+  iot::info "redis: starting on 127.0.0.1:$port (dir $dir)"
+  echo "$port" >"$(portfile redis)"
+  iot::spawn "$(pidfile redis)" "$(logfile redis)" redis-server "$dir/redis.conf"
+  wait_ready redis redis_ping "$port"
+}
+
+redis_ping() { [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == PONG ]]; }
+
+# ---------------------------------------------------------------------------------------------
+# Mosquitto
+# ---------------------------------------------------------------------------------------------
+
+# Writes the effective broker config for the local stack from deploy/mosquitto/mosquitto.conf.
+mosquitto_conf() {
+  local port=$1 dir=$2 out=$3 redis_url=$4
+  local plugin=$BUILD_DIR/lib/libiot_auth.so
+  sed -E \
+    -e "s|^listener 1883[[:space:]]*\$|listener $port 127.0.0.1|" \
+    -e "s|^persistence_location .*|persistence_location $dir/|" \
+    -e "s|^plugin[[:space:]]+[^[:space:]]*/libiot_auth\\.so[[:space:]]*\$|plugin $plugin|" \
+    -e "s|^(plugin_opt_[A-Za-z0-9_]+)[[:space:]]+redis://.*|\\1 $redis_url|" \
+    "$MOSQUITTO_CONF_SRC" >"$out.tmp"
+  {
+    echo
+    echo "# Appended by scripts/stack.sh: run as the invoking user (root does not drop to user"
+    echo "# mosquitto), so the broker can use the state dir and the build tree's plugin as they are."
+    echo "user $(id -un)"
+  } >>"$out.tmp"
+  grep -q "^listener $port 127.0.0.1\$" "$out.tmp" ||
+    iot::die "$MOSQUITTO_CONF_SRC has no 'listener 1883' line for stack.sh to rewrite"
+  if grep -q "^plugin " "$out.tmp" && [[ ! -f "$plugin" ]]; then
+    iot::die "the broker config loads the iot_auth plugin but $plugin is not built"
+  fi
+  mv "$out.tmp" "$out"
+}
+
+mosquitto_start() {
+  local pid port dir=$STATE_DIR/mosquitto
+  if pid=$(running_pid mosquitto); then
+    iot::info "mosquitto already running (pid $pid, port $(recorded_port mosquitto))"
+    return 0
+  fi
+  port=$(choose_port mosquitto IOT_STACK_MQTT_PORT 1883)
+  mkdir -p "$dir"
+  local redis_port
+  redis_port=$(recorded_port redis)
+  mosquitto_conf "$port" "$dir" "$dir/mosquitto.conf" "redis://127.0.0.1:${redis_port:-6379}/0"
+  iot::info "mosquitto: starting on 127.0.0.1:$port (config $dir/mosquitto.conf)"
+  echo "$port" >"$(portfile mosquitto)"
+  iot::spawn "$(pidfile mosquitto)" "$(logfile mosquitto)" /usr/sbin/mosquitto -c "$dir/mosquitto.conf"
+  wait_ready mosquitto iot::port_open "$port"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Common start/stop
+# ---------------------------------------------------------------------------------------------
+
+# wait_ready NAME CHECK...: waits until CHECK succeeds; fails early (with the log's tail) when
+# the process dies.
+wait_ready() {
+  local name=$1
+  shift
+  local deadline=$((SECONDS + START_TIMEOUT))
+  while ! "$@" >/dev/null 2>&1; do
+    if ! running_pid "$name" >/dev/null; then
+      tail -n 30 "$(logfile "$name")" >&2 || true
+      iot::die "$name exited during start-up; log: $(logfile "$name")"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 30 "$(logfile "$name")" >&2 || true
+      iot::die "$name not ready after ${START_TIMEOUT}s; log: $(logfile "$name")"
+    fi
+    sleep 0.2
+  done
+  iot::info "$name: ready"
+}
+
+stop_component() {
+  local name=$1 pid
+  if pid=$(running_pid "$name"); then
+    iot::info "$name: stopping (pid $pid)"
+    iot::terminate "$pid" "$name" "$STOP_TIMEOUT" TERM
+  fi
+  rm -f "$(pidfile "$name")"
+}
+
+write_env() {
+  local pg redis mqtt
+  pg=$(recorded_port postgres)
+  redis=$(recorded_port redis)
+  mqtt=$(recorded_port mosquitto)
+  cat >"$ENV_FILE.tmp" <<EOF
+export IOT_PG_URL=postgresql://postgres@127.0.0.1:$pg/iot
+export IOT_REDIS_URL=redis://127.0.0.1:$redis/0
+export IOT_MQTT_URL=mqtt://127.0.0.1:$mqtt
+EOF
+  mv "$ENV_FILE.tmp" "$ENV_FILE"
+}
+
+infra_start() {
+  prepare_dirs
+  pg_start
+  redis_start
+  mosquitto_start
+  write_env
+  iot::info "infra URLs (also in $ENV_FILE):"
+  cat "$ENV_FILE"
+}
+
+infra_stop() {
+  [[ -d "$RUN_DIR" ]] || return 0
+  stop_component mosquitto
+  stop_component redis
+  pg_stop
+}
+
+# ---------------------------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------------------------
+
+service_ports() { # NAME PREFIX GRPC METRICS -> "grpc metrics"
+  local grpc_var="IOT_${2}_GRPC_PORT" metrics_var="IOT_${2}_METRICS_PORT"
+  echo "${!grpc_var:-$3} ${!metrics_var:-$4}"
+}
+
+services_start() {
+  prepare_dirs
+  [[ -f "$ENV_FILE" ]] || iot::die "infra is not started (no $ENV_FILE): run scripts/stack.sh infra-start"
+  # shellcheck source=/dev/null
+  source "$ENV_FILE"
+  export IOT_LOG_LEVEL=${IOT_LOG_LEVEL:-info}
+  local entry name prefix grpc metrics pid started=() addresses=() missing=()
+  for entry in "${SERVICES[@]}"; do
+    read -r name prefix grpc metrics <<<"$entry"
+    read -r grpc metrics <<<"$(service_ports "$name" "$prefix" "$grpc" "$metrics")"
+    if pid=$(running_pid "$name"); then
+      iot::info "$name already running (pid $pid)"
+      addresses+=("127.0.0.1:$grpc")
+      continue
+    fi
+    local bin=$BUILD_DIR/bin/$name
+    if [[ ! -x "$bin" ]]; then
+      missing+=("$name")
+      continue
+    fi
+    local port
+    for port in "$grpc" "$metrics"; do
+      iot::port_open "$port" && iot::die "$name: port $port is in use by another program"
+    done
+    echo "$grpc $metrics" >"$(portfile "$name")"
+    iot::info "$name: starting (gRPC 127.0.0.1:$grpc, metrics :$metrics)"
+    (
+      export "IOT_${prefix}_GRPC_PORT=$grpc" "IOT_${prefix}_METRICS_PORT=$metrics"
+      iot::spawn "$(pidfile "$name")" "$(logfile "$name")" "$bin"
+    )
+    started+=("$name")
+    addresses+=("127.0.0.1:$grpc")
+  done
+  if ((${#missing[@]})); then
+    iot::warn "not built, not started: ${missing[*]} (build: cmake --build --preset dev)"
+  fi
+  ((${#addresses[@]})) || return 0
+  wait_services_serving "${started[@]}"
+}
+
+# Waits until every running service answers gRPC health SERVING; fails early if one dies.
+wait_services_serving() {
+  local names=("$@") health=$BUILD_DIR/bin/iot-health
+  local deadline=$((SECONDS + START_TIMEOUT)) name addresses=() entry prefix grpc metrics
+  ((${#names[@]})) || return 0
+  for entry in "${SERVICES[@]}"; do
+    read -r name prefix grpc metrics <<<"$entry"
+    [[ " ${names[*]} " == *" $name "* ]] || continue
+    addresses+=("127.0.0.1:$(cut -d' ' -f1 "$(portfile "$name")")")
+  done
+  iot::info "waiting for ${names[*]} to be SERVING (up to ${START_TIMEOUT}s)"
+  while true; do
+    for name in "${names[@]}"; do
+      if ! running_pid "$name" >/dev/null; then
+        tail -n 30 "$(logfile "$name")" >&2 || true
+        iot::die "$name exited during start-up; log: $(logfile "$name")"
+      fi
+    done
+    if [[ -x "$health" ]]; then
+      "$health" -q --timeout 2 "${addresses[@]}" && break
+    else
+      local all=1 a
+      for a in "${addresses[@]}"; do iot::port_open "${a##*:}" || all=0; done
+      ((all)) && break
+    fi
+    if ((SECONDS >= deadline)); then
+      if [[ -x "$health" ]]; then "$health" --timeout 2 "${addresses[@]}" >&2 || true; fi
+      iot::die "services not SERVING after ${START_TIMEOUT}s; logs in $LOG_DIR"
+    fi
+    sleep 0.5
+  done
+  iot::info "services SERVING: ${names[*]}"
+}
+
+services_stop() {
+  [[ -d "$RUN_DIR" ]] || return 0
+  local i entry name pids=() names=()
+  # Stop in reverse start order: the gateway first, so that it drains into live peers. All get
+  # SIGTERM at once (each drains on its own), then each is waited for.
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+    read -r name _ <<<"${SERVICES[$i]}"
+    local pid
+    if pid=$(running_pid "$name"); then
+      iot::info "$name: stopping (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+      names+=("$name")
+    fi
+    rm -f "$(pidfile "$name")"
+  done
+  for i in "${!pids[@]}"; do
+    iot::terminate "${pids[$i]}" "${names[$i]}" "$STOP_TIMEOUT" TERM
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# status / logs
+# ---------------------------------------------------------------------------------------------
+
+status() {
+  local rc=0 name pid port state health entry prefix grpc metrics
+  printf '%-17s %-8s %-22s %-8s %s\n' NAME PID ADDRESS STATE HEALTH
+  for name in "${INFRA[@]}"; do
+    port=$(recorded_port "$name")
+    health=-
+    if pid=$(running_pid "$name"); then
+      state=running
+      health=not-ready
+      case "$name" in
+        postgres) if pg_isready -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -t 2; then health=ready; fi ;;
+        redis) if redis_ping "$port"; then health=ready; fi ;;
+        mosquitto) if iot::port_open "$port"; then health=ready; fi ;;
+      esac
+    elif [[ -f "$(pidfile "$name")" ]]; then
+      pid=- state=DEAD rc=1
+    else
+      pid=- state=stopped
+    fi
+    printf '%-17s %-8s %-22s %-8s %s\n' "$name" "$pid" "${port:+127.0.0.1:$port}" "$state" "$health"
+  done
+  for entry in "${SERVICES[@]}"; do
+    read -r name prefix grpc metrics <<<"$entry"
+    local ports
+    ports=$(cat "$(portfile "$name")" 2>/dev/null || true)
+    [[ -n "$ports" ]] && read -r grpc metrics <<<"$ports"
+    health=-
+    if pid=$(running_pid "$name"); then
+      state=running
+      if [[ -x "$BUILD_DIR/bin/iot-health" ]]; then
+        health=$("$BUILD_DIR/bin/iot-health" --timeout 2 "127.0.0.1:$grpc" 2>&1 | cut -d' ' -f2-) || true
+      fi
+      health="$health metrics=:$metrics"
+    elif [[ -f "$(pidfile "$name")" ]]; then
+      pid=- state=DEAD rc=1
+    elif [[ -x "$BUILD_DIR/bin/$name" ]]; then
+      pid=- state=stopped
+    else
+      pid=- state=stopped health="(not built)"
+    fi
+    printf '%-17s %-8s %-22s %-8s %s\n' "$name" "$pid" "127.0.0.1:$grpc" "$state" "$health"
+  done
+  echo "state dir: $STATE_DIR   logs: $LOG_DIR   env: $ENV_FILE"
+  return "$rc"
+}
+
+logs() {
+  local follow=() name=""
+  for arg in "$@"; do
+    case "$arg" in
+      -f | --follow) follow=(-F) ;;
+      *) name=$arg ;;
+    esac
+  done
+  if [[ -n "$name" ]]; then
+    [[ -f "$(logfile "$name")" ]] || iot::die "no log for '$name' in $LOG_DIR"
+    exec tail -n "${IOT_LOG_LINES:-100}" "${follow[@]}" "$(logfile "$name")"
+  fi
+  compgen -G "$LOG_DIR/*.log" >/dev/null || iot::die "no logs in $LOG_DIR"
+  exec tail -n "${IOT_LOG_LINES:-20}" "${follow[@]}" "$LOG_DIR"/*.log
+}
+
+cmd=${1:-}
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+  start)
+    infra_start
+    services_start
+    ;;
+  stop)
+    services_stop
+    infra_stop
+    iot::info "stack stopped"
+    ;;
+  status) status ;;
+  infra-start) infra_start ;;
+  infra-stop) infra_stop ;;
+  services-start) services_start ;;
+  services-stop) services_stop ;;
+  env)
+    [[ -f "$ENV_FILE" ]] || iot::die "infra is not started (no $ENV_FILE)"
+    cat "$ENV_FILE"
+    ;;
+  logs) logs "$@" ;;
+  -h | --help | help) usage ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+esac
