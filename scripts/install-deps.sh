@@ -6,6 +6,7 @@
 # only get in its way.
 #
 # Usage: scripts/install-deps.sh [--update]   (--update: apt-get update even if nothing is missing)
+# IOT_APT_UPDATED=1: the caller has just run apt-get update; do not run it again.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,7 +16,7 @@ for arg in "$@"; do
   case "$arg" in
     --update) force_update=1 ;;
     -h | --help)
-      sed -n '2,9p' "${BASH_SOURCE[0]}"
+      iot::usage "${BASH_SOURCE[0]}"
       exit 0
       ;;
     *) iot::die "unknown argument: $arg" ;;
@@ -29,8 +30,10 @@ if ((${#missing[@]} == 0 && force_update == 0)); then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-iot::info "apt-get update"
-iot::sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+if [[ "${IOT_APT_UPDATED:-0}" != 1 || $force_update == 1 ]]; then
+  iot::info "apt-get update"
+  iot::sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+fi
 
 # Fail early and clearly on a package name this Debian does not know.
 unknown=()
@@ -66,7 +69,7 @@ if [[ ! -e "$policy" ]]; then
 fi
 
 iot::info "installing: ${missing[*]}"
-iot::sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 \
+iot::sudo env DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 \
   -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 
 mapfile -t missing < <(iot::missing_packages)

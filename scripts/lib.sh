@@ -108,9 +108,9 @@ iot::terminate() {
   local pid=$1 name=$2 grace=${3:-30} sig=${4:-TERM}
   iot::alive "$pid" || return 0
   kill "-$sig" "$pid" 2>/dev/null || return 0
-  local deadline=$((SECONDS + grace))
+  local ticks=$((grace * 10))
   while iot::alive "$pid"; do
-    if ((SECONDS >= deadline)); then
+    if ((ticks-- <= 0)); then
       iot::warn "$name (pid $pid) still running ${grace}s after SIG$sig; sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       break
@@ -137,4 +137,9 @@ iot::missing_packages() {
     status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
     [[ "$status" == installed ]] || echo "$p"
   done
+}
+
+# iot::usage FILE: prints the comment block at the top of FILE (after the #! line).
+iot::usage() {
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$1"
 }

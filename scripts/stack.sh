@@ -22,6 +22,7 @@
 #     An unset port whose default is taken by another program (e.g. a system PostgreSQL) moves
 #     to the next free port, with a warning; a port that is set explicitly must be free.
 #   IOT_<SERVICE>_GRPC_PORT / _METRICS_PORT   service ports [50051..50055 / 9101..9105]
+#   IOT_<SERVICE>_LISTEN_ADDRESS              [127.0.0.1]
 #   IOT_STACK_DURABLE      1: fsync on (dev data); 0: fsync/AOF off, for throwaway test data [1]
 #   IOT_STACK_START_TIMEOUT  seconds to wait for readiness [60]
 #   IOT_STACK_STOP_TIMEOUT   seconds to wait for a graceful stop before SIGKILL [30]
@@ -53,7 +54,7 @@ SERVICES=(
 INFRA=(postgres redis mosquitto)
 
 usage() {
-  sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  iot::usage "${BASH_SOURCE[0]}"
 }
 
 prepare_dirs() {
@@ -363,6 +364,9 @@ services_start() {
     iot::info "$name: starting (gRPC 127.0.0.1:$grpc, metrics :$metrics)"
     (
       export "IOT_${prefix}_GRPC_PORT=$grpc" "IOT_${prefix}_METRICS_PORT=$metrics"
+      # Loopback only, like the infra, unless the caller chose otherwise.
+      listen_var="IOT_${prefix}_LISTEN_ADDRESS"
+      export "$listen_var=${!listen_var:-127.0.0.1}"
       iot::spawn "$(pidfile "$name")" "$(logfile "$name")" "$bin"
     )
     started+=("$name")
@@ -465,6 +469,10 @@ status() {
       state=running
       if [[ -x "$BUILD_DIR/bin/iot-health" ]]; then
         health=$("$BUILD_DIR/bin/iot-health" --timeout 2 "127.0.0.1:$grpc" 2>&1 | cut -d' ' -f2-) || true
+      elif iot::port_open "$grpc"; then
+        health="port open (no iot-health)"
+      else
+        health="port closed"
       fi
       health="$health metrics=:$metrics"
     elif [[ -f "$(pidfile "$name")" ]]; then
