@@ -8,7 +8,7 @@ add_library(iot_warnings INTERFACE)
 add_library(iot::warnings ALIAS iot_warnings)
 target_compile_options(iot_warnings INTERFACE
   -Wall -Wextra -Wshadow -Wconversion -Wsign-conversion -Wnon-virtual-dtor
-  -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wpedantic -Wnull-dereference
+  -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wpedantic
   -Wdouble-promotion -Wformat=2 -Wimplicit-fallthrough)
 if(IOT_WARNINGS_AS_ERRORS)
   target_compile_options(iot_warnings INTERFACE -Werror)

@@ -1,12 +1,15 @@
 #include "iot/common/config.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "iot/common/url.h"
 
 namespace iot::common {
@@ -66,11 +69,11 @@ int64_t EnvReader::Int(const std::string& name, int64_t fallback, int64_t min, i
   }
   auto parsed = ParseInt(*v);
   if (!parsed) {
-    AddError(name, absl::StrCat("'", *v, "' is not an integer"));
+    AddError(name, fmt::format("'{}' is not an integer", *v));
     return fallback;
   }
   if (*parsed < min || *parsed > max) {
-    AddError(name, absl::StrCat(*parsed, " is out of range [", min, ", ", max, "]"));
+    AddError(name, fmt::format("{} is out of range [{}, {}]", *parsed, min, max));
     return fallback;
   }
   return *parsed;
@@ -92,7 +95,7 @@ bool EnvReader::Bool(const std::string& name, bool fallback) {
   if (s == "0" || s == "false" || s == "no" || s == "off") {
     return false;
   }
-  AddError(name, absl::StrCat("'", *v, "' is not a boolean (true/false)"));
+  AddError(name, fmt::format("'{}' is not a boolean (true/false)", *v));
   return fallback;
 }
 
@@ -122,7 +125,7 @@ std::chrono::milliseconds EnvReader::Duration(const std::string& name,
     factor = 86'400'000;
   }
   if (!number || factor == 0) {
-    AddError(name, absl::StrCat("'", *v, "' is not a duration (e.g. 500ms, 10s, 5m, 1h, 1d)"));
+    AddError(name, fmt::format("'{}' is not a duration (e.g. 500ms, 10s, 5m, 1h, 1d)", *v));
     return fallback;
   }
   return std::chrono::milliseconds(*number * factor);
@@ -140,19 +143,19 @@ std::string EnvReader::Enum(const std::string& name, std::string_view fallback,
   }
   const std::string s = Lower(*v);
   if (std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
-    AddError(name, absl::StrCat("'", *v, "' is not one of ", absl::StrJoin(allowed, ", ")));
+    AddError(name, fmt::format("'{}' is not one of {}", *v, fmt::join(allowed, ", ")));
     return std::string(fallback);
   }
   return s;
 }
 
 void EnvReader::AddError(const std::string& name, const std::string& problem) {
-  errors_.push_back(absl::StrCat(name, ": ", problem));
+  errors_.push_back(name + ": " + problem);
 }
 
 void EnvReader::Finish() const {
   if (!errors_.empty()) {
-    throw ConfigError(absl::StrCat("invalid configuration: ", absl::StrJoin(errors_, "; ")));
+    throw ConfigError(fmt::format("invalid configuration: {}", fmt::join(errors_, "; ")));
   }
 }
 
@@ -169,7 +172,8 @@ ServerConfig ServerConfig::Read(EnvReader& env, std::string service, const std::
   return c;
 }
 
-BackendConfig BackendConfig::Read(EnvReader& env, const std::string& prefix) {
+BackendConfig BackendConfig::Read(EnvReader& env, const std::string& prefix,
+                                  const std::string& service) {
   BackendConfig c;
   c.pg_url = env.String("IOT_PG_URL", "postgresql://postgres@127.0.0.1:5432/iot");
   c.pg_pool_size = env.Int(prefix + "_PG_POOL_SIZE", c.pg_pool_size, 1, 256);
@@ -177,9 +181,14 @@ BackendConfig BackendConfig::Read(EnvReader& env, const std::string& prefix) {
   c.mqtt_url = env.String("IOT_MQTT_URL", "mqtt://127.0.0.1:1883");
   c.mqtt_username = env.String(prefix + "_MQTT_USERNAME", "");
   c.mqtt_password = env.String(prefix + "_MQTT_PASSWORD", "");
-  for (const auto& [name, url] : {std::pair<std::string, const std::string*>{"IOT_PG_URL", &c.pg_url},
-                                  {"IOT_REDIS_URL", &c.redis_url},
-                                  {"IOT_MQTT_URL", &c.mqtt_url}}) {
+  std::array<char, 256> host{};
+  gethostname(host.data(), host.size() - 1);
+  c.mqtt_client_id = env.String(prefix + "_MQTT_CLIENT_ID", service + "-" + host.data());
+  c.mqtt_session_expiry = env.Duration(prefix + "_MQTT_SESSION_EXPIRY", c.mqtt_session_expiry);
+  for (const auto& [name, url] :
+       {std::pair<std::string, const std::string*>{"IOT_PG_URL", &c.pg_url},
+        {"IOT_REDIS_URL", &c.redis_url},
+        {"IOT_MQTT_URL", &c.mqtt_url}}) {
     if (auto parsed = ParseUrl(*url); !parsed.ok()) {
       env.AddError(name, std::string(parsed.status().message()));
     }

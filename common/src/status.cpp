@@ -1,6 +1,6 @@
 #include "iot/common/status.h"
 
-#include "absl/strings/str_cat.h"
+#include <fmt/format.h>
 
 namespace iot::common {
 
@@ -19,8 +19,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 }
 
 absl::Status InvalidField(std::string_view field, std::string_view reason) {
-  absl::Status status = absl::InvalidArgumentError(absl::StrCat(field, ": ", reason));
-  status.SetPayload(kFieldPayload, absl::Cord(field));
+  absl::Status status = absl::InvalidArgumentError(fmt::format("{}: {}", field, reason));
+  status.SetPayload(kFieldPayload, absl::Cord(std::string(field)));
   return status;
 }
 

@@ -1,8 +1,8 @@
 #include "iot/common/url.h"
 
-#include <charconv>
+#include <fmt/format.h>
 
-#include "absl/strings/str_cat.h"
+#include <charconv>
 
 namespace iot::common {
 namespace {
@@ -43,7 +43,7 @@ absl::StatusOr<Url> ParseUrl(std::string_view text, uint16_t default_port) {
   Url url;
   const size_t scheme_end = text.find("://");
   if (scheme_end == std::string_view::npos || scheme_end == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("URL '", MaskUrl(text), "' has no scheme://"));
+    return absl::InvalidArgumentError(fmt::format("URL '{}' has no scheme://", MaskUrl(text)));
   }
   url.scheme = std::string(text.substr(0, scheme_end));
   std::string_view rest = text.substr(scheme_end + 3);
@@ -91,7 +91,7 @@ absl::StatusOr<Url> ParseUrl(std::string_view text, uint16_t default_port) {
     port = authority.substr(colon + 1);
   }
   if (host.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("URL '", MaskUrl(text), "' has no host"));
+    return absl::InvalidArgumentError(fmt::format("URL '{}' has no host", MaskUrl(text)));
   }
   url.host = std::string(host);
   url.port = default_port;
@@ -100,7 +100,7 @@ absl::StatusOr<Url> ParseUrl(std::string_view text, uint16_t default_port) {
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
     if (ec != std::errc{} || end != port.data() + port.size() || value == 0 || value > 65535) {
       return absl::InvalidArgumentError(
-          absl::StrCat("URL '", MaskUrl(text), "' has a bad port '", port, "'"));
+          fmt::format("URL '{}' has a bad port '{}'", MaskUrl(text), port));
     }
     url.port = static_cast<uint16_t>(value);
   }

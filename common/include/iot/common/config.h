@@ -82,8 +82,16 @@ struct BackendConfig {
   std::string mqtt_url;
   std::string mqtt_username;
   std::string mqtt_password;
+  /// Unique per replica (persistent sessions are keyed by it): default `<service>-<hostname>`.
+  std::string mqtt_client_id;
+  /// With > 0 the MQTT session is persistent (clean start off): the broker queues QoS 1
+  /// messages for this long while the service is away.
+  std::chrono::milliseconds mqtt_session_expiry{0};
 
-  static BackendConfig Read(EnvReader& env, const std::string& prefix);
+  /// Reads the shared URLs and `<prefix>_PG_POOL_SIZE`, `<prefix>_MQTT_USERNAME`,
+  /// `<prefix>_MQTT_PASSWORD`, `<prefix>_MQTT_CLIENT_ID`, `<prefix>_MQTT_SESSION_EXPIRY`.
+  static BackendConfig Read(EnvReader& env, const std::string& prefix,
+                            const std::string& service = "iot");
 };
 
 }  // namespace iot::common

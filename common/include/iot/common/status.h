@@ -1,9 +1,9 @@
 #pragma once
 
+#include <grpcpp/support/status.h>
+
 #include <string>
 #include <string_view>
-
-#include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -24,6 +24,8 @@ absl::Status InvalidField(std::string_view field, std::string_view reason);
 /// The field named by InvalidField, or empty.
 std::string FieldOf(const absl::Status& status);
 
-inline constexpr std::string_view kFieldPayload = "iot.field";
+/// Debian's abseil has its own absl::string_view (not std::string_view): pass std::string or
+/// C strings to absl APIs.
+inline constexpr const char* kFieldPayload = "iot.field";
 
 }  // namespace iot::common

@@ -1,0 +1,57 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "iot/common/config.h"
+#include "iot/common/migrations.h"
+#include "iot/common/service_host.h"
+
+namespace iot::common {
+
+class PgPool;
+class RedisClient;
+class MqttClient;
+
+/// What a service process needs besides its own logic: name, env prefix, default ports, and
+/// which backends it connects to.
+struct ServiceSpec {
+  std::string name;        ///< "shadow": logs, metric labels
+  std::string env_prefix;  ///< "IOT_SHADOW"
+  uint16_t grpc_port = 0;
+  uint16_t metrics_port = 0;
+  /// PostgreSQL schema the service owns; empty: the service does not use PostgreSQL.
+  std::string pg_schema;
+  std::function<std::vector<Migration>()> migrations;
+  bool uses_redis = false;
+  bool uses_mqtt = false;
+};
+
+/// The connected backends handed to a service's wiring. Each is null unless the spec asks for
+/// it. They connect lazily and reconnect by themselves; the host's health follows them.
+struct ServiceContext {
+  ServiceHost& host;
+  const ServerConfig& server;
+  const BackendConfig& backend;
+  std::shared_ptr<PgPool> postgres;
+  std::shared_ptr<RedisClient> redis;
+  std::shared_ptr<MqttClient> mqtt;
+};
+
+/// Reads a service's own settings (beyond ServerConfig/BackendConfig) from the environment,
+/// returning them as JSON for the start-up log line (secret fields are masked when logged).
+using ConfigReader = std::function<nlohmann::json(EnvReader&)>;
+/// Registers the service's gRPC handlers, start-up tasks and consumers on the host.
+using Wiring = std::function<void(ServiceContext&)>;
+
+/// The whole main() of a service: flags (--help, --version, --migrate-only), configuration
+/// (a bad value exits 2 naming the variable), JSON logging, the first log line with the
+/// effective configuration, backends, wiring, serve until SIGTERM, drain, exit 0.
+int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReader& read_config,
+               const Wiring& wire);
+
+}  // namespace iot::common
