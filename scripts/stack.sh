@@ -232,6 +232,7 @@ mosquitto_conf() {
     -e "s|^persistence_location .*|persistence_location $dir/|" \
     -e "s|^plugin[[:space:]]+[^[:space:]]*/libiot_auth\\.so[[:space:]]*\$|plugin $plugin|" \
     -e "s|^(plugin_opt_[A-Za-z0-9_]+)[[:space:]]+redis://.*|\\1 $redis_url|" \
+    -e '/^user[[:space:]]/d' \
     "$MOSQUITTO_CONF_SRC" >"$out.tmp"
   {
     echo
