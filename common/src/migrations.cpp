@@ -1,6 +1,5 @@
 #include "iot/common/migrations.h"
 
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "iot/common/crypto.h"
 #include "iot/common/status.h"
 
 namespace iot::common {
@@ -103,19 +103,7 @@ struct Recorded {
 
 }  // namespace
 
-std::string MigrationChecksum(std::string_view sql) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
-  unsigned int length = 0;
-  EVP_Digest(sql.data(), sql.size(), digest.data(), &length, EVP_sha256(), nullptr);
-  static constexpr std::string_view kHex = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * length);
-  for (unsigned int i = 0; i < length; ++i) {
-    out.push_back(kHex[digest[i] >> 4]);
-    out.push_back(kHex[digest[i] & 0x0f]);
-  }
-  return out;
-}
+std::string MigrationChecksum(std::string_view sql) { return Sha256Hex(sql); }
 
 absl::StatusOr<std::vector<Migration>> LoadMigrationsFromDir(const std::filesystem::path& dir) {
   std::error_code ec;
