@@ -61,14 +61,15 @@ apt_updated=0
 apt_fresh() {
   ((apt_updated)) && return 0
   apt_updated=1
-  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1 || true
 }
 
 ensure_docker_compose() {
   command -v docker-compose >/dev/null && return 0
   log "check-deploy: installing docker-compose (apt)"
   apt_fresh
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends docker-compose >/dev/null
 }
 
 ensure_helm_kubectl() {

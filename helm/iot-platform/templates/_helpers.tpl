@@ -92,7 +92,8 @@ true
 {{/*
 A secret value: the one given in values, else the one already stored in the chart's Secret
 (so upgrades keep generated values), else a new random one.
-Usage: include "iot.secretValue" (dict "root" $ "key" "IOT_SERVICE_TOKEN" "value" .Values.secrets.serviceToken)
+Usage: include "iot.secretValue" (dict "root" $ "key" "IOT_SERVICE_API_KEY" "value" .Values.secrets.serviceApiKey)
+("bytes" N instead of "length": N random bytes, base64.)
 */}}
 {{- define "iot.secretValue" -}}
 {{- if .value -}}
@@ -101,6 +102,8 @@ Usage: include "iot.secretValue" (dict "root" $ "key" "IOT_SERVICE_TOKEN" "value
 {{- $existing := lookup "v1" "Secret" .root.Release.Namespace (printf "%s-secrets" (include "iot.fullname" .root)) -}}
 {{- if and $existing $existing.data (hasKey $existing.data .key) -}}
 {{- index $existing.data .key | b64dec -}}
+{{- else if .bytes -}}
+{{- randBytes (.bytes | int) -}}
 {{- else -}}
 {{- randAlphaNum (default 32 .length | int) -}}
 {{- end -}}
@@ -137,9 +140,9 @@ Usage: include "iot.secretEnv" (dict "root" $ "svc" $svc "values" $v)
 */}}
 {{- define "iot.secretEnv" -}}
 {{- $secret := include "iot.secretName" .root -}}
-{{- $names := list "IOT_PG_URL" "IOT_REDIS_URL" "IOT_SERVICE_TOKEN" -}}
+{{- $names := list "IOT_PG_URL" "IOT_REDIS_URL" "IOT_SERVICE_API_KEY" -}}
 {{- if eq .svc.name "thing-model" -}}
-{{- $names = concat $names (list "IOT_THING_MODEL_BOOTSTRAP_API_KEY" "IOT_THING_MODEL_DEVICE_SECRET_KEY") -}}
+{{- $names = concat $names (list "IOT_THING_MODEL_BOOTSTRAP_API_KEY" "IOT_SECRET_KEY") -}}
 {{- end -}}
 {{- range $name := $names }}
 - name: {{ $name }}
@@ -147,6 +150,10 @@ Usage: include "iot.secretEnv" (dict "root" $ "svc" $svc "values" $v)
     secretKeyRef:
       name: {{ $secret }}
       key: {{ $name }}
+{{- end }}
+{{- if eq .svc.name "thing-model" }}
+- name: IOT_THING_MODEL_BOOTSTRAP_TENANT
+  value: {{ .root.Values.config.bootstrapTenant | quote }}
 {{- end }}
 {{- if .values.mqtt }}
 {{- with .values.mqtt.username }}
