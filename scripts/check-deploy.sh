@@ -361,11 +361,14 @@ JS
 // The three ways to run the platform must describe the same platform: same services, ports
 // and environment variable names in docker compose and the Helm chart, and the same metrics
 // ports in the Prometheus targets (native and compose).
-// Usage: node consistency.mjs COMPOSE_CONFIG.yml HELM_RENDERED.yml TARGETS_NATIVE.yml TARGETS_COMPOSE.yml
+// The broker gets every environment variable its config names (plugin_opt_*_env).
+// Usage: node consistency.mjs COMPOSE_CONFIG.yml HELM_RENDERED.yml TARGETS_NATIVE.yml
+//          TARGETS_COMPOSE.yml MOSQUITTO_CONF
 import fs from "node:fs";
 import YAML from "yaml";
 
-const [composeFile, helmFile, nativeTargetsFile, composeTargetsFile] = process.argv.slice(2);
+const [composeFile, helmFile, nativeTargetsFile, composeTargetsFile, mosquittoConf] =
+  process.argv.slice(2);
 const SERVICES = {
   "device-gateway": { prefix: "IOT_DEVICE_GATEWAY", grpc: 50051, metrics: 9101 },
   "thing-model": { prefix: "IOT_THING_MODEL", grpc: 50052, metrics: 9102 },
@@ -438,12 +441,28 @@ for (const [file, hostOf] of [[nativeTargetsFile, () => "127.0.0.1"], [composeTa
   if (jobs.size !== Object.keys(SERVICES).length) errors.push(`${file}: expected exactly the five service jobs`);
 }
 
+// Environment variables the broker config reads (plugin_opt_<x>_env NAME), plus the URL the
+// image's entrypoint substitutes.
+const brokerVars = new Set(["IOT_REDIS_URL"]);
+for (const line of fs.readFileSync(mosquittoConf, "utf8").split("\n")) {
+  const m = line.match(/^\s*plugin_opt_[A-Za-z0-9_]+_env\s+(\S+)/);
+  if (m) brokerVars.add(m[1]);
+}
+const composeBroker = envOfCompose("mosquitto") || {};
+const helmBroker = helm.find((o) => o.kind === "StatefulSet" &&
+  o.metadata.labels?.["app.kubernetes.io/component"] === "mosquitto");
+const helmBrokerEnv = new Set((helmBroker?.spec.template.spec.containers[0].env || []).map((e) => e.name));
+for (const v of brokerVars) {
+  if (!(v in composeBroker)) errors.push(`compose mosquitto: ${v} (read by the broker config) is not set`);
+  if (!helmBrokerEnv.has(v)) errors.push(`helm mosquitto: ${v} (read by the broker config) is not set`);
+}
+
 if (errors.length) {
   for (const e of errors) console.error(`  ${e}`);
   console.error(`consistency: ${errors.length} problem(s)`);
   process.exit(1);
 }
-console.log("consistency: compose, Helm and Prometheus targets agree on services, ports and variables");
+console.log(`consistency: compose, Helm and Prometheus targets agree on services, ports and variables; broker gets ${[...brokerVars].join(", ")}`);
 JS
   cat >"$dir/dashboard.mjs" <<'JS'
 // Grafana dashboard: valid JSON, unique panel ids, every query uses only the platform's metric
@@ -676,7 +695,8 @@ helm_rejects_bad_values() {
 consistency() {
   [[ -f $WORK/compose.yml && -f $WORK/helm-default-none.yaml ]] || { echo "needs the compose and helm checks"; return 1; }
   node "$TOOLS/node/consistency.mjs" "$WORK/compose.yml" "$WORK/helm-default-none.yaml" \
-    "$ROOT/deploy/prometheus/targets.yml" "$ROOT/deploy/prometheus/targets.compose.yml"
+    "$ROOT/deploy/prometheus/targets.yml" "$ROOT/deploy/prometheus/targets.compose.yml" \
+    "$ROOT/deploy/mosquitto/mosquitto.conf"
 }
 
 prometheus_config() {
