@@ -27,7 +27,8 @@ function(iot_embed_migrations target dir ns)
     COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DNS=${ns} "-DFILES=${sql_files}"
             -P ${PROJECT_SOURCE_DIR}/cmake/EmbedMigrations.cmake
     DEPENDS ${sql_files} ${PROJECT_SOURCE_DIR}/cmake/EmbedMigrations.cmake
-    COMMENT "Embedding migrations of ${target}")
+    COMMENT "Embedding migrations of ${target}"
+    VERBATIM)
   target_sources(${target} PRIVATE ${out})
 endfunction()
 
