@@ -1,0 +1,400 @@
+#include "auth_plugin.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "client_id.h"
+#include "topic_rules.h"
+
+namespace iot::broker {
+namespace {
+
+constexpr size_t kRecheckBatch = 1000;
+constexpr int kPresenceQos = 1;
+constexpr int kDownResultQos = 1;
+
+std::string Lower(std::string_view text) {
+  std::string out(text);
+  std::transform(out.begin(), out.end(), out.begin(), [](char c) {
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  });
+  return out;
+}
+
+}  // namespace
+
+std::string FormatIsoTime(std::chrono::system_clock::time_point time) {
+  const auto ms = std::chrono::time_point_cast<std::chrono::milliseconds>(time);
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(ms);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  const auto millis = ms.time_since_epoch().count() % 1000;
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900,
+                     utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, millis);
+}
+
+AuthPlugin::AuthPlugin(PluginConfig config, common::SecretBox secret_box,
+                       std::shared_ptr<DeviceDirectory> directory, BrokerApi& broker,
+                       SystemClock clock)
+    : config_(std::move(config)),
+      secret_box_(std::move(secret_box)),
+      directory_(std::move(directory)),
+      broker_(broker),
+      clock_(clock ? std::move(clock)
+                   : SystemClock([] { return std::chrono::system_clock::now(); })) {
+  for (const auto& account : config_.service_accounts) {
+    service_accounts_.emplace(account.name, &account);
+  }
+}
+
+// ---- Authentication ----
+
+bool AuthPlugin::OnBasicAuth(const ConnectRequest& request) {
+  if (!request.username || request.username->empty()) {
+    Refuse(request, "no username");
+    return false;
+  }
+  const std::string& username = *request.username;
+  if (service_accounts_.contains(username)) {
+    return AuthenticateService(request, username);
+  }
+  return AuthenticateDevice(request, username);
+}
+
+void AuthPlugin::Refuse(const ConnectRequest& request, std::string_view why) {
+  Log(LogLevel::kNotice,
+      fmt::format("refused client '{}' from {} (username '{}'): {}", request.client_id,
+                  request.address, request.username.value_or(""), why));
+}
+
+bool AuthPlugin::AuthenticateService(const ConnectRequest& request, const std::string& username) {
+  const ServiceAccount& account = *service_accounts_.at(username);
+  if (!request.password || !VerifyServiceAccountPassword(account, *request.password)) {
+    Refuse(request, "bad service account password");
+    return false;
+  }
+  sessions_[request.session] = Session{.role = Role::kService,
+                                       .identity = username,
+                                       .client_id = request.client_id,
+                                       .address = request.address,
+                                       .record = {},
+                                       .closing = false};
+  Log(LogLevel::kInfo, fmt::format("service account '{}' connected as '{}' from {}", username,
+                                   request.client_id, request.address));
+  return true;
+}
+
+bool AuthPlugin::AuthenticateDevice(const ConnectRequest& request, const std::string& username) {
+  const auto parsed = ParseClientId(request.client_id);
+  if (!parsed) {
+    Refuse(request, "client id is not {device_id}_0_{0|1}_{YYYYMMDDHH}");
+    return false;
+  }
+  if (parsed->device_id != username) {
+    Refuse(request, "username is not the client id's device id");
+    return false;
+  }
+  if (parsed->sign_type == 1 &&
+      !TimestampWithinSkew(parsed->hour_start, clock_(), config_.time_skew)) {
+    Refuse(request, fmt::format("timestamp {} is more than {} s from the broker's clock",
+                                parsed->timestamp, config_.time_skew.count()));
+    return false;
+  }
+  Lookup lookup = directory_->Find(parsed->device_id);
+  if (lookup.status == LookupStatus::kUnavailable) {
+    Refuse(request, "credential store (Redis) unavailable and the device is not cached");
+    return false;
+  }
+  if (lookup.status == LookupStatus::kNotFound || !lookup.record) {
+    Refuse(request, "unknown device");
+    return false;
+  }
+  DeviceRecord& record = *lookup.record;
+  if (record.frozen) {
+    Refuse(request, "device is frozen");
+    return false;
+  }
+
+  const bool has_password = request.password && !request.password->empty();
+  if (!has_password && request.certificate_fingerprint) {
+    if (record.fingerprint.empty() ||
+        !common::ConstantTimeEquals(Lower(*request.certificate_fingerprint),
+                                    Lower(record.fingerprint))) {
+      Refuse(request, "client certificate is not the device's registered certificate");
+      return false;
+    }
+  } else {
+    if (!has_password) {
+      Refuse(request, "no password");
+      return false;
+    }
+    if (record.sealed_secret.empty()) {
+      Refuse(request, "device has no secret (certificate device)");
+      return false;
+    }
+    auto secret = secret_box_.Open(record.sealed_secret, parsed->device_id);
+    if (!secret.ok()) {
+      Log(LogLevel::kError,
+          fmt::format("cannot open the sealed secret of device '{}' (wrong IOT_SECRET_KEY?): {}",
+                      parsed->device_id, std::string(secret.status().message())));
+      Refuse(request, "device secret unreadable");
+      return false;
+    }
+    const std::string expected = common::HmacSha256Hex(parsed->timestamp, *secret);
+    if (!common::ConstantTimeEquals(Lower(*request.password), expected)) {
+      Refuse(request, "bad password");
+      return false;
+    }
+  }
+  if (lookup.stale) {
+    Log(LogLevel::kWarning, fmt::format("device '{}' authenticated from a stale cache entry "
+                                        "(Redis unreachable)",
+                                        parsed->device_id));
+  }
+  RegisterDevice(request, parsed->device_id, std::move(record));
+  return true;
+}
+
+void AuthPlugin::RegisterDevice(const ConnectRequest& request, const std::string& device_id,
+                                DeviceRecord record) {
+  // One connection per device: a new one replaces the old, whose "disconnected" goes first.
+  if (device_sessions_.contains(device_id)) {
+    EndDeviceSession(device_id, "replaced", /*kick=*/true);
+  }
+  Session& session = sessions_[request.session];
+  session = Session{.role = Role::kDevice,
+                    .identity = device_id,
+                    .client_id = request.client_id,
+                    .address = request.address,
+                    .record = std::move(record),
+                    .closing = false};
+  device_sessions_[device_id] = request.session;
+  {
+    std::lock_guard lock(shared_mutex_);
+    connected_.insert(device_id);
+  }
+  PublishPresence("connected", device_id, session, "connect");
+}
+
+void AuthPlugin::EndDeviceSession(const std::string& device_id, std::string_view reason,
+                                  bool kick) {
+  const auto current = device_sessions_.find(device_id);
+  if (current == device_sessions_.end()) {
+    return;
+  }
+  const SessionKey key = current->second;
+  device_sessions_.erase(current);
+  {
+    std::lock_guard lock(shared_mutex_);
+    connected_.erase(device_id);
+  }
+  const auto it = sessions_.find(key);
+  if (it == sessions_.end()) {
+    return;
+  }
+  Session& session = it->second;
+  session.closing = true;
+  closing_.push_back(key);
+  PublishPresence("disconnected", device_id, session, reason);
+  if (kick) {
+    // Re-enters OnDisconnect for this session, which is already closing and so ignored.
+    const std::string client_id = session.client_id;
+    Log(LogLevel::kNotice,
+        fmt::format("disconnecting device '{}' (client '{}'): {}", device_id, client_id, reason));
+    broker_.Kick(client_id);
+  }
+}
+
+void AuthPlugin::OnDisconnect(SessionKey key) {
+  const auto it = sessions_.find(key);
+  if (it == sessions_.end() || it->second.closing) {
+    return;
+  }
+  if (it->second.role == Role::kDevice) {
+    const auto current = device_sessions_.find(it->second.identity);
+    if (current != device_sessions_.end() && current->second == key) {
+      EndDeviceSession(it->second.identity, "connection_closed", /*kick=*/false);
+      return;
+    }
+  }
+  it->second.closing = true;
+  closing_.push_back(key);
+}
+
+// ---- Authorisation ----
+
+bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topic) {
+  const auto it = sessions_.find(key);
+  if (it == sessions_.end()) {
+    return false;
+  }
+  const Session& session = it->second;
+  if (session.role == Role::kService) {
+    // Internal downlink messages are relayed by the plugin, never delivered as they are.
+    return !(access == Access::kRead && IsDownlinkTopic(topic));
+  }
+  switch (access) {
+    case Access::kWrite:
+      return DeviceMayPublish(session.identity, topic);
+    case Access::kRead:
+      return DeviceMayReceive(session.identity, topic);
+    case Access::kSubscribe:
+      return DeviceMaySubscribe(session.identity, topic);
+    case Access::kUnsubscribe:
+      return true;
+  }
+  return false;
+}
+
+// ---- Downlink relay ----
+
+MessageVerdict AuthPlugin::OnMessage(SessionKey key, std::string_view topic,
+                                     std::string_view payload, int qos) {
+  if (!IsDownlinkTopic(topic)) {
+    return MessageVerdict::kPass;
+  }
+  const auto it = sessions_.find(key);
+  if (it == sessions_.end() || it->second.role != Role::kService) {
+    return MessageVerdict::kDeny;
+  }
+  const auto down = ParseDownlinkTopic(topic);
+  if (!down) {
+    Log(LogLevel::kWarning, fmt::format("dropped malformed downlink topic '{}' from '{}'", topic,
+                                        it->second.client_id));
+    return MessageVerdict::kDeny;
+  }
+  const auto current = device_sessions_.find(down->device_id);
+  if (current == device_sessions_.end()) {
+    PublishDownResult(down->device_id, down->device_topic, "offline", "");
+    return MessageVerdict::kDeny;
+  }
+  const std::string client_id = sessions_.at(current->second).client_id;
+  if (!broker_.Publish(client_id, down->device_topic, payload, qos)) {
+    PublishDownResult(down->device_id, down->device_topic, "error", client_id);
+    return MessageVerdict::kDeny;
+  }
+  PublishDownResult(down->device_id, down->device_topic, "relayed", client_id);
+  return MessageVerdict::kPass;
+}
+
+// ---- Presence ----
+
+void AuthPlugin::PublishPresence(std::string_view event, const std::string& device_id,
+                                 const Session& session, std::string_view reason) {
+  const nlohmann::json body = {
+      {"event", event},
+      {"device_id", device_id},
+      {"client_id", session.client_id},
+      {"time", FormatIsoTime(clock_())},
+      {"reason", reason},
+      {"client_address", session.address},
+      {"tenant_id", session.record.tenant_id},
+      {"product_id", session.record.product_id},
+      {"node_id", session.record.node_id},
+      {"seq", ++presence_seq_},
+  };
+  std::string topic(kPresencePrefix);
+  topic.append(device_id);
+  if (!broker_.Publish("", topic, body.dump(), kPresenceQos)) {
+    Log(LogLevel::kError, fmt::format("cannot publish presence {} of '{}'", event, device_id));
+  }
+}
+
+void AuthPlugin::PublishDownResult(const std::string& device_id, std::string_view device_topic,
+                                   std::string_view status, const std::string& client_id) {
+  nlohmann::json body = {
+      {"device_id", device_id},
+      {"topic", device_topic},
+      {"status", status},
+      {"time", FormatIsoTime(clock_())},
+  };
+  if (!client_id.empty()) {
+    body["client_id"] = client_id;
+  }
+  std::string topic(kDownResultPrefix);
+  topic.append(device_id);
+  broker_.Publish("", topic, body.dump(), kDownResultQos);
+}
+
+// ---- Frozen / deleted devices ----
+
+void AuthPlugin::OnTick() {
+  std::vector<std::pair<std::string, std::string>> kicks;
+  {
+    std::lock_guard lock(shared_mutex_);
+    kicks.swap(pending_kicks_);
+  }
+  for (const auto& [device_id, reason] : kicks) {
+    EndDeviceSession(device_id, reason, /*kick=*/true);
+  }
+  for (const SessionKey key : closing_) {
+    const auto it = sessions_.find(key);
+    if (it != sessions_.end() && it->second.closing) {
+      sessions_.erase(it);
+    }
+  }
+  closing_.clear();
+}
+
+void AuthPlugin::QueueKick(const std::string& device_id, std::string reason) {
+  std::lock_guard lock(shared_mutex_);
+  if (connected_.contains(device_id)) {
+    pending_kicks_.emplace_back(device_id, std::move(reason));
+  }
+}
+
+void AuthPlugin::ApplyRefresh(const RefreshResult& result) {
+  for (const auto& device : result.devices) {
+    if (device.record && device.record->frozen) {
+      QueueKick(device.device_id, "frozen");
+    } else if (!device.record && result.projection_ready) {
+      QueueKick(device.device_id, "deleted");
+    }
+  }
+}
+
+void AuthPlugin::OnDeviceChanged(const std::string& device_id) {
+  bool connected = false;
+  {
+    std::lock_guard lock(shared_mutex_);
+    connected = connected_.contains(device_id);
+  }
+  if (!connected) {
+    directory_->Invalidate(device_id);
+    return;
+  }
+  if (auto result = directory_->Refresh({device_id})) {
+    ApplyRefresh(*result);
+  } else {
+    // Could not confirm: at least do not let a stale entry admit it again.
+    directory_->Invalidate(device_id);
+  }
+}
+
+void AuthPlugin::RecheckConnected() {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(shared_mutex_);
+    ids.assign(connected_.begin(), connected_.end());
+  }
+  for (size_t start = 0; start < ids.size(); start += kRecheckBatch) {
+    const size_t end = std::min(ids.size(), start + kRecheckBatch);
+    const std::vector<std::string> batch(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                                         ids.begin() + static_cast<std::ptrdiff_t>(end));
+    if (auto result = directory_->Refresh(batch)) {
+      ApplyRefresh(*result);
+    } else {
+      return;
+    }
+  }
+}
+
+size_t AuthPlugin::connected_devices() const {
+  std::lock_guard lock(shared_mutex_);
+  return connected_.size();
+}
+
+}  // namespace iot::broker

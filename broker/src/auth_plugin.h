@@ -1,0 +1,147 @@
+#pragma once
+
+// The iot_auth plugin's logic: authentication, authorisation, downlink relay, presence and
+// kicking frozen/deleted devices. It sees no mosquitto types: the entry points
+// (mosquitto_plugin.cpp) translate events into these calls and BrokerApi into mosquitto calls.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "device_directory.h"
+#include "iot/common/crypto.h"
+#include "plugin_config.h"
+
+namespace iot::broker {
+
+enum class LogLevel { kDebug, kInfo, kNotice, kWarning, kError };
+
+/// What the plugin needs from the broker. Called on the broker thread only, except Log.
+class BrokerApi {
+ public:
+  virtual ~BrokerApi() = default;
+  /// Queues a message from the broker: to every matching subscriber when `client_id` is empty,
+  /// else to that one connected client whether or not it subscribed.
+  virtual bool Publish(const std::string& client_id, const std::string& topic,
+                       std::string_view payload, int qos) = 0;
+  /// Disconnects the client with this id (no will). False if there is none.
+  virtual bool Kick(const std::string& client_id) = 0;
+  /// Thread-safe; lines from other threads may be written later, on the broker thread.
+  virtual void Log(LogLevel level, const std::string& message) = 0;
+};
+
+/// A connection (mosquitto context) as the plugin identifies it: an opaque key, stable from
+/// authentication to disconnect.
+using SessionKey = const void*;
+
+struct ConnectRequest {
+  SessionKey session = nullptr;
+  std::string client_id;
+  std::optional<std::string> username;
+  std::optional<std::string> password;
+  std::string address;
+  /// SHA-256 (lowercase hex) of the TLS client certificate, when the client presented one.
+  std::optional<std::string> certificate_fingerprint;
+};
+
+enum class Access { kRead, kWrite, kSubscribe, kUnsubscribe };
+
+enum class MessageVerdict {
+  kPass,
+  /// Drop the message; an MQTT v5 QoS 1/2 publisher gets reason code 0x87 (not authorized).
+  kDeny,
+};
+
+class AuthPlugin {
+ public:
+  using SystemClock = std::function<std::chrono::system_clock::time_point()>;
+
+  /// `directory` answers credential lookups (Redis behind a cache).
+  AuthPlugin(PluginConfig config, common::SecretBox secret_box,
+             std::shared_ptr<DeviceDirectory> directory, BrokerApi& broker, SystemClock clock = {});
+
+  /// MOSQ_EVT_BASIC_AUTH. True: the client may connect.
+  bool OnBasicAuth(const ConnectRequest& request);
+  /// MOSQ_EVT_ACL_CHECK.
+  bool OnAclCheck(SessionKey session, Access access, std::string_view topic);
+  /// MOSQ_EVT_MESSAGE: relays `$iot/down/...` from service accounts.
+  MessageVerdict OnMessage(SessionKey session, std::string_view topic, std::string_view payload,
+                           int qos);
+  /// MOSQ_EVT_DISCONNECT (also for connections that never authenticated).
+  void OnDisconnect(SessionKey session);
+  /// MOSQ_EVT_TICK: applies kicks queued by the change watcher, forgets closed sessions.
+  void OnTick();
+
+  // ---- From the change watcher's thread ----
+  /// A device's record changed: re-read it if the device is connected, else drop it from the
+  /// cache.
+  void OnDeviceChanged(const std::string& device_id);
+  /// Re-read every connected device; queue kicks for the frozen and the deleted.
+  void RecheckConnected();
+
+  /// Connected devices (for tests and logs).
+  [[nodiscard]] size_t connected_devices() const;
+
+ private:
+  enum class Role { kDevice, kService };
+
+  struct Session {
+    Role role = Role::kDevice;
+    std::string identity;  ///< Device id or service account name.
+    std::string client_id;
+    std::string address;
+    DeviceRecord record;  ///< Devices: tenant/product/node for presence.
+    /// Disconnected (or being kicked): its presence "disconnected" has been sent; forgotten at
+    /// the next tick (mosquitto may still check the ACL of its will until then).
+    bool closing = false;
+  };
+
+  bool AuthenticateService(const ConnectRequest& request, const std::string& username);
+  bool AuthenticateDevice(const ConnectRequest& request, const std::string& username);
+  void Refuse(const ConnectRequest& request, std::string_view why);
+  void RegisterDevice(const ConnectRequest& request, const std::string& device_id,
+                      DeviceRecord record);
+  /// Marks the device's current session closing, publishes its "disconnected" and kicks it.
+  void EndDeviceSession(const std::string& device_id, std::string_view reason, bool kick);
+  void PublishPresence(std::string_view event, const std::string& device_id, const Session& session,
+                       std::string_view reason);
+  void PublishDownResult(const std::string& device_id, std::string_view device_topic,
+                         std::string_view status, const std::string& client_id);
+  /// Watcher thread: queues kicks from re-read records.
+  void ApplyRefresh(const RefreshResult& result);
+  void QueueKick(const std::string& device_id, std::string reason);
+  void Log(LogLevel level, const std::string& message) { broker_.Log(level, message); }
+
+  const PluginConfig config_;
+  const common::SecretBox secret_box_;
+  const std::shared_ptr<DeviceDirectory> directory_;
+  BrokerApi& broker_;
+  const SystemClock clock_;
+  std::unordered_map<std::string, const ServiceAccount*> service_accounts_;
+
+  // Broker thread only.
+  std::unordered_map<SessionKey, Session> sessions_;
+  std::unordered_map<std::string, SessionKey> device_sessions_;  ///< device id -> current.
+  std::vector<SessionKey> closing_;
+  uint64_t presence_seq_ = 0;
+
+  // Shared with the watcher thread.
+  mutable std::mutex shared_mutex_;
+  std::unordered_set<std::string> connected_;  ///< Mirrors device_sessions_' keys.
+  std::vector<std::pair<std::string, std::string>> pending_kicks_;  ///< device id, reason.
+};
+
+/// `2026-11-26T17:42:48.123Z`.
+std::string FormatIsoTime(std::chrono::system_clock::time_point time);
+
+}  // namespace iot::broker

@@ -1,0 +1,373 @@
+// Entry points of libiot_auth.so (mosquitto plugin API v5) and the BrokerApi over mosquitto's
+// plugin functions. Everything mosquitto-specific lives here; the logic is in AuthPlugin.
+
+#include <fmt/format.h>
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+#include <openssl/x509.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "auth_plugin.h"
+#include "change_watcher.h"
+#include "device_directory.h"
+#include "iot/common/crypto.h"
+#include "iot/common/redis.h"
+#include "iot/common/url.h"
+#include "plugin_config.h"
+
+#define IOT_PLUGIN_EXPORT __attribute__((visibility("default")))
+
+namespace iot::broker {
+namespace {
+
+int MosquittoLevel(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return MOSQ_LOG_DEBUG;
+    case LogLevel::kInfo:
+      return MOSQ_LOG_INFO;
+    case LogLevel::kNotice:
+      return MOSQ_LOG_NOTICE;
+    case LogLevel::kWarning:
+      return MOSQ_LOG_WARNING;
+    case LogLevel::kError:
+      return MOSQ_LOG_ERR;
+  }
+  return MOSQ_LOG_INFO;
+}
+
+void WriteLog(LogLevel level, const std::string& message) {
+  mosquitto_log_printf(MosquittoLevel(level), "iot_auth: %s", message.c_str());
+}
+
+/// BrokerApi over mosquitto. Mosquitto is single-threaded and its log functions are not meant to
+/// be called from other threads, so lines from the watcher wait for the next tick.
+class MosquittoBroker final : public BrokerApi {
+ public:
+  MosquittoBroker() : broker_thread_(std::this_thread::get_id()) {}
+
+  bool Publish(const std::string& client_id, const std::string& topic, std::string_view payload,
+               int qos) override {
+    return mosquitto_broker_publish_copy(client_id.empty() ? nullptr : client_id.c_str(),
+                                         topic.c_str(), static_cast<int>(payload.size()),
+                                         payload.data(), qos, false, nullptr) == MOSQ_ERR_SUCCESS;
+  }
+
+  bool Kick(const std::string& client_id) override {
+    return mosquitto_kick_client_by_clientid(client_id.c_str(), false) == MOSQ_ERR_SUCCESS;
+  }
+
+  void Log(LogLevel level, const std::string& message) override {
+    if (std::this_thread::get_id() == broker_thread_) {
+      WriteLog(level, message);
+      return;
+    }
+    std::lock_guard lock(mutex_);
+    if (queued_.size() < kMaxQueuedLines) {
+      queued_.emplace_back(level, message);
+    }
+  }
+
+  /// Broker thread: writes the lines queued by other threads.
+  void Flush() {
+    std::vector<std::pair<LogLevel, std::string>> lines;
+    {
+      std::lock_guard lock(mutex_);
+      lines.swap(queued_);
+    }
+    for (const auto& [level, message] : lines) {
+      WriteLog(level, message);
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxQueuedLines = 1000;
+  const std::thread::id broker_thread_;
+  std::mutex mutex_;
+  std::vector<std::pair<LogLevel, std::string>> queued_;
+};
+
+/// Sends spdlog lines (iot::common's RedisClient logs through spdlog) to the broker's log.
+class BrokerSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit BrokerSink(BrokerApi& broker) : broker_(broker) {}
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    LogLevel level = LogLevel::kInfo;
+    if (msg.level >= spdlog::level::err) {
+      level = LogLevel::kError;
+    } else if (msg.level == spdlog::level::warn) {
+      level = LogLevel::kWarning;
+    } else if (msg.level <= spdlog::level::debug) {
+      level = LogLevel::kDebug;
+    }
+    broker_.Log(level, std::string(msg.payload.data(), msg.payload.size()));
+  }
+  void flush_() override {}
+
+ private:
+  BrokerApi& broker_;
+};
+
+struct PluginState {
+  mosquitto_plugin_id_t* identifier = nullptr;
+  MosquittoBroker broker;
+  std::shared_ptr<DeviceDirectory> directory;
+  std::unique_ptr<AuthPlugin> plugin;
+  std::unique_ptr<ChangeWatcher> watcher;
+};
+
+std::optional<std::string> CertificateFingerprint(const mosquitto* client) {
+  auto* cert = static_cast<X509*>(mosquitto_client_certificate(client));
+  if (cert == nullptr) {
+    return std::nullopt;
+  }
+  unsigned char* der = nullptr;
+  const int length = i2d_X509(cert, &der);
+  X509_free(cert);
+  if (length <= 0 || der == nullptr) {
+    return std::nullopt;
+  }
+  std::string fingerprint = common::Sha256Hex(
+      std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(length)));
+  OPENSSL_free(der);
+  return fingerprint;
+}
+
+std::optional<std::string> OptionalText(const char* text) {
+  return text == nullptr ? std::nullopt : std::optional<std::string>(text);
+}
+
+int HandleBasicAuth(int /*event*/, void* event_data, void* userdata) {
+  auto* state = static_cast<PluginState*>(userdata);
+  const auto* event = static_cast<mosquitto_evt_basic_auth*>(event_data);
+  try {
+    const char* client_id = mosquitto_client_id(event->client);
+    const char* address = mosquitto_client_address(event->client);
+    const ConnectRequest request{
+        .session = event->client,
+        .client_id = client_id == nullptr ? "" : client_id,
+        .username = OptionalText(event->username),
+        .password = OptionalText(event->password),
+        .address = address == nullptr ? "" : address,
+        .certificate_fingerprint = CertificateFingerprint(event->client),
+    };
+    return state->plugin->OnBasicAuth(request) ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
+  } catch (const std::exception& e) {
+    WriteLog(LogLevel::kError,
+             fmt::format("authentication failed with an exception: {}", e.what()));
+    return MOSQ_ERR_AUTH;
+  }
+}
+
+int HandleAclCheck(int /*event*/, void* event_data, void* userdata) {
+  auto* state = static_cast<PluginState*>(userdata);
+  const auto* event = static_cast<mosquitto_evt_acl_check*>(event_data);
+  Access access = Access::kRead;
+  switch (event->access) {
+    case MOSQ_ACL_READ:
+      access = Access::kRead;
+      break;
+    case MOSQ_ACL_WRITE:
+      access = Access::kWrite;
+      break;
+    case MOSQ_ACL_SUBSCRIBE:
+      access = Access::kSubscribe;
+      break;
+    case MOSQ_ACL_UNSUBSCRIBE:
+      access = Access::kUnsubscribe;
+      break;
+    default:
+      return MOSQ_ERR_ACL_DENIED;
+  }
+  try {
+    const std::string_view topic = event->topic == nullptr ? "" : event->topic;
+    return state->plugin->OnAclCheck(event->client, access, topic) ? MOSQ_ERR_SUCCESS
+                                                                   : MOSQ_ERR_ACL_DENIED;
+  } catch (const std::exception& e) {
+    WriteLog(LogLevel::kError, fmt::format("ACL check failed with an exception: {}", e.what()));
+    return MOSQ_ERR_ACL_DENIED;
+  }
+}
+
+int HandleMessage(int /*event*/, void* event_data, void* userdata) {
+  auto* state = static_cast<PluginState*>(userdata);
+  const auto* event = static_cast<mosquitto_evt_message*>(event_data);
+  try {
+    const std::string_view topic = event->topic == nullptr ? "" : event->topic;
+    const std::string_view payload(static_cast<const char*>(event->payload),
+                                   event->payload == nullptr ? 0 : event->payloadlen);
+    return state->plugin->OnMessage(event->client, topic, payload, event->qos) ==
+                   MessageVerdict::kPass
+               ? MOSQ_ERR_SUCCESS
+               : MOSQ_ERR_ACL_DENIED;
+  } catch (const std::exception& e) {
+    WriteLog(LogLevel::kError,
+             fmt::format("message handling failed with an exception: {}", e.what()));
+    return MOSQ_ERR_ACL_DENIED;
+  }
+}
+
+int HandleDisconnect(int /*event*/, void* event_data, void* userdata) {
+  auto* state = static_cast<PluginState*>(userdata);
+  const auto* event = static_cast<mosquitto_evt_disconnect*>(event_data);
+  try {
+    state->plugin->OnDisconnect(event->client);
+  } catch (const std::exception& e) {
+    WriteLog(LogLevel::kError, fmt::format("disconnect handling failed: {}", e.what()));
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+int HandleTick(int /*event*/, void* /*event_data*/, void* userdata) {
+  auto* state = static_cast<PluginState*>(userdata);
+  try {
+    state->broker.Flush();
+    state->plugin->OnTick();
+  } catch (const std::exception& e) {
+    WriteLog(LogLevel::kError, fmt::format("tick failed: {}", e.what()));
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+struct Registration {
+  int event;
+  MOSQ_FUNC_generic_callback callback;
+};
+
+constexpr Registration kCallbacks[] = {
+    {MOSQ_EVT_BASIC_AUTH, HandleBasicAuth},
+    {MOSQ_EVT_ACL_CHECK, HandleAclCheck},
+    {MOSQ_EVT_MESSAGE, HandleMessage},
+    {MOSQ_EVT_DISCONNECT, HandleDisconnect},
+    {MOSQ_EVT_TICK, HandleTick},
+};
+
+void Unregister(PluginState& state) {
+  for (const auto& registration : kCallbacks) {
+    mosquitto_callback_unregister(state.identifier, registration.event, registration.callback,
+                                  nullptr);
+  }
+}
+
+int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* options,
+         int option_count) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (int i = 0; i < option_count; ++i) {
+    pairs.emplace_back(options[i].key == nullptr ? "" : options[i].key,
+                       options[i].value == nullptr ? "" : options[i].value);
+  }
+  auto config = ParsePluginConfig(pairs, [](const char* name) { return std::getenv(name); });
+  if (!config.ok()) {
+    WriteLog(LogLevel::kError, fmt::format("invalid configuration, not starting: {}",
+                                           std::string(config.status().message())));
+    return MOSQ_ERR_INVAL;
+  }
+  auto box = common::SecretBox::FromKeyText(config->secret_key);
+  auto url = common::ParseUrl(config->redis_url, 6379);
+  auto redis = common::RedisClient::Create(common::RedisOptions{
+      .url = config->redis_url,
+      .connect_timeout = config->redis_timeout,
+      .command_timeout = config->redis_timeout,
+      .pool_size = 2,
+  });
+  if (!box.ok() || !url.ok() || !redis.ok()) {
+    WriteLog(LogLevel::kError, "invalid configuration, not starting: secret key or Redis URL");
+    return MOSQ_ERR_INVAL;
+  }
+
+  auto state = std::make_unique<PluginState>();
+  state->identifier = identifier;
+  spdlog::set_default_logger(
+      std::make_shared<spdlog::logger>("iot_auth", std::make_shared<BrokerSink>(state->broker)));
+  state->directory = std::make_shared<DeviceDirectory>(
+      *std::move(redis), DeviceDirectory::Options{.capacity = config->cache_size,
+                                                  .ttl = config->cache_ttl,
+                                                  .max_stale = config->cache_max_stale});
+  const std::string description = DescribeConfig(*config);
+  const auto timeout = config->redis_timeout;
+  const auto recheck = config->recheck_interval;
+  state->plugin = std::make_unique<AuthPlugin>(*std::move(config), *std::move(box),
+                                               state->directory, state->broker);
+  AuthPlugin* plugin = state->plugin.get();
+  MosquittoBroker* broker = &state->broker;
+  state->watcher = std::make_unique<ChangeWatcher>(
+      *std::move(url), timeout, recheck,
+      ChangeWatcher::Callbacks{
+          .on_device_change = [plugin](const std::string& id) { plugin->OnDeviceChanged(id); },
+          .on_resync = [plugin] { plugin->RecheckConnected(); },
+          .log =
+              [broker](bool error, const std::string& message) {
+                broker->Log(error ? LogLevel::kWarning : LogLevel::kInfo, message);
+              }});
+
+  for (const auto& registration : kCallbacks) {
+    const int rc = mosquitto_callback_register(identifier, registration.event,
+                                               registration.callback, nullptr, state.get());
+    if (rc != MOSQ_ERR_SUCCESS) {
+      WriteLog(LogLevel::kError, fmt::format("cannot register callback for event {}: error {}",
+                                             registration.event, rc));
+      Unregister(*state);
+      return rc;
+    }
+  }
+  state->watcher->Start();
+  WriteLog(LogLevel::kInfo, fmt::format("started: {}", description));
+  *userdata = state.release();
+  return MOSQ_ERR_SUCCESS;
+}
+
+}  // namespace
+}  // namespace iot::broker
+
+extern "C" {
+
+IOT_PLUGIN_EXPORT int mosquitto_plugin_version(int supported_version_count,
+                                               const int* supported_versions) {
+  for (int i = 0; i < supported_version_count; ++i) {
+    if (supported_versions[i] == 5) {
+      return 5;
+    }
+  }
+  return -1;
+}
+
+IOT_PLUGIN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t* identifier, void** userdata,
+                                            struct mosquitto_opt* options, int option_count) {
+  try {
+    return iot::broker::Init(identifier, userdata, options, option_count);
+  } catch (const std::exception& e) {
+    iot::broker::WriteLog(iot::broker::LogLevel::kError,
+                          fmt::format("initialisation failed: {}", e.what()));
+    return MOSQ_ERR_UNKNOWN;
+  }
+}
+
+IOT_PLUGIN_EXPORT int mosquitto_plugin_cleanup(void* userdata, struct mosquitto_opt* /*options*/,
+                                               int /*option_count*/) {
+  std::unique_ptr<iot::broker::PluginState> state(static_cast<iot::broker::PluginState*>(userdata));
+  if (!state) {
+    return MOSQ_ERR_SUCCESS;
+  }
+  try {
+    state->watcher->Stop();
+    iot::broker::Unregister(*state);
+    state->broker.Flush();
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("iot_auth_stopped"));
+  } catch (const std::exception& e) {
+    iot::broker::WriteLog(iot::broker::LogLevel::kError, fmt::format("cleanup: {}", e.what()));
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+}  // extern "C"

@@ -1,0 +1,60 @@
+#pragma once
+
+// The plugin's configuration, from `plugin_opt_*` lines of mosquitto.conf (see broker/README.md).
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace iot::broker {
+
+/// A platform client (device-gateway, ...) that may use `$iot/#` and any client id.
+struct ServiceAccount {
+  std::string name;
+  std::string salt;
+  /// Lowercase hex SHA-256(salt + password).
+  std::string password_sha256;
+};
+
+/// True when `password` is the account's password (constant time in the hash comparison).
+bool VerifyServiceAccountPassword(const ServiceAccount& account, std::string_view password);
+
+/// Parses `name:salt:sha256hex(salt+password)` entries separated by commas or whitespace.
+/// Names must not contain `_` (every device id does, so a name never shadows a device).
+absl::StatusOr<std::vector<ServiceAccount>> ParseServiceAccounts(std::string_view text);
+
+struct PluginConfig {
+  /// `redis://[:password@]host[:port][/db]` of the thing-model projection.
+  std::string redis_url;
+  /// IOT_SECRET_KEY text (64 hex characters or base64 of 32 bytes), opens sealed device secrets.
+  std::string secret_key;
+  std::vector<ServiceAccount> service_accounts;
+  /// Credential cache: entries are fresh for `cache_ttl`; when Redis is unreachable a known
+  /// device's entry is still used up to `cache_max_stale` old (unknown devices are refused).
+  std::chrono::milliseconds cache_ttl{5000};
+  size_t cache_size = 10000;
+  std::chrono::milliseconds cache_max_stale{std::chrono::minutes{5}};
+  /// Bounds every Redis connect and command made on the broker thread.
+  std::chrono::milliseconds redis_timeout{200};
+  /// Sign type 1: how far the client id's hour may be from the broker's clock.
+  std::chrono::seconds time_skew{3600};
+  /// How often every connected device's record is re-read (besides `tm:changes`).
+  std::chrono::milliseconds recheck_interval{std::chrono::seconds{60}};
+};
+
+/// Builds the configuration from plugin options (keys without `plugin_opt_`). `getenv` reads the
+/// environment for `*_env` options. Unknown keys and bad values are errors naming the option.
+absl::StatusOr<PluginConfig> ParsePluginConfig(
+    const std::vector<std::pair<std::string, std::string>>& options,
+    const std::function<const char*(const char*)>& getenv);
+
+/// For the start-up log line: every setting, secrets masked.
+std::string DescribeConfig(const PluginConfig& config);
+
+}  // namespace iot::broker

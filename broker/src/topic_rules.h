@@ -1,0 +1,47 @@
+#pragma once
+
+// Which topics a device may use (DESIGN.md §3), and the internal downlink topic.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace iot::broker {
+
+/// `$oc/devices/{device_id}/`: everything a device may touch is below it.
+std::string DeviceTopicPrefix(std::string_view device_id);
+
+/// Up-topics of `device_id`: `sys/properties/report`, `sys/messages/up`, `sys/events/up`,
+/// `sys/gateway/sub_devices/properties/report`, `sys/commands/response/request_id={x}`,
+/// `sys/properties/set/response/request_id={x}`, `sys/properties/get/response/request_id={x}`,
+/// `sys/shadow/get/request_id={x}` and custom topics `user/...`, all below its own prefix.
+bool DeviceMayPublish(std::string_view device_id, std::string_view topic);
+
+/// Delivery to the device: anything below its own prefix.
+bool DeviceMayReceive(std::string_view device_id, std::string_view topic);
+
+/// Subscriptions of the device: filters below its own prefix, where the prefix (including the
+/// device id) is literal, followed by `#`, `sys/...` or `user/...`.
+bool DeviceMaySubscribe(std::string_view device_id, std::string_view filter);
+
+/// `$iot/down/`: the internal downlink topics, published by service accounts only and never
+/// delivered to any subscriber.
+inline constexpr std::string_view kDownlinkPrefix = "$iot/down/";
+inline constexpr std::string_view kDownResultPrefix = "$iot/down-result/";
+inline constexpr std::string_view kPresencePrefix = "$iot/presence/";
+
+bool IsDownlinkTopic(std::string_view topic);
+
+struct DownlinkTopic {
+  std::string device_id;
+  /// The part after `$oc/devices/{device_id}/`, e.g. `sys/commands/request_id=42`.
+  std::string suffix;
+  /// `$oc/devices/{device_id}/{suffix}`: the topic the device receives.
+  std::string device_topic;
+};
+
+/// Parses `$iot/down/{device_id}/{suffix}`; nullopt for a malformed one (empty suffix, invalid
+/// device id, suffix not below `sys/` or `user/`).
+std::optional<DownlinkTopic> ParseDownlinkTopic(std::string_view topic);
+
+}  // namespace iot::broker

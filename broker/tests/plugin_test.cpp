@@ -1,0 +1,680 @@
+// The iot_auth plugin loaded into a real mosquitto, against a real Redis holding device records
+// in the thing-model projection format (docs/redis-projection.md).
+
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "iot/common/crypto.h"
+#include "iot/common/redis.h"
+#include "iot/testing/process.h"
+#include "iot/testing/servers.h"
+#include "test_client.h"
+
+namespace iot::broker_test {
+namespace {
+
+using ::iot::testing::WaitUntil;
+using ::testing::HasSubstr;
+using Json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr char kSecretKey[] = "5f1c0a3b2e4d6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+constexpr char kGatewayUser[] = "gateway";
+constexpr char kGatewayPassword[] = "gateway-pass";
+constexpr char kGatewaySalt[] = "c2FsdA";
+
+constexpr int kV311NotAuthorized = 5;   // CONNACK return code
+constexpr int kV5NotAuthorized = 0x87;  // CONNACK / PUBACK / SUBACK reason code
+constexpr int kV311SubscribeFailure = 0x80;
+constexpr auto kWait = 10s;
+constexpr auto kKickDeadline = 5s;  // the issue's bound for a frozen device to be disconnected
+
+std::string Timestamp(std::chrono::system_clock::time_point time) {
+  const auto hours = std::chrono::floor<std::chrono::hours>(time);
+  const std::chrono::year_month_day date{std::chrono::floor<std::chrono::days>(hours)};
+  return fmt::format("{:04}{:02}{:02}{:02}", static_cast<int>(date.year()),
+                     static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
+                     (hours - std::chrono::floor<std::chrono::days>(hours)).count());
+}
+
+std::string Now() { return Timestamp(std::chrono::system_clock::now()); }
+
+std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+class PluginTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_ = std::make_unique<iot::testing::TestRedis>();
+    auto client = common::RedisClient::Create(common::RedisOptions{.url = redis_->Url()});
+    ASSERT_TRUE(client.ok()) << client.status();
+    redis_client_ = *std::move(client);
+    Redis({"SET", "tm:projection:ready", "1"});
+    StartBroker();
+  }
+
+  /// (Re)starts the broker with the plugin and `extra_options` (plugin_opt_* lines).
+  void StartBroker(const std::string& extra_options = "") {
+    broker_.reset();
+    broker_ = std::make_unique<iot::testing::TestMosquitto>(PluginConfig(extra_options));
+  }
+
+  std::string PluginConfig(const std::string& extra_options) const {
+    const std::string hash = common::Sha256Hex(std::string(kGatewaySalt) + kGatewayPassword);
+    return fmt::format(
+        "allow_anonymous false\n"
+        "log_dest stderr\n"  // unbuffered, so the test can read it while the broker runs
+        "plugin {}\n"
+        "plugin_opt_redis_url {}\n"
+        "plugin_opt_secret_key {}\n"
+        "plugin_opt_service_accounts {}:{}:{}\n"
+        "{}\n",
+        iot::testing::LibraryPath("libiot_auth.so").string(), redis_->Url(), kSecretKey,
+        kGatewayUser, kGatewaySalt, hash, extra_options);
+  }
+
+  void Redis(const std::vector<std::string>& args) {
+    auto reply = redis_client_->Command(args);
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    ASSERT_FALSE(reply->is_error()) << reply->DebugString();
+  }
+
+  /// Writes `tm:dev:{id}` as thing-model does, the secret sealed with the platform key.
+  void AddDevice(const std::string& id, const std::string& secret, bool frozen = false) {
+    auto box = common::SecretBox::FromKeyText(kSecretKey);
+    ASSERT_TRUE(box.ok()) << box.status();
+    const size_t split = id.find('_');
+    Redis({"HSET", "tm:dev:" + id, "tenant_id", "t1", "product_id", id.substr(0, split), "node_id",
+           id.substr(split + 1), "frozen", frozen ? "1" : "0", "secret", box->Seal(secret, id),
+           "version", "1"});
+  }
+
+  void NotifyChange(const std::string& id, const std::string& op, bool frozen) {
+    Redis({"PUBLISH", "tm:changes",
+           Json{{"kind", "device"},
+                {"op", op},
+                {"device_id", id},
+                {"tenant_id", "t1"},
+                {"frozen", frozen},
+                {"version", 2}}
+               .dump()});
+  }
+
+  TestClient::Options Device(const std::string& id, const std::string& secret, int sign_type = 0,
+                             const std::string& timestamp = Now(), int protocol = 4) const {
+    return TestClient::Options{.port = broker_->port(),
+                               .client_id = fmt::format("{}_0_{}_{}", id, sign_type, timestamp),
+                               .username = id,
+                               .password = common::HmacSha256Hex(timestamp, secret),
+                               .protocol = protocol};
+  }
+
+  std::unique_ptr<TestClient> Connect(const TestClient::Options& options) {
+    auto client = std::make_unique<TestClient>(options);
+    const int rc = client->Connect();
+    EXPECT_EQ(rc, 0) << "client " << options.client_id << "; broker log:\n" << BrokerLog();
+    return client;
+  }
+
+  /// The device-gateway's service account, MQTT v5.
+  std::unique_ptr<TestClient> Gateway(const std::string& client_id = "gateway-test") {
+    return Connect(TestClient::Options{.port = broker_->port(),
+                                       .client_id = client_id,
+                                       .username = kGatewayUser,
+                                       .password = kGatewayPassword,
+                                       .protocol = 5});
+  }
+
+  /// Connects with `options` and returns the CONNACK code.
+  int TryConnect(const TestClient::Options& options) {
+    TestClient client(options);
+    return client.Connect();
+  }
+
+  std::string BrokerLog() const { return ReadFile(broker_->dir() / "mosquitto.log"); }
+
+  std::vector<Json> Presence(const TestClient& gateway, const std::string& device_id) const {
+    std::vector<Json> out;
+    for (const auto& message : gateway.messages_on("$iot/presence/" + device_id)) {
+      out.push_back(Json::parse(message.payload));
+    }
+    return out;
+  }
+
+  /// Runs a mosquitto command-line client to completion; returns its exit code and output.
+  std::pair<int, std::string> RunCli(const std::vector<std::string>& argv) {
+    iot::testing::TempDir dir("iot-cli");
+    const auto log = dir.path() / "out.log";
+    const int rc = iot::testing::RunCommand(argv, log);
+    return {rc, ReadFile(log)};
+  }
+
+  std::vector<std::string> CliArgs(const std::string& tool, const TestClient::Options& options) {
+    return {tool,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            std::to_string(broker_->port()),
+            "-i",
+            options.client_id,
+            "-u",
+            options.username.value_or(""),
+            "-P",
+            options.password.value_or("")};
+  }
+
+  std::unique_ptr<iot::testing::TestRedis> redis_;
+  std::unique_ptr<common::RedisClient> redis_client_;
+  std::unique_ptr<iot::testing::TestMosquitto> broker_;
+};
+
+// ---- Authentication ----
+
+TEST_F(PluginTest, ValidDeviceConnectsAndReportsProperties) {
+  AddDevice("p1_n1", "secret-1");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+
+  // Sign type 1 with the current hour, MQTT 3.1.1 as Huawei's SDKs speak it.
+  auto device = Connect(Device("p1_n1", "secret-1", /*sign_type=*/1));
+  const std::string report =
+      R"({"services":[{"service_id":"s","properties":{"t":21.5},"event_time":"20261126T174248Z"}]})";
+  EXPECT_EQ(device->Publish("$oc/devices/p1_n1/sys/properties/report", report, 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [&](const ReceivedMessage& m) {
+        return m.topic == "$oc/devices/p1_n1/sys/properties/report" && m.payload == report;
+      },
+      kWait));
+
+  // Uppercase hex and MQTT v5 work too.
+  auto options = Device("p1_n1", "secret-1", 0, Now(), 5);
+  for (auto& c : *options.password) {
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  options.client_id = "p1_n1_0_0_" + Now();
+  auto v5 = Connect(options);
+  EXPECT_EQ(v5->Publish("$oc/devices/p1_n1/sys/messages/up", "hello", 1), 0);
+  EXPECT_TRUE(gateway->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "hello"; },
+                                      kWait));
+}
+
+TEST_F(PluginTest, CommandLineClientsConnectAsDevices) {
+  AddDevice("p1_cli", "cli-secret");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+
+  // mosquitto_pub as the device.
+  auto args = CliArgs("mosquitto_pub", Device("p1_cli", "cli-secret", 1));
+  args.insert(args.end(),
+              {"-q", "1", "-t", "$oc/devices/p1_cli/sys/events/up", "-m", R"({"services":[]})"});
+  const auto [pub_rc, pub_out] = RunCli(args);
+  EXPECT_EQ(pub_rc, 0) << pub_out;
+  EXPECT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.topic == "$oc/devices/p1_cli/sys/events/up"; },
+      kWait));
+
+  // mosquitto_sub as the device, subscribed to its own down-topics, receives a command.
+  iot::testing::TempDir dir("iot-cli");
+  auto sub_args = CliArgs("mosquitto_sub", Device("p1_cli", "cli-secret"));
+  sub_args.insert(sub_args.end(),
+                  {"-q", "1", "-t", "$oc/devices/p1_cli/sys/#", "-C", "1", "-W", "20", "-v"});
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+  iot::testing::Process sub(iot::testing::Process::Options{
+      .argv = sub_args, .env = {}, .log_file = dir.path() / "sub.log", .run_as_user = {}});
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) {
+        return m.topic == "$iot/presence/p1_cli" &&
+               Json::parse(m.payload).value("event", "") == "connected";
+      },
+      kWait));
+  EXPECT_LT(gateway->Publish("$iot/down/p1_cli/sys/commands/request_id=7", R"({"paras":{}})", 1),
+            0x80);
+  const auto exit_code = sub.Wait(kWait);
+  ASSERT_TRUE(exit_code.has_value());
+  EXPECT_EQ(*exit_code, 0);
+  EXPECT_THAT(sub.Log(), HasSubstr("$oc/devices/p1_cli/sys/commands/request_id=7 {\"paras\":{}}"));
+
+  // A wrong password makes mosquitto_pub fail.
+  auto bad = Device("p1_cli", "not-the-secret");
+  auto bad_args = CliArgs("mosquitto_pub", bad);
+  bad_args.insert(bad_args.end(), {"-t", "$oc/devices/p1_cli/sys/messages/up", "-m", "x"});
+  const auto [bad_rc, bad_out] = RunCli(bad_args);
+  EXPECT_NE(bad_rc, 0);
+  EXPECT_THAT(bad_out, HasSubstr("not authorised"));
+}
+
+TEST_F(PluginTest, RefusesEveryBadIdentity) {
+  AddDevice("p1_ok", "good");
+  AddDevice("p1_frozen", "good", /*frozen=*/true);
+  AddDevice("p1_deleted", "good");
+  Redis({"DEL", "tm:dev:p1_deleted"});
+  const std::string stale = Timestamp(std::chrono::system_clock::now() - 3h);
+
+  struct Case {
+    std::string name;
+    TestClient::Options options;
+  };
+  auto mismatch = Device("p1_ok", "good");
+  mismatch.username = "p1_frozen";
+  auto malformed = Device("p1_ok", "good");
+  malformed.client_id = "p1_ok_" + Now();
+  auto bad_sign = Device("p1_ok", "good");
+  bad_sign.client_id = "p1_ok_0_2_" + Now();
+  auto anonymous = Device("p1_ok", "good");
+  anonymous.username.reset();
+  anonymous.password.reset();
+  auto no_password = Device("p1_ok", "good");
+  no_password.password.reset();
+  auto gateway_bad = TestClient::Options{
+      .port = broker_->port(), .client_id = "gw", .username = kGatewayUser, .password = "wrong"};
+  const std::vector<Case> cases = {
+      {"unknown device", Device("p1_unknown", "good")},
+      {"frozen device", Device("p1_frozen", "good")},
+      {"deleted device", Device("p1_deleted", "good")},
+      {"bad password", Device("p1_ok", "bad")},
+      {"malformed client id", malformed},
+      {"sign type 2", bad_sign},
+      {"username is not the client id's device", mismatch},
+      {"sign type 1, timestamp 3 h old", Device("p1_ok", "good", 1, stale)},
+      {"anonymous", anonymous},
+      {"no password", no_password},
+      {"service account, bad password", gateway_bad},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(TryConnect(c.options), kV311NotAuthorized) << c.name;
+  }
+  auto v5 = Device("p1_unknown", "good", 0, Now(), 5);
+  EXPECT_EQ(TryConnect(v5), kV5NotAuthorized);
+
+  // Sign type 0 does not check the time; the good identity still works.
+  EXPECT_EQ(TryConnect(Device("p1_ok", "good", 0, stale)), 0);
+  EXPECT_EQ(TryConnect(Device("p1_ok", "good", 1)), 0);
+  EXPECT_THAT(BrokerLog(), HasSubstr("iot_auth: refused client"));
+  EXPECT_THAT(BrokerLog(), ::testing::Not(HasSubstr("good")));  // no secret in the log
+}
+
+// ---- Authorisation ----
+
+TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
+  AddDevice("p1_a", "secret-a");
+  AddDevice("p1_b", "secret-b");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/user/#", 1), 1);
+  auto a = Connect(Device("p1_a", "secret-a", 0, Now(), 5));
+  auto b = Connect(Device("p1_b", "secret-b"));
+
+  // Publishing on B's topics or on internal topics: refused (v5 PUBACK 0x87), never delivered.
+  EXPECT_EQ(a->Publish("$oc/devices/p1_b/sys/properties/report", "forged", 1), kV5NotAuthorized);
+  EXPECT_EQ(a->Publish("$oc/devices/p1_b/user/custom", "forged", 1), kV5NotAuthorized);
+  EXPECT_EQ(a->Publish("$oc/devices/p1_a/sys/commands/request_id=1", "forged", 1),
+            kV5NotAuthorized);
+  EXPECT_EQ(a->Publish("$iot/down/p1_b/sys/commands/request_id=1", "forged", 1), kV5NotAuthorized);
+  EXPECT_EQ(a->Publish("$iot/presence/p1_b", "forged", 1), kV5NotAuthorized);
+  // Its own topics work; the marker arriving means the forged ones, sent before, were dropped.
+  EXPECT_EQ(a->Publish("$oc/devices/p1_a/user/custom", "marker", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "marker"; }, kWait));
+  for (const auto& m : gateway->messages()) {
+    EXPECT_NE(m.payload, "forged") << m.topic;
+  }
+
+  // Subscribing to B's topics, wildcards over devices or internal topics: refused.
+  for (const char* filter : {"$oc/devices/p1_b/sys/#", "$oc/devices/+/sys/#", "#", "$oc/devices/#",
+                             "$iot/#", "$iot/presence/+", "$share/g/$oc/devices/p1_b/sys/#"}) {
+    EXPECT_EQ(a->Subscribe(filter, 1), kV5NotAuthorized) << filter;
+  }
+  EXPECT_EQ(a->Subscribe("$oc/devices/p1_a/#", 1), 1);
+  // B's report reaches the gateway but not A.
+  EXPECT_EQ(b->Publish("$oc/devices/p1_b/sys/properties/report", "from-b", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "from-b"; }, kWait));
+  EXPECT_EQ(a->Publish("$oc/devices/p1_a/sys/messages/up", "a-marker", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "a-marker"; }, kWait));
+  // A's own subscription got its own message, never B's.
+  ASSERT_TRUE(
+      a->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "a-marker"; }, kWait));
+  for (const auto& m : a->messages()) {
+    EXPECT_NE(m.payload, "from-b");
+  }
+  // B got nothing from A's forged downlink.
+  EXPECT_TRUE(b->messages().empty());
+}
+
+TEST_F(PluginTest, CommandLineClientsAreDeniedOtherDevicesTopics) {
+  AddDevice("p1_a", "secret-a");
+  AddDevice("p1_b", "secret-b");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+
+  auto pub = CliArgs("mosquitto_pub", Device("p1_a", "secret-a"));
+  pub.insert(pub.end(), {"-V", "5", "-q", "1", "-t", "$oc/devices/p1_b/sys/properties/report", "-m",
+                         "forged-cli"});
+  const auto [pub_rc, pub_out] = RunCli(pub);
+  EXPECT_THAT(pub_out, HasSubstr("Not authorized")) << "exit " << pub_rc;
+
+  auto sub = CliArgs("mosquitto_sub", Device("p1_a", "secret-a"));
+  sub.insert(sub.end(), {"-t", "$oc/devices/p1_b/sys/#", "-W", "10"});
+  const auto [sub_rc, sub_out] = RunCli(sub);
+  // mosquitto_sub 2.0.11 exits 0 here, after saying so.
+  EXPECT_THAT(sub_out, HasSubstr("All subscription requests were denied")) << "exit " << sub_rc;
+
+  auto own = CliArgs("mosquitto_pub", Device("p1_a", "secret-a"));
+  own.insert(own.end(),
+             {"-q", "1", "-t", "$oc/devices/p1_a/sys/properties/report", "-m", "cli-marker"});
+  EXPECT_EQ(RunCli(own).first, 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "cli-marker"; }, kWait));
+  for (const auto& m : gateway->messages()) {
+    EXPECT_NE(m.payload, "forged-cli");
+  }
+}
+
+// ---- Downlink relay ----
+
+TEST_F(PluginTest, DownlinkReachesADeviceThatNeverSubscribed) {
+  AddDevice("p1_down", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/#", 1), 1);  // must not see the internal message itself
+  auto device = Connect(Device("p1_down", "s"));
+
+  const std::string command =
+      R"({"object_device_id":"p1_down","service_id":"s","command_name":"reboot","paras":{}})";
+  const int puback = gateway->Publish("$iot/down/p1_down/sys/commands/request_id=42", command, 1);
+  EXPECT_LT(puback, 0x80) << "PUBACK reason code " << puback;
+  ASSERT_TRUE(device->WaitForCount(1, kWait));
+  auto received = device->messages();
+  EXPECT_EQ(received[0].topic, "$oc/devices/p1_down/sys/commands/request_id=42");
+  EXPECT_EQ(received[0].payload, command);
+  EXPECT_EQ(received[0].qos, 1);
+
+  EXPECT_LT(gateway->Publish("$iot/down/p1_down/sys/messages/down", "raw", 0), 0x80);
+  ASSERT_TRUE(device->WaitForCount(2, kWait));
+  received = device->messages();
+  EXPECT_EQ(received[1].topic, "$oc/devices/p1_down/sys/messages/down");
+  EXPECT_EQ(received[1].qos, 0);
+
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) {
+        return m.topic == "$iot/down-result/p1_down" &&
+               Json::parse(m.payload).value("topic", "") == "$oc/devices/p1_down/sys/messages/down";
+      },
+      kWait));
+  for (const auto& m : gateway->messages()) {
+    EXPECT_FALSE(m.topic.starts_with("$iot/down/")) << m.topic;
+  }
+  const auto result = Json::parse(gateway->messages_on("$iot/down-result/p1_down")[0].payload);
+  EXPECT_EQ(result["status"], "relayed");
+  EXPECT_EQ(result["topic"], "$oc/devices/p1_down/sys/commands/request_id=42");
+}
+
+TEST_F(PluginTest, DownlinkToAnOfflineDeviceTellsTheGateway) {
+  AddDevice("p1_off", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/down-result/+", 1), 1);
+
+  EXPECT_EQ(gateway->Publish("$iot/down/p1_off/sys/commands/request_id=1", "{}", 1),
+            kV5NotAuthorized);
+  ASSERT_TRUE(gateway->WaitForCount(1, kWait));
+  auto result = Json::parse(gateway->messages()[0].payload);
+  EXPECT_EQ(gateway->messages()[0].topic, "$iot/down-result/p1_off");
+  EXPECT_EQ(result["status"], "offline");
+  EXPECT_EQ(result["device_id"], "p1_off");
+  EXPECT_EQ(result["topic"], "$oc/devices/p1_off/sys/commands/request_id=1");
+
+  {
+    auto device = Connect(Device("p1_off", "s"));
+    EXPECT_LT(gateway->Publish("$iot/down/p1_off/sys/commands/request_id=2", "{}", 1), 0x80);
+    ASSERT_TRUE(device->WaitForCount(1, kWait));
+    device->Disconnect();
+  }
+  // Offline again once it disconnected; also for malformed downlink topics.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return gateway->Publish("$iot/down/p1_off/sys/commands/request_id=3", "{}", 1) ==
+               kV5NotAuthorized;
+      },
+      kWait));
+  EXPECT_EQ(gateway->Publish("$iot/down/p1_off", "{}", 1), kV5NotAuthorized);
+  EXPECT_EQ(gateway->Publish("$iot/down/p1_off/elsewhere/x", "{}", 1), kV5NotAuthorized);
+}
+
+TEST_F(PluginTest, SubscribedDeviceGetsEachDownlinkOnce) {
+  AddDevice("p1_sub", "s");
+  auto gateway = Gateway();
+  auto device = Connect(Device("p1_sub", "s"));
+  ASSERT_EQ(device->Subscribe("$oc/devices/p1_sub/sys/#", 1), 1);
+  ASSERT_EQ(device->Subscribe("$oc/devices/p1_sub/#", 1), 1);
+
+  for (int i = 1; i <= 3; ++i) {
+    EXPECT_LT(gateway->Publish(fmt::format("$iot/down/p1_sub/sys/commands/request_id={}", i),
+                               fmt::format("cmd-{}", i), 1),
+              0x80);
+  }
+  ASSERT_TRUE(device->WaitForCount(3, kWait));
+  // A last message: once it is in, any duplicate of the earlier ones would be too.
+  EXPECT_LT(gateway->Publish("$iot/down/p1_sub/sys/messages/down", "last", 1), 0x80);
+  ASSERT_TRUE(
+      device->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "last"; }, kWait));
+  std::vector<std::string> payloads;
+  for (const auto& m : device->messages()) {
+    payloads.push_back(m.payload);
+  }
+  EXPECT_THAT(payloads, ::testing::ElementsAre("cmd-1", "cmd-2", "cmd-3", "last"));
+}
+
+// ---- Presence ----
+
+TEST_F(PluginTest, PresenceEventsOnConnectAndDisconnect) {
+  AddDevice("p1_pres", "s");
+  auto gateway = Gateway();
+  // Not `$share/gateway/$iot/presence/+`: mosquitto 2.0.11 never delivers `$` topics to shared
+  // subscriptions (see broker/README.md).
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+
+  const auto options = Device("p1_pres", "s");
+  auto device = Connect(options);
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_pres").size() == 1; }, kWait));
+  device->Disconnect();
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_pres").size() == 2; }, kWait));
+
+  const auto events = Presence(*gateway, "p1_pres");
+  EXPECT_EQ(events[0]["event"], "connected");
+  EXPECT_EQ(events[1]["event"], "disconnected");
+  for (const auto& event : events) {
+    EXPECT_EQ(event["device_id"], "p1_pres");
+    EXPECT_EQ(event["client_id"], options.client_id);
+    EXPECT_EQ(event["client_address"], "127.0.0.1");
+    EXPECT_EQ(event["tenant_id"], "t1");
+    EXPECT_EQ(event["product_id"], "p1");
+    EXPECT_EQ(event["node_id"], "pres");
+    EXPECT_TRUE(event["reason"].is_string());
+    EXPECT_THAT(event["time"].get<std::string>(),
+                ::testing::MatchesRegex(R"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z)"));
+  }
+  EXPECT_LT(events[0]["seq"].get<int>(), events[1]["seq"].get<int>());
+  EXPECT_EQ(events[1]["reason"], "connection_closed");
+  const auto presence = gateway->messages_on("$iot/presence/p1_pres");
+  EXPECT_EQ(presence[0].qos, 1);
+}
+
+TEST_F(PluginTest, ReconnectReplacesTheOldConnectionInOrder) {
+  AddDevice("p1_re", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+
+  const auto first_options = Device("p1_re", "s");
+  auto first = Connect(first_options);
+  // Same device, new client id (another timestamp): the first connection is closed.
+  const auto second_options =
+      Device("p1_re", "s", 0, Timestamp(std::chrono::system_clock::now() - 1h));
+  auto second = Connect(second_options);
+  EXPECT_TRUE(first->WaitDisconnected(kWait));
+  // Same client id again: mosquitto's own takeover, with the same events.
+  auto third = Connect(second_options);
+  EXPECT_TRUE(second->WaitDisconnected(kWait));
+
+  // Downlink goes to the current connection only.
+  EXPECT_LT(gateway->Publish("$iot/down/p1_re/sys/messages/down", "to-third", 1), 0x80);
+  ASSERT_TRUE(third->WaitForCount(1, kWait));
+
+  third->Disconnect();
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_re").size() == 6; }, kWait));
+  const auto events = Presence(*gateway, "p1_re");
+  std::vector<std::string> seen;
+  for (const auto& e : events) {
+    seen.push_back(fmt::format("{} {} {}", e["event"].get<std::string>(),
+                               e["client_id"].get<std::string>(), e["reason"].get<std::string>()));
+  }
+  EXPECT_THAT(seen, ::testing::ElementsAre(
+                        "connected " + first_options.client_id + " connect",
+                        "disconnected " + first_options.client_id + " replaced",
+                        "connected " + second_options.client_id + " connect",
+                        "disconnected " + second_options.client_id + " replaced",
+                        "connected " + second_options.client_id + " connect",
+                        "disconnected " + second_options.client_id + " connection_closed"));
+  EXPECT_TRUE(first->messages().empty());
+  EXPECT_TRUE(second->messages().empty());
+}
+
+// ---- Frozen / deleted while connected ----
+
+TEST_F(PluginTest, DeviceFrozenWhileConnectedIsDisconnected) {
+  AddDevice("p1_fz", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+  auto device = Connect(Device("p1_fz", "s"));
+
+  Redis({"HSET", "tm:dev:p1_fz", "frozen", "1", "version", "2"});
+  NotifyChange("p1_fz", "upsert", true);
+  EXPECT_TRUE(device->WaitDisconnected(kKickDeadline));
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_fz").size() == 2; }, kWait));
+  EXPECT_EQ(Presence(*gateway, "p1_fz")[1]["reason"], "frozen");
+  EXPECT_EQ(TryConnect(Device("p1_fz", "s")), kV311NotAuthorized);
+
+  // Unfrozen: it may connect again.
+  Redis({"HSET", "tm:dev:p1_fz", "frozen", "0", "version", "3"});
+  NotifyChange("p1_fz", "upsert", false);
+  EXPECT_TRUE(WaitUntil([&] { return TryConnect(Device("p1_fz", "s")) == 0; }, kWait));
+}
+
+TEST_F(PluginTest, DeviceDeletedWhileConnectedIsDisconnected) {
+  AddDevice("p1_del", "s");
+  AddDevice("p1_keep", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+  auto device = Connect(Device("p1_del", "s"));
+  auto other = Connect(Device("p1_keep", "s"));
+
+  Redis({"DEL", "tm:dev:p1_del"});
+  NotifyChange("p1_del", "delete", false);
+  EXPECT_TRUE(device->WaitDisconnected(kKickDeadline));
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_del").size() == 2; }, kWait));
+  EXPECT_EQ(Presence(*gateway, "p1_del")[1]["reason"], "deleted");
+  EXPECT_TRUE(other->connected());
+  EXPECT_EQ(TryConnect(Device("p1_del", "s")), kV311NotAuthorized);
+}
+
+TEST_F(PluginTest, PeriodicRecheckCatchesAMissedNotification) {
+  StartBroker("plugin_opt_recheck_interval_ms 500");
+  AddDevice("p1_quiet", "s");
+  auto device = Connect(Device("p1_quiet", "s"));
+  Redis({"HSET", "tm:dev:p1_quiet", "frozen", "1"});  // no PUBLISH on tm:changes
+  EXPECT_TRUE(device->WaitDisconnected(kKickDeadline));
+}
+
+// ---- Redis outage ----
+
+TEST_F(PluginTest, RedisDownRefusesUnknownDevicesAndKeepsServing) {
+  StartBroker("plugin_opt_cache_ttl_ms 100");
+  AddDevice("p1_known", "s");
+  AddDevice("p1_stay", "s");
+  EXPECT_EQ(TryConnect(Device("p1_known", "s")), 0);  // now cached
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  auto staying = Connect(Device("p1_stay", "s"));
+
+  redis_->Stop();
+  EXPECT_EQ(TryConnect(Device("p1_unknown", "s")), kV311NotAuthorized);
+  // A device seen recently: its (expired) cache entry is used while Redis is unreachable.
+  auto known = Connect(Device("p1_known", "s"));
+  EXPECT_TRUE(known->connected());
+  // The broker keeps serving: connected devices, service accounts.
+  EXPECT_EQ(staying->Publish("$oc/devices/p1_stay/sys/messages/up", "during-outage", 1), 0);
+  EXPECT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "during-outage"; }, kWait));
+  auto gateway2 = Gateway("gateway-2");
+  EXPECT_TRUE(gateway2->connected());
+  EXPECT_TRUE(staying->connected());
+
+  // Redis back (empty, as after a restart without persistence): thing-model rebuilds the
+  // projection and marks it ready; new devices connect without restarting anything.
+  redis_->Start();
+  ASSERT_TRUE(WaitUntil([&] { return redis_client_->Ping().ok(); }, kWait));
+  AddDevice("p1_known", "s");
+  AddDevice("p1_stay", "s");
+  AddDevice("p1_new", "s");
+  Redis({"SET", "tm:projection:ready", "1"});
+  EXPECT_TRUE(WaitUntil([&] { return TryConnect(Device("p1_new", "s")) == 0; }, 30s));
+  EXPECT_TRUE(staying->connected());
+}
+
+// ---- Configuration ----
+
+TEST_F(PluginTest, SecretKeyFromTheEnvironment) {
+  ::setenv("IOT_BROKER_TEST_SECRET_KEY", kSecretKey, 1);
+  const std::string config = PluginConfig("");
+  std::string with_env;
+  std::istringstream lines(config);
+  for (std::string line; std::getline(lines, line);) {
+    with_env += line.starts_with("plugin_opt_secret_key ")
+                    ? "plugin_opt_secret_key_env IOT_BROKER_TEST_SECRET_KEY\n"
+                    : line + "\n";
+  }
+  broker_.reset();
+  broker_ = std::make_unique<iot::testing::TestMosquitto>(with_env);
+  AddDevice("p1_env", "s");
+  EXPECT_EQ(TryConnect(Device("p1_env", "s")), 0);
+}
+
+TEST_F(PluginTest, BadConfigurationStopsTheBrokerWithAClearLogLine) {
+  iot::testing::TempDir dir("iot-badconf");
+  const auto config = dir.path() / "mosquitto.conf";
+  {
+    std::ofstream out(config);
+    out << "listener " << iot::testing::FreePort() << " 127.0.0.1\n"
+        << "allow_anonymous false\nlog_dest stdout\n"
+        << (::geteuid() == 0 ? "user root\n" : "") << "plugin "
+        << iot::testing::LibraryPath("libiot_auth.so").string() << "\n"
+        << "plugin_opt_secret_key " << kSecretKey << "\n";
+  }
+  iot::testing::Process broker(
+      iot::testing::Process::Options{.argv = {"mosquitto", "-c", config.string()},
+                                     .env = {},
+                                     .log_file = dir.path() / "log",
+                                     .run_as_user = {}});
+  const auto exit_code = broker.Wait(kWait);
+  ASSERT_TRUE(exit_code.has_value()) << broker.Log();
+  EXPECT_NE(*exit_code, 0);
+  EXPECT_THAT(broker.Log(), HasSubstr("iot_auth: invalid configuration, not starting: "
+                                      "plugin_opt_redis_url: required"));
+}
+
+}  // namespace
+}  // namespace iot::broker_test
