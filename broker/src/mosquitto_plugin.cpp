@@ -295,6 +295,7 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* opti
                                                   .ttl = config->cache_ttl,
                                                   .max_stale = config->cache_max_stale});
   const std::string description = DescribeConfig(*config);
+  const bool no_service_accounts = config->service_accounts.empty();
   const auto timeout = config->redis_timeout;
   const auto recheck = config->recheck_interval;
   state->plugin = std::make_unique<AuthPlugin>(*std::move(config), *std::move(box),
@@ -323,6 +324,11 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* opti
   }
   state->watcher->Start();
   WriteLog(LogLevel::kInfo, fmt::format("started: {}", description));
+  if (no_service_accounts) {
+    WriteLog(LogLevel::kWarning,
+             "no service accounts configured (plugin_opt_service_accounts[_env]): only devices "
+             "can connect; the platform's gateway cannot");
+  }
   *userdata = state.release();
   return MOSQ_ERR_SUCCESS;
 }
