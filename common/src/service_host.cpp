@@ -42,6 +42,11 @@ ServiceHost::~ServiceHost() { Shutdown(); }
 
 void ServiceHost::AddService(grpc::Service* service) { services_.push_back(service); }
 
+void ServiceHost::AddService(std::shared_ptr<grpc::Service> service) {
+  services_.push_back(service.get());
+  owned_services_.push_back(std::move(service));
+}
+
 void ServiceHost::AddInterceptor(
     std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> interceptor) {
   interceptors_.push_back(std::move(interceptor));

@@ -132,14 +132,15 @@ std::shared_ptr<T> OrThrow(absl::StatusOr<std::unique_ptr<T>> value, const std::
 }
 
 int Serve(const ServiceSpec& spec, const ServerConfig& server, const BackendConfig& backend,
-          const Wiring& wire) {
+          const nlohmann::json& settings, const Wiring& wire) {
   ServiceHost host(server);
   ServiceContext context{.host = host,
                          .server = server,
                          .backend = backend,
                          .postgres = nullptr,
                          .redis = nullptr,
-                         .mqtt = nullptr};
+                         .mqtt = nullptr,
+                         .settings = settings};
   if (!spec.pg_schema.empty()) {
     context.postgres = MakePostgres(backend);
     host.AddStartupTask("postgres migrations",
@@ -198,7 +199,7 @@ int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReade
     if (flags.migrate_only) {
       return MigrateOnly(spec, backend);
     }
-    return Serve(spec, server, backend, wire);
+    return Serve(spec, server, backend, own, wire);
   } catch (const ConfigError& e) {
     LogError(e.what());
     std::cerr << spec.name << ": " << e.what() << "\n";

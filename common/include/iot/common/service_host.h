@@ -42,6 +42,8 @@ class ServiceHost {
 
   /// Registers a gRPC service (owned by the caller, must outlive the host). Before Start().
   void AddService(grpc::Service* service);
+  /// Registers a gRPC service that the host keeps alive.
+  void AddService(std::shared_ptr<grpc::Service> service);
   /// Additional interceptors (e.g. authentication), run after the metrics interceptor.
   void AddInterceptor(
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> interceptor);
@@ -84,6 +86,7 @@ class ServiceHost {
   MetricsServer metrics_;
   std::shared_ptr<GrpcServerMetrics> grpc_metrics_;
   std::vector<grpc::Service*> services_;
+  std::vector<std::shared_ptr<grpc::Service>> owned_services_;
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors_;
   std::vector<Step> startup_;
   std::vector<Step> dependencies_;

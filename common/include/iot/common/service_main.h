@@ -40,6 +40,8 @@ struct ServiceContext {
   std::shared_ptr<PgPool> postgres;
   std::shared_ptr<RedisClient> redis;
   std::shared_ptr<MqttClient> mqtt;
+  /// What the service's ConfigReader returned (secrets included: never log it whole).
+  const nlohmann::json& settings;
 };
 
 /// Reads a service's own settings (beyond ServerConfig/BackendConfig) from the environment,
