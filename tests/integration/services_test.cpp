@@ -80,6 +80,7 @@ std::map<std::string, std::string> SharedBackends(const std::string& pg_url) {
   return {{"IOT_PG_URL", pg_url},
           {"IOT_REDIS_URL", iot::testing::SharedRedisUrl()},
           {"IOT_MQTT_URL", iot::testing::SharedMqttUrl()},
+          {"IOT_SECRET_KEY", std::string(64, 'b')},
           {"IOT_LOG_LEVEL", "debug"}};
 }
 

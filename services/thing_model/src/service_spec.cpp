@@ -1,5 +1,12 @@
 #include "iot/thing_model/service_spec.h"
 
+#include "iot/common/auth.h"
+#include "iot/common/crypto.h"
+#include "iot/thing_model/grpc_handlers.h"
+#include "iot/thing_model/pg_registry.h"
+#include "iot/thing_model/redis_projection.h"
+#include "iot/thing_model/thing_model_service.h"
+
 namespace iot::thing_model {
 
 common::ServiceSpec Spec() {
@@ -13,8 +20,48 @@ common::ServiceSpec Spec() {
           .uses_mqtt = false};
 }
 
-nlohmann::json ReadConfig(common::EnvReader& /*env*/) { return nlohmann::json::object(); }
+nlohmann::json ReadConfig(common::EnvReader& env) {
+  nlohmann::json settings;
+  settings["secret_key"] = env.Required("IOT_SECRET_KEY");
+  if (const std::string& key = settings["secret_key"]; !key.empty()) {
+    if (auto box = common::SecretBox::FromKeyText(key); !box.ok()) {
+      env.AddError("IOT_SECRET_KEY", std::string(box.status().message()));
+    }
+  }
+  settings["bootstrap_tenant"] = env.String("IOT_THING_MODEL_BOOTSTRAP_TENANT", "default");
+  settings["bootstrap_api_key"] = env.String("IOT_THING_MODEL_BOOTSTRAP_API_KEY", "");
+  settings["service_api_key"] = env.String("IOT_SERVICE_API_KEY", "");
+  for (const char* name : {"IOT_THING_MODEL_BOOTSTRAP_API_KEY", "IOT_SERVICE_API_KEY"}) {
+    const std::string value = env.String(name, "");
+    if (!value.empty() && value.size() < 24) {
+      env.AddError(name, "must be at least 24 characters");
+    }
+  }
+  return settings;
+}
 
-void Wire(common::ServiceContext& /*context*/) {}
+void Wire(common::ServiceContext& context) {
+  const nlohmann::json& settings = context.settings;
+  auto registry = std::make_shared<PgRegistry>(context.postgres);
+  auto projection = std::make_shared<RedisProjection>(context.redis);
+  auto secrets = common::SecretBox::FromKeyText(settings["secret_key"].get<std::string>());
+  auto service = std::make_shared<ThingModelService>(
+      registry, projection, *std::move(secrets),
+      ThingModelOptions{.bootstrap_tenant = settings["bootstrap_tenant"],
+                        .bootstrap_admin_key = settings["bootstrap_api_key"],
+                        .service_key = settings["service_api_key"]});
+  auto auth = std::make_shared<common::Authenticator>(
+      std::make_shared<common::RedisKeyResolver>(context.redis));
+
+  context.host.AddService(std::make_shared<TenantsHandler>(service, auth));
+  context.host.AddService(std::make_shared<ProductsHandler>(service, auth));
+  context.host.AddService(std::make_shared<DevicesHandler>(service, auth));
+  context.host.AddService(std::make_shared<InternalHandler>(service, auth));
+
+  context.host.AddStartupTask("bootstrap tenant, keys and projection",
+                              [service] { return service->Bootstrap(); });
+  // Rebuilds the Redis projection after a flush or missed writes; runs every probe interval.
+  context.host.AddDependency("projection", [service] { return service->ReconcileProjection(); });
+}
 
 }  // namespace iot::thing_model

@@ -1,0 +1,749 @@
+// thing-model as a process over real gRPC, with real PostgreSQL and a private Redis: tenants
+// and keys, roles, products with Huawei models, devices, the credential projection.
+#include <grpcpp/create_channel.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+#include <sstream>
+
+#include "iot/common/auth.h"
+#include "iot/common/crypto.h"
+#include "iot/common/health_client.h"
+#include "iot/common/redis.h"
+#include "iot/testing/process.h"
+#include "iot/testing/servers.h"
+#include "iot/thing_model/v1/thing_model.grpc.pb.h"
+
+namespace iot {
+namespace {
+
+namespace pb = iot::thing_model::v1;
+using iot::testing::WaitUntil;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const std::string kSecretKeyHex(64, 'a');
+const std::string kAdminKey = "bootstrap-admin-key-0123456789abcdef";
+const std::string kServiceKey = "platform-service-key-0123456789abcdef";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string SmartMeter(const std::string& product_id) {
+  auto body = nlohmann::json::parse(ReadFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
+  body["product_id"] = product_id;
+  return body.dump();
+}
+
+/// One thing-model process for the whole suite; each test uses its own tenant.
+class ThingModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    redis_ = std::make_unique<iot::testing::TestRedis>();
+    pg_url_ = iot::testing::CreateTestDatabase();
+    grpc_port_ = iot::testing::FreePort();
+    dir_ = std::make_unique<iot::testing::TempDir>("iot-thing-model");
+    process_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
+        .argv = {iot::testing::ExecutablePath("thing-model").string()},
+        .env = {{"IOT_PG_URL", pg_url_},
+                {"IOT_REDIS_URL", redis_->Url()},
+                {"IOT_SECRET_KEY", kSecretKeyHex},
+                {"IOT_THING_MODEL_BOOTSTRAP_API_KEY", kAdminKey},
+                {"IOT_SERVICE_API_KEY", kServiceKey},
+                {"IOT_THING_MODEL_GRPC_PORT", std::to_string(grpc_port_)},
+                {"IOT_THING_MODEL_METRICS_PORT", "0"},
+                {"IOT_THING_MODEL_LISTEN_ADDRESS", "127.0.0.1"},
+                {"IOT_THING_MODEL_PROBE_INTERVAL", "200ms"}},
+        .log_file = dir_->path() / "thing-model.log",
+        .run_as_user = {}});
+    const std::string address = "127.0.0.1:" + std::to_string(grpc_port_);
+    ASSERT_TRUE(WaitUntil(
+        [&] {
+          auto health = common::CheckHealth(address);
+          return health.ok() && *health;
+        },
+        seconds(60)))
+        << process_->Log();
+    channel_ = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    redis_client_ = *common::RedisClient::Create({.url = redis_->Url()});
+  }
+
+  static void TearDownTestSuite() {
+    if (process_) {
+      EXPECT_EQ(process_->Stop(), 0) << process_->Log();
+    }
+    process_.reset();
+    redis_client_.reset();
+    redis_.reset();
+  }
+
+  void SetUp() override {
+    tenants_ = pb::Tenants::NewStub(channel_);
+    products_ = pb::Products::NewStub(channel_);
+    devices_ = pb::Devices::NewStub(channel_);
+    internal_ = pb::InternalThingModel::NewStub(channel_);
+    // A fresh tenant per test, with its own admin key.
+    pb::CreateTenantRequest request;
+    request.set_name("tenant for " +
+                     std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    request.set_create_admin_key(true);
+    pb::CreateTenantResponse response;
+    auto ctx = Context(kAdminKey);
+    ASSERT_TRUE(tenants_->CreateTenant(ctx.get(), request, &response).ok());
+    tenant_ = response.tenant().tenant_id();
+    admin_ = response.admin_key_secret();
+    ASSERT_FALSE(admin_.empty());
+  }
+
+  static std::unique_ptr<grpc::ClientContext> Context(const std::string& key) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!key.empty()) {
+      common::SetBearer(*ctx, key);
+    }
+    ctx->set_deadline(std::chrono::system_clock::now() + seconds(10));
+    return ctx;
+  }
+
+  std::string CreateKey(pb::Role role) {
+    pb::CreateApiKeyRequest request;
+    request.set_name("k");
+    request.set_role(role);
+    pb::CreateApiKeyResponse response;
+    auto ctx = Context(admin_);
+    EXPECT_TRUE(tenants_->CreateApiKey(ctx.get(), request, &response).ok());
+    return response.secret();
+  }
+
+  grpc::Status CreateProduct(const std::string& key, const std::string& json,
+                             pb::Product* out = nullptr, grpc::ClientContext* use = nullptr) {
+    pb::CreateProductRequest request;
+    request.set_product_json(json);
+    pb::Product response;
+    auto ctx = Context(key);
+    return products_->CreateProduct(use ? use : ctx.get(), request, out ? out : &response);
+  }
+
+  grpc::Status AddDevice(const std::string& key, const std::string& product_id,
+                         const std::string& node_id, pb::AddDeviceResponse* out = nullptr,
+                         const std::string& secret = {}) {
+    pb::AddDeviceRequest request;
+    request.set_product_id(product_id);
+    request.set_node_id(node_id);
+    request.set_secret(secret);
+    request.set_device_name("meter " + node_id);
+    pb::AddDeviceResponse response;
+    auto ctx = Context(key);
+    return devices_->AddDevice(ctx.get(), request, out ? out : &response);
+  }
+
+  std::string UniqueProduct() { return "p" + common::HexEncode(common::RandomBytes(6)); }
+
+  static inline std::unique_ptr<iot::testing::TestRedis> redis_;
+  static inline std::unique_ptr<iot::testing::TempDir> dir_;
+  static inline std::unique_ptr<iot::testing::Process> process_;
+  static inline std::string pg_url_;
+  static inline uint16_t grpc_port_ = 0;
+  static inline std::shared_ptr<grpc::Channel> channel_;
+  static inline std::unique_ptr<common::RedisClient> redis_client_;
+
+  std::unique_ptr<pb::Tenants::Stub> tenants_;
+  std::unique_ptr<pb::Products::Stub> products_;
+  std::unique_ptr<pb::Devices::Stub> devices_;
+  std::unique_ptr<pb::InternalThingModel::Stub> internal_;
+  std::string tenant_;
+  std::string admin_;
+};
+
+TEST_F(ThingModelTest, ProductModelRoundTripsUnchanged) {
+  const std::string id = UniqueProduct();
+  const std::string json = SmartMeter(id);
+  pb::Product created;
+  ASSERT_TRUE(CreateProduct(admin_, json, &created).ok());
+  EXPECT_EQ(created.product_id(), id);
+  EXPECT_EQ(created.model_version(), 1);
+  EXPECT_EQ(created.name(), "Smart Meter SM-200");
+
+  pb::ShowProductRequest show;
+  show.set_product_id(id);
+  pb::Product shown;
+  auto ctx = Context(admin_);
+  ASSERT_TRUE(products_->ShowProduct(ctx.get(), show, &shown).ok());
+  EXPECT_EQ(nlohmann::json::parse(shown.product_json()), nlohmann::json::parse(json));
+  EXPECT_EQ(shown.device_type(), "SmartMeter");
+}
+
+TEST_F(ThingModelTest, GeneratesProductIdWhenAbsent) {
+  auto body = nlohmann::json::parse(SmartMeter("x"));
+  body.erase("product_id");
+  pb::Product created;
+  ASSERT_TRUE(CreateProduct(admin_, body.dump(), &created).ok());
+  EXPECT_EQ(created.product_id().size(), 24u);
+}
+
+TEST_F(ThingModelTest, InvalidModelsAreRejectedWithTheirPath) {
+  struct Case {
+    std::string pointer;
+    nlohmann::json value;
+    std::string path;
+  };
+  const std::vector<Case> cases = {
+      {"/service_capabilities/0/properties/0/data_type", "float",
+       "service_capabilities[0].properties[0].data_type"},
+      {"/service_capabilities/0/properties/4/min", "5000", "service_capabilities[0].properties[4]"},
+      {"/service_capabilities/0/properties/3/enum_list", nlohmann::json::array(),
+       "service_capabilities[0].properties[3]"},
+      {"/service_capabilities/0/properties/1/property_name", "voltage",
+       "service_capabilities[0].properties[1].property_name"},
+      {"/service_capabilities/0/properties/3/method", "RX",
+       "service_capabilities[0].properties[3].method"},
+  };
+  for (const Case& c : cases) {
+    auto body = nlohmann::json::parse(SmartMeter(UniqueProduct()));
+    body[nlohmann::json::json_pointer(c.pointer)] = c.value;
+    grpc::ClientContext ctx;
+    common::SetBearer(ctx, admin_);
+    const grpc::Status status = CreateProduct(admin_, body.dump(), nullptr, &ctx);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.pointer;
+    EXPECT_NE(status.error_message().find(c.path), std::string::npos)
+        << c.pointer << ": " << status.error_message();
+    auto it = ctx.GetServerTrailingMetadata().find("iot-model-errors-bin");
+    ASSERT_NE(it, ctx.GetServerTrailingMetadata().end()) << c.pointer;
+    pb::ModelErrors errors;
+    ASSERT_TRUE(errors.ParseFromString(std::string(it->second.data(), it->second.size())));
+    ASSERT_GE(errors.errors_size(), 1);
+    EXPECT_NE(errors.errors(0).path().find(c.path), std::string::npos);
+  }
+  // Duplicate service ids; not JSON at all.
+  auto body = nlohmann::json::parse(SmartMeter(UniqueProduct()));
+  body["service_capabilities"].push_back(body["service_capabilities"][0]);
+  grpc::Status dup = CreateProduct(admin_, body.dump());
+  EXPECT_EQ(dup.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(dup.error_message().find("service_capabilities[1].service_id"), std::string::npos)
+      << dup.error_message();
+  EXPECT_EQ(CreateProduct(admin_, "{not json").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ThingModelTest, ModelUpdatesCreateVersionsAndKeepHistory) {
+  const std::string id = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
+  auto body = nlohmann::json::parse(SmartMeter(id));
+  body["service_capabilities"][0]["properties"].push_back(
+      {{"property_name", "frequency"}, {"data_type", "decimal"}, {"method", "R"}});
+  pb::UpdateProductRequest update;
+  update.set_product_id(id);
+  update.set_product_json(body.dump());
+  pb::Product updated;
+  auto ctx = Context(admin_);
+  ASSERT_TRUE(products_->UpdateProduct(ctx.get(), update, &updated).ok());
+  EXPECT_EQ(updated.model_version(), 2);
+
+  pb::ShowProductRequest show;
+  show.set_product_id(id);
+  show.set_model_version(1);
+  pb::Product v1;
+  auto ctx2 = Context(admin_);
+  ASSERT_TRUE(products_->ShowProduct(ctx2.get(), show, &v1).ok());
+  EXPECT_EQ(nlohmann::json::parse(v1.product_json()), nlohmann::json::parse(SmartMeter(id)));
+
+  pb::ListProductModelVersionsRequest versions_request;
+  versions_request.set_product_id(id);
+  pb::ListProductModelVersionsResponse versions;
+  auto ctx3 = Context(admin_);
+  ASSERT_TRUE(products_->ListProductModelVersions(ctx3.get(), versions_request, &versions).ok());
+  EXPECT_EQ(versions.versions_size(), 2);
+
+  // A metadata-only change keeps the version.
+  body["description"] = "renamed";
+  update.set_product_json(body.dump());
+  auto ctx4 = Context(admin_);
+  ASSERT_TRUE(products_->UpdateProduct(ctx4.get(), update, &updated).ok());
+  EXPECT_EQ(updated.model_version(), 2);
+  EXPECT_EQ(updated.description(), "renamed");
+}
+
+TEST_F(ThingModelTest, DeletingAProductWithDevicesNeedsForce) {
+  const std::string id = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
+  ASSERT_TRUE(AddDevice(admin_, id, "n1").ok());
+  pb::DeleteProductRequest request;
+  request.set_product_id(id);
+  pb::DeleteProductResponse response;
+  auto ctx = Context(admin_);
+  EXPECT_EQ(products_->DeleteProduct(ctx.get(), request, &response).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  request.set_force(true);
+  auto ctx2 = Context(admin_);
+  ASSERT_TRUE(products_->DeleteProduct(ctx2.get(), request, &response).ok());
+  EXPECT_EQ(response.deleted_devices(), 1);
+  auto exists = redis_client_->Command({"EXISTS", "tm:dev:" + id + "_n1"});
+  ASSERT_TRUE(exists.ok());
+  EXPECT_EQ(exists->integer, 0) << "deleted device still in the projection";
+}
+
+TEST_F(ThingModelTest, DeviceCrudFiltersAndPaging) {
+  const std::string id = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_TRUE(AddDevice(admin_, id, "node" + std::to_string(i)).ok());
+  }
+  // Paging: 3 + 3 + 1, in order, no duplicates.
+  std::vector<std::string> seen;
+  std::string marker;
+  int pages = 0;
+  do {
+    pb::ListDevicesRequest request;
+    request.set_product_id(id);
+    request.set_limit(3);
+    request.set_marker(marker);
+    pb::ListDevicesResponse response;
+    auto ctx = Context(admin_);
+    ASSERT_TRUE(devices_->ListDevices(ctx.get(), request, &response).ok());
+    for (const auto& d : response.devices()) {
+      seen.push_back(d.device_id());
+    }
+    marker = response.next_marker();
+    ++pages;
+  } while (!marker.empty() && pages < 10);
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(seen.size(), 7u);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+
+  // Update name and tags; filter by tag, name prefix, status.
+  pb::UpdateDeviceRequest update;
+  update.set_device_id(id + "_node3");
+  update.set_device_name("kitchen meter");
+  (*update.mutable_tags())["floor"] = "2";
+  update.set_replace_tags(true);
+  pb::Device updated;
+  auto ctx = Context(admin_);
+  ASSERT_TRUE(devices_->UpdateDevice(ctx.get(), update, &updated).ok());
+  EXPECT_EQ(updated.tags().at("floor"), "2");
+  EXPECT_EQ(updated.status(), pb::INACTIVE);
+
+  auto list = [&](const std::function<void(pb::ListDevicesRequest&)>& filter) {
+    pb::ListDevicesRequest request;
+    request.set_product_id(id);
+    filter(request);
+    pb::ListDevicesResponse response;
+    auto c = Context(admin_);
+    EXPECT_TRUE(devices_->ListDevices(c.get(), request, &response).ok());
+    return response.devices_size();
+  };
+  EXPECT_EQ(list([](auto& r) {
+              r.set_tag_key("floor");
+              r.set_tag_value("2");
+            }),
+            1);
+  EXPECT_EQ(list([](auto& r) { r.set_tag_key("floor"); }), 1);
+  EXPECT_EQ(list([](auto& r) { r.set_name_prefix("kitchen"); }), 1);
+  EXPECT_EQ(list([](auto& r) { r.set_status(pb::INACTIVE); }), 7);
+
+  pb::FreezeDeviceRequest freeze;
+  freeze.set_device_id(id + "_node4");
+  pb::Device frozen;
+  auto ctx2 = Context(admin_);
+  ASSERT_TRUE(devices_->FreezeDevice(ctx2.get(), freeze, &frozen).ok());
+  EXPECT_EQ(frozen.status(), pb::FROZEN);
+  EXPECT_EQ(list([](auto& r) { r.set_status(pb::FROZEN); }), 1);
+  auto frozen_flag = redis_client_->Command({"HGET", "tm:dev:" + id + "_node4", "frozen"});
+  ASSERT_TRUE(frozen_flag.ok());
+  EXPECT_EQ(frozen_flag->str, "1");
+
+  pb::DeleteDeviceRequest del;
+  del.set_device_id(id + "_node5");
+  pb::DeleteDeviceResponse deleted;
+  auto ctx3 = Context(admin_);
+  ASSERT_TRUE(devices_->DeleteDevice(ctx3.get(), del, &deleted).ok());
+  pb::ShowDeviceRequest show;
+  show.set_device_id(id + "_node5");
+  pb::Device shown;
+  auto ctx4 = Context(admin_);
+  EXPECT_EQ(devices_->ShowDevice(ctx4.get(), show, &shown).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  // Bad input names its field.
+  pb::AddDeviceResponse added;
+  pb::AddDeviceRequest bad;
+  bad.set_product_id(id);
+  bad.set_node_id("has space");
+  auto ctx5 = Context(admin_);
+  grpc::Status status = devices_->AddDevice(ctx5.get(), bad, &added);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message().rfind("node_id:", 0), 0u) << status.error_message();
+  EXPECT_EQ(AddDevice(admin_, id, "short", nullptr, "1234").error_message().rfind("secret:", 0),
+            0u);
+  pb::ListDevicesRequest bad_limit;
+  bad_limit.set_limit(501);
+  pb::ListDevicesResponse none;
+  auto ctx6 = Context(admin_);
+  status = devices_->ListDevices(ctx6.get(), bad_limit, &none);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message().rfind("limit:", 0), 0u);
+  EXPECT_EQ(AddDevice(admin_, "no-such-product", "n").error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ThingModelTest, ConcurrentAddOfTheSameNodeIdCreatesExactlyOne) {
+  const std::string id = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
+  std::vector<std::future<grpc::StatusCode>> calls;
+  for (int i = 0; i < 8; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] {
+      auto stub = pb::Devices::NewStub(channel_);
+      pb::AddDeviceRequest request;
+      request.set_product_id(id);
+      request.set_node_id("same");
+      pb::AddDeviceResponse response;
+      auto ctx = Context(admin_);
+      return stub->AddDevice(ctx.get(), request, &response).error_code();
+    }));
+  }
+  int ok = 0;
+  int exists = 0;
+  for (auto& call : calls) {
+    const auto code = call.get();
+    ok += code == grpc::StatusCode::OK;
+    exists += code == grpc::StatusCode::ALREADY_EXISTS;
+  }
+  EXPECT_EQ(ok, 1);
+  EXPECT_EQ(exists, 7);
+}
+
+TEST_F(ThingModelTest, TenantsNeverSeeEachOthersResources) {
+  const std::string id = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
+  ASSERT_TRUE(AddDevice(admin_, id, "n1").ok());
+  const std::string device = id + "_n1";
+
+  pb::CreateTenantRequest other_request;
+  other_request.set_name("other");
+  other_request.set_create_admin_key(true);
+  pb::CreateTenantResponse other;
+  auto c0 = Context(kAdminKey);
+  ASSERT_TRUE(tenants_->CreateTenant(c0.get(), other_request, &other).ok());
+  const std::string b = other.admin_key_secret();
+
+  auto expect_not_found = [&](const char* what, const grpc::Status& s) {
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << what << ": " << s.error_message();
+  };
+  {
+    pb::ShowProductRequest r;
+    r.set_product_id(id);
+    pb::Product p;
+    auto c = Context(b);
+    expect_not_found("ShowProduct", products_->ShowProduct(c.get(), r, &p));
+  }
+  {
+    pb::UpdateProductRequest r;
+    r.set_product_id(id);
+    r.set_product_json(SmartMeter(id));
+    pb::Product p;
+    auto c = Context(b);
+    expect_not_found("UpdateProduct", products_->UpdateProduct(c.get(), r, &p));
+  }
+  {
+    pb::DeleteProductRequest r;
+    r.set_product_id(id);
+    r.set_force(true);
+    pb::DeleteProductResponse p;
+    auto c = Context(b);
+    expect_not_found("DeleteProduct", products_->DeleteProduct(c.get(), r, &p));
+  }
+  {
+    pb::ListProductModelVersionsRequest r;
+    r.set_product_id(id);
+    pb::ListProductModelVersionsResponse p;
+    auto c = Context(b);
+    expect_not_found("ListProductModelVersions",
+                     products_->ListProductModelVersions(c.get(), r, &p));
+  }
+  expect_not_found("AddDevice", AddDevice(b, id, "n2"));
+  {
+    pb::ShowDeviceRequest r;
+    r.set_device_id(device);
+    pb::Device d;
+    auto c = Context(b);
+    expect_not_found("ShowDevice", devices_->ShowDevice(c.get(), r, &d));
+  }
+  {
+    pb::UpdateDeviceRequest r;
+    r.set_device_id(device);
+    r.set_device_name("mine now");
+    pb::Device d;
+    auto c = Context(b);
+    expect_not_found("UpdateDevice", devices_->UpdateDevice(c.get(), r, &d));
+  }
+  {
+    pb::FreezeDeviceRequest r;
+    r.set_device_id(device);
+    pb::Device d;
+    auto c = Context(b);
+    expect_not_found("FreezeDevice", devices_->FreezeDevice(c.get(), r, &d));
+  }
+  {
+    pb::UnfreezeDeviceRequest r;
+    r.set_device_id(device);
+    pb::Device d;
+    auto c = Context(b);
+    expect_not_found("UnfreezeDevice", devices_->UnfreezeDevice(c.get(), r, &d));
+  }
+  {
+    pb::ResetDeviceSecretRequest r;
+    r.set_device_id(device);
+    pb::ResetDeviceSecretResponse d;
+    auto c = Context(b);
+    expect_not_found("ResetDeviceSecret", devices_->ResetDeviceSecret(c.get(), r, &d));
+  }
+  {
+    pb::DeleteDeviceRequest r;
+    r.set_device_id(device);
+    pb::DeleteDeviceResponse d;
+    auto c = Context(b);
+    expect_not_found("DeleteDevice", devices_->DeleteDevice(c.get(), r, &d));
+  }
+  {
+    pb::ListDevicesRequest r;
+    pb::ListDevicesResponse d;
+    auto c = Context(b);
+    ASSERT_TRUE(devices_->ListDevices(c.get(), r, &d).ok());
+    EXPECT_EQ(d.devices_size(), 0);
+    pb::ListProductsRequest pr;
+    pb::ListProductsResponse p;
+    auto c2 = Context(b);
+    ASSERT_TRUE(products_->ListProducts(c2.get(), pr, &p).ok());
+    EXPECT_EQ(p.products_size(), 0);
+  }
+  {
+    // Keys of tenant A cannot be revoked by tenant B.
+    pb::ListApiKeysRequest r;
+    pb::ListApiKeysResponse keys;
+    auto c = Context(admin_);
+    ASSERT_TRUE(tenants_->ListApiKeys(c.get(), r, &keys).ok());
+    ASSERT_GE(keys.keys_size(), 1);
+    pb::RevokeApiKeyRequest revoke;
+    revoke.set_key_id(keys.keys(0).key_id());
+    pb::RevokeApiKeyResponse revoked;
+    auto c2 = Context(b);
+    expect_not_found("RevokeApiKey", tenants_->RevokeApiKey(c2.get(), revoke, &revoked));
+  }
+  // The device is untouched.
+  pb::ShowDeviceRequest r;
+  r.set_device_id(device);
+  pb::Device d;
+  auto c = Context(admin_);
+  ASSERT_TRUE(devices_->ShowDevice(c.get(), r, &d).ok());
+  EXPECT_EQ(d.device_name(), "meter n1");
+}
+
+TEST_F(ThingModelTest, RolesAndRevocation) {
+  const std::string reader = CreateKey(pb::ROLE_READER);
+  const std::string operator_key = CreateKey(pb::ROLE_OPERATOR);
+  const std::string id = UniqueProduct();
+
+  EXPECT_EQ(CreateProduct(reader, SmartMeter(id)).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(CreateProduct(operator_key, SmartMeter(id)).ok());
+  pb::ListProductsRequest list;
+  pb::ListProductsResponse products;
+  auto c = Context(reader);
+  ASSERT_TRUE(products_->ListProducts(c.get(), list, &products).ok());
+  EXPECT_EQ(products.products_size(), 1);
+  EXPECT_EQ(AddDevice(reader, id, "n1").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(AddDevice(operator_key, id, "n1").ok());
+
+  // Operators cannot manage keys; tenant admins cannot create tenants.
+  pb::CreateApiKeyRequest key_request;
+  key_request.set_role(pb::ROLE_READER);
+  pb::CreateApiKeyResponse key_response;
+  auto c2 = Context(operator_key);
+  EXPECT_EQ(tenants_->CreateApiKey(c2.get(), key_request, &key_response).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  pb::CreateTenantRequest tenant_request;
+  tenant_request.set_name("nope");
+  pb::CreateTenantResponse tenant_response;
+  auto c3 = Context(admin_);
+  EXPECT_EQ(tenants_->CreateTenant(c3.get(), tenant_request, &tenant_response).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // The internal API needs the service credential.
+  pb::GetDeviceContextRequest internal_request;
+  internal_request.set_device_id(id + "_n1");
+  pb::DeviceContext device_context;
+  auto c4 = Context(admin_);
+  EXPECT_EQ(internal_->GetDeviceContext(c4.get(), internal_request, &device_context).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // No key, a malformed header, an unknown key.
+  pb::ShowProductRequest show;
+  show.set_product_id(id);
+  pb::Product product;
+  auto none = Context("");
+  EXPECT_EQ(products_->ShowProduct(none.get(), show, &product).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext malformed;
+  malformed.AddMetadata("authorization", "Basic abc");
+  EXPECT_EQ(products_->ShowProduct(&malformed, show, &product).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  auto unknown = Context("iot_not-a-real-key");
+  EXPECT_EQ(products_->ShowProduct(unknown.get(), show, &product).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  // Revocation takes effect within 1 s (the key was just used, so it is cached).
+  auto c5 = Context(reader);
+  ASSERT_TRUE(products_->ShowProduct(c5.get(), show, &product).ok());
+  pb::ListApiKeysRequest keys_request;
+  pb::ListApiKeysResponse keys;
+  auto c6 = Context(admin_);
+  ASSERT_TRUE(tenants_->ListApiKeys(c6.get(), keys_request, &keys).ok());
+  std::string reader_id;
+  for (const auto& k : keys.keys()) {
+    if (k.role() == pb::ROLE_READER) {
+      reader_id = k.key_id();
+    }
+    EXPECT_EQ(reader.find(k.key_id()), std::string::npos);
+  }
+  pb::RevokeApiKeyRequest revoke;
+  revoke.set_key_id(reader_id);
+  pb::RevokeApiKeyResponse revoked;
+  auto c7 = Context(admin_);
+  ASSERT_TRUE(tenants_->RevokeApiKey(c7.get(), revoke, &revoked).ok());
+  const auto revoked_at = std::chrono::steady_clock::now();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto c8 = Context(reader);
+        return products_->ShowProduct(c8.get(), show, &product).error_code() ==
+               grpc::StatusCode::UNAUTHENTICATED;
+      },
+      seconds(1)));
+  EXPECT_LE(std::chrono::steady_clock::now() - revoked_at, seconds(1));
+}
+
+TEST_F(ThingModelTest, SecretsNeverStoredInPlaintextAndProjectionIsCurrent) {
+  const std::string id = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
+  const std::string secret = "PlainSecret-42x";
+  pb::AddDeviceResponse added;
+  ASSERT_TRUE(AddDevice(admin_, id, "n1", &added, secret).ok());
+  EXPECT_EQ(added.secret(), secret);
+  const std::string device = id + "_n1";
+
+  // Visible in the projection at once (the call returns after the write).
+  auto hash = redis_client_->Command({"HGETALL", "tm:dev:" + device});
+  ASSERT_TRUE(hash.ok());
+  std::map<std::string, std::string> fields;
+  for (size_t i = 0; i + 1 < hash->elements.size(); i += 2) {
+    fields[hash->elements[i].str] = hash->elements[i + 1].str;
+  }
+  EXPECT_EQ(fields["tenant_id"], tenant_);
+  EXPECT_EQ(fields["product_id"], id);
+  EXPECT_EQ(fields["frozen"], "0");
+  ASSERT_FALSE(fields["secret"].empty());
+  EXPECT_EQ(fields["secret"].find(secret), std::string::npos);
+  auto box = common::SecretBox::FromKeyText(kSecretKeyHex);
+  ASSERT_TRUE(box.ok());
+  EXPECT_EQ(*box->Open(fields["secret"], device), secret);
+
+  // No column of any row holds the plaintext.
+  pqxx::connection c(pg_url_);
+  pqxx::work w(c);
+  for (const char* table : {"devices", "products", "product_models", "api_keys", "tenants"}) {
+    const auto rows = w.exec(std::string("SELECT t::text FROM thing_model.") + table + " t");
+    for (const auto& row : rows) {
+      EXPECT_EQ(row[0].as<std::string>().find(secret), std::string::npos) << table;
+      EXPECT_EQ(row[0].as<std::string>().find(admin_), std::string::npos) << table;
+    }
+  }
+  // Nor any Redis value.
+  auto keys = redis_client_->Command({"KEYS", "*"});
+  ASSERT_TRUE(keys.ok());
+  for (const auto& key : keys->elements) {
+    auto dump = redis_client_->Command({"DUMP", key.str});
+    ASSERT_TRUE(dump.ok());
+    EXPECT_EQ(dump->str.find(secret), std::string::npos) << key.str;
+  }
+
+  // A reset secret replaces the projected one.
+  pb::ResetDeviceSecretRequest reset;
+  reset.set_device_id(device);
+  pb::ResetDeviceSecretResponse new_secret;
+  auto ctx = Context(admin_);
+  ASSERT_TRUE(devices_->ResetDeviceSecret(ctx.get(), reset, &new_secret).ok());
+  EXPECT_GE(new_secret.secret().size(), 8u);
+  auto sealed = redis_client_->Command({"HGET", "tm:dev:" + device, "secret"});
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_EQ(*box->Open(sealed->str, device), new_secret.secret());
+}
+
+TEST_F(ThingModelTest, FlushedRedisIsRebuiltFromPostgres) {
+  const std::string id = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
+  ASSERT_TRUE(AddDevice(admin_, id, "n1").ok());
+  ASSERT_TRUE(redis_client_->Command({"FLUSHALL"}).ok());
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto exists = redis_client_->Command({"EXISTS", "tm:dev:" + id + "_n1"});
+        return exists.ok() && exists->integer == 1;
+      },
+      seconds(10)))
+      << process_->Log();
+  // API keys come back too: the tenant admin still works.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        pb::ListDevicesRequest r;
+        pb::ListDevicesResponse d;
+        auto c = Context(admin_);
+        return devices_->ListDevices(c.get(), r, &d).ok();
+      },
+      seconds(10)));
+}
+
+TEST_F(ThingModelTest, PresenceFromTheServiceCredential) {
+  const std::string id = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
+  ASSERT_TRUE(AddDevice(admin_, id, "n1").ok());
+  auto report = [&](bool online, const std::string& time) {
+    pb::ReportDevicePresenceRequest r;
+    r.set_device_id(id + "_n1");
+    r.set_online(online);
+    r.set_time(time);
+    pb::ReportDevicePresenceResponse response;
+    auto c = Context(kServiceKey);
+    EXPECT_TRUE(internal_->ReportDevicePresence(c.get(), r, &response).ok());
+    return response.device();
+  };
+  auto device = report(true, "2026-11-26T10:00:00.000Z");
+  EXPECT_EQ(device.status(), pb::ONLINE);
+  EXPECT_EQ(device.last_online_time(), "2026-11-26T10:00:00.000Z");
+  // An older event arriving late changes nothing.
+  device = report(false, "2026-11-26T09:59:00.000Z");
+  EXPECT_EQ(device.status(), pb::ONLINE);
+  device = report(false, "2026-11-26T10:05:00.000Z");
+  EXPECT_EQ(device.status(), pb::OFFLINE);
+  EXPECT_EQ(device.last_offline_time(), "2026-11-26T10:05:00.000Z");
+
+  pb::GetDeviceContextRequest r;
+  r.set_device_id(id + "_n1");
+  pb::DeviceContext context;
+  auto c = Context(kServiceKey);
+  ASSERT_TRUE(internal_->GetDeviceContext(c.get(), r, &context).ok());
+  EXPECT_EQ(context.tenant_id(), tenant_);
+  EXPECT_EQ(context.model_version(), 1);
+
+  pb::ValidatePropertiesRequest v;
+  v.set_device_id(id + "_n1");
+  v.set_report_json(
+      R"({"services":[{"service_id":"meter","properties":{"voltage":230.1,"report_interval":99999}}]})");
+  pb::ValidatePropertiesResponse errors;
+  auto c2 = Context(kServiceKey);
+  ASSERT_TRUE(internal_->ValidateProperties(c2.get(), v, &errors).ok());
+  ASSERT_EQ(errors.errors_size(), 1);
+  EXPECT_NE(errors.errors(0).path().find("report_interval"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace iot
