@@ -38,6 +38,9 @@ cat <<EOF
 Infra URLs (for the services and your own tools; eval "\$(scripts/stack.sh env)"):
 $(sed 's/^/  /' "$IOT_STATE_DIR/env")
 
+Secrets of this stack (mode 600): $IOT_STATE_DIR/secrets. The bootstrap admin API key:
+  export IOTCTL_API_KEY=\$(sed -n 's/^IOT_THING_MODEL_BOOTSTRAP_API_KEY=//p' $IOT_STATE_DIR/secrets)
+
   logs:    scripts/stack.sh logs [-f] [NAME]      (files in $IOT_STATE_DIR/logs)
   status:  scripts/stack.sh status
   stop:    scripts/stack.sh stop

@@ -61,6 +61,40 @@ prepare_dirs() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   # Servers run as another user (postgres) must be able to traverse the state dir.
   chmod 755 "$STATE_DIR" "$RUN_DIR" "$LOG_DIR" 2>/dev/null || true
+  load_secrets
+}
+
+# The stack's secrets, generated once per state dir (mode 600) and exported to every process:
+# the device-secret encryption key (thing-model and the broker plugin), the platform's service
+# credential, the bootstrap admin API key, and the gateway's broker account. A value already in
+# the environment wins, so a caller can pin them.
+SECRETS_FILE=$STATE_DIR/secrets
+load_secrets() {
+  if [[ ! -f "$SECRETS_FILE" ]]; then
+    local gateway_password salt
+    gateway_password=$(openssl rand -hex 24)
+    salt=$(openssl rand -hex 8)
+    (
+      umask 077
+      {
+        echo "IOT_SECRET_KEY=$(openssl rand -hex 32)"
+        echo "IOT_SERVICE_API_KEY=svc_$(openssl rand -hex 24)"
+        echo "IOT_THING_MODEL_BOOTSTRAP_API_KEY=iot_$(openssl rand -hex 24)"
+        echo "IOT_DEVICE_GATEWAY_MQTT_USERNAME=gateway"
+        echo "IOT_DEVICE_GATEWAY_MQTT_PASSWORD=$gateway_password"
+        echo "IOT_MQTT_SERVICE_ACCOUNTS=gateway:$salt:$(printf '%s%s' "$salt" "$gateway_password" | sha256sum | cut -c1-64)"
+      } >"$SECRETS_FILE.tmp"
+      mv "$SECRETS_FILE.tmp" "$SECRETS_FILE"
+    )
+  fi
+  local line name
+  while IFS= read -r line; do
+    name=${line%%=*}
+    if [[ -n "$name" && -z "${!name:-}" ]]; then
+      export "${line?}"
+    fi
+  done <"$SECRETS_FILE"
+  return 0
 }
 
 pidfile() { echo "$RUN_DIR/$1.pid"; }

@@ -87,12 +87,18 @@ done
 
 # shellcheck source=/dev/null
 source "$state_dir/env"
-export IOT_TEST_PG_URL=$IOT_PG_URL IOT_TEST_REDIS_URL=$IOT_REDIS_URL IOT_TEST_MQTT_URL=$IOT_MQTT_URL
-# Tests must not pick up a developer's stack by accident: they get only the IOT_TEST_* URLs.
-unset IOT_PG_URL IOT_REDIS_URL IOT_MQTT_URL
+# The broker authenticates every client (iot_auth plugin): tests connect as the gateway's
+# service account, which may use any client id and topic.
+# shellcheck source=/dev/null
+source "$state_dir/secrets"
+mqtt_auth_url=${IOT_MQTT_URL/mqtt:\/\//mqtt://$IOT_DEVICE_GATEWAY_MQTT_USERNAME:$IOT_DEVICE_GATEWAY_MQTT_PASSWORD@}
+export IOT_TEST_PG_URL=$IOT_PG_URL IOT_TEST_REDIS_URL=$IOT_REDIS_URL IOT_TEST_MQTT_URL=$mqtt_auth_url
+export IOT_TEST_SECRET_KEY=$IOT_SECRET_KEY
 iot::info "IOT_TEST_PG_URL=$IOT_TEST_PG_URL"
 iot::info "IOT_TEST_REDIS_URL=$IOT_TEST_REDIS_URL"
-iot::info "IOT_TEST_MQTT_URL=$IOT_TEST_MQTT_URL"
+iot::info "IOT_TEST_MQTT_URL=$IOT_MQTT_URL (as the gateway service account)"
+# Tests must not pick up a developer's stack by accident: they get only the IOT_TEST_* URLs.
+unset IOT_PG_URL IOT_REDIS_URL IOT_MQTT_URL
 
 iot::section "ctest $*"
 set +e
