@@ -58,6 +58,11 @@ bool AuthPlugin::OnBasicAuth(const ConnectRequest& request) {
     return false;
   }
   const std::string& username = *request.username;
+  if (reloading_ && !sessions_.contains(request.session)) {
+    // A persistent session without a connection: nothing to re-check until it reconnects (and
+    // authenticates like any new connection). Accepting keeps mosquitto's session as it is.
+    return true;
+  }
   if (service_accounts_.contains(username)) {
     return AuthenticateService(request, username);
   }
@@ -104,6 +109,11 @@ bool AuthPlugin::AuthenticateDevice(const ConnectRequest& request, const std::st
     return false;
   }
   Lookup lookup = directory_->Find(parsed->device_id);
+  if (lookup.status == LookupStatus::kUnavailable && reloading_) {
+    // Re-authentication of a connected device on reload: a Redis outage is no reason to drop
+    // it (the change watcher re-checks it once Redis is back).
+    return true;
+  }
   if (lookup.status == LookupStatus::kUnavailable) {
     Refuse(request, "credential store (Redis) unavailable and the device is not cached");
     return false;
@@ -160,6 +170,13 @@ bool AuthPlugin::AuthenticateDevice(const ConnectRequest& request, const std::st
 
 void AuthPlugin::RegisterDevice(const ConnectRequest& request, const std::string& device_id,
                                 DeviceRecord record) {
+  // Mosquitto re-authenticates every connected client when it reloads its configuration
+  // (SIGHUP): the same connection again is not a new one.
+  if (const auto current = device_sessions_.find(device_id);
+      current != device_sessions_.end() && current->second == request.session) {
+    sessions_.at(request.session).record = std::move(record);
+    return;
+  }
   // One connection per device: a new one replaces the old, whose "disconnected" goes first.
   if (device_sessions_.contains(device_id)) {
     EndDeviceSession(device_id, "replaced", /*kick=*/true);
@@ -322,6 +339,7 @@ void AuthPlugin::PublishDownResult(const std::string& device_id, std::string_vie
 // ---- Frozen / deleted devices ----
 
 void AuthPlugin::OnTick() {
+  reloading_ = false;
   std::vector<std::pair<std::string, std::string>> kicks;
   {
     std::lock_guard lock(shared_mutex_);
@@ -337,6 +355,11 @@ void AuthPlugin::OnTick() {
     }
   }
   closing_.clear();
+}
+
+void AuthPlugin::OnReload() {
+  reloading_ = true;
+  Log(LogLevel::kInfo, "configuration reload: re-authenticating connected clients");
 }
 
 void AuthPlugin::QueueKick(const std::string& device_id, std::string reason) {

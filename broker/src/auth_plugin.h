@@ -81,6 +81,9 @@ class AuthPlugin {
   void OnDisconnect(SessionKey session);
   /// MOSQ_EVT_TICK: applies kicks queued by the change watcher, forgets closed sessions.
   void OnTick();
+  /// MOSQ_EVT_RELOAD: mosquitto is about to re-authenticate every client it knows, connected or
+  /// not (persistent sessions), before the next tick.
+  void OnReload();
 
   // ---- From the change watcher's thread ----
   /// A device's record changed: re-read it if the device is connected, else drop it from the
@@ -134,6 +137,7 @@ class AuthPlugin {
   std::unordered_map<std::string, SessionKey> device_sessions_;  ///< device id -> current.
   std::vector<SessionKey> closing_;
   uint64_t presence_seq_ = 0;
+  bool reloading_ = false;  ///< Between MOSQ_EVT_RELOAD and the next tick.
 
   // Shared with the watcher thread.
   mutable std::mutex shared_mutex_;

@@ -240,6 +240,11 @@ int HandleTick(int /*event*/, void* /*event_data*/, void* userdata) {
   return MOSQ_ERR_SUCCESS;
 }
 
+int HandleReload(int /*event*/, void* /*event_data*/, void* userdata) {
+  static_cast<PluginState*>(userdata)->plugin->OnReload();
+  return MOSQ_ERR_SUCCESS;
+}
+
 struct Registration {
   int event;
   MOSQ_FUNC_generic_callback callback;
@@ -251,6 +256,7 @@ constexpr Registration kCallbacks[] = {
     {MOSQ_EVT_MESSAGE, HandleMessage},
     {MOSQ_EVT_DISCONNECT, HandleDisconnect},
     {MOSQ_EVT_TICK, HandleTick},
+    {MOSQ_EVT_RELOAD, HandleReload},
 };
 
 void Unregister(PluginState& state) {

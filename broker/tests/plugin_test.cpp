@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -636,6 +637,59 @@ TEST_F(PluginTest, RedisDownRefusesUnknownDevicesAndKeepsServing) {
   Redis({"SET", "tm:projection:ready", "1"});
   EXPECT_TRUE(WaitUntil([&] { return TryConnect(Device("p1_new", "s")) == 0; }, 30s));
   EXPECT_TRUE(staying->connected());
+}
+
+// ---- Reload ----
+
+TEST_F(PluginTest, ConfigReloadKeepsConnectedDevicesAndTheirPresence) {
+  // A broker of our own, to send it SIGHUP (mosquitto re-authenticates every client then).
+  iot::testing::TempDir dir("iot-reload");
+  const uint16_t port = iot::testing::FreePort();
+  {
+    std::ofstream out(dir.path() / "mosquitto.conf");
+    out << "listener " << port << " 127.0.0.1\n"
+        << "persistence false\n"
+        << (::geteuid() == 0 ? "user root\n" : "") << PluginConfig("");
+  }
+  iot::testing::Process broker(iot::testing::Process::Options{
+      .argv = {"mosquitto", "-c", (dir.path() / "mosquitto.conf").string()},
+      .env = {},
+      .log_file = dir.path() / "log",
+      .run_as_user = {}});
+  ASSERT_TRUE(iot::testing::WaitForPort(port, kWait)) << broker.Log();
+  AddDevice("p1_hup", "s");
+  AddDevice("p1_away", "s");
+  auto gateway_options = TestClient::Options{.port = port,
+                                             .client_id = "gw-reload",
+                                             .username = kGatewayUser,
+                                             .password = kGatewayPassword,
+                                             .protocol = 5};
+  auto gateway = Connect(gateway_options);
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  auto device_options = Device("p1_hup", "s");
+  device_options.port = port;
+  auto device = Connect(device_options);
+  // A device with a persistent session that went away: offline, its session kept.
+  auto away_options = Device("p1_away", "s");
+  away_options.port = port;
+  away_options.clean_session = false;
+  Connect(away_options)->Disconnect();
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_away").size() == 2; }, kWait));
+
+  broker.Signal(SIGHUP);
+  ASSERT_TRUE(
+      WaitUntil([&] { return broker.Log().find("Reloading config") != std::string::npos; }, kWait));
+  EXPECT_EQ(device->Publish("$oc/devices/p1_hup/sys/messages/up", "after-reload", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "after-reload"; }, kWait));
+  EXPECT_TRUE(device->connected());
+  EXPECT_EQ(Presence(*gateway, "p1_hup").size(), 1u);
+  EXPECT_EQ(Presence(*gateway, "p1_away").size(), 2u);
+  // The offline device is still offline for downlink.
+  EXPECT_EQ(gateway->Publish("$iot/down/p1_away/sys/messages/down", "x", 1), kV5NotAuthorized);
+  EXPECT_LT(gateway->Publish("$iot/down/p1_hup/sys/messages/down", "y", 1), 0x80);
+  EXPECT_TRUE(device->WaitForCount(1, kWait));
 }
 
 // ---- Configuration ----
