@@ -93,8 +93,11 @@ void ServiceHost::Start() {
                              std::to_string(config_.grpc_port));
   }
   grpc_port_ = static_cast<uint16_t>(bound_port);
-  // The default health service starts SERVING; nothing is ready yet.
-  server_->GetHealthCheckService()->SetServingStatus(false);
+  // The default health service starts SERVING; nothing is ready yet. "liveness" stays SERVING
+  // while the process runs, so that a liveness probe does not restart it for a dependency
+  // outage it is already waiting out.
+  server_->GetHealthCheckService()->SetServingStatus("", false);
+  server_->GetHealthCheckService()->SetServingStatus(std::string(kLivenessService), true);
   LogInfo("listening", {{"grpc_port", grpc_port_}, {"metrics_port", metrics_.port()}});
   readiness_thread_ = std::thread([this] { ReadinessLoop(); });
 }
@@ -166,7 +169,7 @@ void ServiceHost::SetServing(bool serving) {
   const bool was = serving_.exchange(serving);
   ready_gauge_->Set(serving ? 1 : 0);
   if (server_ && !shutdown_done_) {
-    server_->GetHealthCheckService()->SetServingStatus(serving);
+    server_->GetHealthCheckService()->SetServingStatus("", serving);
   }
   if (was != serving) {
     LogInfo(serving ? "serving" : "not serving");

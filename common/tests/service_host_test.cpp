@@ -56,6 +56,10 @@ TEST(ServiceHostTest, NotServingUntilStartupTaskAndDependenciesSucceed) {
   auto health = CheckHealth(Address(host));
   ASSERT_TRUE(health.ok()) << health.status();
   EXPECT_FALSE(*health);
+  // Liveness is SERVING all along: a dependency outage is no reason to restart the process.
+  auto liveness = CheckHealth(Address(host), std::string(kLivenessService));
+  ASSERT_TRUE(liveness.ok()) << liveness.status();
+  EXPECT_TRUE(*liveness);
   ASSERT_TRUE(WaitUntil([&] { return ready_called.load(); }, seconds(10)));
   EXPECT_EQ(task_attempts.load(), 3);
   EXPECT_FALSE(Serving(host)) << "dependency still down";

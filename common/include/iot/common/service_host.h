@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -17,6 +18,10 @@
 #include "iot/common/metrics.h"
 
 namespace iot::common {
+
+/// Health service name that answers SERVING for as long as the process runs (liveness probes);
+/// the overall status ("") follows readiness.
+inline constexpr std::string_view kLivenessService = "liveness";
 
 /// Blocks SIGTERM and SIGINT in the calling thread and every thread it creates afterwards, so
 /// that ServiceHost::Run() can wait for them synchronously. Call first thing in main, before
