@@ -13,6 +13,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -637,6 +638,110 @@ TEST_F(PluginTest, RedisDownRefusesUnknownDevicesAndKeepsServing) {
   Redis({"SET", "tm:projection:ready", "1"});
   EXPECT_TRUE(WaitUntil([&] { return TryConnect(Device("p1_new", "s")) == 0; }, 30s));
   EXPECT_TRUE(staying->connected());
+}
+
+// ---- TLS ----
+
+/// A CA, a server certificate for 127.0.0.1 and device certificates, made with the openssl CLI.
+class TestPki {
+ public:
+  TestPki() {
+    Run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", Path("ca.key"), "-out", Path("ca.crt"), "-days", "2", "-subj",
+         "/CN=iot-test-ca"});
+    std::ofstream(dir_.path() / "server.ext") << "subjectAltName=IP:127.0.0.1\n";
+    Issue("server", "127.0.0.1", Path("server.ext"));
+  }
+
+  /// Issues `name`.crt/.key signed by the CA; returns the lowercase hex SHA-256 of its DER.
+  std::string Issue(const std::string& name, const std::string& common_name,
+                    const std::string& extfile = "") {
+    Run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", Path(name + ".key"), "-out", Path(name + ".csr"), "-subj",
+         "/CN=" + common_name});
+    std::vector<std::string> sign = {"openssl",
+                                     "x509",
+                                     "-req",
+                                     "-in",
+                                     Path(name + ".csr"),
+                                     "-CA",
+                                     Path("ca.crt"),
+                                     "-CAkey",
+                                     Path("ca.key"),
+                                     "-CAcreateserial",
+                                     "-out",
+                                     Path(name + ".crt"),
+                                     "-days",
+                                     "2"};
+    if (!extfile.empty()) {
+      sign.insert(sign.end(), {"-extfile", extfile});
+    }
+    Run(sign);
+    Run({"openssl", "x509", "-in", Path(name + ".crt"), "-outform", "DER", "-out",
+         Path(name + ".der")});
+    return common::Sha256Hex(ReadFile(dir_.path() / (name + ".der")));
+  }
+
+  [[nodiscard]] std::string Path(const std::string& file) const {
+    return (dir_.path() / file).string();
+  }
+
+ private:
+  void Run(const std::vector<std::string>& argv) {
+    const auto log = dir_.path() / "openssl.log";
+    if (iot::testing::RunCommand(argv, log) != 0) {
+      throw std::runtime_error("openssl failed: " + ReadFile(log));
+    }
+  }
+
+  iot::testing::TempDir dir_{"iot-pki"};
+};
+
+TEST_F(PluginTest, CertificateDevicesAndPasswordDevicesOverTls) {
+  TestPki pki;
+  const std::string fingerprint = pki.Issue("p1_cert", "p1_cert");
+  pki.Issue("p1_other", "p1_other");
+  const uint16_t tls_port = iot::testing::FreePort();
+  const uint16_t cert_port = iot::testing::FreePort();
+  StartBroker(
+      fmt::format("listener {} 127.0.0.1\ncertfile {}\nkeyfile {}\n"
+                  "listener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n"
+                  "require_certificate true\nuse_identity_as_username false\n",
+                  tls_port, pki.Path("server.crt"), pki.Path("server.key"), cert_port,
+                  pki.Path("ca.crt"), pki.Path("server.crt"), pki.Path("server.key")));
+  AddDevice("p1_cert", "unused-secret");
+  Redis({"HSET", "tm:dev:p1_cert", "fingerprint", fingerprint});
+  Redis({"HDEL", "tm:dev:p1_cert", "secret"});  // a certificate-only device
+  AddDevice("p1_pass", "pw");
+
+  auto cert_device = [&](const std::string& id, const std::string& cert) {
+    return TestClient::Options{.port = cert_port,
+                               .client_id = fmt::format("{}_0_0_{}", id, Now()),
+                               .username = id,
+                               .password = std::nullopt,
+                               .protocol = 4,
+                               .clean_session = true,
+                               .ca_file = pki.Path("ca.crt"),
+                               .cert_file = pki.Path(cert + ".crt"),
+                               .key_file = pki.Path(cert + ".key")};
+  };
+  // Its registered certificate, no password: accepted, and it may report.
+  auto device = Connect(cert_device("p1_cert", "p1_cert"));
+  EXPECT_EQ(device->Publish("$oc/devices/p1_cert/sys/properties/report", "{}", 1), 0);
+  // Another (valid, same CA) certificate: refused. A device with no fingerprint: refused.
+  EXPECT_EQ(TryConnect(cert_device("p1_cert", "p1_other")), kV311NotAuthorized);
+  EXPECT_EQ(TryConnect(cert_device("p1_pass", "p1_other")), kV311NotAuthorized);
+  // The certificate-only device has no password to sign with.
+  auto no_cert = Device("p1_cert", "unused-secret");
+  no_cert.port = tls_port;
+  no_cert.ca_file = pki.Path("ca.crt");
+  EXPECT_EQ(TryConnect(no_cert), kV311NotAuthorized);
+
+  // Password devices over server-authenticated TLS.
+  auto password_device = Device("p1_pass", "pw");
+  password_device.port = tls_port;
+  password_device.ca_file = pki.Path("ca.crt");
+  EXPECT_EQ(TryConnect(password_device), 0);
 }
 
 // ---- Reload ----
