@@ -709,6 +709,9 @@ TEST_F(PluginTest, CertificateDevicesAndPasswordDevicesOverTls) {
                   "require_certificate true\nuse_identity_as_username false\n",
                   tls_port, pki.Path("server.crt"), pki.Path("server.key"), cert_port,
                   pki.Path("ca.crt"), pki.Path("server.crt"), pki.Path("server.key")));
+  // TestMosquitto waits for its first listener only.
+  ASSERT_TRUE(iot::testing::WaitForPort(tls_port, kWait));
+  ASSERT_TRUE(iot::testing::WaitForPort(cert_port, kWait));
   AddDevice("p1_cert", "unused-secret");
   Redis({"HSET", "tm:dev:p1_cert", "fingerprint", fingerprint});
   Redis({"HDEL", "tm:dev:p1_cert", "secret"});  // a certificate-only device
