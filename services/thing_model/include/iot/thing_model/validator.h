@@ -130,12 +130,10 @@ class Validator {
   void ValidateReport(std::string_view report_json, ReportResult& result,
                       const ReportOptions& options = {}) const;
   /// The result points into the report text: a temporary std::string would leave it dangling.
-  template <typename String>
-  requires std::same_as<String, std::string> ReportResult
-  ValidateReport(String&& report_json, const ReportOptions& options = {})
-  const = delete;
-  template <typename String>
-  requires std::same_as<String, std::string>
+  template <std::same_as<std::string> String>
+  ReportResult ValidateReport(String&& report_json,
+                              const ReportOptions& options = {}) const = delete;
+  template <std::same_as<std::string> String>
   void ValidateReport(String&& report_json, ReportResult& result,
                       const ReportOptions& options = {}) const = delete;
 
