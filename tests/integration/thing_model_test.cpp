@@ -742,7 +742,17 @@ TEST_F(ThingModelTest, PresenceFromTheServiceCredential) {
   auto c2 = Context(kServiceKey);
   ASSERT_TRUE(internal_->ValidateProperties(c2.get(), v, &errors).ok());
   ASSERT_EQ(errors.errors_size(), 1);
-  EXPECT_NE(errors.errors(0).path().find("report_interval"), std::string::npos);
+  EXPECT_EQ(errors.errors(0).path(), "services[0].properties.report_interval");
+
+  // Writes (desired shadow, property set) need W: voltage is read-only.
+  v.set_require_writable(true);
+  v.set_report_json(
+      R"({"services":[{"service_id":"meter","properties":{"voltage":230.1,"report_interval":60}}]})");
+  pb::ValidatePropertiesResponse write_errors;
+  auto c3 = Context(kServiceKey);
+  ASSERT_TRUE(internal_->ValidateProperties(c3.get(), v, &write_errors).ok());
+  ASSERT_EQ(write_errors.errors_size(), 1);
+  EXPECT_EQ(write_errors.errors(0).path(), "services[0].properties.voltage");
 }
 
 }  // namespace

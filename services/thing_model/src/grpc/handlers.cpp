@@ -109,6 +109,28 @@ std::string DeviceStatusFilter(pb::DeviceStatus status) {
 
 }  // namespace
 
+absl::StatusOr<std::shared_ptr<const CompiledModel>> ModelCache::Get(
+    const std::string& product_id, int32_t version, const std::string& product_json) {
+  const std::string key = product_id + "#" + std::to_string(version);
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = models_.find(key); it != models_.end()) {
+      return it->second;
+    }
+  }
+  auto parsed = ParseProductModel(product_json);
+  if (!parsed.ok()) {
+    return absl::InternalError("stored product model no longer parses: " +
+                               std::string(parsed.status().message()));
+  }
+  std::lock_guard lock(mu_);
+  if (models_.size() >= kMaxModels) {
+    models_.clear();
+  }
+  models_[key] = parsed->model;
+  return parsed->model;
+}
+
 grpc::Status TenantsHandler::CreateTenant(grpc::ServerContext* context,
                                           const pb::CreateTenantRequest* request,
                                           pb::CreateTenantResponse* response) {
@@ -415,12 +437,12 @@ grpc::Status InternalHandler::ValidateProperties(grpc::ServerContext* context,
   if (!found.ok()) {
     return ToGrpcStatus(found.status());
   }
-  auto model = ParseProductModel(found->second.product_json);
+  auto model = models_.Get(found->second.product_id, found->second.model_version,
+                           found->second.product_json);
   if (!model.ok()) {
-    return ToGrpcStatus(absl::InternalError("stored product model no longer parses: " +
-                                            std::string(model.status().message())));
+    return ToGrpcStatus(model.status());
   }
-  const Validator validator(model->model);
+  const Validator validator(*model);
   if (!request->require_writable()) {
     const ReportResult result = validator.ValidateReport(request->report_json());
     for (const ValidationError& error : result.errors) {
@@ -441,7 +463,7 @@ grpc::Status InternalHandler::ValidateProperties(grpc::ServerContext* context,
         service_id, entry.value("properties", nlohmann::json::object()), PropertyMode::kWrite);
     for (const ValidationError& error : result.errors) {
       auto* e = response->add_errors();
-      e->set_path("services[" + std::to_string(index) + "].properties." + error.path);
+      e->set_path("services[" + std::to_string(index) + "]." + error.path);
       e->set_message(error.message);
     }
     ++index;
