@@ -243,10 +243,19 @@ void AuthPlugin::OnDisconnect(SessionKey key) {
 
 // ---- Authorisation ----
 
-bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topic) {
+bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topic,
+                            std::string_view username) {
   const auto it = sessions_.find(key);
   if (it == sessions_.end()) {
-    return false;
+    // An offline persistent session: only queueing (read) is checked for it, by the identity it
+    // authenticated with. Everything else needs a live, authenticated connection.
+    if (access != Access::kRead || username.empty()) {
+      return false;
+    }
+    if (service_accounts_.contains(std::string(username))) {
+      return !IsDownlinkTopic(topic);
+    }
+    return DeviceMayReceive(username, topic);
   }
   const Session& session = it->second;
   if (session.role == Role::kService) {

@@ -73,7 +73,11 @@ class AuthPlugin {
   /// MOSQ_EVT_BASIC_AUTH. True: the client may connect.
   bool OnBasicAuth(const ConnectRequest& request);
   /// MOSQ_EVT_ACL_CHECK.
-  bool OnAclCheck(SessionKey session, Access access, std::string_view topic);
+  /// `username` is the client's as the broker knows it: it is what identifies an offline
+  /// persistent session (mosquitto checks read access when it queues a message for one, after
+  /// this plugin has forgotten the connection).
+  bool OnAclCheck(SessionKey session, Access access, std::string_view topic,
+                  std::string_view username = {});
   /// MOSQ_EVT_MESSAGE: relays `$iot/down/...` from service accounts.
   MessageVerdict OnMessage(SessionKey session, std::string_view topic, std::string_view payload,
                            int qos);

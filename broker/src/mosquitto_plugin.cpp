@@ -192,8 +192,11 @@ int HandleAclCheck(int /*event*/, void* event_data, void* userdata) {
   }
   try {
     const std::string_view topic = event->topic == nullptr ? "" : event->topic;
-    return state->plugin->OnAclCheck(event->client, access, topic) ? MOSQ_ERR_SUCCESS
-                                                                   : MOSQ_ERR_ACL_DENIED;
+    const char* username = mosquitto_client_username(event->client);
+    return state->plugin->OnAclCheck(event->client, access, topic,
+                                     username == nullptr ? "" : username)
+               ? MOSQ_ERR_SUCCESS
+               : MOSQ_ERR_ACL_DENIED;
   } catch (const std::exception& e) {
     WriteLog(LogLevel::kError, fmt::format("ACL check failed with an exception: {}", e.what()));
     return MOSQ_ERR_ACL_DENIED;

@@ -427,6 +427,34 @@ TEST_F(PluginTest, DownlinkReachesADeviceThatNeverSubscribed) {
   EXPECT_EQ(result["topic"], "$oc/devices/p1_down/sys/commands/request_id=42");
 }
 
+TEST_F(PluginTest, OfflinePersistentSessionGetsWhatTheBrokerQueued) {
+  // A gateway restarting with its persistent session must receive the reports the broker
+  // queued while it was away: mosquitto checks read access when it queues for an offline
+  // session, after the plugin has forgotten that connection.
+  const TestClient::Options options{.port = broker_->port(),
+                                    .client_id = "gateway-persistent",
+                                    .username = std::string(kGatewayUser),
+                                    .password = std::string(kGatewayPassword),
+                                    .protocol = 4,
+                                    .clean_session = false};
+  {
+    auto gateway = Connect(options);
+    ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/properties/report", 1), 1);
+  }
+  AddDevice("p1_queued", "s");
+  auto device = Connect(Device("p1_queued", "s"));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_LT(
+        device->Publish("$oc/devices/p1_queued/sys/properties/report", R"({"services":[]})", 1),
+        0x80);
+  }
+  auto restarted = Connect(options);
+  ASSERT_TRUE(restarted->WaitForCount(3, kWait)) << broker_->dir();
+  for (const auto& m : restarted->messages()) {
+    EXPECT_EQ(m.topic, "$oc/devices/p1_queued/sys/properties/report");
+  }
+}
+
 TEST_F(PluginTest, DownlinkToAnOfflineDeviceTellsTheGateway) {
   AddDevice("p1_off", "s");
   auto gateway = Gateway();

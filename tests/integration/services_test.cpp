@@ -163,7 +163,7 @@ TEST(ServiceProcessTest, StartsWithPostgresDownAndTurnsServingWhenItComesUp) {
   postgres.Start();
   EXPECT_TRUE(p.WaitServing()) << p.process().Log();
   EXPECT_TRUE(p.process().running());
-  EXPECT_EQ(CountMigrations(postgres.Url(), "thing_model"), 1);
+  EXPECT_GE(CountMigrations(postgres.Url(), "thing_model"), 1) << "migrations ran on recovery";
   EXPECT_EQ(p.process().Stop(), 0);
 }
 
