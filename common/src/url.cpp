@@ -4,21 +4,10 @@
 
 #include <charconv>
 
+#include "iot/common/crypto.h"
+
 namespace iot::common {
 namespace {
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
 
 absl::StatusOr<std::string> PercentDecode(std::string_view in) {
   std::string out;
@@ -28,10 +17,10 @@ absl::StatusOr<std::string> PercentDecode(std::string_view in) {
       out.push_back(in[i]);
       continue;
     }
-    if (i + 2 >= in.size() || HexValue(in[i + 1]) < 0 || HexValue(in[i + 2]) < 0) {
+    if (i + 2 >= in.size() || HexDigitValue(in[i + 1]) < 0 || HexDigitValue(in[i + 2]) < 0) {
       return absl::InvalidArgumentError("bad percent-encoding in URL");
     }
-    out.push_back(static_cast<char>(HexValue(in[i + 1]) * 16 + HexValue(in[i + 2])));
+    out.push_back(static_cast<char>(HexDigitValue(in[i + 1]) * 16 + HexDigitValue(in[i + 2])));
     i += 2;
   }
   return out;

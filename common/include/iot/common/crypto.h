@@ -11,6 +11,8 @@ namespace iot::common {
 std::string RandomBytes(size_t n);
 
 std::string HexEncode(std::string_view bytes);
+/// 0..15 for a hex digit (either case), -1 otherwise.
+int HexDigitValue(char c);
 absl::StatusOr<std::string> HexDecode(std::string_view hex);
 /// Standard base64 with padding.
 std::string Base64Encode(std::string_view bytes);
