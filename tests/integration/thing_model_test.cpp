@@ -177,6 +177,24 @@ TEST_F(ThingModelTest, ProductModelRoundTripsUnchanged) {
   ASSERT_TRUE(products_->ShowProduct(ctx.get(), show, &shown).ok());
   EXPECT_EQ(nlohmann::json::parse(shown.product_json()), nlohmann::json::parse(json));
   EXPECT_EQ(shown.device_type(), "SmartMeter");
+
+  // Filters: name substring (any case) and exact device type.
+  auto count = [&](const std::string& name, const std::string& type) {
+    pb::ListProductsRequest r;
+    r.set_name(name);
+    r.set_device_type(type);
+    pb::ListProductsResponse products;
+    auto c = Context(admin_);
+    EXPECT_TRUE(products_->ListProducts(c.get(), r, &products).ok());
+    for (const auto& p : products.products()) {
+      EXPECT_TRUE(p.product_json().empty()) << "lists leave the model out";
+    }
+    return products.products_size();
+  };
+  EXPECT_EQ(count("sm-200", ""), 1);
+  EXPECT_EQ(count("", "SmartMeter"), 1);
+  EXPECT_EQ(count("", "Thermostat"), 0);
+  EXPECT_EQ(count("no such", ""), 0);
 }
 
 TEST_F(ThingModelTest, GeneratesProductIdWhenAbsent) {
