@@ -41,6 +41,15 @@ absl::Status CheckId(std::string_view field, std::string_view value, size_t max_
   return absl::OkStatus();
 }
 
+/// Writes to a tenant's resources: operators and admins of that tenant. Service keys have no
+/// tenant and act only through the internal API.
+absl::Status CheckTenantWrite(const Principal& caller, std::string_view what) {
+  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
+    return absl::PermissionDeniedError(fmt::format("role may not {}", what));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PageRequest> CheckPage(PageRequest page) {
   if (page.limit == 0) {
     page.limit = kDefaultLimit;
@@ -322,8 +331,8 @@ absl::StatusOr<ProductRecord> ThingModelService::ParseProduct(
 absl::StatusOr<ProductRecord> ThingModelService::CreateProduct(const Principal& caller,
                                                                const std::string& product_json,
                                                                std::vector<ModelIssue>* issues) {
-  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
-    return absl::PermissionDeniedError("role may not create products");
+  if (absl::Status s = CheckTenantWrite(caller, "create products"); !s.ok()) {
+    return s;
   }
   auto product = ParseProduct(caller.tenant_id, product_json, issues);
   if (!product.ok()) {
@@ -368,8 +377,8 @@ absl::StatusOr<ProductRecord> ThingModelService::UpdateProduct(const Principal& 
                                                                const std::string& product_id,
                                                                const std::string& product_json,
                                                                std::vector<ModelIssue>* issues) {
-  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
-    return absl::PermissionDeniedError("role may not update products");
+  if (absl::Status s = CheckTenantWrite(caller, "update products"); !s.ok()) {
+    return s;
   }
   if (product_id.empty()) {
     return InvalidField("product_id", "is required");
@@ -409,8 +418,8 @@ absl::StatusOr<ProductRecord> ThingModelService::UpdateProduct(const Principal& 
 absl::StatusOr<int64_t> ThingModelService::DeleteProduct(const Principal& caller,
                                                          const std::string& product_id,
                                                          bool force) {
-  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
-    return absl::PermissionDeniedError("role may not delete products");
+  if (absl::Status s = CheckTenantWrite(caller, "delete products"); !s.ok()) {
+    return s;
   }
   if (product_id.empty()) {
     return InvalidField("product_id", "is required");
@@ -459,8 +468,8 @@ absl::StatusOr<std::vector<std::pair<int32_t, std::string>>> ThingModelService::
 absl::StatusOr<CreatedDevice> ThingModelService::AddDevice(const Principal& caller,
                                                            DeviceRecord device,
                                                            std::string secret) {
-  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
-    return absl::PermissionDeniedError("role may not add devices");
+  if (absl::Status s = CheckTenantWrite(caller, "add devices"); !s.ok()) {
+    return s;
   }
   if (device.product_id.empty()) {
     return InvalidField("product_id", "is required");
@@ -518,8 +527,8 @@ absl::StatusOr<DeviceRecord> ThingModelService::ShowDevice(const Principal& call
 absl::StatusOr<DeviceRecord> ThingModelService::UpdateDevice(const Principal& caller,
                                                              const std::string& device_id,
                                                              const DeviceUpdate& update) {
-  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
-    return absl::PermissionDeniedError("role may not update devices");
+  if (absl::Status s = CheckTenantWrite(caller, "update devices"); !s.ok()) {
+    return s;
   }
   auto device = ShowDevice(caller, device_id);
   if (!device.ok()) {
@@ -550,8 +559,8 @@ absl::StatusOr<DeviceRecord> ThingModelService::UpdateDevice(const Principal& ca
 
 absl::Status ThingModelService::DeleteDevice(const Principal& caller,
                                              const std::string& device_id) {
-  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
-    return absl::PermissionDeniedError("role may not delete devices");
+  if (absl::Status s = CheckTenantWrite(caller, "delete devices"); !s.ok()) {
+    return s;
   }
   auto device = ShowDevice(caller, device_id);
   if (!device.ok()) {
@@ -581,8 +590,8 @@ absl::StatusOr<Page<DeviceRecord>> ThingModelService::ListDevices(const Principa
 absl::StatusOr<CreatedDevice> ThingModelService::ResetDeviceSecret(const Principal& caller,
                                                                    const std::string& device_id,
                                                                    std::string secret) {
-  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
-    return absl::PermissionDeniedError("role may not reset secrets");
+  if (absl::Status s = CheckTenantWrite(caller, "reset secrets"); !s.ok()) {
+    return s;
   }
   if (!secret.empty() && (secret.size() < 8 || secret.size() > 32)) {
     return InvalidField("secret", "must be 8..32 characters");
@@ -606,8 +615,8 @@ absl::StatusOr<CreatedDevice> ThingModelService::ResetDeviceSecret(const Princip
 absl::StatusOr<DeviceRecord> ThingModelService::SetFrozen(const Principal& caller,
                                                           const std::string& device_id,
                                                           bool frozen) {
-  if (!common::Allows(caller.role, Access::kWrite) || caller.role == Role::kService) {
-    return absl::PermissionDeniedError("role may not freeze devices");
+  if (absl::Status s = CheckTenantWrite(caller, "freeze devices"); !s.ok()) {
+    return s;
   }
   auto device = ShowDevice(caller, device_id);
   if (!device.ok()) {
