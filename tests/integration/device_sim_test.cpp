@@ -292,6 +292,15 @@ TEST_F(DeviceSimTest, CreatedDevicesReportValidProperties) {
                              "1", "--report-interval", "0.05"});
   EXPECT_EQ(again.first, 0) << again.second;
   EXPECT_NE(again.second.find("3 sent, 3 acknowledged"), std::string::npos) << again.second;
+
+  // --create of an existing device resets its secret: the old one no longer works, the sim's does.
+  const auto recreated = dir_->path() / "recreated.json";
+  const auto reset = RunSim({"--create", "1", "--product", kProductId, "--count", "1",
+                             "--save-devices", recreated.string(), "--json"});
+  EXPECT_EQ(reset.first, 0) << reset.second;
+  EXPECT_EQ(Summary(reset.second)["reports_acked"], 1) << reset.second;
+  const auto new_secret = Json::parse(ReadFile(recreated))[0]["secret"];
+  EXPECT_NE(new_secret, saved_devices[0]["secret"]);
 }
 
 TEST_F(DeviceSimTest, AnswersCommandsAndAdoptsPropertySets) {
