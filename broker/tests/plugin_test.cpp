@@ -19,6 +19,7 @@
 
 #include "iot/common/crypto.h"
 #include "iot/common/redis.h"
+#include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
 #include "test_client.h"
@@ -77,17 +78,12 @@ class PluginTest : public ::testing::Test {
   }
 
   std::string PluginConfig(const std::string& extra_options) const {
-    const std::string hash = common::Sha256Hex(std::string(kGatewaySalt) + kGatewayPassword);
-    return fmt::format(
-        "allow_anonymous false\n"
-        "log_dest stderr\n"  // unbuffered, so the test can read it while the broker runs
-        "plugin {}\n"
-        "plugin_opt_redis_url {}\n"
-        "plugin_opt_secret_key {}\n"
-        "plugin_opt_service_accounts {}:{}:{}\n"
-        "{}\n",
-        iot::testing::LibraryPath("libiot_auth.so").string(), redis_->Url(), kSecretKey,
-        kGatewayUser, kGatewaySalt, hash, extra_options);
+    // log_dest stderr: unbuffered, so the test can read it while the broker runs.
+    return "log_dest stderr\n" +
+           iot::testing::AuthPluginConfig(
+               redis_->Url(), kSecretKey,
+               iot::testing::ServiceAccountEntry(kGatewayUser, kGatewaySalt, kGatewayPassword)) +
+           extra_options + "\n";
   }
 
   void Redis(const std::vector<std::string>& args) {

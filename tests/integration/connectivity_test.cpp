@@ -13,8 +13,8 @@
 
 #include "iot/common/auth.h"
 #include "iot/common/crypto.h"
-#include "iot/common/health_client.h"
 #include "iot/common/mqtt.h"
+#include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
 #include "iot/thing_model/v1/thing_model.grpc.pb.h"
@@ -48,33 +48,16 @@ class ConnectivityTest : public ::testing::Test {
  protected:
   void SetUp() override {
     redis_ = std::make_unique<iot::testing::TestRedis>();
-    broker_ = std::make_unique<iot::testing::TestMosquitto>(fmt::format(
-        "allow_anonymous false\n"
-        "plugin {}\n"
-        "plugin_opt_redis_url {}\n"
-        "plugin_opt_secret_key {}\n",
-        iot::testing::LibraryPath("libiot_auth.so").string(), redis_->Url(), kSecretKey));
-    const uint16_t port = iot::testing::FreePort();
-    thing_model_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
-        .argv = {iot::testing::ExecutablePath("thing-model").string()},
-        .env = {{"IOT_PG_URL", iot::testing::CreateTestDatabase()},
-                {"IOT_REDIS_URL", redis_->Url()},
-                {"IOT_SECRET_KEY", kSecretKey},
-                {"IOT_THING_MODEL_BOOTSTRAP_API_KEY", kAdminKey},
-                {"IOT_THING_MODEL_GRPC_PORT", std::to_string(port)},
-                {"IOT_THING_MODEL_METRICS_PORT", "0"},
-                {"IOT_THING_MODEL_LISTEN_ADDRESS", "127.0.0.1"},
-                {"IOT_THING_MODEL_PROBE_INTERVAL", "200ms"}},
-        .log_file = dir_.path() / "thing-model.log",
-        .run_as_user = {}});
-    const std::string address = "127.0.0.1:" + std::to_string(port);
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          auto health = common::CheckHealth(address);
-          return health.ok() && *health;
-        },
-        seconds(60)))
-        << thing_model_->Log();
+    broker_ = std::make_unique<iot::testing::TestMosquitto>(
+        iot::testing::AuthPluginConfig(redis_->Url(), kSecretKey));
+    thing_model_ = std::make_unique<iot::testing::ThingModelProcess>(
+        iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
+                                               .secret_key = kSecretKey,
+                                               .admin_key = kAdminKey,
+                                               .service_key = {},
+                                               .pg_url = {}});
+    ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
+    const std::string& address = thing_model_->address();
     auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
     products_ = pb::Products::NewStub(channel);
     devices_ = pb::Devices::NewStub(channel);
@@ -113,10 +96,9 @@ class ConnectivityTest : public ::testing::Test {
     return *std::move(client);
   }
 
-  iot::testing::TempDir dir_{"iot-connectivity"};
   std::unique_ptr<iot::testing::TestRedis> redis_;
   std::unique_ptr<iot::testing::TestMosquitto> broker_;
-  std::unique_ptr<iot::testing::Process> thing_model_;
+  std::unique_ptr<iot::testing::ThingModelProcess> thing_model_;
   std::unique_ptr<pb::Products::Stub> products_;
   std::unique_ptr<pb::Devices::Stub> devices_;
   std::string device_id_;

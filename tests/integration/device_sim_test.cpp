@@ -18,6 +18,7 @@
 #include "iot/common/crypto.h"
 #include "iot/common/health_client.h"
 #include "iot/common/mqtt.h"
+#include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
 #include "iot/thing_model/product_model.h"
@@ -133,41 +134,18 @@ class DeviceSimTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = std::make_unique<iot::testing::TempDir>("iot-device-sim");
     redis_ = std::make_unique<iot::testing::TestRedis>();
-    const std::string hash = common::Sha256Hex(std::string(kGatewaySalt) + kGatewayPassword);
-    broker_ = std::make_unique<iot::testing::TestMosquitto>(
-        fmt::format("allow_anonymous false\n"
-                    "log_dest stderr\n"
-                    "plugin {}\n"
-                    "plugin_opt_redis_url {}\n"
-                    "plugin_opt_secret_key {}\n"
-                    "plugin_opt_service_accounts {}:{}:{}\n",
-                    iot::testing::LibraryPath("libiot_auth.so").string(), redis_->Url(),
-                    kSecretKeyHex, kGatewayUser, kGatewaySalt, hash));
+    broker_ = std::make_unique<iot::testing::TestMosquitto>(iot::testing::AuthPluginConfig(
+        redis_->Url(), kSecretKeyHex,
+        iot::testing::ServiceAccountEntry(kGatewayUser, kGatewaySalt, kGatewayPassword)));
+    server_ = std::make_unique<iot::testing::ThingModelProcess>(
+        iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
+                                               .secret_key = kSecretKeyHex,
+                                               .admin_key = kRootKey,
+                                               .service_key = kServiceKey,
+                                               .pg_url = {}});
+    address_ = server_->address();
+    ASSERT_TRUE(server_->WaitServing()) << server_->process().Log();
 
-    const uint16_t port = iot::testing::FreePort();
-    server_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
-        .argv = {iot::testing::ExecutablePath("thing-model").string()},
-        .env = {{"IOT_PG_URL", iot::testing::CreateTestDatabase()},
-                {"IOT_REDIS_URL", redis_->Url()},
-                {"IOT_SECRET_KEY", kSecretKeyHex},
-                {"IOT_THING_MODEL_BOOTSTRAP_API_KEY", kRootKey},
-                {"IOT_SERVICE_API_KEY", kServiceKey},
-                {"IOT_THING_MODEL_GRPC_PORT", std::to_string(port)},
-                {"IOT_THING_MODEL_METRICS_PORT", "0"},
-                {"IOT_THING_MODEL_LISTEN_ADDRESS", "127.0.0.1"},
-                {"IOT_THING_MODEL_PROBE_INTERVAL", "200ms"}},
-        .log_file = dir_->path() / "thing-model.log",
-        .run_as_user = {}});
-    address_ = "127.0.0.1:" + std::to_string(port);
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          auto health = common::CheckHealth(address_);
-          return health.ok() && *health;
-        },
-        seconds(60)))
-        << server_->Log();
-
-    // A tenant with an admin key, and the smart meter product in it.
     auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
     {
       grpc::ClientContext context;
@@ -198,7 +176,7 @@ class DeviceSimTest : public ::testing::Test {
 
   static void TearDownTestSuite() {
     if (server_) {
-      EXPECT_EQ(server_->Stop(), 0) << server_->Log();
+      EXPECT_EQ(server_->process().Stop(), 0) << server_->process().Log();
     }
     server_.reset();
     broker_.reset();
@@ -241,7 +219,7 @@ class DeviceSimTest : public ::testing::Test {
   static inline std::unique_ptr<iot::testing::TempDir> dir_;
   static inline std::unique_ptr<iot::testing::TestRedis> redis_;
   static inline std::unique_ptr<iot::testing::TestMosquitto> broker_;
-  static inline std::unique_ptr<iot::testing::Process> server_;
+  static inline std::unique_ptr<iot::testing::ThingModelProcess> server_;
   static inline std::unique_ptr<thing_model::Validator> validator_;
   static inline std::string address_;
   static inline std::string admin_key_;

@@ -10,6 +10,7 @@
 
 #include "iot/common/crypto.h"
 #include "iot/common/health_client.h"
+#include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
 
@@ -62,35 +63,20 @@ class IotctlTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     redis_ = std::make_unique<iot::testing::TestRedis>();
-    pg_url_ = iot::testing::CreateTestDatabase();
-    const uint16_t port = iot::testing::FreePort();
     dir_ = std::make_unique<iot::testing::TempDir>("iot-iotctl");
-    server_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
-        .argv = {iot::testing::ExecutablePath("thing-model").string()},
-        .env = {{"IOT_PG_URL", pg_url_},
-                {"IOT_REDIS_URL", redis_->Url()},
-                {"IOT_SECRET_KEY", kSecretKeyHex},
-                {"IOT_THING_MODEL_BOOTSTRAP_API_KEY", kRootKey},
-                {"IOT_SERVICE_API_KEY", kServiceKey},
-                {"IOT_THING_MODEL_GRPC_PORT", std::to_string(port)},
-                {"IOT_THING_MODEL_METRICS_PORT", "0"},
-                {"IOT_THING_MODEL_LISTEN_ADDRESS", "127.0.0.1"},
-                {"IOT_THING_MODEL_PROBE_INTERVAL", "200ms"}},
-        .log_file = dir_->path() / "thing-model.log",
-        .run_as_user = {}});
-    address_ = "127.0.0.1:" + std::to_string(port);
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          auto health = common::CheckHealth(address_);
-          return health.ok() && *health;
-        },
-        seconds(60)))
-        << server_->Log();
+    server_ = std::make_unique<iot::testing::ThingModelProcess>(
+        iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
+                                               .secret_key = kSecretKeyHex,
+                                               .admin_key = kRootKey,
+                                               .service_key = kServiceKey,
+                                               .pg_url = {}});
+    address_ = server_->address();
+    ASSERT_TRUE(server_->WaitServing()) << server_->process().Log();
   }
 
   static void TearDownTestSuite() {
     if (server_) {
-      EXPECT_EQ(server_->Stop(), 0) << server_->Log();
+      EXPECT_EQ(server_->process().Stop(), 0) << server_->process().Log();
     }
     server_.reset();
     redis_.reset();
@@ -147,8 +133,7 @@ class IotctlTest : public ::testing::Test {
 
   static inline std::unique_ptr<iot::testing::TestRedis> redis_;
   static inline std::unique_ptr<iot::testing::TempDir> dir_;
-  static inline std::unique_ptr<iot::testing::Process> server_;
-  static inline std::string pg_url_;
+  static inline std::unique_ptr<iot::testing::ThingModelProcess> server_;
   static inline std::string address_;
   static inline int runs_ = 0;
 

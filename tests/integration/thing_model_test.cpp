@@ -13,6 +13,7 @@
 #include "iot/common/crypto.h"
 #include "iot/common/health_client.h"
 #include "iot/common/redis.h"
+#include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
 #include "iot/thing_model/v1/thing_model.grpc.pb.h"
@@ -47,39 +48,23 @@ class ThingModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     redis_ = std::make_unique<iot::testing::TestRedis>();
-    pg_url_ = iot::testing::CreateTestDatabase();
-    grpc_port_ = iot::testing::FreePort();
-    dir_ = std::make_unique<iot::testing::TempDir>("iot-thing-model");
-    process_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
-        .argv = {iot::testing::ExecutablePath("thing-model").string()},
-        .env = {{"IOT_PG_URL", pg_url_},
-                {"IOT_REDIS_URL", redis_->Url()},
-                {"IOT_SECRET_KEY", kSecretKeyHex},
-                {"IOT_THING_MODEL_BOOTSTRAP_API_KEY", kAdminKey},
-                {"IOT_SERVICE_API_KEY", kServiceKey},
-                {"IOT_THING_MODEL_GRPC_PORT", std::to_string(grpc_port_)},
-                {"IOT_THING_MODEL_METRICS_PORT", "0"},
-                {"IOT_THING_MODEL_LISTEN_ADDRESS", "127.0.0.1"},
-                {"IOT_THING_MODEL_PROBE_INTERVAL", "200ms"}},
-        .log_file = dir_->path() / "thing-model.log",
-        .run_as_user = {}});
-    const std::string address = "127.0.0.1:" + std::to_string(grpc_port_);
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          auto health = common::CheckHealth(address);
-          return health.ok() && *health;
-        },
-        seconds(60)))
-        << process_->Log();
-    channel_ = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    server_ = std::make_unique<iot::testing::ThingModelProcess>(
+        iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
+                                               .secret_key = kSecretKeyHex,
+                                               .admin_key = kAdminKey,
+                                               .service_key = kServiceKey,
+                                               .pg_url = {}});
+    ASSERT_TRUE(server_->WaitServing()) << server_->process().Log();
+    pg_url_ = server_->pg_url();
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
     redis_client_ = *common::RedisClient::Create({.url = redis_->Url()});
   }
 
   static void TearDownTestSuite() {
-    if (process_) {
-      EXPECT_EQ(process_->Stop(), 0) << process_->Log();
+    if (server_) {
+      EXPECT_EQ(server_->process().Stop(), 0) << server_->process().Log();
     }
-    process_.reset();
+    server_.reset();
     redis_client_.reset();
     redis_.reset();
   }
@@ -146,10 +131,8 @@ class ThingModelTest : public ::testing::Test {
   std::string UniqueProduct() { return "p" + common::HexEncode(common::RandomBytes(6)); }
 
   static inline std::unique_ptr<iot::testing::TestRedis> redis_;
-  static inline std::unique_ptr<iot::testing::TempDir> dir_;
-  static inline std::unique_ptr<iot::testing::Process> process_;
+  static inline std::unique_ptr<iot::testing::ThingModelProcess> server_;
   static inline std::string pg_url_;
-  static inline uint16_t grpc_port_ = 0;
   static inline std::shared_ptr<grpc::Channel> channel_;
   static inline std::unique_ptr<common::RedisClient> redis_client_;
 
@@ -708,7 +691,7 @@ TEST_F(ThingModelTest, FlushedRedisIsRebuiltFromPostgres) {
         return exists.ok() && exists->integer == 1;
       },
       seconds(10)))
-      << process_->Log();
+      << server_->process().Log();
   // API keys come back too: the tenant admin still works.
   EXPECT_TRUE(WaitUntil(
       [&] {

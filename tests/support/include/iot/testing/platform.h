@@ -1,0 +1,51 @@
+#pragma once
+
+// Platform processes for integration tests: a real thing-model on a free port, and the
+// mosquitto.conf lines that load the real iot_auth plugin.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "iot/testing/process.h"
+
+namespace iot::testing {
+
+struct ThingModelProcessOptions {
+  std::string redis_url;
+  std::string secret_key;   ///< IOT_SECRET_KEY (64 hex)
+  std::string admin_key;    ///< IOT_THING_MODEL_BOOTSTRAP_API_KEY
+  std::string service_key;  ///< IOT_SERVICE_API_KEY; empty: none
+  std::string pg_url;       ///< empty: a new test database (CreateTestDatabase)
+};
+
+/// The thing-model binary with its log in a temp dir; SIGTERM on destruction.
+class ThingModelProcess {
+ public:
+  explicit ThingModelProcess(ThingModelProcessOptions options);
+  ~ThingModelProcess();
+
+  /// Polls gRPC health until SERVING.
+  [[nodiscard]] bool WaitServing(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  [[nodiscard]] const std::string& address() const { return address_; }
+  [[nodiscard]] const std::string& pg_url() const { return options_.pg_url; }
+  Process& process() { return *process_; }
+
+ private:
+  ThingModelProcessOptions options_;
+  TempDir dir_{"iot-thing-model"};
+  std::string address_;
+  std::unique_ptr<Process> process_;
+};
+
+/// A broker service account entry `name:salt:sha256hex(salt+password)`.
+std::string ServiceAccountEntry(const std::string& name, const std::string& salt,
+                                const std::string& password);
+
+/// mosquitto.conf lines loading build/lib/libiot_auth.so (no anonymous clients) with the
+/// given Redis, device-secret key and service accounts (may be empty).
+std::string AuthPluginConfig(const std::string& redis_url, const std::string& secret_key,
+                             const std::string& service_accounts = {});
+
+}  // namespace iot::testing
