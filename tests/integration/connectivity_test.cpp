@@ -13,6 +13,7 @@
 
 #include "iot/common/auth.h"
 #include "iot/common/crypto.h"
+#include "iot/common/health_client.h"
 #include "iot/common/mqtt.h"
 #include "iot/testing/platform.h"
 #include "iot/testing/process.h"
@@ -28,6 +29,8 @@ using std::chrono::seconds;
 
 const std::string kSecretKey(64, 'c');
 const std::string kAdminKey = "connectivity-admin-key-0123456789";
+const std::string kServiceKey = "connectivity-service-key-0123456789";
+const std::string kGatewayPassword = "gateway-password-for-tests";
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -48,13 +51,14 @@ class ConnectivityTest : public ::testing::Test {
  protected:
   void SetUp() override {
     redis_ = std::make_unique<iot::testing::TestRedis>();
-    broker_ = std::make_unique<iot::testing::TestMosquitto>(
-        iot::testing::AuthPluginConfig(redis_->Url(), kSecretKey));
+    broker_ = std::make_unique<iot::testing::TestMosquitto>(iot::testing::AuthPluginConfig(
+        redis_->Url(), kSecretKey,
+        iot::testing::ServiceAccountEntry("gateway", "salt", kGatewayPassword)));
     thing_model_ = std::make_unique<iot::testing::ThingModelProcess>(
         iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
                                                .secret_key = kSecretKey,
                                                .admin_key = kAdminKey,
-                                               .service_key = {},
+                                               .service_key = kServiceKey,
                                                .pg_url = {}});
     ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
     const std::string& address = thing_model_->address();
@@ -161,6 +165,46 @@ TEST_F(ConnectivityTest, ResetSecretAndDeleteTakeEffectAtTheBroker) {
   ASSERT_TRUE(devices_->DeleteDevice(ctx2.get(), del, &deleted).ok());
   EXPECT_TRUE(WaitUntil([&] { return !fresh->connected(); }, seconds(5)))
       << "deleted device still connected";
+}
+
+TEST_F(ConnectivityTest, GatewayTurnsPresenceIntoDeviceStatusWithinASecond) {
+  const uint16_t grpc_port = iot::testing::FreePort();
+  iot::testing::Process gateway(
+      {.argv = {iot::testing::ExecutablePath("device-gateway").string()},
+       .env = {{"IOT_MQTT_URL",
+                fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword, broker_->port())},
+               {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+               {"IOT_SERVICE_API_KEY", kServiceKey},
+               {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(grpc_port)},
+               {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},
+               {"IOT_DEVICE_GATEWAY_LISTEN_ADDRESS", "127.0.0.1"},
+               {"IOT_DEVICE_GATEWAY_PROBE_INTERVAL", "200ms"}},
+       .log_file = broker_->dir() / "gateway.log",
+       .run_as_user = {}});
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto health = common::CheckHealth("127.0.0.1:" + std::to_string(grpc_port));
+        return health.ok() && *health;
+      },
+      seconds(60)))
+      << gateway.Log();
+
+  auto status = [&] {
+    pb::ShowDeviceRequest request;
+    request.set_device_id(device_id_);
+    pb::Device device;
+    auto ctx = Context();
+    EXPECT_TRUE(devices_->ShowDevice(ctx.get(), request, &device).ok());
+    return device.status();
+  };
+  EXPECT_EQ(status(), pb::INACTIVE);
+  auto device = DeviceClient(secret_);
+  ASSERT_TRUE(device->Start().ok());
+  ASSERT_TRUE(device->WaitConnected(seconds(10)));
+  EXPECT_TRUE(WaitUntil([&] { return status() == pb::ONLINE; }, seconds(1))) << gateway.Log();
+  device->Stop();
+  EXPECT_TRUE(WaitUntil([&] { return status() == pb::OFFLINE; }, seconds(1))) << gateway.Log();
+  EXPECT_EQ(gateway.Stop(), 0) << gateway.Log();
 }
 
 }  // namespace

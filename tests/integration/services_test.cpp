@@ -81,6 +81,7 @@ std::map<std::string, std::string> SharedBackends(const std::string& pg_url) {
           {"IOT_REDIS_URL", iot::testing::SharedRedisUrl()},
           {"IOT_MQTT_URL", iot::testing::SharedMqttUrl()},
           {"IOT_SECRET_KEY", std::string(64, 'b')},
+          {"IOT_SERVICE_API_KEY", "services-test-service-key-0123456789"},
           {"IOT_LOG_LEVEL", "debug"}};
 }
 
