@@ -40,6 +40,25 @@ class Client {
     return response;
   }
 
+  /// Calls a paged list RPC, `rpc(context, request, &response)`. With `all` it follows
+  /// next_marker (stopping if the server does not advance it) and merges the pages into one
+  /// response; next_marker is the last page's.
+  template <typename Response, typename Request, typename Rpc>
+  Response CallPages(Request request, bool all, Rpc&& rpc) {
+    Response result;
+    while (true) {
+      Response page =
+          Call<Response>([&](auto* context, auto* out) { return rpc(context, request, out); });
+      const std::string next = page.next_marker();
+      result.MergeFrom(page);  // repeated fields append
+      result.set_next_marker(next);
+      if (!all || next.empty() || next == request.marker()) {
+        return result;
+      }
+      request.set_marker(next);
+    }
+  }
+
   /// Prints `error: <CODE>: <message>` to stderr, plus every model error of the trailing
   /// metadata `iot-model-errors-bin` (one `  <path>: <message>` per line); returns the exit
   /// code: kExitUnavailable when the server is unreachable or unavailable, else

@@ -145,17 +145,9 @@ void DeviceList(Client& client, const ListOptions& options) {
   request.set_limit(options.limit);
   request.set_marker(options.marker);
   auto stub = pb::Devices::NewStub(client.channel());
-  pb::ListDevicesResponse result;
-  while (true) {
-    auto page = client.Call<pb::ListDevicesResponse>(
-        [&](auto* context, auto* out) { return stub->ListDevices(context, request, out); });
-    result.mutable_devices()->MergeFrom(page.devices());
-    result.set_next_marker(page.next_marker());
-    if (!options.all || page.next_marker().empty() || page.next_marker() == request.marker()) {
-      break;
-    }
-    request.set_marker(page.next_marker());
-  }
+  const auto result = client.CallPages<pb::ListDevicesResponse>(
+      request, options.all,
+      [&](auto* context, const auto& r, auto* out) { return stub->ListDevices(context, r, out); });
 
   if (client.json()) {
     PrintJson(result);

@@ -128,17 +128,9 @@ void ProductList(Client& client, const ListOptions& options) {
   request.set_limit(options.limit);
   request.set_marker(options.marker);
   auto stub = pb::Products::NewStub(client.channel());
-  pb::ListProductsResponse result;
-  while (true) {
-    auto page = client.Call<pb::ListProductsResponse>(
-        [&](auto* context, auto* out) { return stub->ListProducts(context, request, out); });
-    result.mutable_products()->MergeFrom(page.products());
-    result.set_next_marker(page.next_marker());
-    if (!options.all || page.next_marker().empty() || page.next_marker() == request.marker()) {
-      break;
-    }
-    request.set_marker(page.next_marker());
-  }
+  const auto result = client.CallPages<pb::ListProductsResponse>(
+      request, options.all,
+      [&](auto* context, const auto& r, auto* out) { return stub->ListProducts(context, r, out); });
 
   if (client.json()) {
     PrintJson(result);

@@ -122,19 +122,12 @@ void KeyCreate(Client& client, const KeyCreateOptions& options) {
 
 void KeyList(Client& client, bool include_revoked) {
   auto stub = pb::Tenants::NewStub(client.channel());
-  pb::ListApiKeysResponse all;
   pb::ListApiKeysRequest request;
   request.set_limit(500);
   request.set_include_revoked(include_revoked);
-  do {
-    auto page = client.Call<pb::ListApiKeysResponse>(
-        [&](auto* context, auto* out) { return stub->ListApiKeys(context, request, out); });
-    all.mutable_keys()->MergeFrom(page.keys());
-    if (page.next_marker() == request.marker()) {
-      break;  // a server that does not advance would loop forever
-    }
-    request.set_marker(page.next_marker());
-  } while (!request.marker().empty());
+  const auto all = client.CallPages<pb::ListApiKeysResponse>(
+      request, /*all=*/true,
+      [&](auto* context, const auto& r, auto* out) { return stub->ListApiKeys(context, r, out); });
 
   if (client.json()) {
     PrintJson(all);
