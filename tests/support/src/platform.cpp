@@ -2,8 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <csignal>
+
 #include "iot/common/crypto.h"
 #include "iot/common/health_client.h"
+#include "iot/testing/http.h"
 #include "iot/testing/servers.h"
 
 namespace iot::testing {
@@ -43,6 +46,56 @@ bool ThingModelProcess::WaitServing(std::chrono::milliseconds timeout) {
         return health.ok() && *health;
       },
       timeout);
+}
+
+ServiceProcess::ServiceProcess(ServiceProcessOptions options)
+    : options_(std::move(options)), dir_("iot-" + options_.binary) {
+  grpc_port_ = FreePort();
+  metrics_port_ = FreePort();
+  address_ = "127.0.0.1:" + std::to_string(grpc_port_);
+  const std::string& prefix = options_.env_prefix;
+  options_.env[prefix + "_GRPC_PORT"] = std::to_string(grpc_port_);
+  options_.env[prefix + "_METRICS_PORT"] = std::to_string(metrics_port_);
+  options_.env[prefix + "_LISTEN_ADDRESS"] = "127.0.0.1";
+  options_.env.try_emplace(prefix + "_PROBE_INTERVAL", "200ms");
+  Start();
+}
+
+ServiceProcess::~ServiceProcess() { process_->Stop(); }
+
+void ServiceProcess::Start() {
+  std::vector<std::string> argv = {ExecutablePath(options_.binary).string()};
+  argv.insert(argv.end(), options_.args.begin(), options_.args.end());
+  ++starts_;
+  process_ = std::make_unique<Process>(
+      Process::Options{.argv = std::move(argv),
+                       .env = options_.env,
+                       .log_file = dir_.path() / fmt::format("{}.{}.log", options_.binary, starts_),
+                       .run_as_user = {}});
+}
+
+void ServiceProcess::Restart(bool kill) {
+  if (kill) {
+    process_->Signal(SIGKILL);
+    (void)process_->Wait(std::chrono::seconds(10));
+  } else {
+    process_->Stop();
+  }
+  Start();
+}
+
+bool ServiceProcess::WaitServing(std::chrono::milliseconds timeout) {
+  return WaitUntil(
+      [&] {
+        auto health = common::CheckHealth(address_);
+        return health.ok() && *health;
+      },
+      timeout);
+}
+
+std::string ServiceProcess::Metrics() const {
+  auto text = HttpGet(metrics_port_, "/metrics");
+  return text.ok() ? *text : std::string();
 }
 
 std::string ServiceAccountEntry(const std::string& name, const std::string& salt,

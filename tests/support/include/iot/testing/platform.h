@@ -5,8 +5,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "iot/testing/process.h"
 
@@ -36,6 +38,47 @@ class ThingModelProcess {
   ThingModelProcessOptions options_;
   TempDir dir_{"iot-thing-model"};
   std::string address_;
+  std::unique_ptr<Process> process_;
+};
+
+/// Any platform service binary (device-gateway, shadow, command-dispatch, rule-forwarding, ...)
+/// on free gRPC and metrics ports, log in a temp dir; SIGTERM on destruction. The caller gives
+/// every variable the service needs (IOT_PG_URL, IOT_REDIS_URL, IOT_MQTT_URL, peer addresses);
+/// `<env_prefix>_GRPC_PORT`, `_METRICS_PORT`, `_LISTEN_ADDRESS` and `_PROBE_INTERVAL` are set here.
+struct ServiceProcessOptions {
+  std::string binary;      ///< e.g. "shadow" (found next to the test executable)
+  std::string env_prefix;  ///< e.g. "IOT_SHADOW"
+  std::map<std::string, std::string> env;
+  std::vector<std::string> args;  ///< extra command-line arguments
+};
+
+class ServiceProcess {
+ public:
+  explicit ServiceProcess(ServiceProcessOptions options);
+  ~ServiceProcess();
+  ServiceProcess(const ServiceProcess&) = delete;
+  ServiceProcess& operator=(const ServiceProcess&) = delete;
+
+  /// Polls gRPC health (readiness) until SERVING.
+  [[nodiscard]] bool WaitServing(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  [[nodiscard]] const std::string& address() const { return address_; }
+  [[nodiscard]] uint16_t grpc_port() const { return grpc_port_; }
+  [[nodiscard]] uint16_t metrics_port() const { return metrics_port_; }
+  /// The Prometheus text of its /metrics ("" if unreachable).
+  [[nodiscard]] std::string Metrics() const;
+  Process& process() { return *process_; }
+  /// Stops it (SIGTERM, or SIGKILL when `kill`) and starts it again on the same ports.
+  void Restart(bool kill = false);
+
+ private:
+  void Start();
+
+  ServiceProcessOptions options_;
+  TempDir dir_;
+  uint16_t grpc_port_ = 0;
+  uint16_t metrics_port_ = 0;
+  std::string address_;
+  int starts_ = 0;
   std::unique_ptr<Process> process_;
 };
 
