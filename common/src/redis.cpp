@@ -1,16 +1,20 @@
 #include "iot/common/redis.h"
 
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/time.h>
 
 #include <cerrno>
+#include <cstring>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "iot/common/redis_subscriber.h"
 #include "iot/common/url.h"
 
 namespace iot::common {
@@ -382,6 +386,132 @@ absl::Status RedisClient::Ping() {
   if (reply->type != RedisReply::Type::kStatus || reply->str != "PONG") {
     return absl::UnavailableError(
         absl::StrCat("redis ", masked_url_, ": PING answered ", reply->DebugString()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace iot::common
+
+// --- RedisSubscriber (here: it uses the client's connection handshake and reply conversion) ---
+
+namespace iot::common {
+
+absl::StatusOr<std::unique_ptr<RedisSubscriber>> RedisSubscriber::Start(
+    std::string url, std::vector<std::string> channels, Handler on_message,
+    ResyncHandler on_resync) {
+  if (channels.empty()) {
+    return absl::InvalidArgumentError("redis subscriber: no channels");
+  }
+  auto client = RedisClient::Create({.url = std::move(url), .pool_size = 1});
+  if (!client.ok()) {
+    return client.status();
+  }
+  return std::unique_ptr<RedisSubscriber>(new RedisSubscriber(
+      *std::move(client), std::move(channels), std::move(on_message), std::move(on_resync)));
+}
+
+RedisSubscriber::RedisSubscriber(std::unique_ptr<RedisClient> client,
+                                 std::vector<std::string> channels, Handler on_message,
+                                 ResyncHandler on_resync)
+    : client_(std::move(client)),
+      channels_(std::move(channels)),
+      on_message_(std::move(on_message)),
+      on_resync_(std::move(on_resync)) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+RedisSubscriber::~RedisSubscriber() {
+  stop_ = true;
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+bool RedisSubscriber::WaitSubscribed(std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!subscribed_.load()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+void RedisSubscriber::Run() {
+  Backoff backoff;
+  while (!stop_) {
+    absl::Status status = RunOnce();
+    subscribed_ = false;
+    if (stop_) {
+      break;
+    }
+    const auto delay = backoff.Next();
+    spdlog::warn("redis subscriber {}: {}; reconnecting in {} ms", client_->masked_url_,
+                 std::string(status.message()), delay.count());
+    const auto until = std::chrono::steady_clock::now() + delay;
+    while (!stop_ && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (status.ok()) {
+      backoff.Reset();
+    }
+  }
+}
+
+absl::Status RedisSubscriber::RunOnce() {
+  RedisClient::Connection connection;
+  if (absl::Status s = client_->Connect(connection); !s.ok()) {
+    return s;
+  }
+  redisContext* context = connection.context;
+  std::vector<std::string_view> args{"SUBSCRIBE"};
+  args.insert(args.end(), channels_.begin(), channels_.end());
+  Argv argv(args);
+  if (redisAppendCommandArgv(context, argv.argc(), argv.data.data(), argv.sizes.data()) !=
+      REDIS_OK) {
+    return absl::UnavailableError(absl::StrCat("SUBSCRIBE: ", context->errstr));
+  }
+  for (int done = 0; done == 0;) {
+    if (redisBufferWrite(context, &done) != REDIS_OK) {
+      return absl::UnavailableError(absl::StrCat("SUBSCRIBE: ", context->errstr));
+    }
+  }
+  size_t confirmed = 0;
+  while (!stop_) {
+    void* raw = nullptr;
+    if (redisGetReplyFromReader(context, &raw) != REDIS_OK) {
+      return absl::UnavailableError(absl::StrCat("protocol error: ", context->errstr));
+    }
+    if (raw == nullptr) {
+      // Nothing buffered: wait for the socket, waking up to notice stop_.
+      pollfd pfd{.fd = context->fd, .events = POLLIN, .revents = 0};
+      const int ready = poll(&pfd, 1, 200);
+      if (ready < 0 && errno != EINTR) {
+        return absl::UnavailableError(absl::StrCat("poll: ", std::strerror(errno)));
+      }
+      if (ready > 0 && redisBufferRead(context) != REDIS_OK) {
+        return ConnectionError(*context, errno, client_->options_.command_timeout, "read");
+      }
+      continue;
+    }
+    RedisReply reply = TakeReply(raw);
+    if (reply.type != RedisReply::Type::kArray || reply.elements.size() < 3) {
+      continue;
+    }
+    const std::string& kind = reply.elements[0].str;
+    if (kind == "subscribe") {
+      if (++confirmed == channels_.size()) {
+        subscribed_ = true;
+        spdlog::info("redis subscriber {}: subscribed to {}", client_->masked_url_,
+                     absl::StrJoin(channels_, ", "));
+        if (on_resync_) {
+          on_resync_();
+        }
+      }
+    } else if (kind == "message" && on_message_) {
+      on_message_(reply.elements[1].str, reply.elements[2].str);
+    }
   }
   return absl::OkStatus();
 }

@@ -80,6 +80,7 @@ class RedisClient {
   [[nodiscard]] const RedisOptions& options() const { return options_; }
 
  private:
+  friend class RedisSubscriber;
   struct Connection;
   struct Target {
     std::string host;
