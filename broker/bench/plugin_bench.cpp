@@ -140,7 +140,7 @@ int main(int argc, char** argv) {
                       .password = kPassword,
                       .protocol = 5});
   gateway.Connect();
-  gateway.Subscribe("$oc/devices/+/sys/#", 1);
+  gateway.Subscribe("$share/gateway/iot/up/+/sys/#", 1);  // the plugin relays uplink there
   const double with =
       Throughput(DeviceOptions(with_plugin.port(), "bench_d0", true), gateway, topic, messages);
   TestClient plain_sub({.port = plain.port(), .client_id = "bench-sub", .protocol = 5});

@@ -278,11 +278,15 @@ bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topi
 // ---- Downlink relay ----
 
 MessageVerdict AuthPlugin::OnMessage(SessionKey key, std::string_view topic,
-                                     std::string_view payload, int qos) {
+                                     std::string_view payload, int qos, std::string* deliver_as) {
+  const auto it = sessions_.find(key);
   if (!IsDownlinkTopic(topic)) {
+    if (deliver_as != nullptr && it != sessions_.end() && it->second.role == Role::kDevice) {
+      // The ACL check allowed the publish, so the topic is the device's own.
+      *deliver_as = UplinkRelayTopic(it->second.identity, topic).value_or("");
+    }
     return MessageVerdict::kPass;
   }
-  const auto it = sessions_.find(key);
   if (it == sessions_.end() || it->second.role != Role::kService) {
     return MessageVerdict::kDeny;
   }
@@ -322,10 +326,14 @@ void AuthPlugin::PublishPresence(std::string_view event, const std::string& devi
       {"node_id", session.record.node_id},
       {"seq", ++presence_seq_},
   };
-  std::string topic(kPresencePrefix);
-  topic.append(device_id);
-  if (!broker_.Publish("", topic, body.dump(), kPresenceQos)) {
-    Log(LogLevel::kError, fmt::format("cannot publish presence {} of '{}'", event, device_id));
+  const std::string text = body.dump();
+  for (const std::string_view prefix : {kPresencePrefix, kSharedPresencePrefix}) {
+    std::string topic(prefix);
+    topic.append(device_id);
+    if (!broker_.Publish("", topic, text, kPresenceQos)) {
+      Log(LogLevel::kError,
+          fmt::format("cannot publish presence {} of '{}' on {}", event, device_id, topic));
+    }
   }
 }
 

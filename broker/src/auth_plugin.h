@@ -78,9 +78,11 @@ class AuthPlugin {
   /// this plugin has forgotten the connection).
   bool OnAclCheck(SessionKey session, Access access, std::string_view topic,
                   std::string_view username = {});
-  /// MOSQ_EVT_MESSAGE: relays `$iot/down/...` from service accounts.
+  /// MOSQ_EVT_MESSAGE: relays `$iot/down/...` from service accounts. For a device's own uplink
+  /// sets `*deliver_as` to the topic the broker must deliver it on instead (`iot/up/...`,
+  /// kUplinkPrefix); left empty when the topic stays as it is.
   MessageVerdict OnMessage(SessionKey session, std::string_view topic, std::string_view payload,
-                           int qos);
+                           int qos, std::string* deliver_as = nullptr);
   /// MOSQ_EVT_DISCONNECT (also for connections that never authenticated).
   void OnDisconnect(SessionKey session);
   /// MOSQ_EVT_TICK: applies kicks queued by the change watcher, forgets closed sessions.

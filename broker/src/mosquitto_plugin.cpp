@@ -205,15 +205,26 @@ int HandleAclCheck(int /*event*/, void* event_data, void* userdata) {
 
 int HandleMessage(int /*event*/, void* event_data, void* userdata) {
   auto* state = static_cast<PluginState*>(userdata);
-  const auto* event = static_cast<mosquitto_evt_message*>(event_data);
+  auto* event = static_cast<mosquitto_evt_message*>(event_data);
   try {
     const std::string_view topic = event->topic == nullptr ? "" : event->topic;
     const std::string_view payload(static_cast<const char*>(event->payload),
                                    event->payload == nullptr ? 0 : event->payloadlen);
-    return state->plugin->OnMessage(event->client, topic, payload, event->qos) ==
-                   MessageVerdict::kPass
-               ? MOSQ_ERR_SUCCESS
-               : MOSQ_ERR_ACL_DENIED;
+    std::string deliver_as;
+    if (state->plugin->OnMessage(event->client, topic, payload, event->qos, &deliver_as) !=
+        MessageVerdict::kPass) {
+      return MOSQ_ERR_ACL_DENIED;
+    }
+    if (!deliver_as.empty()) {
+      // The broker owns the topic string: replace it with one of its own allocation.
+      char* replacement = mosquitto_strdup(deliver_as.c_str());
+      if (replacement == nullptr) {
+        return MOSQ_ERR_NOMEM;
+      }
+      mosquitto_free(event->topic);
+      event->topic = replacement;
+    }
+    return MOSQ_ERR_SUCCESS;
   } catch (const std::exception& e) {
     WriteLog(LogLevel::kError,
              fmt::format("message handling failed with an exception: {}", e.what()));

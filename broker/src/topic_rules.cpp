@@ -87,6 +87,17 @@ bool DeviceMaySubscribe(std::string_view device_id, std::string_view filter) {
 
 bool IsDownlinkTopic(std::string_view topic) { return topic.starts_with(kDownlinkPrefix); }
 
+std::optional<std::string> UplinkRelayTopic(std::string_view device_id, std::string_view topic) {
+  const auto rest = Remainder(device_id, topic);
+  if (!rest || rest->empty()) {
+    return std::nullopt;
+  }
+  std::string out(kUplinkPrefix);
+  out.append(device_id).push_back('/');
+  out.append(*rest);
+  return out;
+}
+
 std::optional<DownlinkTopic> ParseDownlinkTopic(std::string_view topic) {
   if (!IsDownlinkTopic(topic)) {
     return std::nullopt;

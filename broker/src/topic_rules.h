@@ -32,6 +32,18 @@ inline constexpr std::string_view kPresencePrefix = "$iot/presence/";
 
 bool IsDownlinkTopic(std::string_view topic);
 
+/// `iot/up/`: where a device's uplink on `$oc/devices/{id}/{rest}` is delivered, as
+/// `iot/up/{id}/{rest}`. Mosquitto 2.0.11 never delivers `$` topics to shared subscriptions
+/// (`$share/...`); without the `$` the gateway replicas can share the uplink. Devices can
+/// neither publish nor subscribe there (their ACL is below `$oc/devices/{id}/`).
+inline constexpr std::string_view kUplinkPrefix = "iot/up/";
+/// `iot/presence/`: presence events again, for shared subscriptions (see kUplinkPrefix).
+inline constexpr std::string_view kSharedPresencePrefix = "iot/presence/";
+
+/// `iot/up/{device_id}/{rest}` for the device's own `$oc/devices/{device_id}/{rest}`; nullopt
+/// when `topic` is not below the device's prefix.
+std::optional<std::string> UplinkRelayTopic(std::string_view device_id, std::string_view topic);
+
 struct DownlinkTopic {
   std::string device_id;
   /// The part after `$oc/devices/{device_id}/`, e.g. `sys/commands/request_id=42`.

@@ -186,7 +186,7 @@ class PluginTest : public ::testing::Test {
 TEST_F(PluginTest, ValidDeviceConnectsAndReportsProperties) {
   AddDevice("p1_n1", "secret-1");
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
 
   // Sign type 1 with the current hour, MQTT 3.1.1 as Huawei's SDKs speak it.
   auto device = Connect(Device("p1_n1", "secret-1", /*sign_type=*/1));
@@ -195,7 +195,7 @@ TEST_F(PluginTest, ValidDeviceConnectsAndReportsProperties) {
   EXPECT_EQ(device->Publish("$oc/devices/p1_n1/sys/properties/report", report, 1), 0);
   ASSERT_TRUE(gateway->WaitForMessage(
       [&](const ReceivedMessage& m) {
-        return m.topic == "$oc/devices/p1_n1/sys/properties/report" && m.payload == report;
+        return m.topic == "iot/up/p1_n1/sys/properties/report" && m.payload == report;
       },
       kWait));
 
@@ -214,7 +214,7 @@ TEST_F(PluginTest, ValidDeviceConnectsAndReportsProperties) {
 TEST_F(PluginTest, CommandLineClientsConnectAsDevices) {
   AddDevice("p1_cli", "cli-secret");
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
 
   // mosquitto_pub as the device.
   auto args = CliArgs("mosquitto_pub", Device("p1_cli", "cli-secret", 1));
@@ -223,8 +223,7 @@ TEST_F(PluginTest, CommandLineClientsConnectAsDevices) {
   const auto [pub_rc, pub_out] = RunCli(args);
   EXPECT_EQ(pub_rc, 0) << pub_out;
   EXPECT_TRUE(gateway->WaitForMessage(
-      [](const ReceivedMessage& m) { return m.topic == "$oc/devices/p1_cli/sys/events/up"; },
-      kWait));
+      [](const ReceivedMessage& m) { return m.topic == "iot/up/p1_cli/sys/events/up"; }, kWait));
 
   // mosquitto_sub as the device, subscribed to its own down-topics, receives a command.
   iot::testing::TempDir dir("iot-cli");
@@ -312,8 +311,8 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   AddDevice("p1_a", "secret-a");
   AddDevice("p1_b", "secret-b");
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
-  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/user/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/user/#", 1), 1);
   auto a = Connect(Device("p1_a", "secret-a", 0, Now(), 5));
   auto b = Connect(Device("p1_b", "secret-b"));
 
@@ -333,8 +332,10 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   }
 
   // Subscribing to B's topics, wildcards over devices or internal topics: refused.
-  for (const char* filter : {"$oc/devices/p1_b/sys/#", "$oc/devices/+/sys/#", "#", "$oc/devices/#",
-                             "$iot/#", "$iot/presence/+", "$share/g/$oc/devices/p1_b/sys/#"}) {
+  for (const char* filter :
+       {"$oc/devices/p1_b/sys/#", "$oc/devices/+/sys/#", "#", "$oc/devices/#", "$iot/#",
+        "$iot/presence/+", "$share/g/$oc/devices/p1_b/sys/#", "iot/up/#", "iot/up/p1_b/sys/#",
+        "iot/up/p1_a/#", "iot/presence/+", "$share/g/iot/up/+/sys/#", "iot/#"}) {
     EXPECT_EQ(a->Subscribe(filter, 1), kV5NotAuthorized) << filter;
   }
   EXPECT_EQ(a->Subscribe("$oc/devices/p1_a/#", 1), 1);
@@ -345,12 +346,16 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   EXPECT_EQ(a->Publish("$oc/devices/p1_a/sys/messages/up", "a-marker", 1), 0);
   ASSERT_TRUE(gateway->WaitForMessage(
       [](const ReceivedMessage& m) { return m.payload == "a-marker"; }, kWait));
-  // A's own subscription got its own message, never B's.
+  // A's own subscription sees no uplink (its own goes to iot/up/..., as in IoTDA a device's
+  // uplink is not echoed back), never B's; its downlink still arrives exactly once.
+  EXPECT_LT(gateway->Publish("$iot/down/p1_a/sys/messages/down", "down-a", 1), 0x80);
   ASSERT_TRUE(
-      a->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "a-marker"; }, kWait));
+      a->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "down-a"; }, kWait));
   for (const auto& m : a->messages()) {
     EXPECT_NE(m.payload, "from-b");
+    EXPECT_NE(m.payload, "a-marker");
   }
+  EXPECT_EQ(a->messages().size(), 1U);
   // B got nothing from A's forged downlink.
   EXPECT_TRUE(b->messages().empty());
 }
@@ -359,7 +364,7 @@ TEST_F(PluginTest, CommandLineClientsAreDeniedOtherDevicesTopics) {
   AddDevice("p1_a", "secret-a");
   AddDevice("p1_b", "secret-b");
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
 
   auto pub = CliArgs("mosquitto_pub", Device("p1_a", "secret-a"));
   pub.insert(pub.end(), {"-V", "5", "-q", "1", "-t", "$oc/devices/p1_b/sys/properties/report", "-m",
@@ -435,7 +440,8 @@ TEST_F(PluginTest, OfflinePersistentSessionGetsWhatTheBrokerQueued) {
                                     .clean_session = false};
   {
     auto gateway = Connect(options);
-    ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/properties/report", 1), 1);
+    // Shared, as the gateway replicas subscribe (broker/README.md, Uplink).
+    ASSERT_EQ(gateway->Subscribe("$share/gateway/iot/up/+/sys/properties/report", 1), 1);
   }
   AddDevice("p1_queued", "s");
   auto device = Connect(Device("p1_queued", "s"));
@@ -447,7 +453,7 @@ TEST_F(PluginTest, OfflinePersistentSessionGetsWhatTheBrokerQueued) {
   auto restarted = Connect(options);
   ASSERT_TRUE(restarted->WaitForCount(3, kWait)) << broker_->dir();
   for (const auto& m : restarted->messages()) {
-    EXPECT_EQ(m.topic, "$oc/devices/p1_queued/sys/properties/report");
+    EXPECT_EQ(m.topic, "iot/up/p1_queued/sys/properties/report");
   }
 }
 
@@ -515,12 +521,17 @@ TEST_F(PluginTest, PresenceEventsOnConnectAndDisconnect) {
   // Not `$share/gateway/$iot/presence/+`: mosquitto 2.0.11 never delivers `$` topics to shared
   // subscriptions (see broker/README.md).
   ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+  // The same events on iot/presence/+ can be shared by gateway replicas.
+  auto shared = Gateway("gateway-shared");
+  ASSERT_EQ(shared->Subscribe("$share/gateway/iot/presence/+", 1), 1);
 
   const auto options = Device("p1_pres", "s");
   auto device = Connect(options);
   ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_pres").size() == 1; }, kWait));
   device->Disconnect();
   ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_pres").size() == 2; }, kWait));
+  ASSERT_TRUE(shared->WaitForCount(2, kWait));
+  EXPECT_EQ(shared->messages_on("iot/presence/p1_pres").size(), 2U);
 
   const auto events = Presence(*gateway, "p1_pres");
   EXPECT_EQ(events[0]["event"], "connected");
@@ -636,7 +647,7 @@ TEST_F(PluginTest, RedisDownRefusesUnknownDevicesAndKeepsServing) {
   AddDevice("p1_stay", "s");
   EXPECT_EQ(TryConnect(Device("p1_known", "s")), 0);  // now cached
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
   auto staying = Connect(Device("p1_stay", "s"));
 
   redis_->Stop();
@@ -798,7 +809,7 @@ TEST_F(PluginTest, ConfigReloadKeepsConnectedDevicesAndTheirPresence) {
                                              .protocol = 5};
   auto gateway = Connect(gateway_options);
   ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
-  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
   auto device_options = Device("p1_hup", "s");
   device_options.port = port;
   auto device = Connect(device_options);

@@ -121,6 +121,15 @@ TEST(TopicRulesTest, DeviceSubscribesAndReceivesOnlyBelowItsOwnPrefix) {
   EXPECT_FALSE(DeviceMayReceive(id, "$iot/presence/p1_n1"));
 }
 
+TEST(TopicRulesTest, UplinkIsRelayedBelowIotUp) {
+  EXPECT_EQ(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/sys/properties/report"),
+            "iot/up/p1_n1/sys/properties/report");
+  EXPECT_EQ(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/user/a/b"), "iot/up/p1_n1/user/a/b");
+  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n2/sys/messages/up").has_value());
+  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/").has_value());
+  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "iot/up/p1_n1/sys/messages/up").has_value());
+}
+
 TEST(TopicRulesTest, ParsesDownlinkTopics) {
   const auto down = ParseDownlinkTopic("$iot/down/p1_n1/sys/commands/request_id=42");
   ASSERT_TRUE(down.has_value());
