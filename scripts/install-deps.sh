@@ -11,6 +11,10 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# The Prometheus server itself (not started as a system service): the Prometheus integration
+# test runs it as a local process against the platform's services.
+IOT_DEB_PACKAGES+=(prometheus)
+
 force_update=0
 for arg in "$@"; do
   case "$arg" in
