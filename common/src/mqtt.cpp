@@ -75,6 +75,10 @@ struct MqttCallbacks {
     out.retain = message->retain;
     static_cast<MqttClient*>(obj)->OnMessage(std::move(out));
   }
+  static void Publish(struct mosquitto* /*mosq*/, void* obj, int mid, int reason_code,
+                      const mosquitto_property* /*props*/) {
+    static_cast<MqttClient*>(obj)->OnPublish(mid, reason_code);
+  }
   static void Log(struct mosquitto* /*mosq*/, void* obj, int level, const char* text) {
     if (level == MOSQ_LOG_ERR || level == MOSQ_LOG_WARNING) {
       spdlog::warn("mqtt {}: libmosquitto: {}", static_cast<MqttClient*>(obj)->masked_url_, text);
@@ -130,6 +134,7 @@ absl::StatusOr<std::unique_ptr<MqttClient>> MqttClient::Create(MqttOptions optio
   mosquitto_disconnect_v5_callback_set(mosq, &MqttCallbacks::Disconnect);
   mosquitto_subscribe_v5_callback_set(mosq, &MqttCallbacks::Subscribe);
   mosquitto_message_v5_callback_set(mosq, &MqttCallbacks::Message);
+  mosquitto_publish_v5_callback_set(mosq, &MqttCallbacks::Publish);
   mosquitto_log_callback_set(mosq, &MqttCallbacks::Log);
   return client;
 }
@@ -393,6 +398,53 @@ absl::Status MqttClient::Publish(const std::string& topic, std::string_view payl
       mosquitto_publish_v5(mosq_, nullptr, topic.c_str(), static_cast<int>(payload.size()),
                            payload.data(), qos, retain, nullptr);
   return MosquittoStatus(rc, absl::StrCat("mqtt publish to '", topic, "'"));
+}
+
+absl::StatusOr<int> MqttClient::PublishAndWait(const std::string& topic, std::string_view payload,
+                                               int qos, std::chrono::milliseconds timeout) {
+  if (qos < 0 || qos > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("MQTT QoS must be 0, 1 or 2, not ", qos));
+  }
+  if (payload.size() > kMaxPayload) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MQTT payload of ", payload.size(), " bytes is too large"));
+  }
+  std::unique_lock lock(mutex_);
+  if (!connected_) {
+    return absl::UnavailableError(absl::StrCat("mqtt ", masked_url_, ": not connected"));
+  }
+  int mid = 0;
+  // Registered under the lock that OnPublish takes, so the answer cannot come first.
+  const int rc = mosquitto_publish_v5(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()),
+                                      payload.data(), qos, false, nullptr);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    return MosquittoStatus(rc, absl::StrCat("mqtt publish to '", topic, "'"));
+  }
+  awaited_publishes_[mid] = -1;
+  const bool answered = changed_.wait_for(lock, timeout, [&] {
+    const auto it = awaited_publishes_.find(mid);
+    return it == awaited_publishes_.end() || it->second >= 0;
+  });
+  const auto it = awaited_publishes_.find(mid);
+  const int reason = it == awaited_publishes_.end() ? -1 : it->second;
+  awaited_publishes_.erase(mid);
+  if (!answered || reason < 0) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "mqtt publish to '", topic, "': no acknowledgement within ", timeout.count(), " ms"));
+  }
+  return reason;
+}
+
+void MqttClient::OnPublish(int mid, int reason_code) {
+  {
+    std::lock_guard lock(mutex_);
+    const auto it = awaited_publishes_.find(mid);
+    if (it == awaited_publishes_.end()) {
+      return;
+    }
+    it->second = reason_code;
+  }
+  changed_.notify_all();
 }
 
 bool MqttClient::connected() const {

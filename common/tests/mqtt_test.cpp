@@ -103,6 +103,35 @@ TEST(MqttClientTest, PublishSubscribeRoundTripQos0AndQos1) {
   EXPECT_EQ(sub->reconnects(), 0U);
 }
 
+TEST(MqttClientTest, PublishAndWaitReturnsTheBrokersReasonCode) {
+  const std::string url = iot::testing::SharedMqttUrl();
+  const std::string topic = Unique("t/acked");
+  auto pub = MakeClient({.url = url});
+  ASSERT_NE(pub, nullptr);
+  EXPECT_EQ(pub->PublishAndWait(topic, "x", 1, kTimeout).status().code(),
+            absl::StatusCode::kUnavailable);  // not started
+  ASSERT_TRUE(pub->Start().ok());
+  ASSERT_TRUE(pub->WaitConnected(kTimeout));
+  // Nobody subscribed: MQTT v5 PUBACK 0x10 "no matching subscribers".
+  auto nobody = pub->PublishAndWait(topic, "x", 1, kTimeout);
+  ASSERT_TRUE(nobody.ok()) << nobody.status();
+  EXPECT_EQ(*nobody, 0x10);
+  Inbox inbox;
+  auto sub = MakeClient({.url = url}, &inbox);
+  ASSERT_TRUE(sub->Subscribe(topic, 1).ok());
+  ASSERT_TRUE(sub->Start().ok());
+  ASSERT_TRUE(sub->WaitSubscribed(kTimeout));
+  auto delivered = pub->PublishAndWait(topic, "y", 1, kTimeout);
+  ASSERT_TRUE(delivered.ok()) << delivered.status();
+  EXPECT_EQ(*delivered, 0);
+  auto qos0 = pub->PublishAndWait(topic, "z", 0, kTimeout);
+  ASSERT_TRUE(qos0.ok()) << qos0.status();
+  EXPECT_EQ(*qos0, 0);
+  EXPECT_TRUE(WaitUntil([&] { return inbox.size() == 2; }, kTimeout));
+  EXPECT_EQ(pub->PublishAndWait(topic, "x", 3, kTimeout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(MqttClientTest, SharedSubscriptionDeliversEachMessageOnce) {
   const std::string url = iot::testing::SharedMqttUrl();
   const std::string topic = Unique("t/shared");

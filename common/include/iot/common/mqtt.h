@@ -94,6 +94,14 @@ class MqttClient {
   absl::Status Publish(const std::string& topic, std::string_view payload, int qos,
                        bool retain = false);
 
+  /// Publishes and waits for the broker's answer. QoS 1/2: the MQTT v5 reason code of the
+  /// PUBACK / PUBCOMP (< 0x80 accepted, e.g. 0x10 "no matching subscribers"; >= 0x80 refused,
+  /// e.g. 0x87 "not authorized"). QoS 0: 0 once written. UNAVAILABLE when not connected,
+  /// DEADLINE_EXCEEDED when no answer came within `timeout` (the message may still arrive:
+  /// libmosquitto resends QoS 1/2 after a reconnect). Never call it from a handler.
+  absl::StatusOr<int> PublishAndWait(const std::string& topic, std::string_view payload, int qos,
+                                     std::chrono::milliseconds timeout);
+
   [[nodiscard]] bool connected() const;
   /// True once connected, or false after `timeout`.
   bool WaitConnected(std::chrono::milliseconds timeout);
@@ -121,6 +129,7 @@ class MqttClient {
   void OnDisconnect(int reason_code);
   void OnSubscribe(int mid, int qos_count, const int* granted_qos);
   void OnMessage(MqttMessage message);
+  void OnPublish(int mid, int reason_code);
 
   const MqttOptions options_;
   const std::string host_;
@@ -143,6 +152,8 @@ class MqttClient {
   bool ever_connected_ = false;
   std::map<std::string, int> subscriptions_;    ///< filter -> QoS.
   std::map<int, std::string> pending_subacks_;  ///< SUBSCRIBE message id -> filter.
+  /// PUBLISH message id of a PublishAndWait -> its reason code once acknowledged (-1 before).
+  std::map<int, int> awaited_publishes_;
   std::atomic<uint64_t> reconnects_{0};
 };
 
