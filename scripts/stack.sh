@@ -23,6 +23,10 @@
 #     to the next free port, with a warning; a port that is set explicitly must be free.
 #   IOT_<SERVICE>_GRPC_PORT / _METRICS_PORT   service ports [50051..50055 / 9101..9105]
 #   IOT_<SERVICE>_LISTEN_ADDRESS              [127.0.0.1]
+#   IOT_<SERVICE>_ADDR     where the services find each other [127.0.0.1:<that service's gRPC port>]
+#   secrets (IOT_SECRET_KEY, IOT_SERVICE_API_KEY, IOT_THING_MODEL_BOOTSTRAP_API_KEY, the MQTT
+#     accounts IOT_DEVICE_GATEWAY_MQTT_* / IOT_RULE_FORWARDING_MQTT_*): generated once into
+#     $IOT_STATE_DIR/secrets; a value in the environment wins
 #   IOT_STACK_DURABLE      1: fsync on (dev data); 0: fsync/AOF off, for throwaway test data [1]
 #   IOT_STACK_START_TIMEOUT  seconds to wait for readiness [60]
 #   IOT_STACK_STOP_TIMEOUT   seconds to wait for a graceful stop before SIGKILL [30]
@@ -66,34 +70,81 @@ prepare_dirs() {
 
 # The stack's secrets, generated once per state dir (mode 600) and exported to every process:
 # the device-secret encryption key (thing-model and the broker plugin), the platform's service
-# credential, the bootstrap admin API key, and the gateway's broker account. A value already in
-# the environment wins, so a caller can pin them.
+# credential, the bootstrap admin API key, and the broker accounts of the platform's two MQTT
+# clients (device-gateway; rule-forwarding, for republish actions). A secret missing from an
+# older file is added. A value already in the environment wins, so a caller can pin them.
+# IOT_MQTT_SERVICE_ACCOUNTS (the broker plugin's list) is derived from the effective user names
+# and passwords, so it always matches what the services present.
 SECRETS_FILE=$STATE_DIR/secrets
+SECRET_NAMES=(IOT_SECRET_KEY IOT_SERVICE_API_KEY IOT_THING_MODEL_BOOTSTRAP_API_KEY
+  IOT_DEVICE_GATEWAY_MQTT_USERNAME IOT_DEVICE_GATEWAY_MQTT_PASSWORD
+  IOT_RULE_FORWARDING_MQTT_USERNAME IOT_RULE_FORWARDING_MQTT_PASSWORD IOT_STACK_MQTT_SALT)
+MQTT_CLIENT_PREFIXES=(IOT_DEVICE_GATEWAY IOT_RULE_FORWARDING)
+
+new_secret() {
+  case "$1" in
+    IOT_SECRET_KEY) openssl rand -hex 32 ;;
+    IOT_SERVICE_API_KEY) echo "svc_$(openssl rand -hex 24)" ;;
+    IOT_THING_MODEL_BOOTSTRAP_API_KEY) echo "iot_$(openssl rand -hex 24)" ;;
+    IOT_DEVICE_GATEWAY_MQTT_USERNAME) echo device-gateway ;;
+    IOT_RULE_FORWARDING_MQTT_USERNAME) echo rule-forwarding ;;
+    *_MQTT_PASSWORD) openssl rand -hex 24 ;;
+    IOT_STACK_MQTT_SALT) openssl rand -hex 8 ;;
+    *) iot::die "no generator for secret $1" ;;
+  esac
+}
+
+# name:salt:sha256hex(salt+password) of each platform MQTT client, from NAME=VALUE pairs given
+# as an associative array name.
+service_accounts_of() {
+  local -n values=$1
+  local prefix user password salt=${values[IOT_STACK_MQTT_SALT]} entries=()
+  for prefix in "${MQTT_CLIENT_PREFIXES[@]}"; do
+    user=${values[${prefix}_MQTT_USERNAME]}
+    password=${values[${prefix}_MQTT_PASSWORD]}
+    entries+=("$user:$salt:$(printf '%s%s' "$salt" "$password" | sha256sum | cut -c1-64)")
+  done
+  (
+    IFS=,
+    echo "${entries[*]}"
+  )
+}
+
 load_secrets() {
-  if [[ ! -f "$SECRETS_FILE" ]]; then
-    local gateway_password salt
-    gateway_password=$(openssl rand -hex 24)
-    salt=$(openssl rand -hex 8)
+  local -A stored=() effective=()
+  local line name changed=0
+  if [[ -f "$SECRETS_FILE" ]]; then
+    while IFS= read -r line; do
+      [[ "$line" == *=* ]] && stored[${line%%=*}]=${line#*=}
+    done <"$SECRETS_FILE"
+  else
+    changed=1
+  fi
+  for name in "${SECRET_NAMES[@]}"; do
+    if [[ -z "${stored[$name]:-}" ]]; then
+      stored[$name]=$(new_secret "$name")
+      changed=1
+    fi
+  done
+  local accounts
+  accounts=$(service_accounts_of stored)
+  [[ "${stored[IOT_MQTT_SERVICE_ACCOUNTS]:-}" == "$accounts" ]] || changed=1
+  stored[IOT_MQTT_SERVICE_ACCOUNTS]=$accounts
+  if ((changed)); then
     (
       umask 077
-      {
-        echo "IOT_SECRET_KEY=$(openssl rand -hex 32)"
-        echo "IOT_SERVICE_API_KEY=svc_$(openssl rand -hex 24)"
-        echo "IOT_THING_MODEL_BOOTSTRAP_API_KEY=iot_$(openssl rand -hex 24)"
-        echo "IOT_DEVICE_GATEWAY_MQTT_USERNAME=gateway"
-        echo "IOT_DEVICE_GATEWAY_MQTT_PASSWORD=$gateway_password"
-        echo "IOT_MQTT_SERVICE_ACCOUNTS=gateway:$salt:$(printf '%s%s' "$salt" "$gateway_password" | sha256sum | cut -c1-64)"
-      } >"$SECRETS_FILE.tmp"
+      for name in "${SECRET_NAMES[@]}" IOT_MQTT_SERVICE_ACCOUNTS; do
+        echo "$name=${stored[$name]}"
+      done >"$SECRETS_FILE.tmp"
       mv "$SECRETS_FILE.tmp" "$SECRETS_FILE"
     )
   fi
-  local line name
-  while IFS= read -r line; do
-    name=${line%%=*}
-    if [[ -n "$name" && -z "${!name:-}" ]]; then
-      export "${line?}"
-    fi
-  done <"$SECRETS_FILE"
+  local pinned_accounts=${IOT_MQTT_SERVICE_ACCOUNTS:-}
+  for name in "${SECRET_NAMES[@]}"; do
+    effective[$name]=${!name:-${stored[$name]}}
+    [[ "$name" == IOT_STACK_* ]] || export "$name=${effective[$name]}"
+  done
+  export IOT_MQTT_SERVICE_ACCOUNTS=${pinned_accounts:-$(service_accounts_of effective)}
   return 0
 }
 
@@ -108,6 +159,7 @@ pattern_of() {
     postgres) echo "postgres" ;;
     redis) echo "redis-server" ;;
     mosquitto) echo "mosquitto" ;;
+    device-sim) echo "$BUILD_DIR/bin/iot-device-sim" ;;
     *) echo "$BUILD_DIR/bin/$1" ;;
   esac
 }
@@ -371,12 +423,29 @@ service_ports() { # NAME PREFIX GRPC METRICS -> "grpc metrics"
   echo "${!grpc_var:-$3} ${!metrics_var:-$4}"
 }
 
+# IOT_<SERVICE>_ADDR of every service, from its gRPC port here (a caller's value wins), so that
+# the services find each other when ports are moved (as compose and Helm wire them by name).
+export_peer_addresses() {
+  local entry name prefix grpc metrics ports addr_var
+  for entry in "${SERVICES[@]}"; do
+    read -r name prefix grpc metrics <<<"$entry"
+    read -r grpc metrics <<<"$(service_ports "$name" "$prefix" "$grpc" "$metrics")"
+    # A running service keeps the port it was started on.
+    if running_pid "$name" >/dev/null && ports=$(cat "$(portfile "$name")" 2>/dev/null); then
+      grpc=${ports%% *}
+    fi
+    addr_var="IOT_${prefix}_ADDR"
+    export "$addr_var=${!addr_var:-127.0.0.1:$grpc}"
+  done
+}
+
 services_start() {
   prepare_dirs
   [[ -f "$ENV_FILE" ]] || iot::die "infra is not started (no $ENV_FILE): run scripts/stack.sh infra-start"
   # shellcheck source=/dev/null
   source "$ENV_FILE"
   export IOT_LOG_LEVEL=${IOT_LOG_LEVEL:-info}
+  export_peer_addresses
   local entry name prefix grpc metrics pid started=() addresses=() missing=()
   for entry in "${SERVICES[@]}"; do
     read -r name prefix grpc metrics <<<"$entry"
@@ -451,6 +520,8 @@ wait_services_serving() {
 services_stop() {
   [[ -d "$RUN_DIR" ]] || return 0
   local i entry name pids=() names=()
+  # The demo's simulated devices (scripts/demo.sh), if any, go first.
+  stop_component device-sim
   # Stop in reverse start order: the gateway first, so that it drains into live peers. All get
   # SIGTERM at once (each drains on its own), then each is waited for.
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The demo on the running local stack (scripts/stack.sh start): a demo tenant with an admin API
+# key, the smart-meter product (tests/integration/testdata/smart_meter_product.json: readable
+# meter values, writable relay_state/report_interval, commands reboot/set_tariff) and a few
+# simulated devices (iot-device-sim) that stay connected, report every few seconds, apply
+# property sets and answer commands. Idempotent: what exists is kept; the simulator restarts.
+#
+# Usage: scripts/demo.sh COMMAND
+#   start    tenant, key, product, devices; waits until the devices are ONLINE
+#   stop     stops the simulated devices (scripts/stack.sh stop does too)
+#   status   the simulator's pid and the demo devices with their status
+#   env      prints the export lines for iotctl as the demo tenant (eval "$(scripts/demo.sh env)")
+#
+# Environment (defaults in brackets):
+#   IOT_STATE_DIR              the stack's state dir [/tmp/iot-platform/dev]; the demo keeps
+#                              its key and devices in $IOT_STATE_DIR/demo (mode 700)
+#   IOT_DEMO_TENANT            tenant id [demo]
+#   IOT_DEMO_DEVICES           simulated devices [3] (smartmeter01_meter-1..N)
+#   IOT_DEMO_REPORT_INTERVAL   seconds between property reports [5]
+#   IOT_DEMO_PRODUCT_FILE      product JSON [tests/integration/testdata/smart_meter_product.json]
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STATE_DIR=${IOT_STATE_DIR:-/tmp/iot-platform/dev}
+BUILD_DIR=${IOT_BUILD_DIR:-$IOT_REPO_ROOT/build}
+RUN_DIR=$STATE_DIR/run
+LOG_DIR=$STATE_DIR/logs
+DEMO_DIR=$STATE_DIR/demo
+TENANT=${IOT_DEMO_TENANT:-demo}
+DEVICES=${IOT_DEMO_DEVICES:-3}
+REPORT_INTERVAL=${IOT_DEMO_REPORT_INTERVAL:-5}
+PRODUCT_FILE=${IOT_DEMO_PRODUCT_FILE:-$IOT_REPO_ROOT/tests/integration/testdata/smart_meter_product.json}
+PRODUCT_ID=smartmeter01
+NODE_PREFIX=meter-
+KEY_FILE=$DEMO_DIR/api-key
+SIM_PID=$RUN_DIR/device-sim.pid
+SIM_LOG=$LOG_DIR/device-sim.log
+IOTCTL=$BUILD_DIR/bin/iotctl
+
+usage() { iot::usage "${BASH_SOURCE[0]}"; }
+
+thing_model_addr() {
+  local ports
+  ports=$(cat "$RUN_DIR/thing-model.port" 2>/dev/null) ||
+    iot::die "thing-model is not running in $STATE_DIR (scripts/stack.sh start)"
+  echo "127.0.0.1:${ports%% *}"
+}
+
+sim_pid() { iot::pid_from "$SIM_PID" "$BUILD_DIR/bin/iot-device-sim"; }
+
+# iotctl as the demo tenant's admin.
+demo_iotctl() { "$IOTCTL" --addr "$(thing_model_addr)" --api-key-file "$KEY_FILE" "$@"; }
+
+online_devices() {
+  demo_iotctl --json device list --product "$PRODUCT_ID" --status online --all |
+    jq '[.devices[]?] | length'
+}
+
+start() {
+  [[ -x "$IOTCTL" && -x "$BUILD_DIR/bin/iot-device-sim" ]] ||
+    iot::die "iotctl / iot-device-sim not built in $BUILD_DIR/bin"
+  [[ -f "$STATE_DIR/secrets" && -f "$RUN_DIR/mosquitto.port" ]] ||
+    iot::die "the local stack is not running in $STATE_DIR (scripts/stack.sh start)"
+  [[ "$DEVICES" =~ ^[1-9][0-9]*$ ]] || iot::die "IOT_DEMO_DEVICES=$DEVICES is not a positive number"
+  local addr
+  addr=$(thing_model_addr)
+  (umask 077 && mkdir -p "$DEMO_DIR")
+
+  if [[ ! -s "$KEY_FILE" ]]; then
+    iot::info "demo: tenant $TENANT with an admin key ($KEY_FILE)"
+    local bootstrap
+    bootstrap=$(sed -n 's/^IOT_THING_MODEL_BOOTSTRAP_API_KEY=//p' "$STATE_DIR/secrets")
+    local out
+    out=$(IOTCTL_API_KEY=$bootstrap "$IOTCTL" --addr "$addr" tenant create --tenant-id "$TENANT" \
+      --name "Demo" --with-admin-key --save-secret "$KEY_FILE.tmp" 2>&1) ||
+      iot::die "creating tenant $TENANT failed: $out"
+    mv "$KEY_FILE.tmp" "$KEY_FILE"
+  fi
+
+  if demo_iotctl product show "$PRODUCT_ID" >/dev/null 2>&1; then
+    iot::info "demo: product $PRODUCT_ID exists"
+  else
+    iot::info "demo: product $PRODUCT_ID from $PRODUCT_FILE"
+    demo_iotctl product create --file "$PRODUCT_FILE" >/dev/null
+  fi
+
+  stop_sim
+  iot::info "demo: $DEVICES simulated devices ${PRODUCT_ID}_${NODE_PREFIX}1..$DEVICES, a report every ${REPORT_INTERVAL}s (log $SIM_LOG)"
+  local mqtt_port
+  mqtt_port=$(cat "$RUN_DIR/mosquitto.port")
+  iot::spawn "$SIM_PID" "$SIM_LOG" \
+    "$BUILD_DIR/bin/iot-device-sim" --create "$DEVICES" --product "$PRODUCT_ID" \
+    --api-key-file "$KEY_FILE" \
+    --node-prefix "$NODE_PREFIX" --thing-model-addr "$addr" --mqtt-port "$mqtt_port" \
+    --report-interval "$REPORT_INTERVAL" --save-devices "$DEMO_DIR/devices.json"
+  local deadline=$((SECONDS + 60)) online=0
+  while ((SECONDS < deadline)); do
+    sim_pid >/dev/null || {
+      tail -n 20 "$SIM_LOG" >&2
+      iot::die "iot-device-sim exited; log: $SIM_LOG"
+    }
+    online=$(online_devices 2>/dev/null || echo 0)
+    ((online >= DEVICES)) && break
+    sleep 0.5
+  done
+  ((online >= DEVICES)) || iot::die "only $online of $DEVICES demo devices ONLINE after 60 s; log: $SIM_LOG"
+  iot::info "demo: $online devices ONLINE"
+}
+
+stop_sim() {
+  local pid
+  if pid=$(sim_pid); then
+    iot::info "demo: stopping iot-device-sim (pid $pid)"
+    iot::terminate "$pid" iot-device-sim 15 TERM
+  fi
+  rm -f "$SIM_PID"
+}
+
+status() {
+  local pid
+  if pid=$(sim_pid); then
+    echo "iot-device-sim: running (pid $pid), log $SIM_LOG"
+  else
+    echo "iot-device-sim: stopped"
+  fi
+  [[ -s "$KEY_FILE" ]] || iot::die "no demo tenant yet (scripts/demo.sh start)"
+  demo_iotctl device list --product "$PRODUCT_ID" --all
+}
+
+cmd=${1:-}
+case "$cmd" in
+  start) start ;;
+  stop) stop_sim ;;
+  status) status ;;
+  env)
+    [[ -s "$KEY_FILE" ]] || iot::die "no demo tenant yet (scripts/demo.sh start)"
+    echo "unset IOTCTL_API_KEY"
+    echo "export IOTCTL_API_KEY_FILE=$KEY_FILE"
+    echo "export IOTCTL_ADDR=$(thing_model_addr)"
+    ;;
+  -h | --help | help) usage ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+esac
