@@ -407,8 +407,10 @@ for (const [name, want] of Object.entries(SERVICES)) {
     errors.push(`compose ${name}: healthcheck must be iot-health on port ${want.grpc}`);
   }
   // helm
-  const dep = helm.find((o) => o.kind === "Deployment" && o.metadata.labels?.["app.kubernetes.io/component"] === name);
-  if (!dep) { errors.push(`helm: no Deployment for ${name}`); continue; }
+  // The gateway is a StatefulSet (stable MQTT client ids), the others Deployments.
+  const kind = name === "device-gateway" ? "StatefulSet" : "Deployment";
+  const dep = helm.find((o) => o.kind === kind && o.metadata.labels?.["app.kubernetes.io/component"] === name);
+  if (!dep) { errors.push(`helm: no ${kind} for ${name}`); continue; }
   const c = dep.spec.template.spec.containers[0];
   if (JSON.stringify(c.args) !== JSON.stringify([name])) errors.push(`helm ${name}: args must be ["${name}"]`);
   const henv = Object.fromEntries((c.env || []).map((e) => [e.name, e.value ?? "<ref>"]));

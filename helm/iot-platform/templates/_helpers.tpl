@@ -44,7 +44,20 @@ environment prefix. The only place that lists them.
 - {name: shadow, key: shadow, prefix: IOT_SHADOW}
 - {name: command-dispatch, key: commandDispatch, prefix: IOT_COMMAND_DISPATCH}
 - {name: rule-forwarding, key: ruleForwarding, prefix: IOT_RULE_FORWARDING}
-- {name: device-gateway, key: deviceGateway, prefix: IOT_DEVICE_GATEWAY}
+- {name: device-gateway, key: deviceGateway, prefix: IOT_DEVICE_GATEWAY, kind: StatefulSet}
+{{- end -}}
+
+{{/*
+The workload kind of a service: Deployment, except where the service needs a stable identity.
+The gateway is a StatefulSet: its pods keep their names (…-device-gateway-0, -1, …) across
+restarts and upgrades, and so their MQTT client ids (IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID defaults
+to <service>-<hostname>). The broker queues the shared uplink subscription for a replica's
+persistent session while it restarts; a new client id on every restart would leave each old
+session's queue behind, unread until it expires.
+Usage: include "iot.workloadKind" $svc
+*/}}
+{{- define "iot.workloadKind" -}}
+{{- .kind | default "Deployment" -}}
 {{- end -}}
 
 {{/*
