@@ -1,6 +1,67 @@
 #include "iot/rule_forwarding/service_spec.h"
 
+#include "iot/common/auth.h"
+#include "iot/common/logging.h"
+#include "iot/rule_forwarding/destinations.h"
+#include "iot/rule_forwarding/dispatcher.h"
+#include "iot/rule_forwarding/history_subscriptions.h"
+#include "iot/rule_forwarding/ingest.h"
+#include "iot/rule_forwarding/rules.h"
+#include "iot/rule_forwarding/rules_handlers.h"
+
 namespace iot::rule_forwarding {
+namespace {
+
+std::chrono::milliseconds Ms(const nlohmann::json& settings, const char* key) {
+  return std::chrono::milliseconds(settings[key].get<int64_t>());
+}
+
+/// Rules, ingest and the dispatcher with the postgres, republish and webhook destinations.
+void WireRules(common::ServiceContext& context, DestinationRegistry destinations) {
+  const nlohmann::json& s = context.settings;
+  auto store = std::make_shared<PgRuleStore>(context.postgres);
+  auto feed = std::make_shared<RedisRuleChangeFeed>(context.redis);
+  auto cache = std::make_shared<RuleCache>(
+      store, feed,
+      RuleCacheOptions{.poll_interval = Ms(s, "rules_poll_interval_ms"),
+                       .full_reload_interval = Ms(s, "rules_reload_interval_ms")});
+  auto dispatcher = std::make_shared<Dispatcher>(
+      std::move(destinations), store, std::make_shared<DispatcherMetrics>(context.host.metrics()),
+      DispatcherOptions{.queue_capacity = s["queue_capacity"].get<size_t>(),
+                        .max_batch = s["max_batch"].get<size_t>(),
+                        .max_batch_by_type = {{"webhook", 1}, {"republish", 1}},
+                        .max_attempts = s["max_attempts"].get<int>(),
+                        .retry_initial = Ms(s, "retry_initial_ms"),
+                        .retry_max = Ms(s, "retry_max_ms")});
+  auto on_change = [feed, cache] {
+    if (absl::Status st = feed->Publish(); !st.ok()) {
+      common::LogWarn("cannot announce a rule change (replicas catch up on their periodic reload)",
+                      {{"error", std::string(st.message())}});
+    }
+    if (absl::Status st = cache->Reload(); !st.ok()) {
+      common::LogWarn("rule reload failed", {{"error", std::string(st.message())}});
+    }
+  };
+  auto rules = std::make_shared<RulesService>(store, dispatcher->destinations(), on_change);
+  auto ingest = std::make_shared<IngestService>(
+      [cache] { return cache->snapshot(); },
+      std::make_shared<RedisDedupe>(context.redis, Ms(s, "dedupe_ttl_ms")), dispatcher,
+      std::make_shared<IngestMetrics>(context.host.metrics()));
+  auto auth = std::make_shared<common::Authenticator>(
+      std::make_shared<common::RedisKeyResolver>(context.redis));
+
+  context.host.AddService(std::make_shared<RulesHandler>(rules, auth));
+  context.host.AddService(std::make_shared<IngestHandler>(ingest, auth));
+  context.host.AddStartupTask("load rules", [cache] { return cache->Reload(); });
+  context.host.OnReady([cache] { cache->Start(); });
+  dispatcher->Start();
+  context.host.OnShutdown([cache, dispatcher, drain = context.server.drain_timeout] {
+    cache->Stop();
+    dispatcher->Stop(drain);
+  });
+}
+
+}  // namespace
 
 common::ServiceSpec Spec() {
   return {.name = "rule-forwarding",
@@ -10,11 +71,37 @@ common::ServiceSpec Spec() {
           .pg_schema = "rule_forwarding",
           .migrations = EmbeddedMigrations,
           .uses_redis = true,
-          .uses_mqtt = false};
+          .uses_mqtt = true};
 }
 
-nlohmann::json ReadConfig(common::EnvReader& /*env*/) { return nlohmann::json::object(); }
+nlohmann::json ReadConfig(common::EnvReader& env) {
+  const std::string p = "IOT_RULE_FORWARDING_";
+  nlohmann::json settings;
+  settings["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 10'000, 1, 10'000'000);
+  settings["max_batch"] = env.Int(p + "MAX_BATCH", 100, 1, 10'000);
+  settings["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 5, 1, 100);
+  settings["retry_initial_ms"] =
+      env.Duration(p + "RETRY_INITIAL", std::chrono::milliseconds(200)).count();
+  settings["retry_max_ms"] = env.Duration(p + "RETRY_MAX", std::chrono::seconds(10)).count();
+  settings["dedupe_ttl_ms"] = env.Duration(p + "DEDUPE_TTL", std::chrono::minutes(10)).count();
+  settings["rules_poll_interval_ms"] =
+      env.Duration(p + "RULES_POLL_INTERVAL", std::chrono::milliseconds(250)).count();
+  settings["rules_reload_interval_ms"] =
+      env.Duration(p + "RULES_RELOAD_INTERVAL", std::chrono::seconds(30)).count();
+  ReadHistoryAndSubscriptionsConfig(env, settings);
+  return settings;
+}
 
-void Wire(common::ServiceContext& /*context*/) {}
+void Wire(common::ServiceContext& context) {
+  DestinationRegistry destinations;
+  for (auto destination : {MakePostgresDestination(), MakeRepublishDestination(context.mqtt),
+                           MakeWebhookDestination()}) {
+    destinations.emplace(std::string(destination->type()), destination);
+  }
+  // Telemetry history and subscriptions: the `history` and `consumer_group` destination types,
+  // their services and background tasks, before the dispatcher takes the registry.
+  RegisterHistoryAndSubscriptions(context, destinations);
+  WireRules(context, std::move(destinations));
+}
 
 }  // namespace iot::rule_forwarding

@@ -1,0 +1,103 @@
+#pragma once
+
+// InternalIngest: records from the device-gateway → dedupe → rules → dispatcher.
+//
+// When Ingest answers OK: once every delivery the batch produced is in the dispatcher's queues
+// (memory, bounded). From then on the dispatcher owns them: delivered, retried, or recorded as a
+// dead letter (PostgreSQL), also on SIGTERM after the drain timeout. A full queue answers
+// RESOURCE_EXHAUSTED and a Redis outage UNAVAILABLE, so the gateway retries (backpressure). What
+// a crash (SIGKILL, OOM) loses: the deliveries queued at that moment. docs/rules.md.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "iot/rule_forwarding/dispatcher.h"
+#include "iot/rule_forwarding/rules.h"
+
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
+namespace iot::common {
+class RedisClient;
+}  // namespace iot::common
+
+namespace iot::rule_forwarding {
+
+/// One ForwardRecord, without proto types.
+struct IngestRecord {
+  std::string message_id;
+  std::string tenant_id;
+  std::string device_id;
+  std::string product_id;
+  std::string node_id;
+  std::string resource;
+  std::string event;
+  std::string topic;
+  int64_t event_time_unix_ms = 0;
+  std::string envelope_json;
+};
+
+/// Port: remembers which message ids were taken (at-least-once from the gateway).
+class Dedupe {
+ public:
+  virtual ~Dedupe() = default;
+  /// For each id, true when it is new (and now taken), false when it was seen before.
+  virtual absl::StatusOr<std::vector<bool>> Claim(const std::vector<std::string>& ids) = 0;
+  /// Forgets ids claimed by a batch that could not be taken after all.
+  virtual void Release(const std::vector<std::string>& ids) = 0;
+};
+
+/// `SET rf:msg:{id} 1 NX PX ttl`, one pipeline per batch.
+class RedisDedupe final : public Dedupe {
+ public:
+  RedisDedupe(std::shared_ptr<common::RedisClient> redis, std::chrono::milliseconds ttl)
+      : redis_(std::move(redis)), ttl_(ttl) {}
+  absl::StatusOr<std::vector<bool>> Claim(const std::vector<std::string>& ids) override;
+  void Release(const std::vector<std::string>& ids) override;
+
+ private:
+  std::shared_ptr<common::RedisClient> redis_;
+  std::chrono::milliseconds ttl_;
+};
+
+/// iot_rf_ingested_records_total{outcome} (accepted, duplicate, invalid_envelope) and
+/// iot_rf_rule_matches_total.
+struct IngestMetrics {
+  explicit IngestMetrics(prometheus::Registry& registry);
+  prometheus::Family<prometheus::Counter>& records;
+  prometheus::Counter& matches;
+};
+
+/// The deliveries one record produces: one per action of every rule of its tenant whose scope
+/// and SQL match, plus a `history` delivery for property reports when `with_history`.
+std::vector<DispatchItem> Route(const RuleSet& rules, const IngestRecord& record,
+                                const nlohmann::json& envelope, int64_t receive_time_ms,
+                                bool with_history);
+
+class IngestService {
+ public:
+  using RulesSource = std::function<std::shared_ptr<const RuleSet>()>;
+
+  IngestService(RulesSource rules, std::shared_ptr<Dedupe> dedupe,
+                std::shared_ptr<Dispatcher> dispatcher, std::shared_ptr<IngestMetrics> metrics);
+
+  /// Takes a batch (see the file comment for what OK means). INVALID_ARGUMENT naming
+  /// `records[i].<field>` for a record without message id, tenant or resource; a record whose
+  /// envelope is not JSON is counted and dropped (retrying cannot fix it).
+  absl::Status Ingest(const std::vector<IngestRecord>& records);
+
+ private:
+  RulesSource rules_;
+  std::shared_ptr<Dedupe> dedupe_;
+  std::shared_ptr<Dispatcher> dispatcher_;
+  std::shared_ptr<IngestMetrics> metrics_;
+};
+
+}  // namespace iot::rule_forwarding

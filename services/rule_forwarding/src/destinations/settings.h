@@ -1,0 +1,31 @@
+#pragma once
+
+// Reading an action's settings (a JSON object) the same way in every destination type.
+
+#include <cstdint>
+#include <initializer_list>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace iot::rule_forwarding::settings {
+
+/// INVALID_ARGUMENT unless `config` is an object whose keys are all in `known`.
+absl::Status CheckKeys(const nlohmann::json& config, std::initializer_list<std::string_view> known);
+/// The string at `key`: "" when absent (or INVALID_ARGUMENT when `required`), INVALID_ARGUMENT
+/// when not a string.
+absl::StatusOr<std::string> String(const nlohmann::json& config, const std::string& key,
+                                   bool required);
+/// The integer at `key` in [min, max], `fallback` when absent.
+absl::StatusOr<int64_t> Int(const nlohmann::json& config, const std::string& key, int64_t fallback,
+                            int64_t min, int64_t max);
+/// `[A-Za-z_][A-Za-z0-9_]{0,62}`: a PostgreSQL identifier that needs no escaping inside quotes.
+bool IsIdentifier(std::string_view name);
+/// "`${name}`" placeholders of `text` replaced by `device_id`, `product_id`, `tenant_id`.
+std::string Expand(std::string_view text, std::string_view device_id, std::string_view product_id,
+                   std::string_view tenant_id);
+
+}  // namespace iot::rule_forwarding::settings

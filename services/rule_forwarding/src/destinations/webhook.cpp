@@ -1,0 +1,142 @@
+#include <curl/curl.h>
+#include <fmt/format.h>
+
+#include <mutex>
+
+#include "destinations/settings.h"
+#include "iot/common/crypto.h"
+#include "iot/common/status.h"
+#include "iot/common/url.h"
+#include "iot/rule_forwarding/destinations.h"
+
+namespace iot::rule_forwarding {
+namespace {
+
+struct Target {
+  std::string url;
+  std::string secret;
+  long timeout_ms = 5000;
+};
+
+absl::StatusOr<Target> ParseTarget(const nlohmann::json& config) {
+  if (auto s = settings::CheckKeys(config, {"url", "secret", "timeout_ms"}); !s.ok()) {
+    return s;
+  }
+  auto url = settings::String(config, "url", true);
+  if (!url.ok()) {
+    return url.status();
+  }
+  auto parsed = common::ParseUrl(*url);
+  if (!parsed.ok() || (parsed->scheme != "http" && parsed->scheme != "https") ||
+      parsed->host.empty()) {
+    return common::InvalidField("url", "must be an http:// or https:// URL");
+  }
+  auto secret = settings::String(config, "secret", false);
+  if (!secret.ok()) {
+    return secret.status();
+  }
+  auto timeout = settings::Int(config, "timeout_ms", 5000, 100, 60'000);
+  if (!timeout.ok()) {
+    return timeout.status();
+  }
+  return Target{.url = *url, .secret = *secret, .timeout_ms = static_cast<long>(*timeout)};
+}
+
+size_t Discard(char* /*data*/, size_t size, size_t count, void* /*user*/) { return size * count; }
+
+class WebhookDestination final : public Destination {
+ public:
+  WebhookDestination() {
+    static std::once_flag once;
+    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  }
+  ~WebhookDestination() override {
+    if (curl_) {
+      curl_easy_cleanup(curl_);
+    }
+  }
+  WebhookDestination(const WebhookDestination&) = delete;
+  WebhookDestination& operator=(const WebhookDestination&) = delete;
+
+  [[nodiscard]] std::string_view type() const override { return "webhook"; }
+
+  [[nodiscard]] absl::Status ValidateConfig(const nlohmann::json& config) const override {
+    return ParseTarget(config).status();
+  }
+
+  absl::Status Deliver(std::span<const Delivery> batch) override {
+    static const nlohmann::json kEmpty = nlohmann::json::object();
+    std::lock_guard lock(mu_);
+    for (const Delivery& d : batch) {
+      auto target = ParseTarget(d.action_config ? *d.action_config : kEmpty);
+      if (!target.ok()) {
+        return absl::InvalidArgumentError(std::string(target.status().message()));
+      }
+      if (absl::Status s = Post(*target, d); !s.ok()) {
+        return s;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status Post(const Target& target, const Delivery& d) {
+    if (!curl_) {
+      curl_ = curl_easy_init();
+      if (!curl_) {
+        return absl::ResourceExhaustedError("curl_easy_init failed");
+      }
+    }
+    curl_easy_reset(curl_);
+    const std::string body =
+        d.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    curl_slist* headers = nullptr;
+    const auto add = [&headers](const std::string& h) {
+      headers = curl_slist_append(headers, h.c_str());
+    };
+    add("Content-Type: application/json");
+    add("X-Iot-Delivery-Id: " + d.delivery_id);
+    add("X-Iot-Rule-Id: " + d.rule_id);
+    if (!target.secret.empty()) {
+      add("X-Iot-Signature: sha256=" + common::HmacSha256Hex(target.secret, body));
+    }
+    curl_easy_setopt(curl_, CURLOPT_URL, target.url.c_str());
+    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, target.timeout_ms);
+    curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, target.timeout_ms);
+    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl_, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl_, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl_, CURLOPT_USERAGENT, "iot-rule-forwarding/1");
+    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, Discard);
+    const CURLcode rc = curl_easy_perform(curl_);
+    curl_slist_free_all(headers);
+    const std::string where = common::MaskUrl(target.url);
+    if (rc != CURLE_OK) {
+      return absl::UnavailableError(fmt::format("POST {}: {}", where, curl_easy_strerror(rc)));
+    }
+    long code = 0;
+    curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &code);
+    if (code >= 200 && code < 300) {
+      return absl::OkStatus();
+    }
+    const std::string message = fmt::format("POST {}: HTTP {}", where, code);
+    if (code == 408 || code == 429 || code >= 500) {
+      return absl::UnavailableError(message);
+    }
+    return absl::FailedPreconditionError(message);
+  }
+
+  std::mutex mu_;
+  CURL* curl_ = nullptr;
+};
+
+}  // namespace
+
+std::shared_ptr<Destination> MakeWebhookDestination() {
+  return std::make_shared<WebhookDestination>();
+}
+
+}  // namespace iot::rule_forwarding

@@ -1,0 +1,321 @@
+#include "iot/rule_forwarding/dispatcher.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <exception>
+#include <span>
+#include <utility>
+
+#include "iot/common/backoff.h"
+#include "iot/common/logging.h"
+#include "iot/common/metrics.h"
+
+namespace iot::rule_forwarding {
+namespace {
+
+bool Retryable(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable ||
+         status.code() == absl::StatusCode::kDeadlineExceeded ||
+         status.code() == absl::StatusCode::kResourceExhausted;
+}
+
+bool SameAction(const DispatchItem& a, const DispatchItem& b) {
+  return a.action_index == b.action_index && a.delivery.rule_id == b.delivery.rule_id &&
+         a.delivery.tenant_id == b.delivery.tenant_id;
+}
+
+}  // namespace
+
+DispatcherMetrics::DispatcherMetrics(prometheus::Registry& registry)
+    : deliveries(prometheus::BuildCounter()
+                     .Name("iot_rf_deliveries_total")
+                     .Help("Rule action deliveries by destination type and outcome (delivered, "
+                           "retried, dead_lettered)")
+                     .Register(registry)),
+      dead_letters(prometheus::BuildCounter()
+                       .Name("iot_rf_dead_letters_total")
+                       .Help("Deliveries given up and recorded as dead letters")
+                       .Register(registry)),
+      queue_depth(prometheus::BuildGauge()
+                      .Name("iot_rf_queue_depth")
+                      .Help("Deliveries queued or in flight per destination type")
+                      .Register(registry)),
+      duration(prometheus::BuildHistogram()
+                   .Name("iot_rf_delivery_duration_seconds")
+                   .Help("Duration of one batch delivery attempt per destination type")
+                   .Register(registry)) {}
+
+struct Dispatcher::Lane {
+  std::string type;
+  std::shared_ptr<Destination> destination;
+  size_t max_batch = 1;
+  std::deque<DispatchItem> queue;
+  size_t in_flight = 0;
+  std::thread thread;
+  prometheus::Gauge* depth = nullptr;
+};
+
+Dispatcher::Dispatcher(DestinationRegistry destinations,
+                       std::shared_ptr<DeadLetterSink> dead_letters,
+                       std::shared_ptr<DispatcherMetrics> metrics, DispatcherOptions options)
+    : destinations_(std::move(destinations)),
+      dead_letters_(std::move(dead_letters)),
+      metrics_(std::move(metrics)),
+      options_(std::move(options)) {
+  for (const auto& [type, destination] : destinations_) {
+    auto lane = std::make_unique<Lane>();
+    lane->type = type;
+    lane->destination = destination;
+    auto it = options_.max_batch_by_type.find(type);
+    lane->max_batch = std::max<size_t>(
+        1, it != options_.max_batch_by_type.end() ? it->second : options_.max_batch);
+    if (metrics_) {
+      lane->depth = &metrics_->queue_depth.Add({{"type", type}});
+    }
+    lanes_.emplace(type, std::move(lane));
+  }
+}
+
+Dispatcher::~Dispatcher() { Stop(std::chrono::milliseconds(0)); }
+
+bool Dispatcher::Has(std::string_view type) const { return destinations_.contains(type); }
+
+absl::Status Dispatcher::Enqueue(std::vector<DispatchItem> items) {
+  std::vector<DispatchItem> unknown;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) {
+      return absl::UnavailableError("rule-forwarding is shutting down");
+    }
+    std::map<std::string_view, size_t> wanted;
+    for (const DispatchItem& item : items) {
+      ++wanted[item.action_type];
+    }
+    for (const auto& [type, count] : wanted) {
+      auto it = lanes_.find(type);
+      if (it != lanes_.end() && it->second->queue.size() + count > options_.queue_capacity) {
+        return absl::ResourceExhaustedError("the " + std::string(type) + " delivery queue is full");
+      }
+    }
+    for (DispatchItem& item : items) {
+      auto it = lanes_.find(item.action_type);
+      if (it == lanes_.end()) {
+        unknown.push_back(std::move(item));
+        continue;
+      }
+      it->second->queue.push_back(std::move(item));
+      if (it->second->depth) {
+        it->second->depth->Increment();
+      }
+    }
+  }
+  cv_.notify_all();
+  for (const DispatchItem& item : unknown) {
+    DeadLetter(item.action_type, {item}, "no destination of type '" + item.action_type + "'", 0);
+  }
+  return absl::OkStatus();
+}
+
+void Dispatcher::Start() {
+  std::lock_guard lock(mu_);
+  if (started_ || closed_) {
+    return;
+  }
+  started_ = true;
+  for (auto& [type, lane] : lanes_) {
+    lane->thread = std::thread([this, l = lane.get()] { Work(*l); });
+  }
+}
+
+void Dispatcher::Stop(std::chrono::milliseconds drain) {
+  {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+  }
+  cv_.notify_all();
+  WaitIdle(drain);
+  std::vector<std::pair<std::string, std::vector<DispatchItem>>> leftovers;
+  {
+    std::lock_guard lock(mu_);
+    give_up_ = true;
+    if (!started_) {
+      for (auto& [type, lane] : lanes_) {
+        if (!lane->queue.empty()) {
+          leftovers.emplace_back(
+              type, std::vector<DispatchItem>(std::make_move_iterator(lane->queue.begin()),
+                                              std::make_move_iterator(lane->queue.end())));
+          lane->queue.clear();
+        }
+      }
+    }
+  }
+  cv_.notify_all();
+  for (auto& [type, lane] : lanes_) {
+    if (lane->thread.joinable()) {
+      lane->thread.join();
+    }
+  }
+  for (const auto& [type, items] : leftovers) {
+    DeadLetter(type, items, "not delivered before shutdown", 0);
+  }
+}
+
+bool Dispatcher::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] {
+    for (const auto& [type, lane] : lanes_) {
+      if (!lane->queue.empty() || lane->in_flight > 0) {
+        return false;
+      }
+    }
+    return true;
+  });
+}
+
+size_t Dispatcher::pending() const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& [type, lane] : lanes_) {
+    n += lane->queue.size() + lane->in_flight;
+  }
+  return n;
+}
+
+void Dispatcher::Work(Lane& lane) {
+  std::unique_lock lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return give_up_ || !lane.queue.empty(); });
+    if (lane.queue.empty()) {
+      return;
+    }
+    std::vector<DispatchItem> batch;
+    if (give_up_) {
+      batch.assign(std::make_move_iterator(lane.queue.begin()),
+                   std::make_move_iterator(lane.queue.end()));
+      lane.queue.clear();
+      lock.unlock();
+      DeadLetter(lane.type, batch, "not delivered before shutdown", 0);
+      return;
+    }
+    batch.push_back(std::move(lane.queue.front()));
+    lane.queue.pop_front();
+    while (!lane.queue.empty() && batch.size() < lane.max_batch &&
+           SameAction(batch.front(), lane.queue.front())) {
+      batch.push_back(std::move(lane.queue.front()));
+      lane.queue.pop_front();
+    }
+    lane.in_flight = batch.size();
+    lock.unlock();
+    DeliverBatch(lane, batch);
+    lock.lock();
+    lane.in_flight = 0;
+    if (lane.depth) {
+      lane.depth->Decrement(static_cast<double>(batch.size()));
+    }
+    cv_.notify_all();
+  }
+}
+
+void Dispatcher::DeliverBatch(Lane& lane, std::vector<DispatchItem>& batch) {
+  std::vector<Delivery> deliveries;
+  deliveries.reserve(batch.size());
+  for (DispatchItem& item : batch) {
+    deliveries.push_back(std::move(item.delivery));
+  }
+  const auto restore = [&] {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i].delivery = std::move(deliveries[i]);
+    }
+  };
+  const double n = static_cast<double>(batch.size());
+  common::Backoff backoff(options_.retry_initial, options_.retry_max);
+  for (int attempt = 1;; ++attempt) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status status;
+    try {
+      status = lane.destination->Deliver(std::span<const Delivery>(deliveries));
+    } catch (const std::exception& e) {
+      status = absl::InternalError(std::string("destination threw: ") + e.what());
+    }
+    if (metrics_) {
+      metrics_->duration.Add({{"type", lane.type}}, common::LatencyBuckets())
+          .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    if (status.ok()) {
+      if (metrics_) {
+        metrics_->deliveries.Add({{"type", lane.type}, {"outcome", "delivered"}}).Increment(n);
+      }
+      return;
+    }
+    const std::string error(status.message());
+    if (!Retryable(status) || attempt >= options_.max_attempts) {
+      restore();
+      DeadLetter(lane.type, batch, error, attempt);
+      return;
+    }
+    if (metrics_) {
+      metrics_->deliveries.Add({{"type", lane.type}, {"outcome", "retried"}}).Increment(n);
+    }
+    common::LogWarn("delivery failed, retrying", {{"type", lane.type},
+                                                  {"rule_id", batch.front().delivery.rule_id},
+                                                  {"attempt", attempt},
+                                                  {"deliveries", batch.size()},
+                                                  {"error", error}});
+    const auto delay = backoff.Next();
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, delay, [&] { return give_up_; })) {
+      lock.unlock();
+      restore();
+      DeadLetter(lane.type, batch, "not delivered before shutdown: " + error, attempt);
+      return;
+    }
+  }
+}
+
+void Dispatcher::DeadLetter(const std::string& type, const std::vector<DispatchItem>& items,
+                            const std::string& error, int attempts) {
+  if (items.empty()) {
+    return;
+  }
+  std::vector<DeadLetterRecord> letters;
+  letters.reserve(items.size());
+  for (const DispatchItem& item : items) {
+    const Delivery& d = item.delivery;
+    letters.push_back(DeadLetterRecord{
+        .dead_letter_id = {},
+        .tenant_id = d.tenant_id,
+        .rule_id = d.rule_id,
+        .action_index = item.action_index,
+        .action_type = type,
+        .delivery_id = d.delivery_id,
+        .device_id = d.device_id,
+        .payload_json = d.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+        .error = error,
+        .attempts = attempts,
+        .create_time = {}});
+  }
+  if (metrics_) {
+    const double n = static_cast<double>(items.size());
+    metrics_->dead_letters.Add({{"type", type}}).Increment(n);
+    metrics_->deliveries.Add({{"type", type}, {"outcome", "dead_lettered"}}).Increment(n);
+  }
+  common::LogWarn("deliveries dead-lettered", {{"type", type},
+                                               {"rule_id", items.front().delivery.rule_id},
+                                               {"deliveries", items.size()},
+                                               {"attempts", attempts},
+                                               {"error", error}});
+  if (!dead_letters_) {
+    return;
+  }
+  if (absl::Status status = dead_letters_->Add(letters); !status.ok()) {
+    common::LogError(
+        "dead letters lost: cannot store them",
+        {{"type", type}, {"deliveries", items.size()}, {"error", std::string(status.message())}});
+  }
+}
+
+}  // namespace iot::rule_forwarding
