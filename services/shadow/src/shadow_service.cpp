@@ -1,0 +1,522 @@
+#include "iot/shadow/shadow_service.h"
+
+#include <fmt/format.h>
+
+#include <set>
+
+#include "iot/common/crypto.h"
+#include "iot/common/logging.h"
+#include "iot/common/status.h"
+#include "iot/thing_model/validator.h"
+
+namespace iot::shadow {
+namespace {
+
+prometheus::Family<prometheus::Counter>& CounterFamily(prometheus::Registry& registry,
+                                                       const std::string& name,
+                                                       const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
+}
+
+absl::Status DeviceNotFound(const std::string& device_id) {
+  return absl::NotFoundError("device " + device_id + " not found");
+}
+
+}  // namespace
+
+ShadowMetrics::ShadowMetrics(prometheus::Registry& registry)
+    : reports(CounterFamily(registry, "iot_shadow_reports_total",
+                            "Property reports merged into the live store, by outcome")),
+      reports_applied(reports.Add({{"outcome", "applied"}})),
+      reports_unchanged(reports.Add({{"outcome", "unchanged"}})),
+      reports_duplicate(reports.Add({{"outcome", "duplicate"}})),
+      reports_too_large(reports.Add({{"outcome", "too_large"}})),
+      reports_malformed(reports.Add({{"outcome", "malformed"}})),
+      properties_refused(CounterFamily(registry, "iot_shadow_properties_refused_total",
+                                       "Reported properties refused (bad key or value)")
+                             .Add({})),
+      flushed_devices(CounterFamily(registry, "iot_shadow_flushed_devices_total",
+                                    "Device shadows written behind to PostgreSQL")
+                          .Add({})),
+      flush_batches(CounterFamily(registry, "iot_shadow_flush_batches_total",
+                                  "Write-behind batches written to PostgreSQL")
+                        .Add({})),
+      flush_failures(CounterFamily(registry, "iot_shadow_flush_failures_total",
+                                   "Write-behind batches that failed and will be retried")
+                         .Add({})),
+      restores(CounterFamily(registry, "iot_shadow_restores_total",
+                             "Device shadows restored from PostgreSQL into Redis")
+                   .Add({})),
+      rebuilds(CounterFamily(registry, "iot_shadow_rebuilds_total",
+                             "Full rebuilds of the live store after Redis lost its data")
+                   .Add({})),
+      deltas_pushed(CounterFamily(registry, "iot_shadow_deltas_pushed_total",
+                                  "Deltas pushed to online devices as property sets")
+                        .Add({})),
+      deltas_offline(CounterFamily(registry, "iot_shadow_deltas_offline_total",
+                                   "Deltas not pushed because the device was offline")
+                         .Add({})),
+      push_failures(CounterFamily(registry, "iot_shadow_push_failures_total",
+                                  "Delta pushes that failed at the gateway")
+                        .Add({})),
+      property_set_results(CounterFamily(registry, "iot_shadow_property_set_results_total",
+                                         "Property-set responses recorded")
+                               .Add({})) {}
+
+ShadowService::ShadowService(std::shared_ptr<LiveStore> live, std::shared_ptr<DurableStore> durable,
+                             std::shared_ptr<DeviceDirectory> directory,
+                             std::shared_ptr<DevicePublisher> publisher,
+                             std::shared_ptr<ShadowMetrics> metrics, ShadowOptions options)
+    : live_(std::move(live)),
+      durable_(std::move(durable)),
+      directory_(std::move(directory)),
+      publisher_(std::move(publisher)),
+      metrics_(std::move(metrics)),
+      options_(options) {}
+
+absl::Status ShadowService::ParseReport(const Report& report, LiveStore::ReportWrite& write) {
+  write.device_id = report.device_id;
+  write.tenant_id = report.tenant_id;
+  write.message_id = report.message_id;
+  const nlohmann::json services = nlohmann::json::parse(report.services_json, nullptr, false);
+  if (!services.is_array()) {
+    return common::InvalidField("services_json", "not a JSON array of services");
+  }
+  const int64_t received = report.received_at_ms > 0 ? report.received_at_ms : NowMs();
+  for (const nlohmann::json& entry : services) {
+    if (!entry.is_object() || !entry.contains("service_id") || !entry["service_id"].is_string() ||
+        !entry.contains("properties") || !entry["properties"].is_object()) {
+      metrics_->properties_refused.Increment();
+      continue;
+    }
+    const std::string& service_id = entry["service_id"].get_ref<const std::string&>();
+    if (!CheckKey("service_id", service_id).ok()) {
+      metrics_->properties_refused.Increment();
+      continue;
+    }
+    int64_t time_ms = received;
+    if (auto it = entry.find("event_time"); it != entry.end() && it->is_string()) {
+      time_ms = ParseEventTime(it->get_ref<const std::string&>()).value_or(received);
+    }
+    size_t kept = 0;
+    for (const auto& [name, value] : entry["properties"].items()) {
+      if (!CheckKey(name, name).ok() || value.is_null()) {
+        metrics_->properties_refused.Increment();
+        continue;
+      }
+      write.fields.emplace_back(PropertyField(field::kReported, service_id, name),
+                                Stamp(time_ms, value.dump()));
+      ++kept;
+    }
+    if (kept > 0) {
+      write.fields.emplace_back(ServiceTimeField(field::kReportedTime, service_id),
+                                Stamp(time_ms, IotdaTime(time_ms)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShadowService::ReportProperties(const std::vector<Report>& reports) {
+  std::vector<LiveStore::ReportWrite> writes;
+  writes.reserve(reports.size());
+  for (const Report& report : reports) {
+    LiveStore::ReportWrite write;
+    if (absl::Status parsed = ParseReport(report, write); !parsed.ok()) {
+      metrics_->reports_malformed.Increment();
+      common::LogWarn("malformed property report", {{"device_id", report.device_id},
+                                                    {"message_id", report.message_id},
+                                                    {"error", std::string(parsed.message())}});
+      continue;
+    }
+    if (write.fields.empty()) {
+      metrics_->reports_unchanged.Increment();
+      continue;
+    }
+    writes.push_back(std::move(write));
+  }
+  if (writes.empty()) {
+    return absl::OkStatus();
+  }
+  auto results = live_->MergeReports(writes);
+  if (!results.ok()) {
+    return results.status();
+  }
+  std::set<std::string> restored;
+  for (size_t i = 0; i < results->size(); ++i) {
+    const LiveStore::WriteResult& result = (*results)[i];
+    switch (result.outcome) {
+      case LiveStore::Outcome::kApplied:
+        metrics_->reports_applied.Increment();
+        break;
+      case LiveStore::Outcome::kUnchanged:
+      case LiveStore::Outcome::kConflict:
+        metrics_->reports_unchanged.Increment();
+        break;
+      case LiveStore::Outcome::kDuplicate:
+        metrics_->reports_duplicate.Increment();
+        break;
+      case LiveStore::Outcome::kTooLarge:
+        metrics_->reports_too_large.Increment();
+        common::LogWarn(
+            "report refused: shadow document too large",
+            {{"device_id", writes[i].device_id}, {"limit_bytes", options_.max_document_bytes}});
+        break;
+    }
+    // First write after Redis lost the device: bring the older durable state back under it.
+    if (result.created && restored.insert(writes[i].device_id).second) {
+      if (absl::Status s = RestoreFromDurable(writes[i].device_id); !s.ok()) {
+        common::LogWarn("restore from PostgreSQL failed; the rebuild will retry",
+                        {{"device_id", writes[i].device_id}, {"error", std::string(s.message())}});
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ShadowService::RestoreFromDurable(const std::string& device_id) {
+  auto durable = durable_->Load(device_id);
+  if (!durable.ok()) {
+    return durable.status();
+  }
+  if (!durable->has_value()) {
+    return absl::OkStatus();
+  }
+  metrics_->restores.Increment();
+  return live_->Restore(**durable);
+}
+
+absl::StatusOr<DeviceShadow> ShadowService::LoadLive(const std::string& device_id) {
+  auto shadow = live_->Load(device_id);
+  if (!shadow.ok() || shadow->exists) {
+    return shadow;
+  }
+  if (absl::Status s = RestoreFromDurable(device_id); !s.ok()) {
+    return s;
+  }
+  return live_->Load(device_id);
+}
+
+absl::StatusOr<std::string> ShadowService::DeviceShadowGet(const std::string& device_id,
+                                                           const std::string& service_id) {
+  auto shadow = LoadLive(device_id);
+  if (!shadow.ok()) {
+    return shadow.status();
+  }
+  return DeviceGetResponse(*shadow, service_id).dump();
+}
+
+absl::Status ShadowService::CompletePropertySet(
+    const std::string& message_id, const std::string& tenant_id, const std::string& device_id,
+    const std::string& request_id, const std::string& payload_json, int64_t received_at_ms) {
+  PropertySetRecord record;
+  record.request_id = request_id;
+  record.time_ms = received_at_ms > 0 ? received_at_ms : NowMs();
+  const nlohmann::json payload = nlohmann::json::parse(payload_json, nullptr, false);
+  if (payload.is_object()) {
+    if (auto it = payload.find("result_code"); it != payload.end() && it->is_number_integer()) {
+      record.result_code = it->get<int>();
+    }
+    if (auto it = payload.find("result_desc"); it != payload.end() && it->is_string()) {
+      record.result_desc = it->get<std::string>();
+    }
+  } else {
+    record.result_code = -1;
+    record.result_desc = "malformed response";
+  }
+  if (!message_id.empty()) {
+    auto first = live_->ClaimOnce("ps:" + device_id + ":" + message_id, options_.dedupe_ttl);
+    if (!first.ok()) {
+      return first.status();
+    }
+    if (!*first) {
+      return absl::OkStatus();
+    }
+  }
+  metrics_->property_set_results.Increment();
+  return live_->RecordPropertySet(device_id, tenant_id, record);
+}
+
+void ShadowService::PushDelta(const DeviceShadow& shadow) {
+  auto body = PropertySetBody(shadow);
+  if (!body) {
+    return;
+  }
+  const std::string request_id = "shadow-" + common::HexEncode(common::RandomBytes(8));
+  auto online =
+      publisher_->PublishPropertySet(shadow.tenant_id, shadow.device_id, request_id, body->dump());
+  if (!online.ok()) {
+    metrics_->push_failures.Increment();
+    common::LogWarn(
+        "delta push failed; it is pushed again on the next connect",
+        {{"device_id", shadow.device_id}, {"error", std::string(online.status().message())}});
+  } else if (*online) {
+    metrics_->deltas_pushed.Increment();
+  } else {
+    metrics_->deltas_offline.Increment();
+  }
+}
+
+absl::Status ShadowService::ReportPresence(const std::vector<Presence>& events) {
+  for (const Presence& event : events) {
+    if (!event.online) {
+      continue;
+    }
+    if (!event.message_id.empty()) {
+      auto first = live_->ClaimOnce("presence:" + event.message_id, options_.dedupe_ttl);
+      if (!first.ok()) {
+        return first.status();
+      }
+      if (!*first) {
+        continue;
+      }
+    }
+    auto shadow = LoadLive(event.device_id);
+    if (!shadow.ok()) {
+      return shadow.status();
+    }
+    if (shadow->tenant_id.empty()) {
+      shadow->tenant_id = event.tenant_id;
+    }
+    PushDelta(*shadow);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DeviceInfo> ShadowService::Authorize(const common::Principal& caller,
+                                                    const std::string& device_id) {
+  if (device_id.empty()) {
+    return common::InvalidField("device_id", "required");
+  }
+  auto device = directory_->Find(device_id);
+  if (!device.ok()) {
+    return device.status().code() == absl::StatusCode::kNotFound ? DeviceNotFound(device_id)
+                                                                 : device.status();
+  }
+  if (!caller.tenant_id.empty() && device->tenant_id != caller.tenant_id) {
+    return DeviceNotFound(device_id);
+  }
+  return device;
+}
+
+namespace {
+
+ShadowView MakeView(DeviceShadow shadow, const DeviceInfo& device, const std::string& only) {
+  ShadowView view;
+  for (const thing_model::Service& service : device.model->services()) {
+    if (only.empty() || service.service_id == only) {
+      view.service_ids.push_back(service.service_id);
+    }
+  }
+  // Services stored but no longer in the model are still shown.
+  for (const auto& [service_id, unused] : shadow.services) {
+    if ((only.empty() || service_id == only) && !device.model->FindService(service_id)) {
+      view.service_ids.push_back(service_id);
+    }
+  }
+  shadow.device_id = device.device_id;
+  shadow.tenant_id = device.tenant_id;
+  view.shadow = std::move(shadow);
+  return view;
+}
+
+}  // namespace
+
+absl::StatusOr<ShadowView> ShadowService::Show(const common::Principal& caller,
+                                               const std::string& device_id,
+                                               const std::string& service_id) {
+  auto device = Authorize(caller, device_id);
+  if (!device.ok()) {
+    return device.status();
+  }
+  if (!service_id.empty() && !device->model->FindService(service_id)) {
+    return common::InvalidField("service_id", "not a service of the device's product model");
+  }
+  auto shadow = LoadLive(device_id);
+  if (!shadow.ok()) {
+    return shadow.status();
+  }
+  return MakeView(*std::move(shadow), *device, service_id);
+}
+
+absl::StatusOr<ShadowView> ShadowService::UpdateDesired(const common::Principal& caller,
+                                                        const std::string& device_id,
+                                                        const std::vector<DesiredUpdate>& updates) {
+  auto device = Authorize(caller, device_id);
+  if (!device.ok()) {
+    return device.status();
+  }
+  if (updates.empty()) {
+    return common::InvalidField("shadow", "at least one service is required");
+  }
+  const thing_model::Validator validator(device->model);
+  std::optional<int64_t> expected;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const DesiredUpdate& update = updates[i];
+    const std::string at = fmt::format("shadow[{}]", i);
+    if (!device->model->FindService(update.service_id)) {
+      return common::InvalidField(at + ".service_id",
+                                  "'" + update.service_id + "' is not a service of the model");
+    }
+    if (!seen.insert(update.service_id).second) {
+      return common::InvalidField(at + ".service_id", "service listed twice");
+    }
+    if (!update.properties.is_object() || update.properties.empty()) {
+      return common::InvalidField(at + ".desired", "must be a non-empty JSON object");
+    }
+    nlohmann::json values = nlohmann::json::object();
+    for (const auto& [name, value] : update.properties.items()) {
+      if (absl::Status s = CheckKey(at + ".desired." + name, name); !s.ok()) {
+        return s;
+      }
+      if (!value.is_null()) {
+        values[name] = value;
+      }
+    }
+    const thing_model::ValidationResult checked =
+        validator.ValidateProperties(update.service_id, values, thing_model::PropertyMode::kWrite);
+    if (!checked.ok()) {
+      const thing_model::ValidationError& error = checked.errors.front();
+      return common::InvalidField(at + ".desired." + error.path, error.message);
+    }
+    if (update.version) {
+      if (expected && *expected != *update.version) {
+        return common::InvalidField(at + ".version", "differs from the other entries' version");
+      }
+      expected = update.version;
+    }
+  }
+  // Redis must hold the device (restored if it lost it) before its version is compared.
+  if (auto live = LoadLive(device_id); !live.ok()) {
+    return live.status();
+  }
+
+  const int64_t now = NowMs();
+  absl::Status written = durable_->UpdateDesired(
+      device_id, device->tenant_id,
+      [&](std::map<std::string, ServiceShadow>& services) -> absl::StatusOr<int64_t> {
+        FieldValues fields;
+        for (const DesiredUpdate& update : updates) {
+          ShadowSide& side = services[update.service_id].desired;
+          for (const auto& [name, value] : update.properties.items()) {
+            const std::string key = PropertyField(field::kDesired, update.service_id, name);
+            if (value.is_null()) {
+              side.properties.erase(name);
+              fields.emplace_back(key, "");
+            } else {
+              side.properties[name] = PropertyValue{.value = value, .time_ms = now};
+              fields.emplace_back(key, Stamp(now, value.dump()));
+            }
+          }
+          side.event_ms = now;
+          side.event_time = IotdaTime(now);
+          fields.emplace_back(ServiceTimeField(field::kDesiredTime, update.service_id),
+                              Stamp(now, side.event_time));
+        }
+        auto result =
+            live_->ApplyDesired(device_id, device->tenant_id, expected.value_or(-1), fields);
+        if (!result.ok()) {
+          return result.status();
+        }
+        switch (result->outcome) {
+          case LiveStore::Outcome::kConflict:
+            return absl::AbortedError(
+                fmt::format("version mismatch: expected {}, current version is {}", *expected,
+                            result->version));
+          case LiveStore::Outcome::kTooLarge:
+            return common::InvalidField("shadow",
+                                        fmt::format("the shadow document would exceed {} bytes",
+                                                    options_.max_document_bytes));
+          default:
+            return result->version;
+        }
+      });
+  if (!written.ok()) {
+    return written;
+  }
+  auto shadow = live_->Load(device_id);
+  if (!shadow.ok()) {
+    return shadow.status();
+  }
+  PushDelta(*shadow);
+  return MakeView(*std::move(shadow), *device, "");
+}
+
+absl::StatusOr<size_t> ShadowService::FlushOnce() {
+  auto claimed = live_->ClaimDirty(options_.flush_batch, options_.flush_lease);
+  if (!claimed.ok()) {
+    return claimed.status();
+  }
+  if (claimed->empty()) {
+    return 0;
+  }
+  std::vector<DeviceShadow> present;
+  for (DeviceShadow& shadow : *claimed) {
+    if (shadow.exists) {
+      present.push_back(std::move(shadow));
+    }
+  }
+  if (absl::Status s = durable_->WriteReported(present); !s.ok()) {
+    metrics_->flush_failures.Increment();
+    if (absl::Status released = live_->ReleaseClaims(*claimed); !released.ok()) {
+      common::LogWarn("releasing write-behind claims failed; they expire with their lease",
+                      {{"error", std::string(released.message())}});
+    }
+    return s;
+  }
+  metrics_->flush_batches.Increment();
+  metrics_->flushed_devices.Increment(static_cast<double>(present.size()));
+  if (absl::Status s = live_->AckFlushed(*claimed); !s.ok()) {
+    return s;
+  }
+  return claimed->size();
+}
+
+absl::StatusOr<bool> ShadowService::RebuildIfFlushed() {
+  auto marked = live_->HasMarker();
+  if (!marked.ok()) {
+    return marked.status();
+  }
+  if (*marked) {
+    return false;
+  }
+  auto locked = live_->TryLockRebuild(std::chrono::minutes(5));
+  if (!locked.ok()) {
+    return locked.status();
+  }
+  if (!*locked) {
+    return false;  // another replica is rebuilding
+  }
+  common::LogInfo("Redis has no shadow marker: rebuilding shadows from PostgreSQL");
+  std::string after;
+  size_t restored = 0;
+  absl::Status status;
+  while (status.ok()) {
+    auto page = durable_->Scan(after, 500);
+    if (!page.ok()) {
+      status = page.status();
+      break;
+    }
+    for (const DeviceShadow& shadow : *page) {
+      status.Update(live_->Restore(shadow));
+      after = shadow.device_id;
+    }
+    restored += page->size();
+    if (page->size() < 500) {
+      break;
+    }
+  }
+  if (status.ok()) {
+    status = live_->SetMarker();
+  }
+  if (!status.ok()) {
+    (void)live_->UnlockRebuild();  // let the next attempt (any replica) start at once
+    return status;
+  }
+  metrics_->rebuilds.Increment();
+  metrics_->restores.Increment(static_cast<double>(restored));
+  common::LogInfo("shadows rebuilt from PostgreSQL", {{"devices", restored}});
+  return true;
+}
+
+}  // namespace iot::shadow
