@@ -1,0 +1,233 @@
+// The dispatcher's queueing, batching, retry and dead-letter logic against fake destinations.
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "iot/rule_forwarding/dispatcher.h"
+
+namespace iot::rule_forwarding {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+/// Fails the first `failures` Deliver calls with `error`, then succeeds; records batches.
+class FakeDestination final : public Destination {
+ public:
+  FakeDestination(std::string type, int failures,
+                  absl::Status error = absl::UnavailableError("down"))
+      : type_(std::move(type)), failures_(failures), error_(std::move(error)) {}
+
+  [[nodiscard]] std::string_view type() const override { return type_; }
+  [[nodiscard]] absl::Status ValidateConfig(const nlohmann::json& /*config*/) const override {
+    return absl::OkStatus();
+  }
+  absl::Status Deliver(std::span<const Delivery> batch) override {
+    std::lock_guard lock(mu_);
+    ++calls_;
+    if (failures_ < 0 || calls_ <= failures_) {
+      return error_;
+    }
+    std::vector<std::string> ids;
+    for (const Delivery& d : batch) {
+      ids.push_back(d.delivery_id);
+    }
+    batches_.push_back(ids);
+    return absl::OkStatus();
+  }
+
+  int calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+  std::vector<std::vector<std::string>> batches() {
+    std::lock_guard lock(mu_);
+    return batches_;
+  }
+
+ private:
+  std::string type_;
+  int failures_;  // < 0: always
+  absl::Status error_;
+  std::mutex mu_;
+  int calls_ = 0;
+  std::vector<std::vector<std::string>> batches_;
+};
+
+class FakeSink final : public DeadLetterSink {
+ public:
+  absl::Status Add(const std::vector<DeadLetterRecord>& letters) override {
+    std::lock_guard lock(mu_);
+    letters_.insert(letters_.end(), letters.begin(), letters.end());
+    return absl::OkStatus();
+  }
+  std::vector<DeadLetterRecord> letters() {
+    std::lock_guard lock(mu_);
+    return letters_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<DeadLetterRecord> letters_;
+};
+
+DispatchItem Item(const std::string& type, const std::string& id, const std::string& rule = "r1",
+                  int action = 0) {
+  DispatchItem item;
+  item.delivery.delivery_id = id;
+  item.delivery.tenant_id = "t1";
+  item.delivery.rule_id = rule;
+  item.delivery.device_id = "d1";
+  item.delivery.payload = {{"id", id}};
+  item.action_type = type;
+  item.action_index = action;
+  return item;
+}
+
+DispatcherOptions FastRetries(int max_attempts) {
+  return DispatcherOptions{.queue_capacity = 100,
+                           .max_batch = 10,
+                           .max_batch_by_type = {},
+                           .max_attempts = max_attempts,
+                           .retry_initial = milliseconds(1),
+                           .retry_max = milliseconds(5)};
+}
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  std::shared_ptr<Dispatcher> Make(std::shared_ptr<FakeDestination> destination,
+                                   DispatcherOptions options) {
+    DestinationRegistry registry;
+    registry.emplace(std::string(destination->type()), destination);
+    return std::make_shared<Dispatcher>(registry, sink_,
+                                        std::make_shared<DispatcherMetrics>(registry_), options);
+  }
+  double Metric(const std::string& name, const std::map<std::string, std::string>& labels) {
+    double sum = 0;
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) {
+        continue;
+      }
+      for (const auto& metric : family.metric) {
+        bool match = true;
+        for (const auto& [k, v] : labels) {
+          bool found = false;
+          for (const auto& label : metric.label) {
+            found = found || (label.name == k && label.value == v);
+          }
+          match = match && found;
+        }
+        if (match) {
+          sum += metric.counter.value + metric.gauge.value;
+        }
+      }
+    }
+    return sum;
+  }
+
+  prometheus::Registry registry_;
+  std::shared_ptr<FakeSink> sink_ = std::make_shared<FakeSink>();
+};
+
+TEST_F(DispatcherTest, RetriesATransientFailureUntilDelivered) {
+  auto webhook = std::make_shared<FakeDestination>("webhook", 3);
+  auto dispatcher = Make(webhook, FastRetries(5));
+  dispatcher->Start();
+  ASSERT_TRUE(dispatcher->Enqueue({Item("webhook", "m1")}).ok());
+  ASSERT_TRUE(dispatcher->WaitIdle(seconds(10)));
+  EXPECT_EQ(webhook->calls(), 4);
+  ASSERT_EQ(webhook->batches().size(), 1u);
+  EXPECT_EQ(webhook->batches()[0], std::vector<std::string>{"m1"});
+  EXPECT_TRUE(sink_->letters().empty());
+  EXPECT_EQ(Metric("iot_rf_deliveries_total", {{"type", "webhook"}, {"outcome", "retried"}}), 3);
+  EXPECT_EQ(Metric("iot_rf_deliveries_total", {{"type", "webhook"}, {"outcome", "delivered"}}), 1);
+  EXPECT_EQ(Metric("iot_rf_queue_depth", {{"type", "webhook"}}), 0);
+}
+
+TEST_F(DispatcherTest, DeadLettersAfterMaxAttempts) {
+  auto webhook = std::make_shared<FakeDestination>("webhook", -1);
+  auto dispatcher = Make(webhook, FastRetries(3));
+  dispatcher->Start();
+  ASSERT_TRUE(dispatcher->Enqueue({Item("webhook", "m1"), Item("webhook", "m2")}).ok());
+  ASSERT_TRUE(dispatcher->WaitIdle(seconds(10)));
+  EXPECT_EQ(webhook->calls(), 3);
+  auto letters = sink_->letters();
+  ASSERT_EQ(letters.size(), 2u);
+  EXPECT_EQ(letters[0].delivery_id, "m1");
+  EXPECT_EQ(letters[0].attempts, 3);
+  EXPECT_EQ(letters[0].error, "down");
+  EXPECT_EQ(letters[0].action_type, "webhook");
+  EXPECT_EQ(letters[0].rule_id, "r1");
+  EXPECT_EQ(letters[0].payload_json, R"({"id":"m1"})");
+  EXPECT_EQ(Metric("iot_rf_dead_letters_total", {{"type", "webhook"}}), 2);
+}
+
+TEST_F(DispatcherTest, PermanentErrorIsDeadLetteredWithoutRetry) {
+  auto pg = std::make_shared<FakeDestination>("postgres", -1,
+                                              absl::InvalidArgumentError("no such column"));
+  auto dispatcher = Make(pg, FastRetries(5));
+  dispatcher->Start();
+  ASSERT_TRUE(dispatcher->Enqueue({Item("postgres", "m1")}).ok());
+  ASSERT_TRUE(dispatcher->WaitIdle(seconds(10)));
+  EXPECT_EQ(pg->calls(), 1);
+  ASSERT_EQ(sink_->letters().size(), 1u);
+  EXPECT_EQ(sink_->letters()[0].attempts, 1);
+}
+
+TEST_F(DispatcherTest, BatchesConsecutiveDeliveriesOfOneActionInOrder) {
+  auto pg = std::make_shared<FakeDestination>("postgres", 0);
+  DispatcherOptions options = FastRetries(3);
+  options.max_batch = 2;
+  auto dispatcher = Make(pg, options);
+  // Queued before the worker starts, so the batches are deterministic.
+  ASSERT_TRUE(dispatcher
+                  ->Enqueue({Item("postgres", "a1"), Item("postgres", "a2"), Item("postgres", "a3"),
+                             Item("postgres", "b1", "r2"), Item("postgres", "a4")})
+                  .ok());
+  dispatcher->Start();
+  ASSERT_TRUE(dispatcher->WaitIdle(seconds(10)));
+  const std::vector<std::vector<std::string>> expected = {{"a1", "a2"}, {"a3"}, {"b1"}, {"a4"}};
+  EXPECT_EQ(pg->batches(), expected);
+}
+
+TEST_F(DispatcherTest, FullQueueRefusesTheWholeBatch) {
+  auto pg = std::make_shared<FakeDestination>("postgres", 0);
+  DispatcherOptions options = FastRetries(3);
+  options.queue_capacity = 2;
+  auto dispatcher = Make(pg, options);
+  ASSERT_TRUE(dispatcher->Enqueue({Item("postgres", "m1")}).ok());
+  absl::Status full = dispatcher->Enqueue({Item("postgres", "m2"), Item("postgres", "m3")});
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_EQ(dispatcher->pending(), 1u);
+  dispatcher->Start();
+  ASSERT_TRUE(dispatcher->WaitIdle(seconds(10)));
+  EXPECT_EQ(pg->batches(), std::vector<std::vector<std::string>>{{"m1"}});
+}
+
+TEST_F(DispatcherTest, UnknownTypeIsDeadLetteredAtOnce) {
+  auto pg = std::make_shared<FakeDestination>("postgres", 0);
+  auto dispatcher = Make(pg, FastRetries(3));
+  ASSERT_TRUE(dispatcher->Enqueue({Item("history", "m1")}).ok());
+  ASSERT_EQ(sink_->letters().size(), 1u);
+  EXPECT_EQ(sink_->letters()[0].error, "no destination of type 'history'");
+}
+
+TEST_F(DispatcherTest, StopDeadLettersWhatItCouldNotDeliverAndRefusesMore) {
+  auto webhook = std::make_shared<FakeDestination>("webhook", -1);
+  DispatcherOptions options = FastRetries(1000);
+  options.retry_initial = milliseconds(50);
+  options.retry_max = milliseconds(50);
+  auto dispatcher = Make(webhook, options);
+  dispatcher->Start();
+  ASSERT_TRUE(dispatcher->Enqueue({Item("webhook", "m1"), Item("webhook", "m2")}).ok());
+  dispatcher->Stop(milliseconds(100));
+  auto letters = sink_->letters();
+  ASSERT_EQ(letters.size(), 2u);
+  EXPECT_TRUE(letters[0].error.starts_with("not delivered before shutdown")) << letters[0].error;
+  EXPECT_EQ(dispatcher->Enqueue({Item("webhook", "m3")}).code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace iot::rule_forwarding

@@ -1,0 +1,148 @@
+// Rule validation (SQL errors with positions, action types and settings), secret masking and
+// routing of a record to the actions of matching rules.
+#include <gtest/gtest.h>
+
+#include "iot/common/status.h"
+#include "iot/rule_forwarding/destinations.h"
+#include "iot/rule_forwarding/ingest.h"
+#include "iot/rule_forwarding/rules.h"
+
+namespace iot::rule_forwarding {
+namespace {
+
+DestinationRegistry Registry() {
+  DestinationRegistry registry;
+  for (auto d :
+       {MakePostgresDestination(), MakeRepublishDestination(nullptr), MakeWebhookDestination()}) {
+    registry.emplace(std::string(d->type()), d);
+  }
+  return registry;
+}
+
+RuleRecord Rule(std::string sql, std::vector<RuleAction> actions) {
+  RuleRecord rule;
+  rule.tenant_id = "t1";
+  rule.rule_id = "r1";
+  rule.name = "hot";
+  rule.resource = "device.property";
+  rule.sql = std::move(sql);
+  rule.actions = std::move(actions);
+  return rule;
+}
+
+RuleAction Republish(const std::string& topic) {
+  return RuleAction{.type = "republish", .config = {{"topic", topic}}};
+}
+
+class ValidateRuleTest : public ::testing::Test {
+ protected:
+  absl::Status Check(const RuleRecord& rule) { return ValidateRule(rule, registry_); }
+  DestinationRegistry registry_ = Registry();
+};
+
+TEST_F(ValidateRuleTest, AcceptsAValidRule) {
+  EXPECT_TRUE(Check(Rule("SELECT device_id() WHERE notify_data.body.services[0].properties.t > 30",
+                         {Republish("alerts/${device_id}")}))
+                  .ok());
+}
+
+TEST_F(ValidateRuleTest, InvalidSqlNamesSqlWithPositionAndExpectation) {
+  absl::Status s = Check(Rule("SELECT a FROM 'x/#' WHERE a >", {Republish("alerts")}));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(common::FieldOf(s), "sql");
+  EXPECT_NE(std::string(s.message()).find("line 1, column 30"), std::string::npos) << s;
+  EXPECT_NE(std::string(s.message()).find("expected"), std::string::npos) << s;
+  auto error = sql::SqlErrorOf(s);
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->column, 30);
+}
+
+TEST_F(ValidateRuleTest, UnknownActionTypeNamesItsIndex) {
+  absl::Status s =
+      Check(Rule("SELECT *", {Republish("alerts"), RuleAction{.type = "kafka", .config = {}}}));
+  EXPECT_EQ(common::FieldOf(s), "actions[1].type") << s;
+  EXPECT_NE(std::string(s.message()).find("'kafka'"), std::string::npos) << s;
+}
+
+TEST_F(ValidateRuleTest, BadActionSettingsNameTheSetting) {
+  const std::vector<std::pair<RuleAction, std::string>> cases = {
+      {RuleAction{.type = "postgres",
+                  .config = {{"url", "postgresql://u@h/db"}, {"table", "x; DROP TABLE y"}}},
+       "actions[0].config.table"},
+      {RuleAction{.type = "postgres", .config = {{"table", "t"}}}, "actions[0].config.url"},
+      {RuleAction{.type = "postgres", .config = {{"url", "mysql://h/db"}, {"table", "t"}}},
+       "actions[0].config.url"},
+      {Republish("$oc/devices/x/sys/messages/down"), "actions[0].config.topic"},
+      {Republish("a/+/b"), "actions[0].config.topic"},
+      {RuleAction{.type = "republish", .config = {{"topic", "a"}, {"qos", 2}}},
+       "actions[0].config.qos"},
+      {RuleAction{.type = "webhook", .config = {{"url", "ftp://h/x"}}}, "actions[0].config.url"},
+      {RuleAction{.type = "webhook", .config = {{"url", "http://h/x"}, {"timeout_ms", 5}}},
+       "actions[0].config.timeout_ms"},
+      {RuleAction{.type = "webhook", .config = {{"url", "http://h/x"}, {"color", "red"}}},
+       "actions[0].config.color"},
+  };
+  for (const auto& [action, field] : cases) {
+    absl::Status s = Check(Rule("SELECT *", {action}));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << action.config.dump();
+    EXPECT_EQ(common::FieldOf(s), field) << action.config.dump() << " " << s;
+  }
+}
+
+TEST_F(ValidateRuleTest, NameResourceAndActionCount) {
+  RuleRecord rule = Rule("SELECT *", {Republish("a")});
+  rule.name = "";
+  EXPECT_EQ(common::FieldOf(Check(rule)), "name");
+  rule = Rule("SELECT *", {Republish("a")});
+  rule.resource = "device.telemetry";
+  EXPECT_EQ(common::FieldOf(Check(rule)), "resource");
+  EXPECT_EQ(common::FieldOf(Check(Rule("SELECT *", {}))), "actions");
+}
+
+TEST(MaskConfigTest, HidesSecretsAndUrlPasswords) {
+  const nlohmann::json masked = MaskConfig(
+      {{"url", "postgresql://app:hunter2@db:5432/x"}, {"secret", "s3cret"}, {"table", "t"}});
+  EXPECT_EQ(masked["secret"], "***");
+  EXPECT_EQ(masked["table"], "t");
+  EXPECT_EQ(masked["url"].get<std::string>().find("hunter2"), std::string::npos) << masked;
+}
+
+TEST(RouteTest, MatchesScopeAndWhereAndAddsHistoryForProperties) {
+  RuleRecord hot = Rule("SELECT notify_data.body.t AS t WHERE notify_data.body.t > 30",
+                        {Republish("a"), Republish("b")});
+  RuleRecord other_device = Rule("SELECT *", {Republish("c")});
+  other_device.rule_id = "r2";
+  other_device.device_id = "someone-else";
+  RuleRecord other_tenant = Rule("SELECT *", {Republish("d")});
+  other_tenant.rule_id = "r3";
+  other_tenant.tenant_id = "t2";
+  auto rules = RuleSet::Build({hot, other_device, other_tenant});
+  ASSERT_EQ(rules->size(), 3u);
+
+  IngestRecord record{.message_id = "m1",
+                      .tenant_id = "t1",
+                      .device_id = "d1",
+                      .product_id = "p1",
+                      .node_id = "n1",
+                      .resource = "device.property",
+                      .event = "report",
+                      .topic = "$oc/devices/d1/sys/properties/report",
+                      .event_time_unix_ms = 1,
+                      .envelope_json = {}};
+  auto items = Route(*rules, record, {{"notify_data", {{"body", {{"t", 35}}}}}}, 0, true);
+  ASSERT_EQ(items.size(), 3u);
+  EXPECT_EQ(items[0].delivery.delivery_id, "m1:r1:0");
+  EXPECT_EQ(items[1].delivery.delivery_id, "m1:r1:1");
+  EXPECT_EQ(items[1].delivery.payload, (nlohmann::json{{"t", 35}}));
+  EXPECT_EQ((*items[1].delivery.action_config)["topic"], "b");
+  EXPECT_EQ(items[2].action_type, "history");
+  EXPECT_EQ(items[2].delivery.delivery_id, "m1:history");
+
+  auto cold = Route(*rules, record, {{"notify_data", {{"body", {{"t", 20}}}}}}, 0, false);
+  EXPECT_TRUE(cold.empty());
+  record.resource = "device.message";
+  EXPECT_TRUE(Route(*rules, record, {{"notify_data", {{"body", {{"t", 35}}}}}}, 0, true).empty());
+}
+
+}  // namespace
+}  // namespace iot::rule_forwarding
