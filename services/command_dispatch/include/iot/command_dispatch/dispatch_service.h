@@ -1,0 +1,154 @@
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "iot/command_dispatch/ports.h"
+#include "iot/common/auth.h"
+
+namespace iot::command_dispatch {
+
+struct DispatchOptions {
+  std::chrono::milliseconds default_timeout{20'000};
+  std::chrono::milliseconds max_timeout{60'000};
+  /// How long a delivered async command waits for the device's response.
+  std::chrono::milliseconds async_response_timeout{60'000};
+  /// A claimed item whose publish outcome was never recorded (process died) times out then.
+  std::chrono::milliseconds claim_timeout{30'000};
+  std::chrono::milliseconds default_message_ttl{24 * 3600 * 1000};
+  /// The sweeper leaves an open request this long past its deadline to the replica waiting.
+  std::chrono::milliseconds sweep_grace{2'000};
+};
+
+/// A sync command, property set or property get to send.
+struct SyncRequest {
+  Kind kind = Kind::kCommand;
+  std::string device_id;
+  std::string service_id;
+  std::string command_name;
+  std::string body_json;  ///< paras (command) or services (property set)
+  int32_t timeout_seconds = 0;
+};
+
+struct SyncResult {
+  std::string request_id;
+  std::string response_json;
+};
+
+struct MessageRequest {
+  std::string device_id;
+  std::string message_id;
+  std::string name;
+  std::string payload_format;  ///< standard (default) | raw
+  std::string message_json;
+  std::string raw_message;
+  std::string topic;
+  int32_t ttl_minutes = 0;
+  int64_t ttl_seconds = 0;
+};
+
+struct AsyncCommandRequest {
+  std::string device_id;
+  std::string service_id;
+  std::string command_name;
+  std::string paras_json;
+  int32_t expire_time = 0;
+  std::string send_strategy;  ///< immediately (default) | delay
+};
+
+/// The metrics of command-dispatch (iot_command_dispatch_*).
+struct DispatchMetrics {
+  explicit DispatchMetrics(prometheus::Registry& registry);
+
+  prometheus::Family<prometheus::Counter>& requests;   ///< {kind, status}
+  prometheus::Family<prometheus::Counter>& responses;  ///< {route}
+  prometheus::Family<prometheus::Histogram>& latency;  ///< {kind}: sync round trip
+  prometheus::Counter& swept;
+};
+
+/// The logic of command-dispatch, free of gRPC: validates against the device's model, records
+/// every request, publishes through the gateway, waits for sync responses (routed between
+/// replicas), drains the pending queue of a device that comes online, sweeps what expired.
+class DispatchService {
+ public:
+  DispatchService(std::shared_ptr<RequestStore> store, std::shared_ptr<DeviceDirectory> devices,
+                  std::shared_ptr<DevicePublisher> publisher,
+                  std::shared_ptr<ResponseRouter> router, std::shared_ptr<DispatchMetrics> metrics,
+                  DispatchOptions options = {});
+
+  /// Starts receiving routed responses.
+  absl::Status Start();
+  void Stop();
+
+  /// CreateCommand, UpdateProperties, ListProperties: waits at most the request's timeout
+  /// (and `deadline`, the caller's own).
+  absl::StatusOr<SyncResult> SendSync(const common::Principal& caller, const SyncRequest& request,
+                                      std::chrono::system_clock::time_point deadline);
+  absl::StatusOr<RequestRecord> CreateMessage(const common::Principal& caller,
+                                              const MessageRequest& request);
+  absl::StatusOr<RequestRecord> CreateAsyncCommand(const common::Principal& caller,
+                                                   const AsyncCommandRequest& request);
+  absl::StatusOr<RequestRecord> Show(const common::Principal& caller, const std::string& device_id,
+                                     Kind kind, const std::string& request_id);
+  absl::StatusOr<Page<RequestRecord>> List(const common::Principal& caller,
+                                           const std::string& device_id, Kind kind,
+                                           const std::string& status, int32_t limit,
+                                           const std::string& marker);
+
+  /// Device responses from the gateway (at least once: idempotent).
+  absl::Status CompleteRequests(const std::vector<DeviceResponse>& responses);
+  /// A device came online: its pending items go out, in order.
+  absl::Status DeviceOnline(const std::string& device_id);
+  /// Expired pending items and timed-out open ones.
+  absl::Status Sweep();
+
+ private:
+  struct Waiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Completion> completion;
+  };
+
+  absl::StatusOr<DeviceInfo> DeviceOf(const common::Principal& caller,
+                                      const std::string& device_id);
+  std::shared_ptr<Waiter> AddWaiter(const std::string& request_id);
+  void RemoveWaiter(const std::string& request_id);
+  /// True when a call of this replica waited for it.
+  bool Resolve(const Completion& completion);
+  /// After a lost pub/sub connection: completions recorded meanwhile are read back.
+  void ResyncWaiters();
+  /// Sends the device's pending items; `failure` (if given) says why one was not sent.
+  absl::Status Drain(const std::string& device_id, std::string* failure);
+  void Count(Kind kind, std::string_view status);
+
+  std::shared_ptr<RequestStore> store_;
+  std::shared_ptr<DeviceDirectory> devices_;
+  std::shared_ptr<DevicePublisher> publisher_;
+  std::shared_ptr<ResponseRouter> router_;
+  std::shared_ptr<DispatchMetrics> metrics_;
+  DispatchOptions options_;
+
+  std::mutex waiters_mu_;
+  std::unordered_map<std::string, std::shared_ptr<Waiter>> waiters_;
+  /// One drain per device at a time in this process (across replicas: the store's lock).
+  std::mutex drains_mu_;
+  std::unordered_map<std::string, std::shared_ptr<std::mutex>> drains_;
+};
+
+/// The downlink payloads of DESIGN.md §3.
+std::string CommandPayload(const std::string& device_id, const std::string& service_id,
+                           const std::string& command_name, const nlohmann::json& paras);
+/// SUCCESSFUL or FAILED from a response's result_code (absent: success).
+std::string_view ResultStatus(const std::string& payload_json);
+
+}  // namespace iot::command_dispatch

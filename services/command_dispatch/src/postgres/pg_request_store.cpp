@@ -1,0 +1,352 @@
+#include "iot/command_dispatch/pg_request_store.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <pqxx/pqxx>
+
+#include "iot/common/logging.h"
+#include "iot/common/status.h"
+
+namespace iot::command_dispatch {
+namespace {
+
+using std::chrono::milliseconds;
+
+/// A timestamp column as RFC 3339 UTC text ("" for NULL).
+std::string Rfc3339(std::string_view column) {
+  return fmt::format(
+      "coalesce(to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), '')", column);
+}
+
+const std::string& Columns() {
+  static const std::string columns = fmt::format(
+      "request_id, tenant_id, device_id, kind, service_id, command_name, name, body, raw, topic, "
+      "payload, send_strategy, expire_seconds, status, result, error, {}, {}, {}, {}, {}, seq",
+      Rfc3339("created_at"), Rfc3339("sent_at"), Rfc3339("delivered_at"), Rfc3339("response_at"),
+      Rfc3339("finished_at"));
+  return columns;
+}
+
+std::string Bytes(const pqxx::field& f) {
+  return f.is_null() ? std::string() : pqxx::binarystring(f).str();
+}
+
+RequestRecord FromRow(const pqxx::row& r) {
+  RequestRecord rec;
+  rec.request_id = r[0].as<std::string>();
+  rec.tenant_id = r[1].as<std::string>();
+  rec.device_id = r[2].as<std::string>();
+  rec.kind = ParseKind(r[3].as<std::string>()).value_or(Kind::kCommand);
+  rec.service_id = r[4].as<std::string>();
+  rec.command_name = r[5].as<std::string>();
+  rec.name = r[6].as<std::string>();
+  rec.body = r[7].as<std::string>();
+  rec.raw = Bytes(r[8]);
+  rec.topic = r[9].as<std::string>();
+  rec.payload = Bytes(r[10]);
+  rec.send_strategy = r[11].as<std::string>();
+  rec.expire_seconds = r[12].as<int64_t>();
+  rec.status = r[13].as<std::string>();
+  if (!r[14].is_null()) {
+    rec.result = r[14].as<std::string>();
+  }
+  rec.error = r[15].as<std::string>();
+  rec.created_time = r[16].as<std::string>();
+  rec.sent_time = r[17].as<std::string>();
+  rec.delivered_time = r[18].as<std::string>();
+  rec.response_time = r[19].as<std::string>();
+  rec.finished_time = r[20].as<std::string>();
+  return rec;
+}
+
+/// -1 means "no time" (NULL) in the SQL below.
+int64_t MillisOrNone(std::optional<milliseconds> d) { return d ? d->count() : -1; }
+
+constexpr const char* kInterval =
+    "CASE WHEN {0}::bigint >= 0 THEN now() + {0}::bigint * interval '1 millisecond' END";
+
+void AddHistory(pqxx::work& w, const std::string& request_id, std::string_view status,
+                const std::string& detail) {
+  w.exec_params(
+      "INSERT INTO command_dispatch.status_history (request_id, status, detail) "
+      "VALUES ($1, $2, $3)",
+      request_id, std::string(status), detail);
+}
+
+std::string Joined(const std::vector<std::string_view>& statuses) {
+  std::string out;
+  for (std::string_view s : statuses) {
+    out += (out.empty() ? "" : ",") + std::string(s);
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status PgRequestStore::Insert(const RequestRecord& request,
+                                    std::optional<milliseconds> expire_in,
+                                    std::optional<milliseconds> deadline_in) {
+  return pool_->Run([&](pqxx::connection& c) {
+    pqxx::work w(c);
+    w.exec_params(
+        fmt::format(
+            "INSERT INTO command_dispatch.requests (request_id, tenant_id, device_id, kind, "
+            "service_id, command_name, name, body, raw, topic, payload, send_strategy, "
+            "expire_seconds, status, expire_at, deadline_at, sent_at) VALUES ($1, $2, $3, $4, "
+            "$5, $6, $7, $8, nullif($9, ''::bytea), $10, $11, $12, $13, $14, {}, {}, "
+            "CASE WHEN $14 = 'SENT' THEN now() END)",
+            fmt::format(kInterval, "$15"), fmt::format(kInterval, "$16")),
+        request.request_id, request.tenant_id, request.device_id,
+        std::string(KindName(request.kind)), request.service_id, request.command_name, request.name,
+        request.body, pqxx::binarystring(request.raw), request.topic,
+        pqxx::binarystring(request.payload), request.send_strategy, request.expire_seconds,
+        request.status, MillisOrNone(expire_in), MillisOrNone(deadline_in));
+    AddHistory(w, request.request_id, request.status, "");
+    w.commit();
+  });
+}
+
+absl::StatusOr<bool> PgRequestStore::Move(const std::string& request_id, const Transition& t) {
+  return pool_->Call([&](pqxx::connection& c) {
+    pqxx::work w(c);
+    const pqxx::result r = w.exec_params(
+        fmt::format("UPDATE command_dispatch.requests SET status = $2, "
+                    "error = CASE WHEN $3 = '' THEN error ELSE $3 END, deadline_at = {}, "
+                    "sent_at = CASE WHEN $5 THEN now() WHEN $6 THEN NULL ELSE sent_at END, "
+                    "delivered_at = CASE WHEN $7 THEN now() ELSE delivered_at END, "
+                    "finished_at = CASE WHEN $8 THEN now() ELSE finished_at END "
+                    "WHERE request_id = $1 AND status = ANY(string_to_array($9, ','))",
+                    fmt::format(kInterval, "$4")),
+        request_id, std::string(t.to), t.error, MillisOrNone(t.deadline_in), t.stamp_sent,
+        t.clear_sent, t.stamp_delivered, t.finished, Joined(t.from));
+    const bool moved = r.affected_rows() > 0;
+    if (moved && t.record_history) {
+      AddHistory(w, request_id, t.to, t.error);
+    }
+    w.commit();
+    return moved;
+  });
+}
+
+absl::StatusOr<std::optional<Completion>> PgRequestStore::Complete(const DeviceResponse& response,
+                                                                   std::string_view final_status) {
+  return pool_->Call([&](pqxx::connection& c) -> std::optional<Completion> {
+    pqxx::work w(c);
+    const pqxx::result r = w.exec_params(
+        "UPDATE command_dispatch.requests r SET result = $3, response_at = now(), "
+        "status = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN $4 ELSE r.status END, "
+        "finished_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN now() "
+        "  ELSE r.finished_at END, "
+        "deadline_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN NULL ELSE r.deadline_at END, "
+        "delivered_at = CASE WHEN r.kind = 'async_command' THEN coalesce(r.delivered_at, now()) "
+        "  ELSE r.delivered_at END "
+        "FROM (SELECT request_id, status AS old FROM command_dispatch.requests "
+        "      WHERE request_id = $1 AND device_id = $2 AND response_at IS NULL "
+        "        AND kind <> 'message' FOR UPDATE) o "
+        "WHERE r.request_id = o.request_id RETURNING r.kind, o.old, r.status",
+        response.request_id, response.device_id, response.payload_json, std::string(final_status));
+    if (r.empty()) {
+      w.commit();
+      return std::nullopt;
+    }
+    const std::string old = r[0][1].as<std::string>();
+    const bool open = old == status::kSent || old == status::kDelivered;
+    AddHistory(w, response.request_id, open ? final_status : old,
+               open ? "" : "late response recorded");
+    w.commit();
+    if (!open) {
+      return std::nullopt;
+    }
+    return Completion{.request_id = response.request_id,
+                      .kind = ParseKind(r[0][0].as<std::string>()).value_or(Kind::kCommand),
+                      .status = std::string(final_status),
+                      .payload_json = response.payload_json};
+  });
+}
+
+absl::StatusOr<RequestRecord> PgRequestStore::Get(const std::string& tenant_id,
+                                                  const std::string& device_id, Kind kind,
+                                                  const std::string& request_id) {
+  return pool_->Call([&](pqxx::connection& c) -> absl::StatusOr<RequestRecord> {
+    pqxx::read_transaction w(c);
+    const pqxx::result r = w.exec_params(
+        fmt::format("SELECT {} FROM command_dispatch.requests WHERE tenant_id = $1 AND "
+                    "device_id = $2 AND kind = $3 AND request_id = $4",
+                    Columns()),
+        tenant_id, device_id, std::string(KindName(kind)), request_id);
+    if (r.empty()) {
+      return absl::NotFoundError(fmt::format("{} '{}' of device '{}' not found",
+                                             kind == Kind::kMessage ? "message" : "command",
+                                             request_id, device_id));
+    }
+    RequestRecord rec = FromRow(r[0]);
+    const pqxx::result h =
+        w.exec_params(fmt::format("SELECT status, {}, detail FROM command_dispatch.status_history "
+                                  "WHERE request_id = $1 ORDER BY id",
+                                  Rfc3339("at")),
+                      request_id);
+    for (const auto& row : h) {
+      rec.history.push_back({.status = row[0].as<std::string>(),
+                             .time = row[1].as<std::string>(),
+                             .detail = row[2].as<std::string>()});
+    }
+    return rec;
+  });
+}
+
+absl::StatusOr<Page<RequestRecord>> PgRequestStore::List(const std::string& tenant_id,
+                                                         const std::string& device_id, Kind kind,
+                                                         const std::string& status, int32_t limit,
+                                                         const std::string& marker) {
+  int64_t after = 0;
+  if (!marker.empty()) {
+    const auto [end, ec] = std::from_chars(marker.data(), marker.data() + marker.size(), after);
+    if (ec != std::errc{} || end != marker.data() + marker.size() || after < 0) {
+      return common::InvalidField("marker", "not a marker this list returned");
+    }
+  }
+  return pool_->Call([&](pqxx::connection& c) {
+    pqxx::read_transaction w(c);
+    const pqxx::result r = w.exec_params(
+        fmt::format("SELECT {} FROM command_dispatch.requests WHERE tenant_id = $1 AND "
+                    "device_id = $2 AND kind = $3 AND ($4 = '' OR status = $4) AND seq > $5 "
+                    "ORDER BY seq LIMIT $6",
+                    Columns()),
+        tenant_id, device_id, std::string(KindName(kind)), status, after, limit + 1);
+    Page<RequestRecord> page;
+    for (const auto& row : r) {
+      if (page.items.size() == static_cast<size_t>(limit)) {
+        page.next_marker = r[static_cast<pqxx::result::size_type>(limit) - 1][21].as<std::string>();
+        break;
+      }
+      page.items.push_back(FromRow(row));
+    }
+    return page;
+  });
+}
+
+absl::StatusOr<RequestRecord> PgRequestStore::Find(const std::string& request_id) {
+  return pool_->Call([&](pqxx::connection& c) -> absl::StatusOr<RequestRecord> {
+    pqxx::read_transaction w(c);
+    const pqxx::result r = w.exec_params(
+        fmt::format("SELECT {} FROM command_dispatch.requests WHERE request_id = $1", Columns()),
+        request_id);
+    if (r.empty()) {
+      return absl::NotFoundError(fmt::format("request '{}' not found", request_id));
+    }
+    return FromRow(r[0]);
+  });
+}
+
+namespace {
+
+/// The device's drain lock on this session, released when this goes (or the session closes).
+class DrainLock {
+ public:
+  DrainLock(pqxx::connection& c, const std::string& device_id) : c_(c), device_id_(device_id) {
+    pqxx::nontransaction n(c_);
+    n.exec_params("SELECT pg_advisory_lock(hashtext('iot.command_dispatch'), hashtext($1))",
+                  device_id_);
+  }
+  ~DrainLock() {
+    try {
+      pqxx::nontransaction n(c_);
+      n.exec_params("SELECT pg_advisory_unlock(hashtext('iot.command_dispatch'), hashtext($1))",
+                    device_id_);
+    } catch (const std::exception& e) {
+      common::LogWarn("drain lock not released; closing the session", {{"error", e.what()}});
+      c_.disconnect();
+    }
+  }
+  DrainLock(const DrainLock&) = delete;
+  DrainLock& operator=(const DrainLock&) = delete;
+
+ private:
+  pqxx::connection& c_;
+  std::string device_id_;
+};
+
+}  // namespace
+
+absl::StatusOr<int> PgRequestStore::DrainPending(
+    const std::string& device_id, milliseconds claim_timeout, milliseconds response_timeout,
+    const std::function<SendOutcome(const RequestRecord&)>& send) {
+  return pool_->Call([&](pqxx::connection& c) {
+    DrainLock lock(c, device_id);
+    int delivered = 0;
+    while (true) {
+      RequestRecord item;
+      {
+        pqxx::work w(c);
+        const pqxx::result r = w.exec_params(
+            fmt::format("UPDATE command_dispatch.requests SET status = 'SENT', sent_at = now(), "
+                        "deadline_at = now() + $2::bigint * interval '1 millisecond' "
+                        "WHERE request_id = (SELECT request_id FROM command_dispatch.requests "
+                        "  WHERE device_id = $1 AND status = 'PENDING' "
+                        "    AND (expire_at IS NULL OR expire_at > now()) "
+                        "  ORDER BY seq LIMIT 1) AND status = 'PENDING' RETURNING {}",
+                        Columns()),
+            device_id, claim_timeout.count());
+        if (r.empty()) {
+          w.commit();
+          return delivered;
+        }
+        item = FromRow(r[0]);
+        w.commit();
+      }
+      const SendOutcome outcome = send(item);
+      pqxx::work w(c);
+      if (outcome != SendOutcome::kDelivered) {
+        w.exec_params(
+            "UPDATE command_dispatch.requests SET status = 'PENDING', sent_at = NULL, "
+            "deadline_at = NULL WHERE request_id = $1 AND status = 'SENT'",
+            item.request_id);
+        w.commit();
+        return delivered;
+      }
+      const bool async = item.kind == Kind::kAsyncCommand;
+      const pqxx::result r = w.exec_params(
+          "UPDATE command_dispatch.requests SET status = 'DELIVERED', delivered_at = now(), "
+          "deadline_at = CASE WHEN $2 THEN now() + $3::bigint * interval '1 millisecond' END, "
+          "finished_at = CASE WHEN $2 THEN NULL ELSE now() END "
+          "WHERE request_id = $1 AND status = 'SENT'",
+          item.request_id, async, response_timeout.count());
+      if (async) {
+        AddHistory(w, item.request_id, status::kSent, "");
+      }
+      if (r.affected_rows() > 0) {
+        AddHistory(w, item.request_id, status::kDelivered, "");
+      }
+      w.commit();
+      ++delivered;
+    }
+  });
+}
+
+absl::StatusOr<int> PgRequestStore::Sweep(milliseconds grace) {
+  return pool_->Call([&](pqxx::connection& c) {
+    pqxx::work w(c);
+    const pqxx::result r = w.exec_params(
+        "WITH expired AS ("
+        "  UPDATE command_dispatch.requests SET finished_at = now(), "
+        "    status = CASE WHEN kind = 'message' THEN 'TIMEOUT' ELSE 'EXPIRED' END, "
+        "    error = 'the device did not come online in time' "
+        "  WHERE status = 'PENDING' AND expire_at <= now() RETURNING request_id, status), "
+        "timed_out AS ("
+        "  UPDATE command_dispatch.requests SET status = 'TIMEOUT', finished_at = now(), "
+        "    deadline_at = NULL, error = CASE WHEN kind = 'message' "
+        "      THEN 'sent, delivery not confirmed' ELSE 'no response in time' END "
+        "  WHERE status IN ('SENT', 'DELIVERED') "
+        "    AND deadline_at + $1::bigint * interval '1 millisecond' <= now() "
+        "  RETURNING request_id, status) "
+        "INSERT INTO command_dispatch.status_history (request_id, status, detail) "
+        "SELECT request_id, status, 'swept' FROM expired UNION ALL "
+        "SELECT request_id, status, 'swept' FROM timed_out",
+        grace.count());
+    w.commit();
+    return static_cast<int>(r.affected_rows());
+  });
+}
+
+}  // namespace iot::command_dispatch
