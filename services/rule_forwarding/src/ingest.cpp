@@ -110,6 +110,10 @@ std::vector<DispatchItem> Route(const RuleSet& rules, const IngestRecord& record
         (!r.device_id.empty() && r.device_id != record.device_id)) {
       continue;
     }
+    // Matches() is allocation-free; most rules fail their WHERE on most records.
+    if (!rule->compiled.Matches(envelope, ctx)) {
+      continue;
+    }
     auto output = rule->compiled.Evaluate(envelope, ctx);
     if (!output) {
       continue;
