@@ -450,10 +450,11 @@ absl::StatusOr<size_t> ShadowService::FlushOnce() {
   if (claimed->empty()) {
     return 0;
   }
+  // A claimed device whose hash is gone (deleted meanwhile) is only acknowledged.
   std::vector<DeviceShadow> present;
-  for (DeviceShadow& shadow : *claimed) {
+  for (const DeviceShadow& shadow : *claimed) {
     if (shadow.exists) {
-      present.push_back(std::move(shadow));
+      present.push_back(shadow);
     }
   }
   if (absl::Status s = durable_->WriteReported(present); !s.ok()) {
