@@ -145,7 +145,11 @@ absl::StatusOr<nlohmann::json> CheckPropertiesSet(const DeviceInfo& device,
     auto result = device.validator->ValidateProperties(service_id, entry["properties"],
                                                        thing_model::PropertyMode::kWrite);
     if (absl::Status s = result.ToStatus(); !s.ok()) {
-      return s;
+      // The validator names the property within its service; the caller needs the entry too.
+      const std::string field = common::FieldOf(s);
+      const std::string message(s.message());
+      return InvalidField(at + "." + field,
+                          message.substr(std::min(message.size(), field.size() + 2)));
     }
   }
   return *it;

@@ -74,6 +74,14 @@ void AddHistory(pqxx::work& w, const std::string& request_id, std::string_view s
       request_id, std::string(status), detail);
 }
 
+/// SENT, at the time the request was sent.
+void AddSentHistory(pqxx::work& w, const std::string& request_id) {
+  w.exec_params(
+      "INSERT INTO command_dispatch.status_history (request_id, status, at) "
+      "SELECT request_id, 'SENT', sent_at FROM command_dispatch.requests WHERE request_id = $1",
+      request_id);
+}
+
 std::string Joined(const std::vector<std::string_view>& statuses) {
   std::string out;
   for (std::string_view s : statuses) {
@@ -152,6 +160,11 @@ absl::StatusOr<std::optional<Completion>> PgRequestStore::Complete(const DeviceR
     }
     const std::string old = r[0][1].as<std::string>();
     const bool open = old == status::kSent || old == status::kDelivered;
+    if (old == status::kSent && r[0][0].as<std::string>() == KindName(Kind::kAsyncCommand)) {
+      // Answered before its delivery was recorded: the answer proves it.
+      AddSentHistory(w, response.request_id);
+      AddHistory(w, response.request_id, status::kDelivered, "");
+    }
     AddHistory(w, response.request_id, open ? final_status : old,
                open ? "" : "late response recorded");
     w.commit();
@@ -312,10 +325,11 @@ absl::StatusOr<int> PgRequestStore::DrainPending(
           "finished_at = CASE WHEN $2 THEN NULL ELSE now() END "
           "WHERE request_id = $1 AND status = 'SENT'",
           item.request_id, async, response_timeout.count());
-      if (async) {
-        AddHistory(w, item.request_id, status::kSent, "");
-      }
+      // Zero rows: the device answered first, and Complete() wrote the history.
       if (r.affected_rows() > 0) {
+        if (async) {
+          AddSentHistory(w, item.request_id);
+        }
         AddHistory(w, item.request_id, status::kDelivered, "");
       }
       w.commit();
