@@ -173,7 +173,8 @@ ServerConfig ServerConfig::Read(EnvReader& env, std::string service, const std::
 }
 
 BackendConfig BackendConfig::Read(EnvReader& env, const std::string& prefix,
-                                  const std::string& service) {
+                                  const std::string& service,
+                                  std::chrono::milliseconds default_session_expiry) {
   BackendConfig c;
   c.pg_url = env.String("IOT_PG_URL", "postgresql://postgres@127.0.0.1:5432/iot");
   c.pg_pool_size = env.Int(prefix + "_PG_POOL_SIZE", c.pg_pool_size, 1, 256);
@@ -184,7 +185,7 @@ BackendConfig BackendConfig::Read(EnvReader& env, const std::string& prefix,
   std::array<char, 256> host{};
   gethostname(host.data(), host.size() - 1);
   c.mqtt_client_id = env.String(prefix + "_MQTT_CLIENT_ID", service + "-" + host.data());
-  c.mqtt_session_expiry = env.Duration(prefix + "_MQTT_SESSION_EXPIRY", c.mqtt_session_expiry);
+  c.mqtt_session_expiry = env.Duration(prefix + "_MQTT_SESSION_EXPIRY", default_session_expiry);
   for (const auto& [name, url] :
        {std::pair<std::string, const std::string*>{"IOT_PG_URL", &c.pg_url},
         {"IOT_REDIS_URL", &c.redis_url},

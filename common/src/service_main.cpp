@@ -190,7 +190,8 @@ int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReade
     EnvReader env;
     const ServerConfig server =
         ServerConfig::Read(env, spec.name, spec.env_prefix, spec.grpc_port, spec.metrics_port);
-    const BackendConfig backend = BackendConfig::Read(env, spec.env_prefix, spec.name);
+    const BackendConfig backend =
+        BackendConfig::Read(env, spec.env_prefix, spec.name, spec.mqtt_session_expiry);
     const nlohmann::json own = read_config(env);
     env.Finish();
     spdlog::default_logger()->set_level(spdlog::level::from_str(server.log_level));

@@ -174,6 +174,12 @@ TEST_F(ConnectivityTest, GatewayTurnsPresenceIntoDeviceStatusWithinASecond) {
        .env = {{"IOT_MQTT_URL",
                 fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword, broker_->port())},
                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+               {"IOT_REDIS_URL", redis_->Url()},
+               // Only thing-model runs here: the other owners get nothing.
+               {"IOT_SHADOW_ADDR", "none"},
+               {"IOT_COMMAND_DISPATCH_ADDR", "none"},
+               {"IOT_RULE_FORWARDING_ADDR", "none"},
+               {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gateway-connectivity"},
                {"IOT_SERVICE_API_KEY", kServiceKey},
                {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(grpc_port)},
                {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},

@@ -89,9 +89,11 @@ struct BackendConfig {
   std::chrono::milliseconds mqtt_session_expiry{0};
 
   /// Reads the shared URLs and `<prefix>_PG_POOL_SIZE`, `<prefix>_MQTT_USERNAME`,
-  /// `<prefix>_MQTT_PASSWORD`, `<prefix>_MQTT_CLIENT_ID`, `<prefix>_MQTT_SESSION_EXPIRY`.
+  /// `<prefix>_MQTT_PASSWORD`, `<prefix>_MQTT_CLIENT_ID`, `<prefix>_MQTT_SESSION_EXPIRY`
+  /// (default `default_session_expiry`).
   static BackendConfig Read(EnvReader& env, const std::string& prefix,
-                            const std::string& service = "iot");
+                            const std::string& service = "iot",
+                            std::chrono::milliseconds default_session_expiry = {});
 };
 
 }  // namespace iot::common

@@ -29,6 +29,8 @@ struct ServiceSpec {
   std::function<std::vector<Migration>()> migrations;
   bool uses_redis = false;
   bool uses_mqtt = false;
+  /// Default of `<prefix>_MQTT_SESSION_EXPIRY`: > 0 makes the MQTT session persistent.
+  std::chrono::milliseconds mqtt_session_expiry{0};
 };
 
 /// The connected backends handed to a service's wiring. Each is null unless the spec asks for

@@ -1,0 +1,75 @@
+#pragma once
+
+// The owners of device data the gateway hands uplink on to (DESIGN.md §1-2): shadow,
+// command-dispatch, rule-forwarding, thing-model (status). The messages are the internal
+// contracts of proto/iot/*/v1 (fc31b8a); only the adapter sees gRPC.
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "iot/command_dispatch/v1/command_dispatch.pb.h"
+#include "iot/device_gateway/presence.h"
+#include "iot/device_gateway/v1/uplink.pb.h"
+#include "iot/rule_forwarding/v1/rule_forwarding.pb.h"
+#include "iot/shadow/v1/shadow.pb.h"
+
+namespace iot::device_gateway {
+
+/// Names of the downstream calls (the `target` label of the downstream metrics).
+enum class Target {
+  kThingModelPresence,
+  kShadowReport,
+  kShadowPropertySet,
+  kShadowGet,
+  kShadowPresence,
+  kCommandResponses,
+  kCommandPresence,
+  kRuleIngest,
+};
+std::string_view TargetName(Target target);
+
+/// Port: one call per owner RPC. Each returns the owner's answer: OK, or an error that the
+/// pipeline retries (everything but INVALID_ARGUMENT, and NOT_FOUND where noted).
+class Downstream {
+ public:
+  virtual ~Downstream() = default;
+  virtual absl::Status ReportProperties(const shadow::v1::ReportPropertiesRequest& request) = 0;
+  virtual absl::Status CompletePropertySet(const shadow::v1::PropertySetResult& result) = 0;
+  /// The body to publish on `.../sys/shadow/get/response/request_id=...`.
+  virtual absl::StatusOr<std::string> GetDeviceShadow(
+      const shadow::v1::DeviceShadowGetRequest& request) = 0;
+  virtual absl::Status ShadowPresence(const device_gateway::v1::PresenceEvents& events) = 0;
+  virtual absl::Status CompleteRequests(
+      const command_dispatch::v1::CompleteRequestsRequest& request) = 0;
+  virtual absl::Status CommandPresence(const device_gateway::v1::PresenceEvents& events) = 0;
+  virtual absl::Status Ingest(const rule_forwarding::v1::IngestRequest& request) = 0;
+};
+
+struct DownstreamAddresses {
+  /// host:port of each owner; "none" (or empty): that owner is not deployed and gets nothing
+  /// (logged at start). Calls carry `authorization: Bearer {service_key}`.
+  std::string shadow;
+  std::string command_dispatch;
+  std::string rule_forwarding;
+  std::string service_key;
+  std::chrono::milliseconds timeout{5000};
+};
+
+/// The owners over gRPC.
+std::shared_ptr<Downstream> MakeGrpcDownstream(const DownstreamAddresses& addresses);
+
+/// Port: the gateway's own MQTT connection, publishing downlink through the broker plugin's
+/// relay (`$iot/down/...`).
+class DevicePublisher {
+ public:
+  virtual ~DevicePublisher() = default;
+  /// true: handed to the device's connection; false: the device is not connected. Errors:
+  /// UNAVAILABLE (not connected to the broker), DEADLINE_EXCEEDED (no answer in time).
+  virtual absl::StatusOr<bool> Publish(const std::string& device_topic, std::string_view payload,
+                                       int qos) = 0;
+};
+
+}  // namespace iot::device_gateway

@@ -1,0 +1,107 @@
+#pragma once
+
+// Per-device ordered, batched, retried hand-over of uplink to its owners.
+//
+// Messages are sharded by device id into bounded queues with one sender thread per shard, so a
+// device's messages reach every owner in the order the broker delivered them. A sender takes
+// up to `max_batch` queued messages, resolves each device (DeviceCache), turns them into
+// per-owner batches (UplinkProcessor) and calls each owner, retrying with exponential backoff
+// until it answers OK — UNAVAILABLE and UNIMPLEMENTED included: nothing is dropped because an
+// owner is down. Only INVALID_ARGUMENT (the owner refuses the batch for good) is counted,
+// logged and skipped. A full queue blocks Submit(), which blocks the MQTT handler: the gateway
+// stops reading and the broker keeps the messages in its session queue.
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "iot/device_gateway/device_cache.h"
+#include "iot/device_gateway/downstream.h"
+#include "iot/device_gateway/metrics.h"
+#include "iot/device_gateway/presence.h"
+#include "iot/device_gateway/processor.h"
+#include "iot/device_gateway/uplink.h"
+
+namespace iot::device_gateway {
+
+using WorkItem = std::variant<UplinkMessage, RejectedUplink, PresenceEvent>;
+
+struct PipelineOptions {
+  size_t shards = 4;
+  size_t queue_capacity = 1000;  ///< per shard
+  size_t max_batch = 100;
+  std::chrono::milliseconds retry_initial{100};
+  std::chrono::milliseconds retry_max{5000};
+  std::string message_id_prefix = "gw";
+};
+
+class UplinkPipeline {
+ public:
+  UplinkPipeline(PipelineOptions options, std::shared_ptr<DeviceCache> devices,
+                 std::shared_ptr<Downstream> downstream,
+                 std::shared_ptr<DeviceStatusSink> device_status,
+                 std::shared_ptr<DevicePublisher> publisher, GatewayMetrics& metrics);
+  ~UplinkPipeline();
+  UplinkPipeline(const UplinkPipeline&) = delete;
+  UplinkPipeline& operator=(const UplinkPipeline&) = delete;
+
+  /// Queues `item` on its device's shard; blocks while that shard is full. False (and the
+  /// item is counted as lost) once stopped or past the shutdown deadline.
+  bool Submit(WorkItem item);
+
+  /// Shutdown step 1: Submit() keeps queueing while there is room but gives up at `deadline`
+  /// (so that the MQTT connection can be closed while an owner is down).
+  void BeginShutdown(std::chrono::steady_clock::time_point deadline);
+  /// Shutdown step 2: the senders deliver what is queued until `deadline`, then stop; what is
+  /// left is counted (iot_gateway_uplink_lost_total) and logged. Idempotent.
+  void Stop(std::chrono::steady_clock::time_point deadline);
+
+  [[nodiscard]] size_t queued();
+
+ private:
+  struct Shard {
+    std::mutex mu;
+    std::condition_variable changed;
+    std::deque<WorkItem> queue;
+    std::thread sender;
+  };
+
+  void Run(Shard& shard);
+  /// Calls `call` until it returns OK or a final error, or the pipeline is stopped for good.
+  /// False when it gave up because of the stop.
+  template <typename Call>
+  bool Deliver(Target target, Call&& call);
+  bool Flush(Outputs& out);
+  /// The device of an item; nullptr when it does not exist (the item is then dropped).
+  /// Retries transient failures; nullopt when stopped meanwhile.
+  std::optional<std::shared_ptr<const DeviceInfo>> Resolve(const WorkItem& item);
+  bool Stopped();
+  bool Wait(std::chrono::milliseconds delay);
+
+  PipelineOptions options_;
+  std::shared_ptr<DeviceCache> devices_;
+  std::shared_ptr<Downstream> downstream_;
+  std::shared_ptr<DeviceStatusSink> device_status_;
+  std::shared_ptr<DevicePublisher> publisher_;
+  GatewayMetrics& metrics_;
+  MessageIds ids_;
+  UplinkProcessor processor_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+
+  std::mutex stop_mu_;
+  std::condition_variable stop_changed_;
+  bool submit_closed_ = false;
+  std::chrono::steady_clock::time_point submit_deadline_ =
+      std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point drain_deadline_ =
+      std::chrono::steady_clock::time_point::max();
+  bool stopping_ = false;
+};
+
+}  // namespace iot::device_gateway

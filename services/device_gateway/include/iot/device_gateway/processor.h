@@ -1,0 +1,88 @@
+#pragma once
+
+// From one resolved device message to what each owner receives (DESIGN.md §2): validated
+// property reports for shadow, IoTDA forwarding records for rule-forwarding, device responses
+// for command-dispatch (or shadow for "shadow-" property sets), shadow gets and platform replies
+// (time sync) to publish. Pure logic: no I/O.
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iot/device_gateway/device_cache.h"
+#include "iot/device_gateway/downstream.h"
+#include "iot/device_gateway/metrics.h"
+#include "iot/device_gateway/presence.h"
+#include "iot/device_gateway/uplink.h"
+
+namespace iot::device_gateway {
+
+/// A message the gateway itself publishes to a device (through the plugin relay).
+struct DeviceReply {
+  std::string device_topic;
+  std::string payload;
+};
+
+/// Everything a batch of messages produces, per owner, in arrival order.
+struct Outputs {
+  shadow::v1::ReportPropertiesRequest shadow_reports;
+  std::vector<shadow::v1::PropertySetResult> shadow_set_results;
+  std::vector<shadow::v1::DeviceShadowGetRequest> shadow_gets;
+  device_gateway::v1::PresenceEvents presence;  ///< for shadow and command-dispatch
+  command_dispatch::v1::CompleteRequestsRequest responses;
+  rule_forwarding::v1::IngestRequest records;
+  std::vector<DeviceReply> replies;
+
+  [[nodiscard]] bool empty() const;
+  void Clear();
+};
+
+/// Unique message ids: `{prefix}-{n}` (the prefix names the replica and its start).
+class MessageIds {
+ public:
+  explicit MessageIds(std::string prefix) : prefix_(std::move(prefix)) {}
+  std::string Next();
+
+ private:
+  std::string prefix_;
+  std::atomic<uint64_t> next_{0};
+};
+
+/// Thread-safe (const apart from the counters it increments).
+class UplinkProcessor {
+ public:
+  UplinkProcessor(MessageIds& ids, GatewayMetrics& metrics) : ids_(ids), metrics_(metrics) {}
+
+  /// A device message (already admitted by AdmitUplink). Rejections are counted, logged and
+  /// become validation_failed records in `out`.
+  void Process(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  /// A message refused before its device was resolved.
+  void Process(const DeviceInfo& device, const RejectedUplink& rejected, Outputs& out) const;
+  /// A presence event, after thing-model recorded it.
+  void Process(const DeviceInfo& device, const PresenceEvent& event, Outputs& out) const;
+
+  /// A `device.event` / `validation_failed` record (and the count and log line).
+  void Reject(const DeviceInfo& device, RejectReason reason, std::string_view topic,
+              std::string_view detail, int64_t received_at_unix_ms, Outputs& out,
+              double count = 1) const;
+
+ private:
+  void PropertiesReport(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  void EventUp(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  void MessageUp(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  void Response(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  void ShadowGet(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  void AddRecord(const DeviceInfo& device, std::string_view resource, std::string_view event,
+                 std::string_view topic, int64_t event_unix_ms, std::string body_json,
+                 Outputs& out) const;
+
+  MessageIds& ids_;
+  GatewayMetrics& metrics_;
+};
+
+/// Fills a DeviceRef.
+void SetDeviceRef(const DeviceInfo& device, device_gateway::v1::DeviceRef* ref);
+
+}  // namespace iot::device_gateway

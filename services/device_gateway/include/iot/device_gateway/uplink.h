@@ -1,0 +1,114 @@
+#pragma once
+
+// What the MQTT handler does with a device message before it is queued: turn the broker's relay
+// topic back into the device topic, classify it, apply the size limits and the per-device rate
+// limit (DESIGN.md §3). Cheap and single-threaded: it runs on the MQTT network thread.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+
+#include "iot/device_gateway/topics.h"
+
+namespace iot::device_gateway {
+
+/// `iot/up/`: where the broker plugin delivers a device's `$oc/devices/{id}/...` uplink so that
+/// gateway replicas can share it (broker/README.md, Uplink).
+inline constexpr std::string_view kUplinkRelayPrefix = "iot/up/";
+/// `iot/presence/`: the plugin's presence events, shareable.
+inline constexpr std::string_view kSharedPresencePrefix = "iot/presence/";
+
+/// `$oc/devices/{rest}` for `iot/up/{rest}`; nullopt for any other topic.
+std::optional<std::string> DeviceTopicOfRelay(std::string_view relay_topic);
+
+/// Why an uplink message was not handed on (the `reason` label of
+/// iot_gateway_uplink_rejected_total).
+enum class RejectReason {
+  kUnknownTopic,     ///< not a device uplink topic of DESIGN.md §3
+  kTooLarge,         ///< payload or property report over its limit
+  kRateLimited,      ///< over the device's message rate
+  kMalformed,        ///< not the JSON the topic needs
+  kInvalidProperty,  ///< a property failed the model (counted per property)
+  kInvalidEvent,     ///< an event failed the model (counted per event)
+  kUnknownDevice,    ///< the registry does not know the device (deleted)
+  kUnsupported,      ///< a topic the gateway does not handle yet
+};
+
+std::string_view RejectReasonName(RejectReason reason);
+
+struct UplinkLimits {
+  size_t max_payload_bytes = 1024 * 1024;
+  size_t max_report_bytes = 64 * 1024;
+  /// Messages per second per device (token bucket; the burst is one second's worth).
+  double rate_per_second = 50;
+};
+
+/// Per-device token buckets. Not thread-safe (the MQTT thread owns it). Memory is bounded: when
+/// more than `max_devices` buckets exist, those that are full again (idle a second or more)
+/// are dropped.
+class RateLimiter {
+ public:
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+
+  explicit RateLimiter(double rate_per_second, size_t max_devices = 200'000, Clock clock = {});
+  /// True: take a token for `device_id`; false: over its rate.
+  bool Allow(std::string_view device_id);
+  [[nodiscard]] size_t tracked() const { return buckets_.size(); }
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point updated;
+  };
+  void Sweep(std::chrono::steady_clock::time_point now);
+
+  double rate_;
+  double burst_;
+  size_t max_devices_;
+  Clock clock_;
+  std::unordered_map<std::string, Bucket> buckets_;
+};
+
+/// A device message accepted by the MQTT handler, on its way to the device's shard.
+struct UplinkMessage {
+  UplinkKind kind = UplinkKind::kMessageUp;
+  std::string device_id;
+  std::string topic;  ///< the device's topic, `$oc/devices/{id}/...`
+  std::string request_id;
+  std::string payload;
+  int64_t received_at_unix_ms = 0;
+};
+
+/// A device message the MQTT handler refused, reported to applications as a
+/// `device.event` / `validation_failed` record once the device is resolved.
+struct RejectedUplink {
+  RejectReason reason = RejectReason::kMalformed;
+  std::string device_id;
+  std::string topic;
+  std::string detail;
+  int64_t received_at_unix_ms = 0;
+};
+
+/// Classifies one relayed message (`iot/up/...`) and applies the limits. The rejection carries
+/// no device id when the topic names none.
+std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_topic,
+                                                        std::string payload,
+                                                        const UplinkLimits& limits,
+                                                        RateLimiter& rate_limiter,
+                                                        int64_t received_at_unix_ms);
+
+/// Milliseconds since the epoch, now.
+int64_t NowUnixMs();
+/// IoTDA's `yyyyMMdd'T'HHmmss'Z'` of a time in milliseconds since the epoch.
+std::string CompactUtc(int64_t unix_ms);
+/// Milliseconds since the epoch of IoTDA's `yyyyMMddTHHmmssZ` or an RFC 3339 UTC time
+/// (`2026-11-26T17:42:48.123Z`); nullopt for anything else.
+std::optional<int64_t> ParseDeviceTime(std::string_view text);
+
+}  // namespace iot::device_gateway

@@ -1,0 +1,164 @@
+#include "iot/device_gateway/device_cache.h"
+
+#include <grpcpp/create_channel.h>
+
+#include <nlohmann/json.hpp>
+
+#include "iot/common/auth.h"
+#include "iot/common/logging.h"
+#include "iot/common/status.h"
+#include "iot/thing_model/product_model.h"
+#include "iot/thing_model/v1/thing_model.grpc.pb.h"
+
+namespace iot::device_gateway {
+namespace {
+
+class ThingModelContextSource final : public DeviceContextSource {
+ public:
+  ThingModelContextSource(const std::string& address, std::string service_key)
+      : stub_(iot::thing_model::v1::InternalThingModel::NewStub(
+            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))),
+        service_key_(std::move(service_key)) {}
+
+  absl::StatusOr<DeviceContextData> GetDeviceContext(const std::string& device_id) override {
+    grpc::ClientContext context;
+    common::SetBearer(context, service_key_);
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    iot::thing_model::v1::GetDeviceContextRequest request;
+    request.set_device_id(device_id);
+    iot::thing_model::v1::DeviceContext response;
+    if (auto status = common::FromGrpcStatus(stub_->GetDeviceContext(&context, request, &response));
+        !status.ok()) {
+      return status;
+    }
+    return DeviceContextData{.device_id = response.device_id(),
+                             .tenant_id = response.tenant_id(),
+                             .product_id = response.product_id(),
+                             .node_id = response.node_id(),
+                             .model_version = response.model_version(),
+                             .product_json = response.product_json()};
+  }
+
+ private:
+  std::unique_ptr<iot::thing_model::v1::InternalThingModel::Stub> stub_;
+  std::string service_key_;
+};
+
+}  // namespace
+
+std::shared_ptr<DeviceContextSource> MakeThingModelContextSource(const std::string& address,
+                                                                 const std::string& service_key) {
+  return std::make_shared<ThingModelContextSource>(address, service_key);
+}
+
+DeviceCache::DeviceCache(std::shared_ptr<DeviceContextSource> source, size_t capacity)
+    : source_(std::move(source)), capacity_(std::max<size_t>(capacity, 1)) {}
+
+absl::StatusOr<std::shared_ptr<const DeviceInfo>> DeviceCache::Get(const std::string& device_id) {
+  uint64_t generation = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = devices_.find(device_id); it != devices_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second.position);
+      return it->second.info;
+    }
+    generation = generation_;
+  }
+  auto data = source_->GetDeviceContext(device_id);
+  if (!data.ok()) {
+    return data.status();
+  }
+  auto validator = Compile(*data);
+  if (!validator.ok()) {
+    return validator.status();
+  }
+  auto info = std::make_shared<const DeviceInfo>(DeviceInfo{.device_id = data->device_id,
+                                                            .tenant_id = data->tenant_id,
+                                                            .product_id = data->product_id,
+                                                            .node_id = data->node_id,
+                                                            .model_version = data->model_version,
+                                                            .validator = *std::move(validator)});
+  std::lock_guard lock(mu_);
+  if (generation == generation_ && !devices_.contains(device_id)) {
+    lru_.push_front(device_id);
+    devices_.emplace(device_id, Entry{.info = info, .position = lru_.begin()});
+    while (devices_.size() > capacity_) {
+      devices_.erase(lru_.back());
+      lru_.pop_back();
+    }
+  }
+  return info;
+}
+
+absl::StatusOr<std::shared_ptr<const thing_model::Validator>> DeviceCache::Compile(
+    const DeviceContextData& data) {
+  const auto key = std::make_pair(data.product_id, data.model_version);
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = models_.find(key); it != models_.end()) {
+      return it->second;
+    }
+  }
+  auto model = thing_model::ParseProductModel(data.product_json);
+  if (!model.ok()) {
+    common::LogError("product model of a device does not compile",
+                     {{"device_id", data.device_id},
+                      {"product_id", data.product_id},
+                      {"error", std::string(model.status().message())}});
+    return absl::InvalidArgumentError("product model does not compile: " +
+                                      std::string(model.status().message()));
+  }
+  auto validator = std::make_shared<const thing_model::Validator>(model->model);
+  std::lock_guard lock(mu_);
+  // Older versions of the product are no longer needed by new lookups.
+  std::erase_if(models_, [&](const auto& entry) {
+    return entry.first.first == data.product_id && entry.first.second < data.model_version;
+  });
+  models_.emplace(key, validator);
+  return validator;
+}
+
+void DeviceCache::OnChange(std::string_view message) {
+  const auto change = nlohmann::json::parse(message, nullptr, false);
+  if (!change.is_object()) {
+    Clear();
+    return;
+  }
+  const std::string kind = change.value("kind", "");
+  std::lock_guard lock(mu_);
+  ++generation_;
+  if (kind == "device") {
+    DropDevice(change.value("device_id", ""));
+  } else if (kind == "product") {
+    const std::string product_id = change.value("product_id", "");
+    for (auto it = devices_.begin(); it != devices_.end();) {
+      if (it->second.info->product_id == product_id) {
+        lru_.erase(it->second.position);
+        it = devices_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+void DeviceCache::DropDevice(const std::string& device_id) {
+  if (auto it = devices_.find(device_id); it != devices_.end()) {
+    lru_.erase(it->second.position);
+    devices_.erase(it);
+  }
+}
+
+void DeviceCache::Clear() {
+  std::lock_guard lock(mu_);
+  ++generation_;
+  devices_.clear();
+  lru_.clear();
+}
+
+size_t DeviceCache::size() {
+  std::lock_guard lock(mu_);
+  return devices_.size();
+}
+
+}  // namespace iot::device_gateway

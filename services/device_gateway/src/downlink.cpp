@@ -1,0 +1,140 @@
+#include "iot/device_gateway/downlink.h"
+
+#include <fmt/format.h>
+
+#include "iot/common/logging.h"
+#include "iot/common/mqtt.h"
+#include "iot/common/status.h"
+
+namespace iot::device_gateway {
+namespace {
+
+/// The iot_auth plugin's PUBACK for a relay to a device that is not connected.
+constexpr int kNotAuthorized = 0x87;
+
+bool NeedsRequestId(DownlinkKind kind) {
+  return kind == DownlinkKind::kCommand || kind == DownlinkKind::kPropertiesSet ||
+         kind == DownlinkKind::kPropertiesGet || kind == DownlinkKind::kShadowResponse;
+}
+
+/// A device id or request id that is one topic level without wildcards or control characters.
+bool IsTopicLevel(std::string_view text) {
+  if (text.empty() || text.size() > 256) {
+    return false;
+  }
+  for (const char c : text) {
+    if (c == '/' || c == '+' || c == '#' || static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string_view KindName(DownlinkKind kind) {
+  switch (kind) {
+    case DownlinkKind::kCommand:
+      return "command";
+    case DownlinkKind::kPropertiesSet:
+      return "properties_set";
+    case DownlinkKind::kPropertiesGet:
+      return "properties_get";
+    case DownlinkKind::kMessageDown:
+      return "message";
+    case DownlinkKind::kShadowResponse:
+      return "shadow_response";
+    case DownlinkKind::kEventDown:
+      return "event";
+  }
+  return "unknown";
+}
+
+class MqttPublisher final : public DevicePublisher {
+ public:
+  MqttPublisher(std::shared_ptr<common::MqttClient> mqtt, std::chrono::milliseconds timeout)
+      : mqtt_(std::move(mqtt)), timeout_(timeout) {}
+
+  absl::StatusOr<bool> Publish(const std::string& device_topic, std::string_view payload,
+                               int qos) override {
+    const std::string relay = RelayTopic(device_topic);
+    if (qos == 0) {
+      // No acknowledgement to learn from: QoS 0 cannot tell an offline device.
+      if (auto status = mqtt_->Publish(relay, payload, 0); !status.ok()) {
+        return status;
+      }
+      return true;
+    }
+    auto reason = mqtt_->PublishAndWait(relay, payload, qos, timeout_);
+    if (!reason.ok()) {
+      return reason.status().code() == absl::StatusCode::kDeadlineExceeded
+                 ? absl::UnavailableError(std::string(reason.status().message()))
+                 : reason.status();
+    }
+    if (*reason == kNotAuthorized) {
+      return false;
+    }
+    if (*reason >= 0x80) {
+      return absl::InternalError(
+          fmt::format("broker refused the downlink: reason 0x{:02x}", *reason));
+    }
+    return true;
+  }
+
+ private:
+  std::shared_ptr<common::MqttClient> mqtt_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace
+
+DownlinkService::DownlinkService(std::shared_ptr<DevicePublisher> publisher,
+                                 GatewayMetrics& metrics, size_t max_payload_bytes)
+    : publisher_(std::move(publisher)), metrics_(metrics), max_payload_bytes_(max_payload_bytes) {}
+
+absl::StatusOr<DownlinkResult> DownlinkService::Publish(const DownlinkRequest& request) {
+  if (!IsTopicLevel(request.device_id)) {
+    return common::InvalidField("device_id", "must be a device id (no '/', '+', '#')");
+  }
+  if (NeedsRequestId(request.kind) && !IsTopicLevel(request.request_id)) {
+    return common::InvalidField("request_id", "is required for this kind (no '/', '+', '#')");
+  }
+  if (request.qos != 0 && request.qos != 1) {
+    return common::InvalidField("qos", "must be 0 or 1");
+  }
+  if (request.payload.size() > max_payload_bytes_) {
+    return common::InvalidField("payload", fmt::format("{} bytes exceed the limit of {}",
+                                                       request.payload.size(), max_payload_bytes_));
+  }
+  std::string user_topic;
+  if (!request.user_topic.empty()) {
+    if (request.kind != DownlinkKind::kMessageDown) {
+      return common::InvalidField("user_topic", "only for messages");
+    }
+    const std::string_view rest = request.user_topic;
+    if (rest.find_first_of("+#") != std::string_view::npos || rest.ends_with('/') ||
+        rest.starts_with('/')) {
+      return common::InvalidField("user_topic", "must be a topic below user/ without wildcards");
+    }
+    user_topic = rest.starts_with("user/") ? std::string(rest) : "user/" + std::string(rest);
+  }
+  const std::string topic =
+      DownlinkTopic(request.kind, request.device_id, request.request_id, user_topic);
+  auto online = publisher_->Publish(topic, request.payload, request.qos);
+  const std::string kind(KindName(request.kind));
+  if (!online.ok()) {
+    metrics_.downlink.Add({{"kind", kind}, {"result", "error"}}).Increment();
+    common::LogWarn("downlink not published", {{"device_id", request.device_id},
+                                               {"topic", topic},
+                                               {"error", std::string(online.status().message())}});
+    return absl::UnavailableError("downlink not published: " +
+                                  std::string(online.status().message()));
+  }
+  metrics_.downlink.Add({{"kind", kind}, {"result", *online ? "online" : "offline"}}).Increment();
+  return DownlinkResult{.online = *online, .topic = topic};
+}
+
+std::shared_ptr<DevicePublisher> MakeMqttPublisher(std::shared_ptr<common::MqttClient> mqtt,
+                                                   std::chrono::milliseconds timeout) {
+  return std::make_shared<MqttPublisher>(std::move(mqtt), timeout);
+}
+
+}  // namespace iot::device_gateway

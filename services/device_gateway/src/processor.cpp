@@ -1,0 +1,414 @@
+#include "iot/device_gateway/processor.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "iot/common/logging.h"
+
+namespace iot::device_gateway {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr size_t kMaxErrorsInRecord = 20;
+constexpr std::string_view kShadowRequestPrefix = "shadow-";
+
+/// JSON text of any bytes: invalid UTF-8 is replaced rather than refused.
+std::string Dump(const Json& value) {
+  return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+/// At most `per_second` rejection log lines a second: a flooding device must not flood the log
+/// (the metric counts everything).
+class LogThrottle {
+ public:
+  explicit LogThrottle(int per_second) : per_second_(per_second) {}
+  bool Allow() {
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(mu_);
+    if (now - window_ >= std::chrono::seconds(1)) {
+      window_ = now;
+      used_ = 0;
+    }
+    return used_++ < per_second_;
+  }
+
+ private:
+  const int per_second_;
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point window_{};
+  int used_ = 0;
+};
+
+LogThrottle& RejectionLog() {
+  static LogThrottle throttle(20);
+  return throttle;
+}
+
+command_dispatch::v1::ResponseKind ResponseKindOf(UplinkKind kind) {
+  switch (kind) {
+    case UplinkKind::kCommandResponse:
+      return command_dispatch::v1::RESPONSE_KIND_COMMAND;
+    case UplinkKind::kPropertiesSetResponse:
+      return command_dispatch::v1::RESPONSE_KIND_PROPERTIES_SET;
+    case UplinkKind::kPropertiesGetResponse:
+      return command_dispatch::v1::RESPONSE_KIND_PROPERTIES_GET;
+    default:
+      return command_dispatch::v1::RESPONSE_KIND_UNSPECIFIED;
+  }
+}
+
+std::string_view ResponseTypeName(UplinkKind kind) {
+  switch (kind) {
+    case UplinkKind::kCommandResponse:
+      return "command";
+    case UplinkKind::kPropertiesSetResponse:
+      return "properties_set";
+    default:
+      return "properties_get";
+  }
+}
+
+std::string JoinErrors(const std::vector<std::string>& errors, size_t total) {
+  std::string out;
+  for (const auto& e : errors) {
+    if (!out.empty()) {
+      out += "; ";
+    }
+    out += e;
+  }
+  if (total > errors.size()) {
+    out += fmt::format(" (and {} more)", total - errors.size());
+  }
+  return out;
+}
+
+}  // namespace
+
+bool Outputs::empty() const {
+  return shadow_reports.reports_size() == 0 && shadow_set_results.empty() && shadow_gets.empty() &&
+         presence.events_size() == 0 && responses.responses_size() == 0 &&
+         records.records_size() == 0 && replies.empty();
+}
+
+void Outputs::Clear() {
+  shadow_reports.Clear();
+  shadow_set_results.clear();
+  shadow_gets.clear();
+  presence.Clear();
+  responses.Clear();
+  records.Clear();
+  replies.clear();
+}
+
+std::string MessageIds::Next() { return fmt::format("{}-{}", prefix_, ++next_); }
+
+void SetDeviceRef(const DeviceInfo& device, device_gateway::v1::DeviceRef* ref) {
+  ref->set_tenant_id(device.tenant_id);
+  ref->set_device_id(device.device_id);
+  ref->set_product_id(device.product_id);
+  ref->set_node_id(device.node_id);
+}
+
+void UplinkProcessor::AddRecord(const DeviceInfo& device, std::string_view resource,
+                                std::string_view event, std::string_view topic,
+                                int64_t event_unix_ms, std::string body_json, Outputs& out) const {
+  auto* record = out.records.add_records();
+  record->set_message_id(ids_.Next());
+  SetDeviceRef(device, record->mutable_device());
+  record->set_resource(std::string(resource));
+  record->set_event(std::string(event));
+  record->set_topic(std::string(topic));
+  record->set_event_time_unix_ms(event_unix_ms);
+  const Json header = {{"device_id", device.device_id},
+                       {"product_id", device.product_id},
+                       {"node_id", device.node_id},
+                       {"tenant_id", device.tenant_id}};
+  record->set_envelope_json(fmt::format(
+      R"({{"resource":{},"event":{},"event_time":"{}","notify_data":{{"header":{},"body":{}}}}})",
+      Json(resource).dump(), Json(event).dump(), CompactUtc(event_unix_ms), header.dump(),
+      body_json));
+}
+
+void UplinkProcessor::Reject(const DeviceInfo& device, RejectReason reason, std::string_view topic,
+                             std::string_view detail, int64_t received_at_unix_ms, Outputs& out,
+                             double count) const {
+  if (count > 0) {
+    metrics_.Rejected(reason, count);
+  }
+  if (RejectionLog().Allow()) {
+    common::LogWarn("device uplink rejected", {{"device_id", device.device_id},
+                                               {"topic", std::string(topic)},
+                                               {"reason", std::string(RejectReasonName(reason))},
+                                               {"detail", std::string(detail)}});
+  }
+  const Json body = {{"topic", topic},
+                     {"reason", RejectReasonName(reason)},
+                     {"detail", detail},
+                     {"received_time", CompactUtc(received_at_unix_ms)}};
+  AddRecord(device, "device.event", "validation_failed", topic, received_at_unix_ms, Dump(body),
+            out);
+}
+
+void UplinkProcessor::Process(const DeviceInfo& device, const RejectedUplink& rejected,
+                              Outputs& out) const {
+  // Counted by the MQTT handler when it refused the message.
+  Reject(device, rejected.reason, rejected.topic, rejected.detail, rejected.received_at_unix_ms,
+         out, /*count=*/0);
+}
+
+void UplinkProcessor::Process(const DeviceInfo& device, const PresenceEvent& event,
+                              Outputs& out) const {
+  auto* presence = out.presence.add_events();
+  presence->set_message_id(ids_.Next());
+  SetDeviceRef(device, presence->mutable_device());
+  presence->set_online(event.online);
+  presence->set_event_time(event.time);
+  presence->set_reason(event.online ? "" : event.reason);
+  presence->set_client_address(event.client_address);
+  const int64_t at = ParseDeviceTime(event.time).value_or(NowUnixMs());
+  Json body = {{"status", event.online ? "ONLINE" : "OFFLINE"}, {"reason", event.reason}};
+  body[event.online ? "last_online_time" : "last_offline_time"] = CompactUtc(at);
+  AddRecord(device, "device.status", "update", "", at, Dump(body), out);
+}
+
+void UplinkProcessor::Process(const DeviceInfo& device, const UplinkMessage& message,
+                              Outputs& out) const {
+  switch (message.kind) {
+    case UplinkKind::kPropertiesReport:
+      PropertiesReport(device, message, out);
+      return;
+    case UplinkKind::kEventUp:
+      EventUp(device, message, out);
+      return;
+    case UplinkKind::kMessageUp:
+    case UplinkKind::kCustom:
+      MessageUp(device, message, out);
+      return;
+    case UplinkKind::kCommandResponse:
+    case UplinkKind::kPropertiesSetResponse:
+    case UplinkKind::kPropertiesGetResponse:
+      Response(device, message, out);
+      return;
+    case UplinkKind::kShadowGet:
+      ShadowGet(device, message, out);
+      return;
+    case UplinkKind::kGatewayPropertiesReport:
+      Reject(device, RejectReason::kUnsupported, message.topic,
+             "sub-device property reports are not supported yet", message.received_at_unix_ms, out);
+      return;
+  }
+}
+
+void UplinkProcessor::PropertiesReport(const DeviceInfo& device, const UplinkMessage& message,
+                                       Outputs& out) const {
+  thread_local thing_model::ReportResult result;
+  device.validator->ValidateReport(
+      message.payload, result,
+      {.check_required = false, .max_bytes = message.payload.size() + 1, .max_errors = 100});
+  if (!result.errors.empty()) {
+    const bool whole = result.services.empty() && result.properties.empty() &&
+                       result.errors.front().kind == thing_model::ErrorKind::kMalformed;
+    std::vector<std::string> texts;
+    for (size_t i = 0; i < result.errors.size() && i < kMaxErrorsInRecord; ++i) {
+      texts.push_back(result.errors[i].ToString());
+    }
+    Reject(device, whole ? RejectReason::kMalformed : RejectReason::kInvalidProperty, message.topic,
+           JoinErrors(texts, result.error_count()), message.received_at_unix_ms, out,
+           whole ? 1.0 : static_cast<double>(result.error_count()));
+  }
+  // The valid part passes on (DESIGN.md §2), values exactly as reported.
+  std::string services = "[";
+  std::optional<int64_t> event_time;
+  for (const auto& service : result.services) {
+    if (service.property_count == 0) {
+      continue;
+    }
+    if (services.size() > 1) {
+      services += ',';
+    }
+    services += R"({"service_id":)" + Json(service.service_id).dump() + R"(,"properties":{)";
+    bool first = true;
+    for (const auto& property : result.PropertiesOf(service)) {
+      if (!first) {
+        services += ',';
+      }
+      first = false;
+      services += Json(property.name).dump();
+      services += ':';
+      services.append(property.value);
+    }
+    services += '}';
+    if (!service.event_time.empty()) {
+      services += R"(,"event_time":)" + Json(service.event_time).dump();
+      if (!event_time) {
+        event_time = ParseDeviceTime(service.event_time);
+      }
+    }
+    services += '}';
+  }
+  services += ']';
+  if (services.size() == 2) {
+    return;  // nothing valid
+  }
+  auto* report = out.shadow_reports.add_reports();
+  report->set_message_id(ids_.Next());
+  SetDeviceRef(device, report->mutable_device());
+  report->set_services_json(services);
+  report->set_received_at_unix_ms(message.received_at_unix_ms);
+  AddRecord(device, "device.property", "report", message.topic,
+            event_time.value_or(message.received_at_unix_ms), R"({"services":)" + services + "}",
+            out);
+}
+
+void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& message,
+                              Outputs& out) const {
+  const Json body = Json::parse(message.payload, nullptr, false);
+  if (!body.is_object() || !body.contains("services") || !body["services"].is_array()) {
+    Reject(device, RejectReason::kMalformed, message.topic,
+           "events/up needs a JSON object with a services array", message.received_at_unix_ms, out);
+    return;
+  }
+  Json valid = Json::array();
+  std::vector<std::string> errors;
+  size_t invalid = 0;
+  std::optional<int64_t> event_time;
+  const auto& services = body["services"];
+  for (size_t i = 0; i < services.size(); ++i) {
+    const Json& entry = services[i];
+    const std::string where = fmt::format("services[{}]", i);
+    if (!entry.is_object() || !entry.contains("service_id") || !entry["service_id"].is_string() ||
+        !entry.contains("event_type") || !entry["event_type"].is_string()) {
+      ++invalid;
+      errors.push_back(where + ": needs service_id and event_type strings");
+      continue;
+    }
+    const std::string service_id = entry["service_id"];
+    const std::string event_type = entry["event_type"];
+    const Json paras = entry.contains("paras") ? entry["paras"] : Json();
+    if (!paras.is_null() && !paras.is_object()) {
+      ++invalid;
+      errors.push_back(where + ".paras: must be an object");
+      continue;
+    }
+    if (service_id.starts_with('$')) {
+      // IoTDA system services ($time_sync, $sdk_info, $ota, $log, ...): not in product models.
+      if (service_id == "$time_sync" && event_type == "time_sync_request") {
+        Json reply_paras = {{"server_recv_time", message.received_at_unix_ms},
+                            {"server_send_time", NowUnixMs()}};
+        if (paras.is_object() && paras.contains("device_send_time")) {
+          reply_paras["device_send_time"] = paras["device_send_time"];
+        }
+        const Json reply = {
+            {"object_device_id", body.value("object_device_id", Json(device.device_id))},
+            {"services",
+             {{{"service_id", "$time_sync"},
+               {"event_type", "time_sync_response"},
+               {"event_time", CompactUtc(NowUnixMs())},
+               {"paras", reply_paras}}}}};
+        out.replies.push_back(
+            {.device_topic = DownlinkTopic(DownlinkKind::kEventDown, device.device_id, ""),
+             .payload = Dump(reply)});
+      }
+    } else {
+      const auto result = device.validator->ValidateEvent(service_id, event_type, paras);
+      if (!result.ok()) {
+        ++invalid;
+        for (const auto& e : result.errors) {
+          errors.push_back(where + ": " + e.ToString());
+        }
+        continue;
+      }
+    }
+    if (!event_time && entry.contains("event_time") && entry["event_time"].is_string()) {
+      event_time = ParseDeviceTime(entry["event_time"].get<std::string>());
+    }
+    valid.push_back(entry);
+  }
+  if (invalid > 0) {
+    if (errors.size() > kMaxErrorsInRecord) {
+      errors.resize(kMaxErrorsInRecord);
+    }
+    Reject(device, RejectReason::kInvalidEvent, message.topic, JoinErrors(errors, errors.size()),
+           message.received_at_unix_ms, out, static_cast<double>(invalid));
+  }
+  if (valid.empty()) {
+    return;
+  }
+  Json forwarded = {{"services", std::move(valid)}};
+  if (body.contains("object_device_id") && body["object_device_id"].is_string()) {
+    forwarded["object_device_id"] = body["object_device_id"];
+  }
+  AddRecord(device, "device.event", "report", message.topic,
+            event_time.value_or(message.received_at_unix_ms), Dump(forwarded), out);
+}
+
+void UplinkProcessor::MessageUp(const DeviceInfo& device, const UplinkMessage& message,
+                                Outputs& out) const {
+  // Any bytes (DESIGN.md §3): JSON stays JSON, anything else is carried as a string.
+  Json content = Json::parse(message.payload, nullptr, false);
+  if (content.is_discarded()) {
+    content = message.payload;
+  }
+  const Json body = {{"topic", message.topic}, {"content", std::move(content)}};
+  AddRecord(device, "device.message", "report", message.topic, message.received_at_unix_ms,
+            Dump(body), out);
+}
+
+void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& message,
+                               Outputs& out) const {
+  Json body =
+      message.payload.empty() ? Json::object() : Json::parse(message.payload, nullptr, false);
+  if (!body.is_object()) {
+    Reject(device, RejectReason::kMalformed, message.topic, "a response must be a JSON object",
+           message.received_at_unix_ms, out);
+    return;
+  }
+  const std::string payload_json = Dump(body);
+  if (message.kind == UplinkKind::kPropertiesSetResponse &&
+      message.request_id.starts_with(kShadowRequestPrefix)) {
+    shadow::v1::PropertySetResult result;
+    result.set_message_id(ids_.Next());
+    SetDeviceRef(device, result.mutable_device());
+    result.set_request_id(message.request_id);
+    result.set_payload_json(payload_json);
+    result.set_received_at_unix_ms(message.received_at_unix_ms);
+    out.shadow_set_results.push_back(std::move(result));
+  } else {
+    auto* response = out.responses.add_responses();
+    response->set_message_id(ids_.Next());
+    SetDeviceRef(device, response->mutable_device());
+    response->set_kind(ResponseKindOf(message.kind));
+    response->set_request_id(message.request_id);
+    response->set_payload_json(payload_json);
+    response->set_received_at_unix_ms(message.received_at_unix_ms);
+  }
+  const Json record = {{"request_id", message.request_id},
+                       {"type", ResponseTypeName(message.kind)},
+                       {"response", std::move(body)}};
+  AddRecord(device, "device.command", "response", message.topic, message.received_at_unix_ms,
+            Dump(record), out);
+}
+
+void UplinkProcessor::ShadowGet(const DeviceInfo& device, const UplinkMessage& message,
+                                Outputs& out) const {
+  const Json body =
+      message.payload.empty() ? Json::object() : Json::parse(message.payload, nullptr, false);
+  if (!body.is_object()) {
+    Reject(device, RejectReason::kMalformed, message.topic, "a shadow get must be a JSON object",
+           message.received_at_unix_ms, out);
+    return;
+  }
+  shadow::v1::DeviceShadowGetRequest request;
+  SetDeviceRef(device, request.mutable_device());
+  request.set_request_id(message.request_id);
+  if (body.contains("service_id") && body["service_id"].is_string()) {
+    request.set_service_id(body["service_id"].get<std::string>());
+  }
+  out.shadow_gets.push_back(std::move(request));
+}
+
+}  // namespace iot::device_gateway

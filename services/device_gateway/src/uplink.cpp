@@ -1,0 +1,191 @@
+#include "iot/device_gateway/uplink.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ctime>
+
+namespace iot::device_gateway {
+
+std::optional<std::string> DeviceTopicOfRelay(std::string_view relay_topic) {
+  if (!relay_topic.starts_with(kUplinkRelayPrefix)) {
+    return std::nullopt;
+  }
+  relay_topic.remove_prefix(kUplinkRelayPrefix.size());
+  return std::string("$oc/devices/").append(relay_topic);
+}
+
+std::string_view RejectReasonName(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kUnknownTopic:
+      return "unknown_topic";
+    case RejectReason::kTooLarge:
+      return "too_large";
+    case RejectReason::kRateLimited:
+      return "rate_limited";
+    case RejectReason::kMalformed:
+      return "malformed";
+    case RejectReason::kInvalidProperty:
+      return "invalid_property";
+    case RejectReason::kInvalidEvent:
+      return "invalid_event";
+    case RejectReason::kUnknownDevice:
+      return "unknown_device";
+    case RejectReason::kUnsupported:
+      return "unsupported";
+  }
+  return "unknown";
+}
+
+RateLimiter::RateLimiter(double rate_per_second, size_t max_devices, Clock clock)
+    : rate_(rate_per_second),
+      burst_(std::max(1.0, rate_per_second)),
+      max_devices_(max_devices),
+      clock_(clock ? std::move(clock) : Clock([] { return std::chrono::steady_clock::now(); })) {}
+
+bool RateLimiter::Allow(std::string_view device_id) {
+  const auto now = clock_();
+  auto it = buckets_.find(std::string(device_id));
+  if (it == buckets_.end()) {
+    if (buckets_.size() >= max_devices_) {
+      Sweep(now);
+    }
+    it = buckets_.emplace(std::string(device_id), Bucket{.tokens = burst_, .updated = now}).first;
+  }
+  Bucket& bucket = it->second;
+  const double elapsed = std::chrono::duration<double>(now - bucket.updated).count();
+  bucket.tokens = std::min(burst_, bucket.tokens + elapsed * rate_);
+  bucket.updated = now;
+  if (bucket.tokens < 1.0) {
+    return false;
+  }
+  bucket.tokens -= 1.0;
+  return true;
+}
+
+void RateLimiter::Sweep(std::chrono::steady_clock::time_point now) {
+  std::erase_if(buckets_, [&](const auto& entry) {
+    const double elapsed = std::chrono::duration<double>(now - entry.second.updated).count();
+    return entry.second.tokens + elapsed * rate_ >= burst_;
+  });
+}
+
+std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_topic,
+                                                        std::string payload,
+                                                        const UplinkLimits& limits,
+                                                        RateLimiter& rate_limiter,
+                                                        int64_t received_at_unix_ms) {
+  RejectedUplink rejected{.reason = RejectReason::kUnknownTopic,
+                          .device_id = {},
+                          .topic = std::string(relay_topic),
+                          .detail = {},
+                          .received_at_unix_ms = received_at_unix_ms};
+  const auto device_topic = DeviceTopicOfRelay(relay_topic);
+  if (!device_topic) {
+    rejected.detail = "not below iot/up/";
+    return rejected;
+  }
+  rejected.topic = *device_topic;
+  const auto parsed = ParseUplinkTopic(*device_topic);
+  if (!parsed) {
+    // Name the device when the topic does: the rejection is forwarded to its applications.
+    const std::string_view rest = std::string_view(*device_topic).substr(12);  // "$oc/devices/"
+    const size_t slash = rest.find('/');
+    if (slash != std::string_view::npos && slash > 0) {
+      rejected.device_id = std::string(rest.substr(0, slash));
+    }
+    rejected.detail = "not a device uplink topic";
+    return rejected;
+  }
+  rejected.device_id = std::string(parsed->device_id);
+  const size_t limit = parsed->kind == UplinkKind::kPropertiesReport ||
+                               parsed->kind == UplinkKind::kGatewayPropertiesReport
+                           ? std::min(limits.max_report_bytes, limits.max_payload_bytes)
+                           : limits.max_payload_bytes;
+  if (payload.size() > limit) {
+    rejected.reason = RejectReason::kTooLarge;
+    rejected.detail =
+        fmt::format("payload of {} bytes exceeds the limit of {}", payload.size(), limit);
+    return rejected;
+  }
+  if (!rate_limiter.Allow(parsed->device_id)) {
+    rejected.reason = RejectReason::kRateLimited;
+    rejected.detail = fmt::format("over {} messages/s", limits.rate_per_second);
+    return rejected;
+  }
+  if (parsed->kind == UplinkKind::kGatewayPropertiesReport) {
+    rejected.reason = RejectReason::kUnsupported;
+    rejected.detail = "sub-device property reports are not supported yet";
+    return rejected;
+  }
+  return UplinkMessage{.kind = parsed->kind,
+                       .device_id = std::string(parsed->device_id),
+                       .topic = *device_topic,
+                       .request_id = std::string(parsed->request_id),
+                       .payload = std::move(payload),
+                       .received_at_unix_ms = received_at_unix_ms};
+}
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string CompactUtc(int64_t unix_ms) {
+  const std::time_t seconds = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  return fmt::format("{:04d}{:02d}{:02d}T{:02d}{:02d}{:02d}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+namespace {
+
+bool Digits(std::string_view text, size_t pos, size_t count, int& out) {
+  if (pos + count > text.size()) {
+    return false;
+  }
+  out = 0;
+  for (size_t i = pos; i < pos + count; ++i) {
+    if (text[i] < '0' || text[i] > '9') {
+      return false;
+    }
+    out = out * 10 + (text[i] - '0');
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<int64_t> ParseDeviceTime(std::string_view text) {
+  std::tm tm{};
+  int year = 0;
+  int month = 0;
+  int millis = 0;
+  bool ok = false;
+  if (text.size() == 16 && text[8] == 'T' && text[15] == 'Z') {  // yyyyMMddTHHmmssZ
+    ok = Digits(text, 0, 4, year) && Digits(text, 4, 2, month) && Digits(text, 6, 2, tm.tm_mday) &&
+         Digits(text, 9, 2, tm.tm_hour) && Digits(text, 11, 2, tm.tm_min) &&
+         Digits(text, 13, 2, tm.tm_sec);
+  } else if (text.size() >= 20 && text[4] == '-' && text[7] == '-' && text[10] == 'T' &&
+             text[13] == ':' && text[16] == ':' && text.back() == 'Z') {
+    ok = Digits(text, 0, 4, year) && Digits(text, 5, 2, month) && Digits(text, 8, 2, tm.tm_mday) &&
+         Digits(text, 11, 2, tm.tm_hour) && Digits(text, 14, 2, tm.tm_min) &&
+         Digits(text, 17, 2, tm.tm_sec);
+    if (ok && text.size() == 24 && text[19] == '.') {
+      ok = Digits(text, 20, 3, millis);
+    } else if (ok && text.size() != 20) {
+      ok = false;
+    }
+  }
+  if (!ok || month < 1 || month > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+      tm.tm_min > 59 || tm.tm_sec > 60) {
+    return std::nullopt;
+  }
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  return static_cast<int64_t>(timegm(&tm)) * 1000 + millis;
+}
+
+}  // namespace iot::device_gateway

@@ -1,0 +1,421 @@
+// UplinkProcessor and UplinkPipeline against in-memory fakes of the registry, the owners and
+// the broker.
+#include "iot/device_gateway/pipeline.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "iot/testing/process.h"
+
+namespace iot::device_gateway {
+namespace {
+
+using iot::testing::WaitUntil;
+using Json = nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr std::string_view kModel = R"({
+  "product_id": "p1", "name": "Meter", "device_type": "Meter", "protocol_type": "MQTT",
+  "data_format": "json", "manufacturer_name": "Acme",
+  "service_capabilities": [{
+    "service_id": "meter",
+    "properties": [
+      {"property_name": "voltage", "data_type": "decimal", "min": "0", "max": "480", "method": "R"},
+      {"property_name": "state", "data_type": "enum", "enum_list": ["ON", "OFF"], "method": "RW"}
+    ],
+    "commands": [],
+    "events": [{"event_type": "overload",
+                "paras": [{"para_name": "current", "data_type": "decimal", "min": "0", "max": "1000"}]}]
+  }]
+})";
+
+class FakeRegistry final : public DeviceContextSource {
+ public:
+  absl::StatusOr<DeviceContextData> GetDeviceContext(const std::string& device_id) override {
+    ++calls;
+    if (unavailable > 0) {
+      --unavailable;
+      return absl::UnavailableError("thing-model down");
+    }
+    if (device_id == "gone") {
+      return absl::NotFoundError("device gone");
+    }
+    return DeviceContextData{.device_id = device_id,
+                             .tenant_id = "t1",
+                             .product_id = "p1",
+                             .node_id = "n",
+                             .model_version = 1,
+                             .product_json = std::string(kModel)};
+  }
+  std::atomic<int> calls{0};
+  std::atomic<int> unavailable{0};
+};
+
+/// Records what the owners receive; fails while `failing` says so.
+class FakeOwners final : public Downstream, public DeviceStatusSink, public DevicePublisher {
+ public:
+  absl::Status Fail() {
+    std::lock_guard lock(mu);
+    if (failures > 0) {
+      --failures;
+      // UNAVAILABLE and UNIMPLEMENTED (an owner not built yet) are both retried.
+      return failures % 2 == 0 ? absl::UnavailableError("down") : absl::UnimplementedError("no");
+    }
+    return absl::OkStatus();
+  }
+  absl::Status ReportProperties(const shadow::v1::ReportPropertiesRequest& request) override {
+    if (auto s = Fail(); !s.ok()) {
+      return s;
+    }
+    std::lock_guard lock(mu);
+    for (const auto& r : request.reports()) {
+      shadow_reports.push_back(r);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status CompletePropertySet(const shadow::v1::PropertySetResult& result) override {
+    std::lock_guard lock(mu);
+    set_results.push_back(result);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::string> GetDeviceShadow(
+      const shadow::v1::DeviceShadowGetRequest& request) override {
+    return R"({"shadow":[],"for":")" + request.device().device_id() + "\"}";
+  }
+  absl::Status ShadowPresence(const device_gateway::v1::PresenceEvents& events) override {
+    std::lock_guard lock(mu);
+    shadow_presence += events.events_size();
+    return absl::OkStatus();
+  }
+  absl::Status CompleteRequests(
+      const command_dispatch::v1::CompleteRequestsRequest& request) override {
+    std::lock_guard lock(mu);
+    for (const auto& r : request.responses()) {
+      responses.push_back(r);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status CommandPresence(const device_gateway::v1::PresenceEvents& events) override {
+    std::lock_guard lock(mu);
+    command_presence += events.events_size();
+    return absl::OkStatus();
+  }
+  absl::Status Ingest(const rule_forwarding::v1::IngestRequest& request) override {
+    if (auto s = Fail(); !s.ok()) {
+      return s;
+    }
+    std::unique_lock lock(mu);
+    blocked_cv.wait(lock, [&] { return !blocked; });
+    for (const auto& r : request.records()) {
+      records.push_back(r);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status ReportPresence(const PresenceEvent& event) override {
+    std::lock_guard lock(mu);
+    status_events.push_back(event.device_id + (event.online ? "+" : "-"));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<bool> Publish(const std::string& device_topic, std::string_view payload,
+                               int /*qos*/) override {
+    std::lock_guard lock(mu);
+    published.emplace_back(device_topic, std::string(payload));
+    return true;
+  }
+  void Block(bool value) {
+    {
+      std::lock_guard lock(mu);
+      blocked = value;
+    }
+    blocked_cv.notify_all();
+  }
+  size_t RecordCount() {
+    std::lock_guard lock(mu);
+    return records.size();
+  }
+
+  std::mutex mu;
+  std::condition_variable blocked_cv;
+  bool blocked = false;
+  int failures = 0;
+  std::vector<shadow::v1::PropertyReport> shadow_reports;
+  std::vector<shadow::v1::PropertySetResult> set_results;
+  std::vector<command_dispatch::v1::DeviceResponse> responses;
+  std::vector<rule_forwarding::v1::ForwardRecord> records;
+  std::vector<std::string> status_events;
+  std::vector<std::pair<std::string, std::string>> published;
+  int shadow_presence = 0;
+  int command_presence = 0;
+};
+
+UplinkMessage Message(UplinkKind kind, const std::string& device, std::string payload,
+                      std::string request_id = "") {
+  return UplinkMessage{.kind = kind,
+                       .device_id = device,
+                       .topic = "$oc/devices/" + device + "/sys/x",
+                       .request_id = std::move(request_id),
+                       .payload = std::move(payload),
+                       .received_at_unix_ms = 1000};
+}
+
+class ProcessorTest : public ::testing::Test {
+ protected:
+  ProcessorTest() : metrics_(registry_), processor_(ids_, metrics_) {
+    device_ = *cache_.Get("p1_d");
+  }
+  double Rejected(const std::string& reason) {
+    return metrics_.uplink_rejected.Add({{"reason", reason}}).Value();
+  }
+  std::vector<std::string> Resources() {
+    std::vector<std::string> out;
+    for (const auto& r : out_.records.records()) {
+      out.push_back(r.resource() + "/" + r.event());
+    }
+    return out;
+  }
+
+  prometheus::Registry registry_;
+  GatewayMetrics metrics_;
+  MessageIds ids_{"test"};
+  UplinkProcessor processor_;
+  DeviceCache cache_{std::make_shared<FakeRegistry>()};
+  std::shared_ptr<const DeviceInfo> device_;
+  Outputs out_;
+};
+
+TEST_F(ProcessorTest, InvalidPropertiesAreRejectedAndCountedValidOnesPass) {
+  processor_.Process(
+      *device_,
+      Message(
+          UplinkKind::kPropertiesReport, "p1_d",
+          R"({"services":[{"service_id":"meter","properties":{"voltage":230.5,"state":"BROKEN"},"event_time":"20261126T174248Z"}]})"),
+      out_);
+  ASSERT_EQ(out_.shadow_reports.reports_size(), 1);
+  const auto services = Json::parse(out_.shadow_reports.reports(0).services_json());
+  EXPECT_EQ(services[0]["properties"], Json::parse(R"({"voltage":230.5})"));
+  EXPECT_EQ(services[0]["event_time"], "20261126T174248Z");
+  EXPECT_EQ(out_.shadow_reports.reports(0).device().tenant_id(), "t1");
+  EXPECT_THAT(Resources(),
+              ::testing::ElementsAre("device.event/validation_failed", "device.property/report"));
+  const auto envelope = Json::parse(out_.records.records(1).envelope_json());
+  EXPECT_EQ(envelope["resource"], "device.property");
+  EXPECT_EQ(envelope["event_time"], "20261126T174248Z");
+  EXPECT_EQ(envelope["notify_data"]["header"]["device_id"], "p1_d");
+  EXPECT_EQ(envelope["notify_data"]["header"]["product_id"], "p1");
+  EXPECT_EQ(envelope["notify_data"]["body"]["services"][0]["properties"]["voltage"], 230.5);
+  const auto failed = Json::parse(out_.records.records(0).envelope_json());
+  EXPECT_THAT(failed["notify_data"]["body"]["detail"].get<std::string>(),
+              ::testing::HasSubstr("state"));
+  EXPECT_EQ(Rejected("invalid_property"), 1);
+}
+
+TEST_F(ProcessorTest, MalformedPayloadsBecomeValidationFailedRecords) {
+  processor_.Process(*device_, Message(UplinkKind::kPropertiesReport, "p1_d", "{not json"), out_);
+  processor_.Process(*device_, Message(UplinkKind::kEventUp, "p1_d", "[]"), out_);
+  processor_.Process(*device_, Message(UplinkKind::kCommandResponse, "p1_d", "42", "r1"), out_);
+  processor_.Process(*device_, Message(UplinkKind::kShadowGet, "p1_d", "nope", "r2"), out_);
+  EXPECT_EQ(out_.shadow_reports.reports_size(), 0);
+  EXPECT_EQ(out_.responses.responses_size(), 0);
+  EXPECT_TRUE(out_.shadow_gets.empty());
+  EXPECT_THAT(Resources(), ::testing::Each("device.event/validation_failed"));
+  EXPECT_EQ(Resources().size(), 4U);
+  EXPECT_EQ(Rejected("malformed"), 4);
+}
+
+TEST_F(ProcessorTest, EventsAreValidatedAndSystemServicesAccepted) {
+  // As Huawei's SDKs send them: no event_time, no object_device_id, system services.
+  processor_.Process(*device_,
+                     Message(UplinkKind::kEventUp, "p1_d",
+                             R"({"services":[
+                {"service_id":"meter","event_type":"overload","paras":{"current":12}},
+                {"service_id":"meter","event_type":"overload","paras":{"current":-5}},
+                {"service_id":"meter","event_type":"explosion","paras":{}},
+                {"service_id":"$sdk_info","event_type":"sdk_info_report","paras":{"type":"C","version":"1.0"}},
+                {"service_id":"$time_sync","event_type":"time_sync_request","paras":{"device_send_time":1582685678789}}]})"),
+                     out_);
+  EXPECT_EQ(Rejected("invalid_event"), 2);
+  EXPECT_THAT(Resources(),
+              ::testing::ElementsAre("device.event/validation_failed", "device.event/report"));
+  const auto body = Json::parse(out_.records.records(1).envelope_json())["notify_data"]["body"];
+  ASSERT_EQ(body["services"].size(), 3U);
+  EXPECT_EQ(body["services"][1]["service_id"], "$sdk_info");
+  ASSERT_EQ(out_.replies.size(), 1U);
+  EXPECT_EQ(out_.replies[0].device_topic, "$oc/devices/p1_d/sys/events/down");
+  const auto reply = Json::parse(out_.replies[0].payload);
+  EXPECT_EQ(reply["services"][0]["event_type"], "time_sync_response");
+  EXPECT_EQ(reply["services"][0]["paras"]["device_send_time"], 1582685678789);
+  EXPECT_EQ(reply["services"][0]["paras"]["server_recv_time"], 1000);
+}
+
+TEST_F(ProcessorTest, ResponsesGoToTheirOwner) {
+  processor_.Process(*device_,
+                     Message(UplinkKind::kPropertiesSetResponse, "p1_d",
+                             R"({"result_code":0,"result_desc":"success"})", "shadow-7"),
+                     out_);
+  processor_.Process(*device_,
+                     Message(UplinkKind::kCommandResponse, "p1_d",
+                             R"({"result_code":0,"response_name":"r","paras":{"a":1}})", "c-1"),
+                     out_);
+  ASSERT_EQ(out_.shadow_set_results.size(), 1U);
+  EXPECT_EQ(out_.shadow_set_results[0].request_id(), "shadow-7");
+  ASSERT_EQ(out_.responses.responses_size(), 1);
+  EXPECT_EQ(out_.responses.responses(0).kind(), command_dispatch::v1::RESPONSE_KIND_COMMAND);
+  EXPECT_EQ(Json::parse(out_.responses.responses(0).payload_json())["paras"]["a"], 1);
+  EXPECT_THAT(Resources(), ::testing::Each("device.command/response"));
+}
+
+TEST_F(ProcessorTest, MessagesCarryAnyBytes) {
+  processor_.Process(*device_, Message(UplinkKind::kMessageUp, "p1_d", R"({"content":"hi"})"),
+                     out_);
+  processor_.Process(*device_, Message(UplinkKind::kMessageUp, "p1_d", std::string("\xff\x01", 2)),
+                     out_);
+  ASSERT_EQ(out_.records.records_size(), 2);
+  EXPECT_EQ(
+      Json::parse(
+          out_.records.records(0).envelope_json())["notify_data"]["body"]["content"]["content"],
+      "hi");
+  EXPECT_TRUE(Json::parse(out_.records.records(1).envelope_json())["notify_data"]["body"]["content"]
+                  .is_string());
+}
+
+TEST(DeviceCacheTest, ChangeFeedInvalidatesDevicesAndProducts) {
+  auto registry = std::make_shared<FakeRegistry>();
+  DeviceCache cache(registry, 2);
+  ASSERT_TRUE(cache.Get("p1_a").ok());
+  ASSERT_TRUE(cache.Get("p1_a").ok());
+  EXPECT_EQ(registry->calls, 1);
+  cache.OnChange(R"({"kind":"device","op":"upsert","device_id":"p1_a"})");
+  ASSERT_TRUE(cache.Get("p1_a").ok());
+  EXPECT_EQ(registry->calls, 2);
+  cache.OnChange(R"({"kind":"product","product_id":"p1","model_version":2})");
+  EXPECT_EQ(cache.size(), 0U);
+  ASSERT_TRUE(cache.Get("p1_a").ok());
+  ASSERT_TRUE(cache.Get("p1_b").ok());
+  ASSERT_TRUE(cache.Get("p1_c").ok());
+  EXPECT_EQ(cache.size(), 2U);  // bounded
+  EXPECT_EQ(cache.Get("gone").status().code(), absl::StatusCode::kNotFound);
+}
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  PipelineTest() : metrics_(registry_) {}
+  std::unique_ptr<UplinkPipeline> Start(size_t capacity = 100, size_t batch = 10) {
+    return std::make_unique<UplinkPipeline>(PipelineOptions{.shards = 3,
+                                                            .queue_capacity = capacity,
+                                                            .max_batch = batch,
+                                                            .retry_initial = milliseconds(1),
+                                                            .retry_max = milliseconds(5),
+                                                            .message_id_prefix = "t"},
+                                            std::make_shared<DeviceCache>(registry_fake_), owners_,
+                                            owners_, owners_, metrics_);
+  }
+  prometheus::Registry registry_;
+  GatewayMetrics metrics_;
+  std::shared_ptr<FakeRegistry> registry_fake_ = std::make_shared<FakeRegistry>();
+  std::shared_ptr<FakeOwners> owners_ = std::make_shared<FakeOwners>();
+};
+
+TEST_F(PipelineTest, OwnersDownForAWhileLoseNothingAndKeepPerDeviceOrder) {
+  owners_->failures = 25;
+  registry_fake_->unavailable = 3;
+  auto pipeline = Start();
+  constexpr int kPerDevice = 40;
+  for (int i = 0; i < kPerDevice; ++i) {
+    for (const std::string device : {"p1_a", "p1_b", "p1_c", "p1_d"}) {
+      ASSERT_TRUE(pipeline->Submit(
+          Message(UplinkKind::kPropertiesReport, device,
+                  R"({"services":[{"service_id":"meter","properties":{"voltage":)" +
+                      std::to_string(i) + "}}]}")));
+    }
+  }
+  ASSERT_TRUE(WaitUntil([&] { return owners_->RecordCount() == 4 * kPerDevice; }, seconds(20)));
+  pipeline->Stop(std::chrono::steady_clock::now() + seconds(5));
+  std::map<std::string, std::vector<int>> seen;
+  for (const auto& report : owners_->shadow_reports) {
+    seen[report.device().device_id()].push_back(
+        Json::parse(report.services_json())[0]["properties"]["voltage"].get<int>());
+  }
+  ASSERT_EQ(seen.size(), 4U);
+  for (const auto& [device, values] : seen) {
+    ASSERT_EQ(values.size(), static_cast<size_t>(kPerDevice)) << device;
+    for (int i = 0; i < kPerDevice; ++i) {
+      EXPECT_EQ(values[static_cast<size_t>(i)], i) << device;
+    }
+  }
+  EXPECT_EQ(metrics_.lost.Value(), 0);
+  for (const char* code : {"UNAVAILABLE", "UNIMPLEMENTED"}) {
+    EXPECT_GT(
+        metrics_.call_errors.Add({{"target", "shadow.ReportProperties"}, {"code", code}}).Value(),
+        0)
+        << code;
+  }
+}
+
+TEST_F(PipelineTest, FullQueueBlocksTheProducerInsteadOfGrowing) {
+  owners_->Block(true);
+  auto pipeline = Start(/*capacity=*/2, /*batch=*/1);
+  std::atomic<int> submitted{0};
+  std::thread producer([&] {
+    for (int i = 0; i < 10; ++i) {
+      pipeline->Submit(Message(UplinkKind::kMessageUp, "p1_same", std::to_string(i)));
+      ++submitted;
+    }
+  });
+  // One in the sender, two queued: the producer blocks on the fourth.
+  EXPECT_TRUE(WaitUntil([&] { return submitted == 3; }, seconds(5)));
+  EXPECT_FALSE(WaitUntil([&] { return submitted > 3; }, milliseconds(300)));
+  EXPECT_LE(pipeline->queued(), 2U);
+  owners_->Block(false);
+  producer.join();
+  EXPECT_TRUE(WaitUntil([&] { return owners_->RecordCount() == 10; }, seconds(5)));
+}
+
+TEST_F(PipelineTest, PresenceRecordsStatusThenTellsTheOwners) {
+  auto pipeline = Start();
+  ASSERT_TRUE(pipeline->Submit(PresenceEvent{.device_id = "p1_a",
+                                             .online = true,
+                                             .time = "2026-11-26T17:42:48.123Z",
+                                             .reason = "connect",
+                                             .client_address = "10.0.0.1"}));
+  ASSERT_TRUE(pipeline->Submit(Message(UplinkKind::kShadowGet, "p1_a", "{}", "g1")));
+  ASSERT_TRUE(pipeline->Submit(Message(UplinkKind::kMessageUp, "gone", "x")));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(owners_->mu);
+        return owners_->published.size() == 1;
+      },
+      seconds(5)));
+  pipeline->Stop(std::chrono::steady_clock::now() + seconds(5));
+  EXPECT_THAT(owners_->status_events, ::testing::ElementsAre("p1_a+"));
+  EXPECT_EQ(owners_->shadow_presence, 1);
+  EXPECT_EQ(owners_->command_presence, 1);
+  ASSERT_EQ(owners_->records.size(), 1U);
+  EXPECT_EQ(owners_->records[0].resource(), "device.status");
+  EXPECT_EQ(Json::parse(owners_->records[0].envelope_json())["notify_data"]["body"]["status"],
+            "ONLINE");
+  EXPECT_EQ(owners_->published[0].first, "$oc/devices/p1_a/sys/shadow/get/response/request_id=g1");
+  EXPECT_EQ(metrics_.uplink_rejected.Add({{"reason", "unknown_device"}}).Value(), 1);
+}
+
+TEST_F(PipelineTest, StopCountsWhatCouldNotBeHandedOn) {
+  owners_->failures = 1'000'000;
+  auto pipeline = Start();
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(pipeline->Submit(Message(UplinkKind::kMessageUp, "p1_a", "x")));
+  }
+  pipeline->BeginShutdown(std::chrono::steady_clock::now() + milliseconds(50));
+  pipeline->Stop(std::chrono::steady_clock::now() + milliseconds(100));
+  EXPECT_EQ(metrics_.lost.Value(), 5);
+  EXPECT_FALSE(pipeline->Submit(Message(UplinkKind::kMessageUp, "p1_a", "x")));
+  EXPECT_EQ(metrics_.lost.Value(), 6);
+}
+
+}  // namespace
+}  // namespace iot::device_gateway

@@ -1,0 +1,93 @@
+#include "iot/device_gateway/uplink.h"
+
+#include <gtest/gtest.h>
+
+namespace iot::device_gateway {
+namespace {
+
+using std::chrono::milliseconds;
+
+struct FakeClock {
+  std::chrono::steady_clock::time_point now{};
+  RateLimiter::Clock fn() {
+    return [this] { return now; };
+  }
+};
+
+TEST(AdmitUplinkTest, ClassifiesTheRelayedTopic) {
+  RateLimiter limiter(50);
+  auto admitted =
+      AdmitUplink("iot/up/p1_n1/sys/commands/response/request_id=42", "{}", {}, limiter, 1000);
+  ASSERT_TRUE(std::holds_alternative<UplinkMessage>(admitted));
+  const auto& m = std::get<UplinkMessage>(admitted);
+  EXPECT_EQ(m.kind, UplinkKind::kCommandResponse);
+  EXPECT_EQ(m.device_id, "p1_n1");
+  EXPECT_EQ(m.request_id, "42");
+  EXPECT_EQ(m.topic, "$oc/devices/p1_n1/sys/commands/response/request_id=42");
+  EXPECT_EQ(m.received_at_unix_ms, 1000);
+}
+
+TEST(AdmitUplinkTest, RejectsUnknownTopicsNamingTheDeviceWhenItCan) {
+  RateLimiter limiter(50);
+  auto unknown = AdmitUplink("iot/up/p1_n1/sys/nonsense", "{}", {}, limiter, 0);
+  ASSERT_TRUE(std::holds_alternative<RejectedUplink>(unknown));
+  EXPECT_EQ(std::get<RejectedUplink>(unknown).reason, RejectReason::kUnknownTopic);
+  EXPECT_EQ(std::get<RejectedUplink>(unknown).device_id, "p1_n1");
+  auto other = AdmitUplink("somewhere/else", "{}", {}, limiter, 0);
+  ASSERT_TRUE(std::holds_alternative<RejectedUplink>(other));
+  EXPECT_EQ(std::get<RejectedUplink>(other).device_id, "");
+}
+
+TEST(AdmitUplinkTest, AppliesTheSizeLimits) {
+  RateLimiter limiter(1000);
+  const UplinkLimits limits{
+      .max_payload_bytes = 100, .max_report_bytes = 10, .rate_per_second = 1000};
+  const std::string eleven(11, 'x');
+  auto report = AdmitUplink("iot/up/d_1/sys/properties/report", eleven, limits, limiter, 0);
+  ASSERT_TRUE(std::holds_alternative<RejectedUplink>(report));
+  EXPECT_EQ(std::get<RejectedUplink>(report).reason, RejectReason::kTooLarge);
+  // The report limit is for property reports; other messages get the payload limit.
+  EXPECT_TRUE(std::holds_alternative<UplinkMessage>(
+      AdmitUplink("iot/up/d_1/sys/messages/up", eleven, limits, limiter, 0)));
+  auto big = AdmitUplink("iot/up/d_1/sys/messages/up", std::string(101, 'x'), limits, limiter, 0);
+  ASSERT_TRUE(std::holds_alternative<RejectedUplink>(big));
+  EXPECT_EQ(std::get<RejectedUplink>(big).reason, RejectReason::kTooLarge);
+}
+
+TEST(RateLimiterTest, TokenBucketPerDevice) {
+  FakeClock clock;
+  RateLimiter limiter(10, 1000, clock.fn());
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_TRUE(limiter.Allow("a")) << i;  // the burst: one second's worth
+  }
+  EXPECT_FALSE(limiter.Allow("a"));
+  EXPECT_TRUE(limiter.Allow("b"));  // per device
+  clock.now += milliseconds(100);   // one token back
+  EXPECT_TRUE(limiter.Allow("a"));
+  EXPECT_FALSE(limiter.Allow("a"));
+}
+
+TEST(RateLimiterTest, MemoryIsBoundedByDroppingIdleDevices) {
+  FakeClock clock;
+  RateLimiter limiter(10, 3, clock.fn());
+  limiter.Allow("a");
+  limiter.Allow("b");
+  limiter.Allow("c");
+  clock.now += std::chrono::seconds(2);
+  limiter.Allow("d");
+  EXPECT_LE(limiter.tracked(), 3U);
+}
+
+TEST(DeviceTimeTest, ParsesIotdaAndRfc3339Utc) {
+  EXPECT_EQ(ParseDeviceTime("19700101T000001Z"), 1000);
+  EXPECT_EQ(ParseDeviceTime("1970-01-01T00:00:01.250Z"), 1250);
+  EXPECT_EQ(ParseDeviceTime("1970-01-01T00:00:02Z"), 2000);
+  for (const char* bad :
+       {"", "2026", "20261326T000000Z", "2026-11-26 17:42:48Z", "x6112617T4248Z"}) {
+    EXPECT_FALSE(ParseDeviceTime(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(CompactUtc(1000), "19700101T000001Z");
+}
+
+}  // namespace
+}  // namespace iot::device_gateway
