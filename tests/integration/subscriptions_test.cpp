@@ -1,0 +1,336 @@
+// Application subscriptions end to end: a rule with a consumer_group action puts ingested records
+// into a group (a Redis Stream of the real Redis); applications read it over the real Subscribe
+// stream of the real rule-forwarding and ack. Two consumers share a group, unacked messages go to
+// the other consumer after the ack timeout, acked ones never come back, a Redis restart is
+// survived, tenants are kept apart, bad inputs are INVALID_ARGUMENT naming the field.
+#include <gtest/gtest.h>
+
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "history_subscriptions_platform.h"
+#include "iot/common/redis.h"
+
+namespace iot {
+namespace {
+
+using iot::testing::kHsAdminKey;
+using iot::testing::PropertyRecord;
+using iot::testing::WaitUntil;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+namespace rf = iot::rule_forwarding::v1;
+
+/// One Subscribe stream: collects messages on a thread, acks them at once when `auto_ack`.
+class Consumer {
+ public:
+  Consumer(const std::shared_ptr<grpc::Channel>& channel, const std::string& key,
+           const std::string& group, const std::string& name, int max_in_flight, bool auto_ack)
+      : stub_(rf::Subscriptions::NewStub(channel)), auto_ack_(auto_ack) {
+    common::SetBearer(ctx_, key);
+    stream_ = stub_->Subscribe(&ctx_);
+    rf::SubscribeRequest start;
+    start.mutable_start()->set_group_name(group);
+    start.mutable_start()->set_consumer_name(name);
+    start.mutable_start()->set_max_in_flight(max_in_flight);
+    EXPECT_TRUE(stream_->Write(start));
+    reader_ = std::thread([this] { Read(); });
+  }
+  ~Consumer() { Abort(); }
+
+  /// Goes away without acking anything it still holds.
+  void Abort() {
+    if (reader_.joinable()) {
+      ctx_.TryCancel();
+      reader_.join();
+    }
+  }
+  /// Ends the stream and returns its status.
+  grpc::Status Finish() {
+    {
+      std::lock_guard lock(write_mu_);
+      stream_->WritesDone();
+    }
+    reader_.join();
+    return status_;
+  }
+
+  std::vector<rf::SubscribedMessage> messages() {
+    std::lock_guard lock(mu_);
+    return messages_;
+  }
+  bool WaitFor(size_t n, std::chrono::milliseconds timeout = seconds(15)) {
+    return WaitUntil([&] { return messages().size() >= n; }, timeout);
+  }
+  bool done() {
+    std::lock_guard lock(mu_);
+    return done_;
+  }
+  grpc::Status status() {
+    std::lock_guard lock(mu_);
+    return status_;
+  }
+
+ private:
+  void Read() {
+    rf::SubscribeResponse response;
+    while (stream_->Read(&response)) {
+      {
+        std::lock_guard lock(mu_);
+        messages_.push_back(response.message());
+      }
+      if (auto_ack_) {
+        rf::SubscribeRequest ack;
+        ack.mutable_ack()->add_message_ids(response.message().message_id());
+        std::lock_guard lock(write_mu_);
+        stream_->Write(ack);
+      }
+    }
+    grpc::Status status = stream_->Finish();
+    std::lock_guard lock(mu_);
+    status_ = status;
+    done_ = true;
+  }
+
+  std::unique_ptr<rf::Subscriptions::Stub> stub_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<rf::SubscribeRequest, rf::SubscribeResponse>> stream_;
+  bool auto_ack_;
+  std::mutex write_mu_;
+  std::mutex mu_;
+  std::vector<rf::SubscribedMessage> messages_;
+  grpc::Status status_;
+  bool done_ = false;
+  std::thread reader_;
+};
+
+std::set<std::string> DeliveryIds(const std::vector<rf::SubscribedMessage>& messages) {
+  std::set<std::string> ids;
+  for (const auto& m : messages) {
+    ids.insert(m.delivery_id());
+  }
+  return ids;
+}
+
+class SubscriptionsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    platform_ = new iot::testing::HistorySubscriptionsPlatform(std::map<std::string, std::string>{
+        {"IOT_RULE_FORWARDING_GROUP_METRICS_INTERVAL", "200ms"}});
+  }
+  static void TearDownTestSuite() {
+    delete platform_;
+    platform_ = nullptr;
+  }
+
+  static std::unique_ptr<rf::Subscriptions::Stub> Stub() {
+    return rf::Subscriptions::NewStub(platform_->channel());
+  }
+
+  static grpc::Status CreateGroup(const std::string& name, int ack_timeout_seconds = 0,
+                                  const std::string& key = kHsAdminKey) {
+    rf::CreateConsumerGroupRequest request;
+    request.mutable_group()->set_group_name(name);
+    request.mutable_group()->set_ack_timeout_seconds(ack_timeout_seconds);
+    rf::ConsumerGroup group;
+    return Stub()->CreateConsumerGroup(platform_->Ctx(key).get(), request, &group);
+  }
+
+  /// A rule forwarding every property report of `device` to consumer group `group`.
+  static void ForwardToGroup(const std::string& device, const std::string& group,
+                             const std::string& key = kHsAdminKey) {
+    rf::CreateRuleRequest request;
+    request.set_name("to " + group);
+    request.set_resource("device.property");
+    request.set_sql(fmt::format("SELECT * WHERE device_id() = '{}'", device));
+    auto* action = request.add_actions();
+    action->set_type("consumer_group");
+    action->set_config_json(nlohmann::json{{"group", group}}.dump());
+    rf::Rule rule;
+    const grpc::Status status = rf::Rules::NewStub(platform_->channel())
+                                    ->CreateRule(platform_->Ctx(key).get(), request, &rule);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+
+  static grpc::Status Ingest(const std::string& device, int from, int to,
+                             const std::string& tenant = "default") {
+    std::vector<PropertyRecord> records;
+    for (int i = from; i < to; ++i) {
+      records.push_back({.message_id = fmt::format("{}-{}-{}", tenant, device, i),
+                         .device_id = device,
+                         .time_ms = 1'790'000'000'000 + i,
+                         .properties = {{"seq", i}},
+                         .tenant_id = tenant});
+    }
+    return platform_->Ingest(records);
+  }
+
+  static int Seq(const rf::SubscribedMessage& m) {
+    return nlohmann::json::parse(
+               m.payload_json())["notify_data"]["body"]["services"][0]["properties"]["seq"]
+        .get<int>();
+  }
+
+  static inline iot::testing::HistorySubscriptionsPlatform* platform_ = nullptr;
+};
+
+TEST_F(SubscriptionsTest, TwoConsumersShareAGroupAndUnackedMessagesMoveToTheOther) {
+  ASSERT_TRUE(CreateGroup("orders", 1).ok());
+  ForwardToGroup("s-share", "orders");
+
+  // A takes at most 5 and never acks; B takes the rest and acks everything.
+  Consumer a(platform_->channel(), kHsAdminKey, "orders", "a", 5, false);
+  ASSERT_TRUE(Ingest("s-share", 0, 20).ok());
+  ASSERT_TRUE(a.WaitFor(5)) << platform_->service().process().Log();
+  Consumer b(platform_->channel(), kHsAdminKey, "orders", "b", 50, true);
+  ASSERT_TRUE(b.WaitFor(15));
+  const auto first = b.messages();
+  EXPECT_EQ(a.messages().size(), 5u);
+  // Per-device order: what B got first follows the ingest order.
+  for (size_t i = 0; i < 15; ++i) {
+    EXPECT_EQ(Seq(first[i]), static_cast<int>(i) + 5);
+    EXPECT_FALSE(first[i].redelivered());
+    EXPECT_EQ(first[i].device_id(), "s-share");
+    EXPECT_EQ(first[i].resource(), "device.property");
+  }
+
+  // A goes away without acking: after the ack timeout its 5 go to B.
+  const auto held_by_a = DeliveryIds(a.messages());
+  a.Abort();
+  ASSERT_TRUE(b.WaitFor(20)) << "unacked messages were not redelivered";
+  const auto all = b.messages();
+  std::set<std::string> redelivered;
+  for (size_t i = 15; i < all.size(); ++i) {
+    EXPECT_TRUE(all[i].redelivered());
+    redelivered.insert(all[i].delivery_id());
+  }
+  EXPECT_EQ(redelivered, held_by_a);
+  EXPECT_EQ(DeliveryIds(all).size(), 20u) << "nothing lost, nothing twice";
+
+  // Everything is acked: a new consumer gets nothing, B gets nothing more, nothing pending.
+  Consumer c(platform_->channel(), kHsAdminKey, "orders", "c", 50, true);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return platform_->Metric("iot_rf_group_pending", {{"group", "orders"}}) == 0 &&
+               platform_->Metric("iot_rf_group_backlog", {{"group", "orders"}}) == 0;
+      },
+      seconds(10)));
+  std::this_thread::sleep_for(milliseconds(2500));  // > ack timeout + a claim round
+  EXPECT_TRUE(c.messages().empty());
+  EXPECT_EQ(b.messages().size(), 20u);
+  EXPECT_TRUE(c.Finish().ok());
+  EXPECT_TRUE(b.Finish().ok());
+}
+
+TEST_F(SubscriptionsTest, AConsumerThatComesBackGetsItsUnackedMessagesFirst) {
+  ASSERT_TRUE(CreateGroup("resume-self", 30).ok());
+  ForwardToGroup("s-self", "resume-self");
+  {
+    Consumer a(platform_->channel(), kHsAdminKey, "resume-self", "a", 10, false);
+    ASSERT_TRUE(Ingest("s-self", 0, 3).ok());
+    ASSERT_TRUE(a.WaitFor(3));
+  }
+  Consumer again(platform_->channel(), kHsAdminKey, "resume-self", "a", 10, true);
+  ASSERT_TRUE(again.WaitFor(3));
+  for (const auto& m : again.messages()) {
+    EXPECT_TRUE(m.redelivered());
+  }
+  EXPECT_EQ(Seq(again.messages()[0]), 0);
+  EXPECT_TRUE(again.Finish().ok());
+}
+
+TEST_F(SubscriptionsTest, GroupsAreTenantScoped) {
+  ASSERT_TRUE(CreateGroup("mine").ok());
+  EXPECT_EQ(CreateGroup("mine").error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  ASSERT_TRUE(CreateGroup("mine", 0, platform_->other_key()).ok()) << "same name, other tenant";
+
+  rf::ListConsumerGroupsRequest list;
+  rf::ListConsumerGroupsResponse mine;
+  ASSERT_TRUE(Stub()->ListConsumerGroups(platform_->Ctx(kHsAdminKey).get(), list, &mine).ok());
+  rf::ListConsumerGroupsResponse theirs;
+  ASSERT_TRUE(
+      Stub()->ListConsumerGroups(platform_->Ctx(platform_->other_key()).get(), list, &theirs).ok());
+  ASSERT_EQ(theirs.groups_size(), 1);
+  EXPECT_EQ(theirs.groups(0).group_name(), "mine");
+  EXPECT_EQ(theirs.groups(0).ack_timeout_seconds(), 30);
+  EXPECT_EQ(theirs.groups(0).max_backlog_age_seconds(), 86'400);
+  EXPECT_GE(mine.groups_size(), 1);
+
+  // The other tenant's subscriber on "mine" never sees the default tenant's messages.
+  ForwardToGroup("s-tenant", "mine");
+  Consumer other(platform_->channel(), platform_->other_key(), "mine", "x", 10, true);
+  Consumer own(platform_->channel(), kHsAdminKey, "mine", "x", 10, true);
+  ASSERT_TRUE(Ingest("s-tenant", 0, 2).ok());
+  ASSERT_TRUE(own.WaitFor(2));
+  std::this_thread::sleep_for(milliseconds(500));
+  EXPECT_TRUE(other.messages().empty());
+
+  // Deleting is per tenant too; the deleted group's subscribers are ended.
+  rf::DeleteConsumerGroupRequest del;
+  del.set_group_name("mine");
+  rf::DeleteConsumerGroupResponse deleted;
+  ASSERT_TRUE(Stub()
+                  ->DeleteConsumerGroup(platform_->Ctx(platform_->other_key()).get(), del, &deleted)
+                  .ok());
+  EXPECT_EQ(Stub()
+                ->DeleteConsumerGroup(platform_->Ctx(platform_->other_key()).get(), del, &deleted)
+                .error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(WaitUntil([&] { return other.done(); }, seconds(10)));
+  EXPECT_FALSE(own.done());
+  EXPECT_TRUE(own.Finish().ok());
+}
+
+TEST_F(SubscriptionsTest, BadInputsAreInvalidArgumentNamingTheField) {
+  auto expect_field = [](Consumer& consumer, const std::string& field) {
+    ASSERT_TRUE(WaitUntil([&] { return consumer.done(); }, seconds(10))) << field;
+    EXPECT_EQ(consumer.status().error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_EQ(consumer.status().error_message().rfind(field + ":", 0), 0u)
+        << consumer.status().error_message();
+  };
+  Consumer unknown(platform_->channel(), kHsAdminKey, "no-such-group", "a", 10, true);
+  expect_field(unknown, "group_name");
+  ASSERT_TRUE(CreateGroup("bad-inputs").ok());
+  Consumer nameless(platform_->channel(), kHsAdminKey, "bad-inputs", "", 10, true);
+  expect_field(nameless, "consumer_name");
+  Consumer greedy(platform_->channel(), kHsAdminKey, "bad-inputs", "a", 5000, true);
+  expect_field(greedy, "max_in_flight");
+
+  EXPECT_EQ(CreateGroup("bad name").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CreateGroup("g", 7200).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  Consumer anonymous(platform_->channel(), "", "bad-inputs", "a", 10, true);
+  ASSERT_TRUE(WaitUntil([&] { return anonymous.done(); }, seconds(10)));
+  EXPECT_EQ(anonymous.status().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// Last: it restarts the Redis every other test uses.
+TEST_F(SubscriptionsTest, ASubscriptionSurvivesARedisRestart) {
+  ASSERT_TRUE(CreateGroup("survivor").ok());
+  ForwardToGroup("s-restart", "survivor");
+  Consumer consumer(platform_->channel(), kHsAdminKey, "survivor", "a", 10, true);
+  ASSERT_TRUE(Ingest("s-restart", 0, 1).ok());
+  ASSERT_TRUE(consumer.WaitFor(1));
+
+  platform_->redis().Stop();
+  platform_->redis().Start();
+  // Redis came back empty: thing-model rebuilds the key projection, the service reconnects and
+  // the subscription recreates its group. New records flow to the same open stream.
+  int next = 1;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        if (consumer.messages().size() < 2) {
+          (void)Ingest("s-restart", next, next + 1);
+          ++next;
+          std::this_thread::sleep_for(milliseconds(200));
+        }
+        return consumer.messages().size() >= 2;
+      },
+      seconds(30)))
+      << platform_->service().process().Log();
+  EXPECT_FALSE(consumer.done());
+  EXPECT_TRUE(consumer.Finish().ok());
+}
+
+}  // namespace
+}  // namespace iot
