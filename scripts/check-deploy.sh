@@ -467,19 +467,16 @@ if (errors.length) {
 console.log(`consistency: compose, Helm and Prometheus targets agree on services, ports and variables; broker gets ${[...brokerVars].join(", ")}`);
 JS
   cat >"$dir/dashboard.mjs" <<'JS'
-// Grafana dashboard: valid JSON, unique panel ids, every query uses only the platform's metric
-// names; writes the queries as a Prometheus rules file (Grafana variables replaced) so that
-// promtool can parse the PromQL. Usage: node dashboard.mjs DASHBOARD.json RULES_OUT.yml
+// Grafana dashboard: valid JSON, unique panel ids, every query uses only metric names the
+// platform exports; writes the queries as a Prometheus rules file (Grafana variables replaced)
+// so that promtool can parse the PromQL.
+// Usage: node dashboard.mjs DASHBOARD.json RULES_OUT.yml METRIC_NAMES.txt
 import fs from "node:fs";
 
-const [file, rulesOut] = process.argv.slice(2);
-const METRICS = new Set([
-  "up",
-  "iot_grpc_server_requests_total", "iot_grpc_server_request_duration_seconds", "iot_build_info",
-  "iot_gateway_uplink_messages_total", "iot_gateway_uplink_rejected_total",
-  "iot_command_requests_total", "iot_command_duration_seconds", "iot_shadow_updates_total",
-  "iot_rule_actions_total", "iot_rule_dead_letters_total", "iot_subscription_backlog",
-]);
+const [file, rulesOut, metricsFile] = process.argv.slice(2);
+// The metric names the platform's code registers (extracted from the sources by the caller),
+// plus Prometheus' own `up`: a panel on a name nobody exports would stay empty forever.
+const METRICS = new Set(["up", ...fs.readFileSync(metricsFile, "utf8").split("\n").filter(Boolean)]);
 const errors = [];
 const dash = JSON.parse(fs.readFileSync(file, "utf8"));
 if (!dash.uid || !dash.title) errors.push("dashboard needs uid and title");
@@ -709,8 +706,17 @@ prometheus_config() {
   "$BIN/promtool" check config "$WORK/prometheus/prometheus.yml"
 }
 
+# Metric names registered in the sources (prometheus-cpp `.Name("iot_...")` and name literals).
+exported_metrics() {
+  grep -rhoE --include='*.cpp' --include='*.h' '"iot_[a-z0-9_]+"' \
+    "$ROOT/common" "$ROOT/services" "$ROOT/broker" | tr -d '"' | sort -u
+}
+
 grafana_dashboard() {
-  node "$TOOLS/node/dashboard.mjs" "$ROOT/deploy/grafana/iot-platform-dashboard.json" "$WORK/dashboard-rules.yml" || return 1
+  exported_metrics >"$WORK/metrics.txt"
+  echo "$(wc -l <"$WORK/metrics.txt") metric names in the sources"
+  node "$TOOLS/node/dashboard.mjs" "$ROOT/deploy/grafana/iot-platform-dashboard.json" \
+    "$WORK/dashboard-rules.yml" "$WORK/metrics.txt" || return 1
   "$BIN/promtool" check rules "$WORK/dashboard-rules.yml"
 }
 

@@ -9,7 +9,9 @@
 #   start    tenant, key, product, devices; waits until the devices are ONLINE
 #   stop     stops the simulated devices (scripts/stack.sh stop does too)
 #   status   the simulator's pid and the demo devices with their status
-#   env      prints the export lines for iotctl as the demo tenant (eval "$(scripts/demo.sh env)")
+#   env      prints the export lines for iotctl as the demo tenant (eval "$(scripts/demo.sh env)"):
+#            IOTCTL_API_KEY_FILE, IOTCTL_ADDR (thing-model) and IOT_SHADOW_ADDR,
+#            IOT_COMMAND_DISPATCH_ADDR, IOT_RULE_FORWARDING_ADDR for `iotctl --addr`
 #
 # Environment (defaults in brackets):
 #   IOT_STATE_DIR              the stack's state dir [/tmp/iot-platform/dev]; the demo keeps
@@ -40,12 +42,15 @@ IOTCTL=$BUILD_DIR/bin/iotctl
 
 usage() { iot::usage "${BASH_SOURCE[0]}"; }
 
-thing_model_addr() {
+# service_addr NAME: 127.0.0.1:<gRPC port> the local stack started NAME on.
+service_addr() {
   local ports
-  ports=$(cat "$RUN_DIR/thing-model.port" 2>/dev/null) ||
-    iot::die "thing-model is not running in $STATE_DIR (scripts/stack.sh start)"
+  ports=$(cat "$RUN_DIR/$1.port" 2>/dev/null) ||
+    iot::die "$1 is not running in $STATE_DIR (scripts/stack.sh start)"
   echo "127.0.0.1:${ports%% *}"
 }
+
+thing_model_addr() { service_addr thing-model; }
 
 sim_pid() { iot::pid_from "$SIM_PID" "$BUILD_DIR/bin/iot-device-sim"; }
 
@@ -138,6 +143,11 @@ case "$cmd" in
     echo "unset IOTCTL_API_KEY"
     echo "export IOTCTL_API_KEY_FILE=$KEY_FILE"
     echo "export IOTCTL_ADDR=$(thing_model_addr)"
+    # iotctl talks to one service per call (--addr): the others' addresses for the README.
+    for name in shadow command-dispatch rule-forwarding; do
+      var=IOT_$(tr 'a-z-' 'A-Z_' <<<"$name")_ADDR
+      echo "export $var=$(service_addr "$name")"
+    done
     ;;
   -h | --help | help) usage ;;
   *)

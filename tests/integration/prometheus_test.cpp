@@ -1,9 +1,9 @@
 // A real Prometheus (Debian's `prometheus`, run as a local process) scraping the five real
 // services with the configuration shipped in deploy/prometheus (only the intervals, its own
 // port and the targets' ports changed), asserted through Prometheus' own HTTP API: every
-// service is `up == 1` under its job name, a platform metric rises after simulated devices
-// (iot-device-sim) connect and report through Mosquitto with the iot_auth plugin, and a
-// stopped service turns `up == 0`.
+// service is `up == 1` under its job name, the gateway's uplink counter rises after simulated
+// devices (iot-device-sim) report through Mosquitto with the iot_auth plugin, and a stopped
+// service turns `up == 0`.
 #include <fmt/format.h>
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
@@ -41,8 +41,9 @@ constexpr char kAdminKey[] = "prometheus-test-admin-key-0123456789";
 constexpr char kServiceKey[] = "prometheus-test-service-key-0123456789";
 constexpr char kGatewayPassword[] = "prometheus-test-gateway-mqtt";
 constexpr char kRulesPassword[] = "prometheus-test-rules-mqtt";
-// The metric that must rise when devices connect and report.
-constexpr char kDeviceMetric[] = "sum(iot_gateway_presence_events_total)";
+// The metric that must rise when devices report: property reports the gateway accepted.
+constexpr char kDeviceMetric[] =
+    R"(sum(iot_gateway_uplink_messages_total{kind="properties_report"}))";
 
 struct ServiceCase {
   std::string job;     ///< = binary = Prometheus job name
@@ -259,8 +260,8 @@ TEST_F(PrometheusTest, ScrapesAllFiveServicesAndSeesDeviceTrafficAndOutages) {
        .log_file = broker_->dir() / "sim.log",
        .run_as_user = {}});
   ASSERT_EQ(sim.Wait(seconds(60)), 0) << sim.Log();
-  EXPECT_TRUE(WaitForValue(kDeviceMetric, [&](double now) { return now >= before + 3; }))
-      << kDeviceMetric << " did not rise by the 3 devices' connects; was " << before << ", now "
+  EXPECT_TRUE(WaitForValue(kDeviceMetric, [&](double now) { return now >= before + 6; }))
+      << kDeviceMetric << " did not rise by the 3 devices x 2 reports; was " << before << ", now "
       << prometheus_->Scalar(kDeviceMetric).value_or(-1) << "\n"
       << services_["device-gateway"]->process().Log();
   // thing-model's RPCs made by the simulator were counted and scraped too.
