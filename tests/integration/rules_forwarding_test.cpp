@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -190,6 +191,31 @@ std::string Envelope(const std::string& tenant, const std::string& device, doubl
          {{"services",
            {{{"service_id", "env"}, {"properties", {{"temperature", temperature}}}}}}}}}}}
       .dump();
+}
+
+struct CommandResult {
+  int code = -1;
+  std::string output;  // stdout and stderr
+};
+
+/// Runs iotctl against replica `address` with `key`.
+CommandResult Iotctl(const std::string& address, const std::string& key,
+                     const std::vector<std::string>& args) {
+  static iot::testing::TempDir dir("iot-rules-iotctl");
+  static int runs = 0;
+  std::vector<std::string> argv = {iot::testing::ExecutablePath("iotctl").string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const auto log = dir.path() / fmt::format("iotctl-{}.log", ++runs);
+  iot::testing::Process process(
+      {.argv = argv,
+       .env = {{"IOTCTL_ADDR", address}, {"IOTCTL_API_KEY", key}, {"IOTCTL_API_KEY_FILE", ""}},
+       .log_file = log,
+       .run_as_user = {}});
+  CommandResult result;
+  result.code = process.Wait(seconds(60)).value_or(-1);
+  std::ifstream in(log);
+  result.output.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return result;
 }
 
 class RulesTest : public ::testing::Test {
@@ -535,6 +561,47 @@ TEST_F(RulesTest, TenantsSeeAndTriggerOnlyTheirOwnRules) {
   // The owner deletes it; it is gone.
   ASSERT_TRUE(Rules()->DeleteRule(Ctx().get(), del, &deleted).ok());
   EXPECT_EQ(Rules()->ShowRule(Ctx().get(), show, &shown).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(RulesTest, IotctlManagesRulesAndShowsSqlErrors) {
+  iot::testing::TempDir dir("iot-rules-files");
+  const auto write = [&](const std::string& name, const nlohmann::json& body) {
+    const auto path = dir.path() / name;
+    std::ofstream(path) << body.dump();
+    return path.string();
+  };
+  const std::string address = replicas_[0]->address();
+  const nlohmann::json rule = {
+      {"name", "from iotctl"},
+      {"resource", "device.message"},
+      {"sql", "SELECT * WHERE notify_data.body.content = 'hi'"},
+      {"actions", {{{"type", "republish"}, {"config_json", R"({"topic":"cli/out"})"}}}}};
+  CommandResult created =
+      Iotctl(address, kAdminKey, {"--json", "rule", "create", "-f", write("rule.json", rule)});
+  ASSERT_EQ(created.code, 0) << created.output;
+  const std::string rule_id = nlohmann::json::parse(created.output)["rule_id"];
+
+  CommandResult disabled = Iotctl(address, kAdminKey, {"rule", "disable", rule_id});
+  ASSERT_EQ(disabled.code, 0) << disabled.output;
+  EXPECT_NE(disabled.output.find("inactive"), std::string::npos) << disabled.output;
+  CommandResult listed =
+      Iotctl(address, kAdminKey, {"rule", "list", "--resource", "device.message"});
+  ASSERT_EQ(listed.code, 0) << listed.output;
+  EXPECT_NE(listed.output.find(rule_id), std::string::npos) << listed.output;
+
+  nlohmann::json bad = rule;
+  bad["sql"] = "SELECT * WHERE";
+  CommandResult refused =
+      Iotctl(address, kAdminKey, {"rule", "create", "-f", write("bad.json", bad)});
+  EXPECT_EQ(refused.code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("INVALID_ARGUMENT"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("sql: line 1, column 15"), std::string::npos) << refused.output;
+
+  CommandResult deleted = Iotctl(address, kAdminKey, {"rule", "delete", rule_id});
+  EXPECT_EQ(deleted.code, 0) << deleted.output;
+  CommandResult gone = Iotctl(address, kAdminKey, {"rule", "show", rule_id});
+  EXPECT_EQ(gone.code, 1) << gone.output;
+  EXPECT_NE(gone.output.find("NOT_FOUND"), std::string::npos) << gone.output;
 }
 
 }  // namespace
