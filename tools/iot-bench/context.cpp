@@ -1,0 +1,156 @@
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include <charconv>
+
+#include "iot/common/mqtt.h"
+#include "scenarios.h"
+
+namespace iotbench {
+
+Clock::time_point BenchContext::Deadline() const {
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(config.scenario_timeout_seconds));
+}
+
+FleetOptions BenchContext::FleetFor(const Endpoint& endpoint) const {
+  return FleetOptions{.host = endpoint.host,
+                      .port = endpoint.port,
+                      .threads = config.threads,
+                      .connect_window = 100,
+                      .publish_window = config.publish_window,
+                      .answer_commands = false};
+}
+
+absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> BenchContext::ServiceClient(
+    const std::string& name) const {
+  if (config.mqtt_username.empty()) {
+    return absl::FailedPreconditionError(
+        "no broker service account (--mqtt-username/--mqtt-password or "
+        "IOT_BENCH_MQTT_USERNAME/IOT_BENCH_MQTT_PASSWORD)");
+  }
+  auto client = iot::common::MqttClient::Create(
+      iot::common::MqttOptions{.url = fmt::format("mqtt://{}:{}", broker.host, broker.port),
+                               .client_id = fmt::format("iot-bench-{}-{}", name, product_id),
+                               .username = config.mqtt_username,
+                               .password = config.mqtt_password,
+                               .clean_start = true,
+                               .session_expiry_seconds = 0,
+                               .keepalive_seconds = 30,
+                               .max_inflight = 1000});
+  return client;
+}
+
+nlohmann::json BenchContext::Rss(const std::string& name) const {
+  const auto it = pids.find(name);
+  if (it == pids.end()) {
+    return NotAvailable(name + " process not found (not running, or not listening where given)");
+  }
+  const auto bytes = ResidentBytes(it->second);
+  if (!bytes) {
+    return NotAvailable(fmt::format("{} (pid {}) has exited", name, it->second));
+  }
+  return *bytes;
+}
+
+nlohmann::json BenchProductModel(const std::string& product_id) {
+  using Json = nlohmann::json;
+  const auto number = [](const char* name, const char* type, const char* min, const char* max) {
+    return Json{{"property_name", name},
+                {"data_type", type},
+                {"required", false},
+                {"min", min},
+                {"max", max},
+                {"method", "R"}};
+  };
+  Json properties = Json::array(
+      {number("seq", "long", "0", "9007199254740991"), number("phase", "int", "0", "9"),
+       number("ts", "long", "0", "9007199254740991"), number("voltage", "decimal", "0", "1000"),
+       number("current", "decimal", "0", "1000"), number("active_power", "decimal", "0", "1000000"),
+       number("total_energy", "decimal", "0", "100000000"),
+       number("temperature", "decimal", "-50", "150"), number("humidity", "decimal", "0", "100"),
+       number("line_frequency", "decimal", "0", "100")});
+  Json ping = {{"command_name", "ping"},
+               {"paras", Json::array({{{"para_name", "value"},
+                                       {"data_type", "int"},
+                                       {"required", false},
+                                       {"min", "0"},
+                                       {"max", "2147483647"}}})},
+               {"responses", Json::array({{{"response_name", "ping_response"},
+                                           {"paras", Json::array({{{"para_name", "result"},
+                                                                   {"data_type", "string"},
+                                                                   {"max_length", 16}}})}}})}};
+  return {{"product_id", product_id},
+          {"name", "iot-bench " + product_id},
+          {"device_type", "BenchMeter"},
+          {"protocol_type", "MQTT"},
+          {"data_format", "json"},
+          {"manufacturer_name", "iot-bench"},
+          {"description", "created and deleted by iot-bench"},
+          {"service_capabilities", Json::array({{{"service_id", "bench"},
+                                                 {"service_type", "bench"},
+                                                 {"option", "Mandatory"},
+                                                 {"properties", properties},
+                                                 {"commands", Json::array({ping})}}})}};
+}
+
+std::string ReportPayload(std::int64_t seq, int phase, std::int64_t sent_unix_ms) {
+  // Values vary with seq but cost no random numbers: the bench must not be the bottleneck.
+  const auto v = static_cast<double>(seq % 1000);
+  return fmt::format(
+      R"({{"services":[{{"service_id":"bench","properties":{{"seq":{},"phase":{},"ts":{},)"
+      R"("voltage":{:.4f},"current":{:.5f},"active_power":{:.4f},"total_energy":{:.5f},)"
+      R"("temperature":{:.4f},"humidity":{:.4f},"line_frequency":{:.5f}}},"event_time":"{}"}}]}})",
+      seq, phase, sent_unix_ms, 220 + v / 100, 10 + v / 1000, 2200 + v, 12345678.9 + v,
+      20 + v / 100, 40 + v / 50, 49.95 + v / 10000,
+      fmt::format("{:%Y%m%dT%H%M%SZ}", fmt::gmtime(sent_unix_ms / 1000)));
+}
+
+const nlohmann::json* FindBenchProperties(const nlohmann::json& json) {
+  if (json.is_object()) {
+    if (json.contains("seq") && json.contains("phase")) {
+      return &json;
+    }
+    for (const auto& [key, value] : json.items()) {
+      if (const auto* found = FindBenchProperties(value)) {
+        return found;
+      }
+    }
+  } else if (json.is_array()) {
+    for (const auto& value : json) {
+      if (const auto* found = FindBenchProperties(value)) {
+        return found;
+      }
+    }
+  }
+  return nullptr;
+}
+
+std::string UplinkDevice(const std::string& topic) {
+  for (const std::string prefix : kUplinkPrefixes) {
+    if (topic.rfind(prefix, 0) == 0) {
+      const auto end = topic.find('/', prefix.size());
+      return end == std::string::npos ? std::string()
+                                      : topic.substr(prefix.size(), end - prefix.size());
+    }
+  }
+  return {};
+}
+
+long DeviceIndex(const std::string& device_id, const std::string& product_id,
+                 const std::string& prefix) {
+  const std::string head = product_id + "_" + prefix;
+  if (device_id.rfind(head, 0) != 0) {
+    return -1;
+  }
+  long n = 0;
+  const char* begin = device_id.data() + head.size();
+  const char* end = device_id.data() + device_id.size();
+  const auto [ptr, ec] = std::from_chars(begin, end, n);
+  if (ec != std::errc() || ptr != end || n < 1) {
+    return -1;
+  }
+  return n - 1;
+}
+
+}  // namespace iotbench

@@ -1,0 +1,77 @@
+#pragma once
+
+// Many simulated devices in one process: one libmosquitto client (MQTT 3.1.1, the IoTDA
+// client-id/password signing) per device, spread over a few worker threads that each poll()
+// their clients' sockets. The bench drives the fleet in phases from its main thread: connect
+// every device, publish a fixed number of QoS 1 reports per device, disconnect. Devices answer
+// the commands they receive at once when asked to.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "stats.h"
+
+namespace iotbench {
+
+struct DeviceCredentials {
+  std::string device_id;
+  std::string secret;
+};
+
+struct FleetOptions {
+  std::string host = "127.0.0.1";
+  int port = 1883;
+  int threads = 4;
+  int connect_window = 100;  ///< CONNACKs awaited at once per thread
+  int publish_window = 10;   ///< QoS 1 reports in flight per device
+  bool answer_commands = false;
+};
+
+/// The payload of report `seq` (0-based) of device `index`; called on worker threads.
+using PayloadFn = std::function<std::string(std::size_t index, int seq)>;
+
+struct ConnectResult {
+  std::size_t connected = 0;
+  std::size_t refused = 0;  ///< CONNACK refusals, TCP failures and CONNACK timeouts
+  double seconds = 0;       ///< first connect started .. last CONNACK
+  nlohmann::json latency;   ///< per connect (Latencies::Summary)
+  std::string first_error;
+};
+
+struct PublishResult {
+  std::uint64_t sent = 0;
+  std::uint64_t acked = 0;
+  double seconds = 0;  ///< first publish .. last PUBACK
+  bool timed_out = false;
+};
+
+class Fleet {
+ public:
+  Fleet(FleetOptions options, std::vector<DeviceCredentials> devices);
+  /// Disconnect()s.
+  ~Fleet();
+  Fleet(const Fleet&) = delete;
+  Fleet& operator=(const Fleet&) = delete;
+
+  /// Connects every device (at most connect_window CONNACKs awaited per thread) and returns
+  /// when all have answered or `deadline` passed.
+  ConnectResult Connect(Clock::time_point deadline);
+  /// Every connected device publishes `per_device` reports on its properties/report topic at
+  /// QoS 1; returns when all are acknowledged or `deadline` passed.
+  PublishResult Publish(int per_device, PayloadFn payload, Clock::time_point deadline);
+  /// Disconnects everyone and stops the worker threads. Idempotent.
+  void Disconnect();
+
+  [[nodiscard]] std::size_t size() const;
+  [[nodiscard]] std::uint64_t commands_answered() const;
+  [[nodiscard]] std::uint64_t connections_lost() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace iotbench

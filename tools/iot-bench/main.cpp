@@ -1,0 +1,345 @@
+// iot-bench: load and latency benchmark of a running platform (DESIGN.md §1, docs/benchmarks.md).
+// It starts nothing: it drives the stack named by its flags (or the IOT_* environment), creates
+// its own product and devices through thing-model and deletes them afterwards, and prints a
+// text report and writes a JSON one. Loopback only; every scenario is bounded in count and time.
+//
+//   IOTCTL_API_KEY=... iot-bench --scenario all --json bench.json
+//
+// Exit codes: 0 done, no loss; 1 loss or a scenario failed; 2 usage; 3 thing-model unreachable.
+#include <fmt/format.h>
+#include <mosquitto.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+#include "iot/common/url.h"
+#include "scenarios.h"
+
+namespace {
+
+using iotbench::BenchConfig;
+using Json = nlohmann::json;
+
+enum ExitCode : int { kOk = 0, kFailed = 1, kUsage = 2, kUnreachable = 3 };
+
+std::string Env(const char* name, const std::string& fallback = {}) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
+}
+
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+/// host:port of a gRPC address.
+std::pair<std::string, int> SplitAddress(const std::string& address) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return {address, 0};
+  }
+  return {address.substr(0, colon), std::atoi(address.c_str() + colon + 1)};
+}
+
+std::string RandomSuffix() {
+  std::random_device device;
+  return fmt::format("{:08x}", std::uniform_int_distribution<std::uint32_t>()(device));
+}
+
+/// Lets one process hold many device connections.
+void RaiseFileLimit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+/// The text report: the JSON report as an indented outline.
+void PrintText(const Json& json, std::ostream& out, int depth = 0) {
+  const std::string indent(static_cast<std::size_t>(depth) * 2, ' ');
+  for (const auto& [key, value] : json.items()) {
+    if (value.is_object() && value.contains("not_available") && value.size() == 1) {
+      out << indent << key << ": not available: " << value["not_available"].get<std::string>()
+          << "\n";
+    } else if (value.is_object()) {
+      out << indent << key << ":\n";
+      PrintText(value, out, depth + 1);
+    } else if (value.is_array()) {
+      std::string items;
+      for (const auto& item : value) {
+        items += (items.empty() ? "" : ", ") +
+                 (item.is_string() ? item.get<std::string>() : item.dump());
+      }
+      out << indent << key << ": [" << items << "]\n";
+    } else {
+      out << indent << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
+          << "\n";
+    }
+  }
+}
+
+/// Loss anywhere in the report ("lost" > 0, or devices that did not connect).
+bool HasLoss(const Json& json) {
+  if (!json.is_object()) {
+    return false;
+  }
+  for (const auto& [key, value] : json.items()) {
+    if ((key == "lost" || key == "not_connected") && value.is_number() && value.get<double>() > 0) {
+      return true;
+    }
+    if (key == "error" || HasLoss(value)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::optional<iotbench::Endpoint> ParseBroker(const std::string& url, const std::string& flag) {
+  auto parsed = iot::common::ParseUrl(url, 1883);
+  if (!parsed.ok() || parsed->scheme != "mqtt") {
+    std::cerr << fmt::format("error: {} {}: expected mqtt://host[:port]\n", flag, url);
+    return std::nullopt;
+  }
+  if (!IsLoopback(parsed->host)) {
+    std::cerr << fmt::format("error: {} {}: the bench runs against loopback addresses only\n", flag,
+                             url);
+    return std::nullopt;
+  }
+  return iotbench::Endpoint{.host = parsed->host, .port = parsed->port};
+}
+
+int Run(BenchConfig& config, const std::string& scenario, const std::string& json_path,
+        const std::map<std::string, int>& pid_overrides, bool keep) {
+  const auto broker = ParseBroker(config.mqtt_url, "--mqtt-url");
+  std::optional<iotbench::Endpoint> raw_broker = iotbench::Endpoint{};
+  if (!config.raw_mqtt_url.empty()) {
+    raw_broker = ParseBroker(config.raw_mqtt_url, "--raw-mqtt-url");
+  }
+  if (!broker || !raw_broker) {
+    return kUsage;
+  }
+  const std::vector<std::pair<std::string, std::string>> services = {
+      {"thing-model", config.thing_model_addr},
+      {"device-gateway", config.gateway_addr},
+      {"shadow", config.shadow_addr},
+      {"command-dispatch", config.command_dispatch_addr},
+      {"rule-forwarding", config.rule_forwarding_addr}};
+  for (const auto& [name, address] : services) {
+    if (!IsLoopback(SplitAddress(address).first)) {
+      std::cerr << fmt::format("error: {} address {}: loopback addresses only\n", name, address);
+      return kUsage;
+    }
+  }
+  if (config.api_key.empty()) {
+    std::cerr << "error: no API key: set IOTCTL_API_KEY or pass --api-key\n";
+    return kUsage;
+  }
+
+  // The processes to watch: whoever listens on the given ports, unless --pid names them.
+  std::vector<iotbench::WatchedProcess> watched;
+  std::map<std::string, pid_t> pids;
+  Json not_found = Json::array();
+  const auto watch = [&](const std::string& name, int port) {
+    std::optional<pid_t> pid;
+    if (auto it = pid_overrides.find(name); it != pid_overrides.end()) {
+      pid = it->second;
+    } else if (port > 0) {
+      pid = iotbench::PidListeningOn(static_cast<std::uint16_t>(port));
+    }
+    if (pid) {
+      watched.push_back({name, *pid});
+      pids[name] = *pid;
+    } else {
+      not_found.push_back(name);
+    }
+  };
+  watch("mosquitto", broker->port);
+  if (raw_broker->port > 0) {
+    watch("mosquitto-raw", raw_broker->port);
+  }
+  for (const auto& [name, address] : services) {
+    watch(name, SplitAddress(address).second);
+  }
+  watched.push_back({"iot-bench", ::getpid()});
+  iotbench::CpuSampler sampler(watched, std::chrono::milliseconds(500));
+
+  iotbench::ThingModelClient thing_model(config.thing_model_addr, config.api_key);
+  const std::string product_id = "bench" + RandomSuffix();
+  if (auto status = thing_model.CreateProduct(iotbench::BenchProductModel(product_id));
+      !status.ok()) {
+    std::cerr << fmt::format("error: creating the bench product at thing-model {}: {}\n",
+                             config.thing_model_addr, iotbench::Describe(status));
+    return status.code() == absl::StatusCode::kUnavailable ? kUnreachable : kFailed;
+  }
+  iotbench::BenchContext context{.config = config,
+                                 .thing_model = thing_model,
+                                 .product_id = product_id,
+                                 .sampler = sampler,
+                                 .pids = pids,
+                                 .broker = *broker,
+                                 .raw_broker = *raw_broker};
+
+  Json report = {{"tool", "iot-bench"},
+                 {"started_at", iotbench::Rfc3339(std::chrono::system_clock::now())},
+                 {"machine", iotbench::MachineInfo()},
+                 {"product_id", product_id},
+                 {"config",
+                  {{"mqtt_url", config.mqtt_url},
+                   {"raw_mqtt_url", config.raw_mqtt_url},
+                   {"threads", config.threads},
+                   {"connections", config.connections},
+                   {"ingest_devices", config.ingest_devices},
+                   {"ingest_messages", config.ingest_messages},
+                   {"publish_window", config.publish_window},
+                   {"commands", config.commands},
+                   {"callers", config.callers},
+                   {"command_devices", config.command_devices},
+                   {"scenario_timeout_s", config.scenario_timeout_seconds}}},
+                 {"processes", pids},
+                 {"processes_not_found", not_found},
+                 {"scenarios", Json::object()}};
+  const auto run = [&](const std::string& name, Json (*scenario_fn)(iotbench::BenchContext&)) {
+    if (scenario != "all" && scenario != name) {
+      return;
+    }
+    std::cerr << fmt::format("iot-bench: {} ...\n", name);
+    const auto started = iotbench::Clock::now();
+    report["scenarios"][name] = scenario_fn(context);
+    report["scenarios"][name]["elapsed_s"] =
+        iotbench::Round(iotbench::SecondsBetween(started, iotbench::Clock::now()), 1);
+  };
+  run("connections", iotbench::RunConnections);
+  run("ingest", iotbench::RunIngest);
+  run("commands", iotbench::RunCommands);
+
+  if (!keep) {
+    if (auto status = thing_model.DeleteProduct(product_id); !status.ok()) {
+      report["cleanup_error"] = iotbench::Describe(status);
+    }
+  }
+  PrintText(report, std::cout);
+  if (!json_path.empty()) {
+    std::ofstream out(json_path, std::ios::trunc);
+    out << report.dump(2) << "\n";
+    if (!out) {
+      std::cerr << "error: cannot write " << json_path << "\n";
+      return kFailed;
+    }
+  }
+  return HasLoss(report["scenarios"]) ? kFailed : kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"iot-bench: load and latency benchmark of a running IoT platform stack"};
+  app.footer(
+      "Starts nothing: point it at a running stack (scripts/bench.sh does it for the local one).\n"
+      "Exit codes: 0 done without loss, 1 loss or a failed scenario, 2 usage, 3 thing-model\n"
+      "unreachable. See docs/benchmarks.md.");
+  BenchConfig config;
+  config.mqtt_url = Env("IOT_BENCH_MQTT_URL", Env("IOT_MQTT_URL", config.mqtt_url));
+  config.mqtt_username = Env("IOT_BENCH_MQTT_USERNAME");
+  config.mqtt_password = Env("IOT_BENCH_MQTT_PASSWORD");
+  config.api_key = Env("IOTCTL_API_KEY");
+  config.thing_model_addr = Env("IOT_THING_MODEL_ADDR", config.thing_model_addr);
+  config.gateway_addr = Env("IOT_DEVICE_GATEWAY_ADDR", config.gateway_addr);
+  config.command_dispatch_addr = Env("IOT_COMMAND_DISPATCH_ADDR", config.command_dispatch_addr);
+  config.shadow_addr = Env("IOT_SHADOW_ADDR", config.shadow_addr);
+  config.rule_forwarding_addr = Env("IOT_RULE_FORWARDING_ADDR", config.rule_forwarding_addr);
+  std::string scenario = "all";
+  std::string json_path;
+  std::vector<std::string> pid_flags;
+  bool keep = false;
+
+  app.add_option("--scenario", scenario, "connections, ingest, commands or all")
+      ->check(CLI::IsMember({"connections", "ingest", "commands", "all"}))
+      ->capture_default_str();
+  app.add_option("--json", json_path, "Write the JSON report to this file");
+  app.add_option("--mqtt-url", config.mqtt_url,
+                 "Broker with the iot_auth plugin [IOT_BENCH_MQTT_URL, IOT_MQTT_URL]")
+      ->capture_default_str();
+  app.add_option("--raw-mqtt-url", config.raw_mqtt_url,
+                 "A broker without the plugin (allow_anonymous) for the raw connect figure");
+  app.add_option("--mqtt-username", config.mqtt_username,
+                 "Broker service account of the raw subscriber/requester "
+                 "[IOT_BENCH_MQTT_USERNAME]");
+  app.add_option("--mqtt-password", config.mqtt_password,
+                 "Its password (prefer IOT_BENCH_MQTT_PASSWORD)");
+  app.add_option("--api-key", config.api_key, "Tenant API key (prefer IOTCTL_API_KEY)");
+  app.add_option("--thing-model-addr", config.thing_model_addr, "[IOT_THING_MODEL_ADDR]")
+      ->capture_default_str();
+  app.add_option("--gateway-addr", config.gateway_addr, "[IOT_DEVICE_GATEWAY_ADDR]")
+      ->capture_default_str();
+  app.add_option("--command-dispatch-addr", config.command_dispatch_addr,
+                 "[IOT_COMMAND_DISPATCH_ADDR]")
+      ->capture_default_str();
+  app.add_option("--shadow-addr", config.shadow_addr, "[IOT_SHADOW_ADDR]")->capture_default_str();
+  app.add_option("--rule-forwarding-addr", config.rule_forwarding_addr,
+                 "[IOT_RULE_FORWARDING_ADDR]")
+      ->capture_default_str();
+  app.add_option("--pid", pid_flags,
+                 "NAME=PID of a process to watch (mosquitto, mosquitto-raw, device-gateway, ...) "
+                 "when it is not found by its listening port");
+  app.add_option("--threads", config.threads, "Device worker threads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--connections", config.connections, "connections: devices in the storm (K)")
+      ->check(CLI::Range(1, 20000))
+      ->capture_default_str();
+  app.add_option("--devices", config.ingest_devices, "ingest: devices (N)")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--messages", config.ingest_messages, "ingest: reports per device")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--publish-window", config.publish_window,
+                 "ingest: QoS 1 reports in flight per device")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--commands", config.commands, "commands: calls in total")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app.add_option("--callers", config.callers, "commands: concurrent callers (C)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--command-devices", config.command_devices, "commands: answering devices")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--timeout", config.scenario_timeout_seconds,
+                 "Bound of each phase of a scenario, seconds")
+      ->check(CLI::Range(1.0, 3600.0))
+      ->capture_default_str();
+  app.add_option("--stall", config.stall_seconds,
+                 "Stop waiting for arrivals after this many seconds without progress")
+      ->check(CLI::Range(1.0, 600.0))
+      ->capture_default_str();
+  app.add_flag("--keep", keep, "Keep the bench product and its devices");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kUsage;
+  }
+  std::map<std::string, int> pid_overrides;
+  for (const auto& flag : pid_flags) {
+    const auto eq = flag.find('=');
+    const int pid = eq == std::string::npos ? 0 : std::atoi(flag.c_str() + eq + 1);
+    if (pid <= 0) {
+      std::cerr << "error: --pid " << flag << ": expected NAME=PID\n";
+      return kUsage;
+    }
+    pid_overrides[flag.substr(0, eq)] = pid;
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  RaiseFileLimit();
+  mosquitto_lib_init();
+  const int code = Run(config, scenario, json_path, pid_overrides, keep);
+  mosquitto_lib_cleanup();
+  return code;
+}

@@ -1,0 +1,96 @@
+#pragma once
+
+// The three scenarios of iot-bench. Each creates its own devices (in the run's product),
+// measures, and returns its part of the JSON report; a figure it cannot produce (a service or
+// API not there yet, no broker service account) is {"not_available": reason}.
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "api.h"
+#include "fleet.h"
+#include "procstat.h"
+
+namespace iot::common {
+class MqttClient;
+}
+
+namespace iotbench {
+
+struct BenchConfig {
+  std::string mqtt_url = "mqtt://127.0.0.1:1883";
+  std::string raw_mqtt_url;   ///< a second broker without the plugin (connections); optional
+  std::string mqtt_username;  ///< broker service account (raw subscriber and requester)
+  std::string mqtt_password;
+  std::string api_key;
+  std::string thing_model_addr = "127.0.0.1:50052";
+  std::string gateway_addr = "127.0.0.1:50051";
+  std::string command_dispatch_addr = "127.0.0.1:50053";
+  std::string shadow_addr = "127.0.0.1:50054";
+  std::string rule_forwarding_addr = "127.0.0.1:50055";
+  int threads = 4;  ///< device worker threads
+  int connections = 1000;
+  int ingest_devices = 1000;
+  int ingest_messages = 100;  ///< reports per device
+  int publish_window = 10;    ///< QoS 1 reports in flight per device
+  int commands = 2000;
+  int callers = 10;
+  int command_devices = 10;
+  double scenario_timeout_seconds = 300;
+  double stall_seconds = 15;  ///< give up waiting for arrivals after this long without progress
+};
+
+struct Endpoint {
+  std::string host;
+  int port = 0;
+};
+
+struct BenchContext {
+  const BenchConfig& config;
+  ThingModelClient& thing_model;
+  std::string product_id;
+  CpuSampler& sampler;
+  std::map<std::string, pid_t> pids;  ///< watched processes by name
+  Endpoint broker;
+  Endpoint raw_broker;  ///< port 0: none
+
+  [[nodiscard]] Clock::time_point Deadline() const;
+  [[nodiscard]] FleetOptions FleetFor(const Endpoint& endpoint) const;
+  /// A started MQTT v5 client of the broker service account, or the reason there is none.
+  absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> ServiceClient(
+      const std::string& name) const;
+  /// RSS in bytes of the watched process `name`, or a NotAvailable.
+  [[nodiscard]] nlohmann::json Rss(const std::string& name) const;
+};
+
+/// The run's product model: service "bench" with 10 readable properties (seq, phase, ts and 7
+/// measurements; a report is ~300 bytes) and the command "ping".
+nlohmann::json BenchProductModel(const std::string& product_id);
+
+/// The ~300-byte report of the bench's devices.
+std::string ReportPayload(std::int64_t seq, int phase, std::int64_t sent_unix_ms);
+
+/// The properties object of a report (or of the envelope/selection holding one): the first
+/// object with "seq" and "phase" found in `json`; nullptr when none.
+const nlohmann::json* FindBenchProperties(const nlohmann::json& json);
+
+/// The broker delivers device uplink to service accounts on `iot/up/{device_id}/{rest}` (the
+/// plugin moves it off `$oc/devices/...`, broker/README.md); both spellings are subscribed.
+inline constexpr const char* kUplinkPrefixes[] = {"iot/up/", "$oc/devices/"};
+
+/// The device id of an uplink topic in either spelling ("" for other topics).
+std::string UplinkDevice(const std::string& topic);
+
+/// The device index of `{product}_{prefix}{n}` (n is 1-based), or -1.
+long DeviceIndex(const std::string& device_id, const std::string& product_id,
+                 const std::string& prefix);
+
+nlohmann::json RunConnections(BenchContext& context);
+nlohmann::json RunIngest(BenchContext& context);
+nlohmann::json RunCommands(BenchContext& context);
+
+}  // namespace iotbench
