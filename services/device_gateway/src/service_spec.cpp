@@ -50,7 +50,7 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   s["service_api_key"] = env.Required("IOT_SERVICE_API_KEY");
   const std::string p = "IOT_DEVICE_GATEWAY_";
   s["shards"] = env.Int(p + "SHARDS", 4, 1, 256);
-  s["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 1000, 1, 1'000'000);
+  s["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 256, 1, 1'000'000);
   s["batch_size"] = env.Int(p + "BATCH_SIZE", 100, 1, 10'000);
   s["rate_limit"] = env.Int(p + "RATE_LIMIT", 50, 1, 1'000'000);
   s["max_payload_bytes"] = env.Int(p + "MAX_PAYLOAD_BYTES", 1024 * 1024, 1, 256 * 1024 * 1024);

@@ -34,7 +34,7 @@ using WorkItem = std::variant<UplinkMessage, RejectedUplink, PresenceEvent>;
 
 struct PipelineOptions {
   size_t shards = 4;
-  size_t queue_capacity = 1000;  ///< per shard
+  size_t queue_capacity = 256;  ///< per shard
   size_t max_batch = 100;
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{5000};

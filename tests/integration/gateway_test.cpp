@@ -1,0 +1,731 @@
+// device-gateway across real processes: Mosquitto with the iot_auth plugin, thing-model
+// (PostgreSQL, Redis projection), one or two device-gateway processes, devices as MQTT clients.
+// The owners of device data (shadow, command-dispatch, rule-forwarding) are gRPC servers in this
+// test process that record what they receive and can fail on demand.
+#include <fmt/format.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/server_builder.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "iot/command_dispatch/v1/command_dispatch.grpc.pb.h"
+#include "iot/common/auth.h"
+#include "iot/common/crypto.h"
+#include "iot/common/mqtt.h"
+#include "iot/device_gateway/v1/device_gateway.grpc.pb.h"
+#include "iot/rule_forwarding/v1/rule_forwarding.grpc.pb.h"
+#include "iot/shadow/v1/shadow.grpc.pb.h"
+#include "iot/testing/http.h"
+#include "iot/testing/platform.h"
+#include "iot/testing/process.h"
+#include "iot/testing/servers.h"
+#include "iot/thing_model/v1/thing_model.grpc.pb.h"
+
+namespace iot {
+namespace {
+
+namespace tm = iot::thing_model::v1;
+namespace dg = iot::device_gateway::v1;
+using iot::testing::WaitUntil;
+using Json = nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const std::string kSecretKey(64, 'd');
+const std::string kAdminKey = "gateway-test-admin-key-0123456789";
+const std::string kServiceKey = "gateway-test-service-key-0123456789";
+const std::string kGatewayPassword = "gateway-password-for-tests";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string HourStamp() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  return fmt::format("{:04d}{:02d}{:02d}{:02d}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                     tm.tm_hour);
+}
+
+/// Makes an owner RPC fail with `code` while `until` is in the future.
+struct Outage {
+  std::atomic<int64_t> until_ms{0};
+  std::atomic<int> code{grpc::StatusCode::UNAVAILABLE};
+  std::atomic<int> failures{0};
+
+  static int64_t Now() {
+    return std::chrono::duration_cast<milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  void Start(grpc::StatusCode status, milliseconds length) {
+    code = status;
+    until_ms = Now() + length.count();
+  }
+  bool Failing() {
+    if (Now() < until_ms.load()) {
+      ++failures;
+      return true;
+    }
+    return false;
+  }
+  grpc::Status Status() const {
+    return {static_cast<grpc::StatusCode>(code.load()), "owner down (test)"};
+  }
+};
+
+/// What the owners received, in arrival order.
+struct Received {
+  std::mutex mu;
+  std::vector<shadow::v1::PropertyReport> reports;
+  std::vector<command_dispatch::v1::DeviceResponse> responses;
+  std::vector<shadow::v1::PropertySetResult> set_results;
+  std::vector<rule_forwarding::v1::ForwardRecord> records;
+  std::vector<dg::PresenceEvent> shadow_presence;
+  std::vector<dg::PresenceEvent> command_presence;
+  std::vector<std::string> bearer;  ///< authorization of every call
+
+  template <typename T>
+  size_t Count(const std::vector<T>& v) {
+    std::lock_guard lock(mu);
+    return v.size();
+  }
+  std::vector<rule_forwarding::v1::ForwardRecord> Records(const std::string& resource,
+                                                          const std::string& event = "") {
+    std::lock_guard lock(mu);
+    std::vector<rule_forwarding::v1::ForwardRecord> out;
+    for (const auto& r : records) {
+      if (r.resource() == resource && (event.empty() || r.event() == event)) {
+        out.push_back(r);
+      }
+    }
+    return out;
+  }
+  void Note(grpc::ServerContext* context) {
+    const auto& md = context->client_metadata();
+    auto it = md.find("authorization");
+    bearer.emplace_back(it == md.end() ? "" : std::string(it->second.data(), it->second.size()));
+  }
+};
+
+class FakeShadow final : public shadow::v1::InternalShadow::Service {
+ public:
+  explicit FakeShadow(Received& r) : r_(r) {}
+  grpc::Status ReportProperties(grpc::ServerContext* c,
+                                const shadow::v1::ReportPropertiesRequest* request,
+                                dg::IngestAck*) override {
+    if (outage.Failing()) {
+      return outage.Status();
+    }
+    std::lock_guard lock(r_.mu);
+    r_.Note(c);
+    r_.reports.insert(r_.reports.end(), request->reports().begin(), request->reports().end());
+    return grpc::Status::OK;
+  }
+  grpc::Status GetDeviceShadowForDevice(grpc::ServerContext*,
+                                        const shadow::v1::DeviceShadowGetRequest* request,
+                                        shadow::v1::DeviceShadowGetResponse* response) override {
+    response->set_payload_json(Json{
+        {"object_device_id", request->device().device_id()},
+        {"shadow",
+         {{{"service_id", "meter"},
+           {"desired", {{"properties", {{"relay_state", "OFF"}}}}},
+           {"version", 7}}}}}.dump());
+    return grpc::Status::OK;
+  }
+  grpc::Status CompletePropertySet(grpc::ServerContext*,
+                                   const shadow::v1::PropertySetResult* result,
+                                   dg::IngestAck*) override {
+    std::lock_guard lock(r_.mu);
+    r_.set_results.push_back(*result);
+    return grpc::Status::OK;
+  }
+  grpc::Status ReportPresence(grpc::ServerContext*, const dg::PresenceEvents* events,
+                              dg::IngestAck*) override {
+    std::lock_guard lock(r_.mu);
+    r_.shadow_presence.insert(r_.shadow_presence.end(), events->events().begin(),
+                              events->events().end());
+    return grpc::Status::OK;
+  }
+  Outage outage;
+
+ private:
+  Received& r_;
+};
+
+class FakeCommands final : public command_dispatch::v1::InternalCommandDispatch::Service {
+ public:
+  explicit FakeCommands(Received& r) : r_(r) {}
+  grpc::Status CompleteRequests(grpc::ServerContext*,
+                                const command_dispatch::v1::CompleteRequestsRequest* request,
+                                dg::IngestAck*) override {
+    std::lock_guard lock(r_.mu);
+    r_.responses.insert(r_.responses.end(), request->responses().begin(),
+                        request->responses().end());
+    return grpc::Status::OK;
+  }
+  grpc::Status ReportPresence(grpc::ServerContext*, const dg::PresenceEvents* events,
+                              dg::IngestAck*) override {
+    std::lock_guard lock(r_.mu);
+    r_.command_presence.insert(r_.command_presence.end(), events->events().begin(),
+                               events->events().end());
+    return grpc::Status::OK;
+  }
+
+ private:
+  Received& r_;
+};
+
+class FakeRules final : public rule_forwarding::v1::InternalIngest::Service {
+ public:
+  explicit FakeRules(Received& r) : r_(r) {}
+  grpc::Status Ingest(grpc::ServerContext*, const rule_forwarding::v1::IngestRequest* request,
+                      dg::IngestAck*) override {
+    if (outage.Failing()) {
+      return outage.Status();
+    }
+    if (const int delay = delay_ms.load(); delay > 0) {
+      std::this_thread::sleep_for(milliseconds(delay));
+    }
+    std::lock_guard lock(r_.mu);
+    r_.records.insert(r_.records.end(), request->records().begin(), request->records().end());
+    return grpc::Status::OK;
+  }
+  Outage outage;
+  std::atomic<int> delay_ms{0};
+
+ private:
+  Received& r_;
+};
+
+/// The three owners on one gRPC server.
+class FakeOwners {
+ public:
+  FakeOwners() : shadow(received), commands(received), rules(received) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&shadow);
+    builder.RegisterService(&commands);
+    builder.RegisterService(&rules);
+    server_ = builder.BuildAndStart();
+  }
+  ~FakeOwners() { server_->Shutdown(std::chrono::system_clock::now() + seconds(1)); }
+  [[nodiscard]] std::string address() const { return fmt::format("127.0.0.1:{}", port_); }
+
+  Received received;
+  FakeShadow shadow;
+  FakeCommands commands;
+  FakeRules rules;
+
+ private:
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+double Metric(const iot::testing::ServiceProcess& gateway, const std::string& name,
+              const std::map<std::string, std::string>& labels = {}) {
+  auto series = iot::testing::ParsePrometheusText(gateway.Metrics());
+  return series.ok() ? iot::testing::SumSeries(*series, name, labels) : -1;
+}
+
+class GatewayTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    redis_ = new iot::testing::TestRedis();
+    // The delivery settings of deploy/mosquitto/mosquitto.conf: mosquitto's default
+    // max_queued_messages (1000) would drop what it queues for a gateway that is restarting.
+    broker_ = new iot::testing::TestMosquitto(
+        iot::testing::AuthPluginConfig(
+            redis_->Url(), kSecretKey,
+            iot::testing::ServiceAccountEntry("gateway", "salt", kGatewayPassword)) +
+        "\nmax_queued_messages 1000000\nmax_queued_bytes 536870912\nsys_interval 1\n");
+    thing_model_ = new iot::testing::ThingModelProcess({.redis_url = redis_->Url(),
+                                                        .secret_key = kSecretKey,
+                                                        .admin_key = kAdminKey,
+                                                        .service_key = kServiceKey,
+                                                        .pg_url = {}});
+    ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
+    auto channel = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
+    tm::CreateProductRequest product;
+    product.set_product_json(ReadFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
+    tm::Product created;
+    grpc::ClientContext ctx;
+    common::SetBearer(ctx, kAdminKey);
+    ASSERT_TRUE(tm::Products::NewStub(channel)->CreateProduct(&ctx, product, &created).ok());
+  }
+  static void TearDownTestSuite() {
+    delete thing_model_;
+    delete broker_;
+    delete redis_;
+  }
+
+  /// A new device of the smart meter product: its id and secret.
+  std::pair<std::string, std::string> AddDevice() {
+    static std::atomic<int> n{0};
+    auto channel = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
+    tm::AddDeviceRequest add;
+    add.set_product_id("smartmeter01");
+    add.set_node_id(fmt::format("n{}_{}", ::getpid(), ++n));
+    tm::AddDeviceResponse added;
+    grpc::ClientContext ctx;
+    common::SetBearer(ctx, kAdminKey);
+    EXPECT_TRUE(tm::Devices::NewStub(channel)->AddDevice(&ctx, add, &added).ok());
+    return {added.device().device_id(), added.secret()};
+  }
+
+  /// A device connected as Huawei's SDKs connect (sign type 0); it never subscribes.
+  std::unique_ptr<common::MqttClient> Device(const std::string& id, const std::string& secret,
+                                             std::vector<common::MqttMessage>* inbox = nullptr,
+                                             std::mutex* inbox_mu = nullptr) {
+    const std::string stamp = HourStamp();
+    auto client = common::MqttClient::Create({.url = broker_->Url(),
+                                              .client_id = fmt::format("{}_0_0_{}", id, stamp),
+                                              .username = id,
+                                              .password = common::HmacSha256Hex(stamp, secret)});
+    EXPECT_TRUE(client.ok()) << client.status();
+    if (inbox != nullptr) {
+      (*client)->SetMessageHandler([inbox, inbox_mu](const common::MqttMessage& m) {
+        std::lock_guard lock(*inbox_mu);
+        inbox->push_back(m);
+      });
+    }
+    EXPECT_TRUE((*client)->Start().ok());
+    EXPECT_TRUE((*client)->WaitConnected(seconds(10)));
+    return *std::move(client);
+  }
+
+  std::unique_ptr<iot::testing::ServiceProcess> Gateway(
+      const std::string& client_id, std::map<std::string, std::string> extra = {}) {
+    std::map<std::string, std::string> env = {
+        {"IOT_MQTT_URL",
+         fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword, broker_->port())},
+        {"IOT_REDIS_URL", redis_->Url()},
+        {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+        {"IOT_SHADOW_ADDR", owners_.address()},
+        {"IOT_COMMAND_DISPATCH_ADDR", owners_.address()},
+        {"IOT_RULE_FORWARDING_ADDR", owners_.address()},
+        {"IOT_SERVICE_API_KEY", kServiceKey},
+        {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", client_id},
+        // Each test has its own share group, so no test sees another's queued messages.
+        {"IOT_DEVICE_GATEWAY_SHARE_GROUP", share_group_},
+    };
+    for (auto& [k, v] : extra) {
+      env[k] = v;
+    }
+    auto gateway = std::make_unique<iot::testing::ServiceProcess>(
+        iot::testing::ServiceProcessOptions{.binary = "device-gateway",
+                                            .env_prefix = "IOT_DEVICE_GATEWAY",
+                                            .env = env,
+                                            .args = {}});
+    EXPECT_TRUE(gateway->WaitServing()) << gateway->process().Log();
+    return gateway;
+  }
+
+  /// Publishes a QoS 1 message and waits until the broker acknowledged it.
+  static void Publish(common::MqttClient& device, const std::string& topic,
+                      const std::string& payload) {
+    auto rc = device.PublishAndWait(topic, payload, 1, seconds(10));
+    ASSERT_TRUE(rc.ok()) << rc.status();
+    ASSERT_LT(*rc, 0x80) << topic;
+  }
+
+  static std::string Report(int voltage) {
+    return fmt::format(R"({{"services":[{{"service_id":"meter","properties":{{"voltage":{}}}}}]}})",
+                       voltage);
+  }
+
+  static iot::testing::TestRedis* redis_;
+  static iot::testing::TestMosquitto* broker_;
+  static iot::testing::ThingModelProcess* thing_model_;
+  FakeOwners owners_;
+  std::string share_group_ =
+      fmt::format("gw{}", ::testing::UnitTest::GetInstance()->random_seed() + std::rand());
+};
+
+iot::testing::TestRedis* GatewayTest::redis_ = nullptr;
+iot::testing::TestMosquitto* GatewayTest::broker_ = nullptr;
+iot::testing::ThingModelProcess* GatewayTest::thing_model_ = nullptr;
+
+TEST_F(GatewayTest, ReportsReachShadowAndRulesInPerDeviceOrder) {
+  auto gateway = Gateway("gw-order", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
+  constexpr int kReports = 100;
+  std::vector<std::pair<std::string, std::unique_ptr<common::MqttClient>>> devices;
+  for (int d = 0; d < 3; ++d) {
+    auto [id, secret] = AddDevice();
+    devices.emplace_back(id, Device(id, secret));
+  }
+  for (int i = 0; i < kReports; ++i) {
+    for (auto& [id, client] : devices) {
+      ASSERT_TRUE(
+          client->Publish("$oc/devices/" + id + "/sys/properties/report", Report(i), 1).ok());
+    }
+  }
+  ASSERT_TRUE(
+      WaitUntil([&] { return owners_.received.Count(owners_.received.reports) == 3 * kReports; },
+                seconds(30)))
+      << owners_.received.Count(owners_.received.reports) << gateway->process().Log();
+  ASSERT_TRUE(
+      WaitUntil([&] { return owners_.received.Records("device.property").size() == 3 * kReports; },
+                seconds(10)));
+
+  std::map<std::string, std::vector<int>> shadow_order;
+  {
+    std::lock_guard lock(owners_.received.mu);
+    for (const auto& r : owners_.received.reports) {
+      EXPECT_EQ(r.device().product_id(), "smartmeter01");
+      EXPECT_FALSE(r.device().tenant_id().empty());
+      shadow_order[r.device().device_id()].push_back(
+          Json::parse(r.services_json())[0]["properties"]["voltage"].get<int>());
+    }
+    for (const auto& bearer : owners_.received.bearer) {
+      EXPECT_EQ(bearer, "Bearer " + kServiceKey);
+    }
+  }
+  std::map<std::string, std::vector<int>> rule_order;
+  for (const auto& r : owners_.received.Records("device.property")) {
+    const auto envelope = Json::parse(r.envelope_json());
+    EXPECT_EQ(envelope["resource"], "device.property");
+    EXPECT_EQ(envelope["event"], "report");
+    EXPECT_EQ(envelope["notify_data"]["header"]["product_id"], "smartmeter01");
+    rule_order[r.device().device_id()].push_back(
+        envelope["notify_data"]["body"]["services"][0]["properties"]["voltage"].get<int>());
+  }
+  std::vector<int> expected(kReports);
+  for (int i = 0; i < kReports; ++i) {
+    expected[static_cast<size_t>(i)] = i;
+  }
+  for (auto& [id, client] : devices) {
+    EXPECT_EQ(shadow_order[id], expected) << id;
+    EXPECT_EQ(rule_order[id], expected) << id;
+  }
+  EXPECT_EQ(Metric(*gateway, "iot_gateway_uplink_messages_total", {{"kind", "properties_report"}}),
+            3 * kReports);
+}
+
+TEST_F(GatewayTest, BadUplinkIsRejectedCountedAndForwardedAsValidationFailed) {
+  auto gateway = Gateway("gw-reject", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "20"},
+                                       {"IOT_DEVICE_GATEWAY_MAX_PAYLOAD_BYTES", "2000"},
+                                       {"IOT_DEVICE_GATEWAY_MAX_REPORT_BYTES", "1000"}});
+  auto [id, secret] = AddDevice();
+  auto device = Device(id, secret);
+  const std::string base = "$oc/devices/" + id + "/sys/";
+  // One invalid property (voltage above max 480) next to a valid one.
+  Publish(*device, base + "properties/report",
+          R"({"services":[{"service_id":"meter","properties":{"voltage":9999,"current":5}}]})");
+  Publish(*device, base + "properties/report", "{not json");
+  Publish(*device, base + "properties/report", std::string(1500, ' ') + Report(1));
+  Publish(*device, base + "messages/up", std::string(2500, 'x'));
+  Publish(*device, base + "events/up",
+          R"({"services":[{"service_id":"meter","event_type":"no_such_event","paras":{}}]})");
+  // An unknown topic below the relay prefix (devices cannot publish one: a service account can).
+  auto service = common::MqttClient::Create({.url = broker_->Url(),
+                                             .client_id = "gw-test-injector",
+                                             .username = "gateway",
+                                             .password = kGatewayPassword});
+  ASSERT_TRUE(service.ok());
+  ASSERT_TRUE((*service)->Start().ok());
+  ASSERT_TRUE((*service)->WaitConnected(seconds(10)));
+  auto rc = (*service)->PublishAndWait("iot/up/" + id + "/sys/bogus/topic", "{}", 1, seconds(10));
+  ASSERT_TRUE(rc.ok());
+
+  ASSERT_TRUE(WaitUntil(
+      [&] { return owners_.received.Records("device.event", "validation_failed").size() == 6; },
+      seconds(20)))
+      << owners_.received.Records("device.event", "validation_failed").size()
+      << gateway->process().Log();
+  // The valid property of the first report passed on, alone.
+  ASSERT_TRUE(WaitUntil([&] { return owners_.received.Count(owners_.received.reports) == 1; },
+                        seconds(10)));
+  {
+    std::lock_guard lock(owners_.received.mu);
+    EXPECT_EQ(Json::parse(owners_.received.reports[0].services_json())[0]["properties"],
+              Json::parse(R"({"current":5})"));
+  }
+  std::multiset<std::string> reasons;
+  for (const auto& r : owners_.received.Records("device.event", "validation_failed")) {
+    const auto body = Json::parse(r.envelope_json())["notify_data"]["body"];
+    reasons.insert(body["reason"].get<std::string>());
+    EXPECT_EQ(r.device().device_id(), id);
+  }
+  EXPECT_EQ(reasons, (std::multiset<std::string>{"invalid_property", "malformed", "too_large",
+                                                 "too_large", "invalid_event", "unknown_topic"}));
+
+  // Over the rate (20/s, burst 20): a burst of 60 gets some rejected, counted, forwarded.
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(device->Publish(base + "messages/up", fmt::format("m{}", i), 1).ok());
+  }
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Metric(*gateway, "iot_gateway_uplink_rejected_total", {{"reason", "rate_limited"}}) >
+               0;
+      },
+      seconds(10)));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const double limited =
+            Metric(*gateway, "iot_gateway_uplink_rejected_total", {{"reason", "rate_limited"}});
+        return owners_.received.Records("device.message").size() + static_cast<size_t>(limited) ==
+               60;
+      },
+      seconds(10)));
+  for (const auto& [reason, count] : std::map<std::string, double>{{"invalid_property", 1},
+                                                                   {"malformed", 1},
+                                                                   {"too_large", 2},
+                                                                   {"invalid_event", 1},
+                                                                   {"unknown_topic", 1}}) {
+    EXPECT_EQ(Metric(*gateway, "iot_gateway_uplink_rejected_total", {{"reason", reason}}), count)
+        << reason;
+  }
+  EXPECT_NE(gateway->process().Log().find(id), std::string::npos);  // logged with the device id
+}
+
+TEST_F(GatewayTest, OwnersDownForAWhileLoseNothingOnceTheyReturn) {
+  auto gateway = Gateway("gw-outage", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
+  auto [id, secret] = AddDevice();
+  auto device = Device(id, secret);
+  owners_.shadow.outage.Start(grpc::StatusCode::UNAVAILABLE, seconds(3));
+  // Longer than shadow's: the shard reaches rule-forwarding only once shadow is back.
+  owners_.rules.outage.Start(grpc::StatusCode::UNIMPLEMENTED, seconds(5));
+  constexpr int kReports = 50;
+  for (int i = 0; i < kReports; ++i) {
+    Publish(*device, "$oc/devices/" + id + "/sys/properties/report", Report(i));
+  }
+  ASSERT_TRUE(WaitUntil(
+      [&] { return owners_.received.Count(owners_.received.reports) == kReports; }, seconds(30)))
+      << gateway->process().Log();
+  ASSERT_TRUE(WaitUntil(
+      [&] { return owners_.received.Records("device.property").size() == kReports; }, seconds(10)));
+  EXPECT_GT(owners_.shadow.outage.failures.load(), 0);
+  EXPECT_GT(owners_.rules.outage.failures.load(), 0);
+  std::lock_guard lock(owners_.received.mu);
+  for (int i = 0; i < kReports; ++i) {
+    EXPECT_EQ(Json::parse(owners_.received.reports[static_cast<size_t>(i)]
+                              .services_json())[0]["properties"]["voltage"],
+              i);
+  }
+}
+
+TEST_F(GatewayTest, TwoReplicasShareTheLoadEachMessageOnce) {
+  auto first = Gateway("gw-share-1", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
+  auto second = Gateway("gw-share-2", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
+  auto [id, secret] = AddDevice();
+  auto device = Device(id, secret);
+  constexpr int kMessages = 200;
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE(
+        device->Publish("$oc/devices/" + id + "/sys/messages/up", fmt::format("{}", i), 1).ok());
+  }
+  ASSERT_TRUE(WaitUntil(
+      [&] { return owners_.received.Records("device.message").size() >= kMessages; }, seconds(30)));
+  std::this_thread::sleep_for(milliseconds(300));  // a duplicate would show up meanwhile
+  std::multiset<int> seen;
+  for (const auto& r : owners_.received.Records("device.message")) {
+    seen.insert(Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
+  }
+  EXPECT_EQ(seen.size(), static_cast<size_t>(kMessages));
+  for (int i = 0; i < kMessages; ++i) {
+    EXPECT_EQ(seen.count(i), 1U) << i;
+  }
+  const double a = Metric(*first, "iot_gateway_uplink_messages_total", {{"kind", "message_up"}});
+  const double b = Metric(*second, "iot_gateway_uplink_messages_total", {{"kind", "message_up"}});
+  EXPECT_EQ(a + b, kMessages);
+  EXPECT_GT(a, 0);
+  EXPECT_GT(b, 0);
+}
+
+TEST_F(GatewayTest, KilledGatewayRestartedProcessesWhatTheBrokerQueued) {
+  auto gateway = Gateway("gw-kill", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
+  // A slow owner keeps messages in the gateway's queue: those are the loss window.
+  owners_.rules.delay_ms = 20;
+  auto [id, secret] = AddDevice();
+  auto device = Device(id, secret);
+  constexpr int kMessages = 3000;
+  std::atomic<int> published{0};
+  std::thread publisher([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      auto rc = device->PublishAndWait("$oc/devices/" + id + "/sys/messages/up",
+                                       fmt::format("{}", i), 1, seconds(10));
+      if (rc.ok() && *rc < 0x80) {
+        ++published;
+      }
+    }
+  });
+  ASSERT_TRUE(WaitUntil([&] { return owners_.received.Records("device.message").size() > 300; },
+                        seconds(30)));
+  const double queued_before_kill = Metric(*gateway, "iot_gateway_uplink_queue_depth");
+  gateway->Restart(/*kill=*/true);
+  publisher.join();
+  owners_.rules.delay_ms = 0;
+  ASSERT_TRUE(gateway->WaitServing()) << gateway->process().Log();
+  size_t last = 0;
+  // Until nothing more arrives for 2 s.
+  while (true) {
+    std::this_thread::sleep_for(seconds(2));
+    const size_t now = owners_.received.Records("device.message").size();
+    if (now == last) {
+      break;
+    }
+    last = now;
+  }
+  std::set<int> unique;
+  size_t total = 0;
+  for (const auto& r : owners_.received.Records("device.message")) {
+    unique.insert(Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
+    ++total;
+  }
+  const int lost = published.load() - static_cast<int>(unique.size());
+  std::printf(
+      "[ gateway SIGKILL ] published (acknowledged by the broker): %d, handed on: %zu unique, "
+      "%zu duplicates, lost: %d (queue depth just before the kill: %.0f)\n",
+      published.load(), unique.size(), total - unique.size(), lost, queued_before_kill);
+  EXPECT_EQ(Metric(*gateway, "iot_gateway_broker_dropped_messages"), 0);
+  RecordProperty("lost", lost);
+  RecordProperty("queue_depth_at_kill", static_cast<int>(queued_before_kill));
+  EXPECT_EQ(published.load(), kMessages);
+  // What can be lost is what the killed process had acknowledged and not handed on: at most
+  // its queues (4 shards x 256) plus one batch per shard in flight.
+  EXPECT_LE(lost, 4 * 256 + 4 * 100);
+  EXPECT_GT(unique.size(), static_cast<size_t>(kMessages / 2));
+}
+
+TEST_F(GatewayTest, DownlinkReachesADeviceThatNeverSubscribedAndTellsOffline) {
+  auto gateway = Gateway("gw-down");
+  auto [id, secret] = AddDevice();
+  std::vector<common::MqttMessage> inbox;
+  std::mutex inbox_mu;
+  auto device = Device(id, secret, &inbox, &inbox_mu);
+  auto stub = dg::InternalDownlink::NewStub(
+      grpc::CreateChannel(gateway->address(), grpc::InsecureChannelCredentials()));
+  auto publish = [&](dg::PublishRequest request, dg::PublishResponse* response,
+                     const std::string& key = kServiceKey) {
+    grpc::ClientContext ctx;
+    common::SetBearer(ctx, key);
+    ctx.set_deadline(std::chrono::system_clock::now() + seconds(10));
+    return stub->Publish(&ctx, request, response);
+  };
+  dg::PublishRequest request;
+  request.set_device_id(id);
+  request.set_kind(dg::DOWNLINK_KIND_COMMAND);
+  request.set_request_id("cmd-1");
+  request.set_payload(R"({"service_id":"meter","command_name":"reboot","paras":{"delay":1}})");
+  request.set_qos(1);
+  dg::PublishResponse response;
+  auto status = publish(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.online());
+  EXPECT_EQ(response.topic(), "$oc/devices/" + id + "/sys/commands/request_id=cmd-1");
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(inbox_mu);
+        return !inbox.empty();
+      },
+      seconds(10)));
+  {
+    std::lock_guard lock(inbox_mu);
+    EXPECT_EQ(inbox[0].topic, response.topic());
+    EXPECT_EQ(inbox[0].payload, request.payload());
+  }
+  // The device answers; command-dispatch gets it, and rule-forwarding as device.command.
+  Publish(*device, "$oc/devices/" + id + "/sys/commands/response/request_id=cmd-1",
+          R"({"result_code":0,"response_name":"reboot_response","paras":{"result":"ok"}})");
+  ASSERT_TRUE(WaitUntil([&] { return owners_.received.Count(owners_.received.responses) == 1; },
+                        seconds(10)));
+  {
+    std::lock_guard lock(owners_.received.mu);
+    EXPECT_EQ(owners_.received.responses[0].request_id(), "cmd-1");
+    EXPECT_EQ(owners_.received.responses[0].kind(), command_dispatch::v1::RESPONSE_KIND_COMMAND);
+  }
+  EXPECT_TRUE(
+      WaitUntil([&] { return owners_.received.Records("device.command", "response").size() == 1; },
+                seconds(10)));
+
+  device->Stop();
+  auto [offline_id, offline_secret] = AddDevice();
+  request.set_device_id(offline_id);
+  status = publish(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_FALSE(response.online());
+
+  request.set_request_id("");
+  status = publish(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("request_id"), std::string::npos) << status.error_message();
+  request.set_request_id("x");
+  request.set_kind(dg::DOWNLINK_KIND_UNSPECIFIED);
+  EXPECT_EQ(publish(request, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(publish(request, &response, "not-a-key").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(GatewayTest, ShadowGetIsAnsweredAndPresenceReachesEveryOwner) {
+  auto gateway = Gateway("gw-shadow");
+  auto [id, secret] = AddDevice();
+  std::vector<common::MqttMessage> inbox;
+  std::mutex inbox_mu;
+  auto device = Device(id, secret, &inbox, &inbox_mu);
+  Publish(*device, "$oc/devices/" + id + "/sys/shadow/get/request_id=sg-1",
+          R"({"object_device_id":")" + id + R"(","service_id":"meter"})");
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(inbox_mu);
+        return !inbox.empty();
+      },
+      seconds(10)))
+      << gateway->process().Log();
+  {
+    std::lock_guard lock(inbox_mu);
+    EXPECT_EQ(inbox[0].topic, "$oc/devices/" + id + "/sys/shadow/get/response/request_id=sg-1");
+    EXPECT_EQ(Json::parse(inbox[0].payload)["shadow"][0]["version"], 7);
+  }
+  // A "shadow-" property-set response goes to shadow, not command-dispatch.
+  Publish(*device, "$oc/devices/" + id + "/sys/properties/set/response/request_id=shadow-9",
+          R"({"result_code":0,"result_desc":"success"})");
+  ASSERT_TRUE(WaitUntil([&] { return owners_.received.Count(owners_.received.set_results) == 1; },
+                        seconds(10)));
+  device->Stop();
+  auto has_presence = [&](const std::vector<dg::PresenceEvent>& events, bool online) {
+    std::lock_guard lock(owners_.received.mu);
+    for (const auto& e : events) {
+      if (e.device().device_id() == id && e.online() == online) {
+        return true;
+      }
+    }
+    return false;
+  };
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return has_presence(owners_.received.shadow_presence, true) &&
+               has_presence(owners_.received.shadow_presence, false) &&
+               has_presence(owners_.received.command_presence, true) &&
+               has_presence(owners_.received.command_presence, false);
+      },
+      seconds(10)));
+  std::vector<std::string> statuses;
+  for (const auto& r : owners_.received.Records("device.status", "update")) {
+    if (r.device().device_id() == id) {
+      statuses.push_back(Json::parse(r.envelope_json())["notify_data"]["body"]["status"]);
+    }
+  }
+  EXPECT_EQ(statuses, (std::vector<std::string>{"ONLINE", "OFFLINE"}));
+  EXPECT_EQ(owners_.received.Count(owners_.received.responses), 0U);
+}
+
+}  // namespace
+}  // namespace iot
