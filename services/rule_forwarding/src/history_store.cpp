@@ -18,6 +18,23 @@ bool IsDuplicateObject(const pqxx::sql_error& e) {
 
 }  // namespace
 
+void CopyHistoryRows(pqxx::transaction_base& tx, const std::string& table,
+                     std::span<const HistoryRow> rows) {
+  pqxx::stream_to stream(tx, table,
+                         std::vector<std::string>{"tenant_id", "device_id", "service_id",
+                                                  "property", "ts", "dedupe_key", "num", "value"});
+  std::string num;
+  for (const HistoryRow& row : rows) {
+    if (row.num) {
+      num = fmt::format("{}", *row.num);
+    }
+    stream << std::make_tuple(
+        row.tenant_id, row.device_id, row.service_id, row.property, PgTimestamp(row.time_ms),
+        row.dedupe_key, row.num ? num.c_str() : static_cast<const char*>(nullptr), row.value_json);
+  }
+  stream.complete();
+}
+
 PgHistoryStore::PgHistoryStore(std::shared_ptr<common::PgPool> pool, HistoryRetention retention)
     : pool_(std::move(pool)), retention_(retention) {}
 
@@ -83,26 +100,25 @@ absl::StatusOr<int64_t> PgHistoryStore::Insert(std::span<const HistoryRow> rows)
   if (absl::Status s = EnsurePartitions(days); !s.ok()) {
     return s;
   }
+  // Fast path: one COPY straight into the table. Only a batch holding rows stored before (a
+  // retried delivery) hits the primary key; that batch goes through a staging table instead.
+  auto direct = pool_->Call([&](pqxx::connection& c) -> absl::StatusOr<int64_t> {
+    try {
+      pqxx::work tx(c);
+      CopyHistoryRows(tx, kTable, rows);
+      tx.commit();
+      return static_cast<int64_t>(rows.size());
+    } catch (const pqxx::unique_violation&) {
+      return absl::AlreadyExistsError("some rows are stored already");
+    }
+  });
+  if (!absl::IsAlreadyExists(direct.status())) {
+    return direct;
+  }
   return pool_->Call([&](pqxx::connection& c) -> int64_t {
     pqxx::work tx(c);
     tx.exec0(fmt::format("CREATE TEMP TABLE history_stage (LIKE {}) ON COMMIT DROP", kTable));
-    {
-      pqxx::stream_to stream(
-          tx, "history_stage",
-          std::vector<std::string>{"tenant_id", "device_id", "service_id", "property", "ts",
-                                   "dedupe_key", "num", "value"});
-      std::string num;
-      for (const HistoryRow& row : rows) {
-        if (row.num) {
-          num = fmt::format("{}", *row.num);
-        }
-        stream << std::make_tuple(row.tenant_id, row.device_id, row.service_id, row.property,
-                                  PgTimestamp(row.time_ms), row.dedupe_key,
-                                  row.num ? num.c_str() : static_cast<const char*>(nullptr),
-                                  row.value_json);
-      }
-      stream.complete();
-    }
+    CopyHistoryRows(tx, "history_stage", rows);
     const pqxx::result r = tx.exec(
         fmt::format("INSERT INTO {} SELECT * FROM history_stage ON CONFLICT DO NOTHING", kTable));
     tx.commit();

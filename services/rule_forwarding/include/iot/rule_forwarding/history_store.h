@@ -7,7 +7,15 @@
 #include "iot/common/postgres.h"
 #include "iot/rule_forwarding/history.h"
 
+namespace pqxx {
+class transaction_base;
+}  // namespace pqxx
+
 namespace iot::rule_forwarding {
+
+/// COPYs `rows` into `table` (the history table or one shaped like it) within `tx`.
+void CopyHistoryRows(pqxx::transaction_base& tx, const std::string& table,
+                     std::span<const HistoryRow> rows);
 
 struct HistoryRetention {
   int64_t retention_days = 30;  ///< partitions wholly older than this are dropped
@@ -15,8 +23,10 @@ struct HistoryRetention {
 };
 
 /// History in `rule_forwarding.property_history`, range-partitioned by day
-/// (`property_history_pYYYYMMDD`). Batches go through COPY into a temporary staging table and
-/// one INSERT ... ON CONFLICT DO NOTHING, so a retried batch stores nothing twice. Partitions
+/// (`property_history_pYYYYMMDD`). A batch is one COPY into the table; a batch that holds rows
+/// stored before (a retried delivery: the primary key includes the delivery id) is redone as a
+/// COPY into a temporary staging table and one INSERT ... ON CONFLICT DO NOTHING, so it stores
+/// nothing twice. Partitions
 /// for the days a batch needs are created on demand (within retention .. days ahead).
 class PgHistoryStore final : public HistoryStore {
  public:
