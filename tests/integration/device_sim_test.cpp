@@ -77,6 +77,8 @@ Json Summary(const std::string& output) {
 /// The service account's view of the broker: every message under `$oc/devices/+/sys/`.
 class Watcher {
  public:
+  static constexpr std::string_view kRelayPrefix = "iot/up/";
+
   explicit Watcher(uint16_t port) {
     auto client = common::MqttClient::Create(
         common::MqttOptions{.url = fmt::format("mqtt://127.0.0.1:{}", port),
@@ -86,10 +88,16 @@ class Watcher {
     EXPECT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
     client_->SetMessageHandler([this](const common::MqttMessage& message) {
+      // The iot_auth plugin delivers device uplink `$oc/devices/{id}/...` as `iot/up/{id}/...`
+      // (broker/README.md, Uplink); kept here under the device's own topic.
+      common::MqttMessage device_view = message;
+      if (device_view.topic.rfind(kRelayPrefix, 0) == 0) {
+        device_view.topic = "$oc/devices/" + device_view.topic.substr(kRelayPrefix.size());
+      }
       const std::lock_guard lock(mutex_);
-      messages_.push_back(message);
+      messages_.push_back(std::move(device_view));
     });
-    EXPECT_TRUE(client_->Subscribe("$oc/devices/+/sys/#", 1).ok());
+    EXPECT_TRUE(client_->Subscribe("iot/up/+/sys/#", 1).ok());
     EXPECT_TRUE(client_->Start().ok());
     EXPECT_TRUE(client_->WaitSubscribed(seconds(10)));
   }
