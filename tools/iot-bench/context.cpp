@@ -19,6 +19,7 @@ FleetOptions BenchContext::FleetFor(const Endpoint& endpoint) const {
                       .threads = config.threads,
                       .connect_window = 100,
                       .publish_window = config.publish_window,
+                      .publish_rate = config.publish_rate,
                       .answer_commands = false};
 }
 

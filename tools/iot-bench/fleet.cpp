@@ -191,13 +191,20 @@ struct Client {
 
   /// Publishes reports up to the target of the current generation, keeping at most
   /// publish_window in flight.
-  void PublishDue(int current_generation, int target) {
+  void PublishDue(int current_generation, int target, Clock::time_point now) {
+    const double rate = shared.options.publish_rate;
+    const auto interval =
+        rate > 0
+            ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / rate))
+            : Clock::duration::zero();
     if (current_generation != generation) {
       generation = current_generation;
       published = 0;
       payload = shared.Payload();
+      // Spread the devices' first reports over one interval instead of a synchronised burst.
+      next_due = now + interval * static_cast<int>(index % 100) / 100;
     }
-    while (published < target &&
+    while (published < target && now >= next_due &&
            inflight.size() < static_cast<std::size_t>(shared.options.publish_window)) {
       const std::string body = (*payload)(index, published);
       int mid = 0;
@@ -208,6 +215,7 @@ struct Client {
         return;
       }
       ++published;
+      next_due += interval;
       inflight.insert(mid);
       shared.sent.fetch_add(1);
     }
@@ -224,6 +232,7 @@ struct Client {
   Clock::time_point connect_started{};
   int generation = -1;
   int published = 0;
+  Clock::time_point next_due{};
   std::shared_ptr<const PayloadFn> payload;
   std::unordered_set<int> inflight;
 };
@@ -260,7 +269,7 @@ struct Fleet::Impl {
           const int target = shared.publish_target.load();
           for (auto& client : clients) {
             if (client->state == State::kConnected) {
-              client->PublishDue(generation, target);
+              client->PublishDue(generation, target, now);
             }
           }
         }

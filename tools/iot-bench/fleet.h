@@ -27,6 +27,9 @@ struct FleetOptions {
   int threads = 4;
   int connect_window = 100;  ///< CONNACKs awaited at once per thread
   int publish_window = 10;   ///< QoS 1 reports in flight per device
+  /// Reports per second per device (0: as fast as the window allows). The gateway rejects a
+  /// device's uplink beyond its rate limit (IOT_DEVICE_GATEWAY_RATE_LIMIT, 50/s by default).
+  double publish_rate = 0;
   bool answer_commands = false;
 };
 

@@ -197,6 +197,7 @@ int Run(BenchConfig& config, const std::string& scenario, const std::string& jso
                    {"ingest_devices", config.ingest_devices},
                    {"ingest_messages", config.ingest_messages},
                    {"publish_window", config.publish_window},
+                   {"publish_rate_per_device", config.publish_rate},
                    {"commands", config.commands},
                    {"callers", config.callers},
                    {"command_devices", config.command_devices},
@@ -302,6 +303,11 @@ int main(int argc, char** argv) {
   app.add_option("--publish-window", config.publish_window,
                  "ingest: QoS 1 reports in flight per device")
       ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--rate", config.publish_rate,
+                 "ingest: reports per second per device (0: unpaced); keep it below the "
+                 "gateway's per-device limit (IOT_DEVICE_GATEWAY_RATE_LIMIT, 50)")
+      ->check(CLI::Range(0.0, 100000.0))
       ->capture_default_str();
   app.add_option("--commands", config.commands, "commands: calls in total")
       ->check(CLI::Range(1, 1000000))

@@ -37,6 +37,7 @@ struct BenchConfig {
   int ingest_devices = 1000;
   int ingest_messages = 100;  ///< reports per device
   int publish_window = 10;    ///< QoS 1 reports in flight per device
+  double publish_rate = 40;   ///< reports per second per device (below the gateway's limit)
   int commands = 2000;
   int callers = 10;
   int command_devices = 10;
