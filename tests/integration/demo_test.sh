@@ -67,8 +67,10 @@ skip() {
   echo "SKIPPED: $1"
 }
 
-# True when iotctl has the command group $1 (e.g. `shadow`).
-have_group() { "$BUILD_DIR/bin/iotctl" "$1" --help >/dev/null 2>&1; }
+# True when iotctl has the command group $1 (e.g. `shadow`): listed under "Subcommands:".
+have_group() {
+  "$BUILD_DIR/bin/iotctl" --help | sed -n '/^Subcommands:/,/^$/p' | grep -q "^  $1 "
+}
 
 # wait_for SECONDS CMD...: polls CMD every 0.5 s.
 wait_for() {
@@ -103,6 +105,130 @@ if iotctl device list --status sleeping >/dev/null 2>&1; then
   fail "device list --status sleeping was accepted"
 else
   ok "device list --status sleeping is refused"
+fi
+
+# expect_error PATTERN WHAT CMD...: CMD must fail with output matching PATTERN (a glob).
+expect_error() {
+  local pattern=$1 what=$2 out
+  shift 2
+  # shellcheck disable=SC2053  # PATTERN is a glob on purpose
+  if out=$("$@" 2>&1); then
+    fail "$what was accepted"
+  elif [[ "$out" == $pattern ]]; then
+    ok "$what refused: $out"
+  else
+    fail "$what: unexpected error: $out"
+  fi
+}
+
+# ------------------------------------------------------------------------------ shadow
+step "iotctl shadow: read it, set a desired property, see the device apply it"
+if have_group shadow; then
+  shadow_json() { iotctl --addr "$IOT_SHADOW_ADDR" --json shadow show "$DEVICE"; }
+  # reported [DOC] NAME: a reported property of service meter.
+  reported() { jq -r ".shadow[0].reported.properties_json | fromjson | .$1" <<<"${2:-$(shadow_json)}"; }
+  has_voltage() { [[ "$(reported voltage)" =~ ^[0-9.]+$ ]]; }
+  if wait_for 20 has_voltage; then
+    ok "the shadow holds the device's reported voltage ($(reported voltage) V)"
+  else
+    fail "no reported voltage in the shadow: $(shadow_json)"
+  fi
+  # The opposite of what the device reports now, so that applying it is a visible change.
+  want=ON
+  [[ "$(reported relay_state)" == ON ]] && want=OFF
+  interval=$(($(reported report_interval) % 3600 + 1))
+  if iotctl --addr "$IOT_SHADOW_ADDR" shadow set-desired "$DEVICE" --service meter \
+    -p relay_state="$want" -p report_interval="$interval" >/dev/null; then
+    ok "desired relay_state=$want report_interval=$interval accepted"
+  else
+    fail "shadow set-desired"
+  fi
+  applied() {
+    local doc
+    doc=$(shadow_json) || return 1
+    [[ "$(reported relay_state "$doc")" == "$want" &&
+      "$(reported report_interval "$doc")" == "$interval" &&
+      "$(jq -r '.shadow[0].delta_json' <<<"$doc")" == "{}" &&
+      "$(jq -r '.last_property_set.result_code' <<<"$doc")" == 0 ]]
+  }
+  if wait_for 20 applied; then
+    ok "the device applied the desired properties: reported = desired, delta empty"
+  else
+    fail "desired state not applied: $(shadow_json)"
+  fi
+  set_desired=(iotctl --addr "$IOT_SHADOW_ADDR" shadow set-desired "$DEVICE" --service meter)
+  expect_error '*INVALID_ARGUMENT*voltage*' "desired voltage (read-only)" "${set_desired[@]}" -p voltage=1
+  expect_error '*INVALID_ARGUMENT*bogus*' "desired bogus (not in the model)" "${set_desired[@]}" -p bogus=1
+  expect_error '*ABORTED*' "a stale --version" "${set_desired[@]}" -p relay_state=ON --version 1
+else
+  skip "shadow steps: iotctl has no 'shadow' group"
+fi
+
+# ------------------------------------------------------------------------------ commands
+step "iotctl command: send a command, get the device's answer"
+if have_group command; then
+  command_create=(iotctl --addr "$IOT_COMMAND_DISPATCH_ADDR" command create "$DEVICE" --service meter)
+  if out=$("${command_create[@]}" --command reboot -p delay=5 2>&1) && [[ "$out" == *reboot_response* ]]; then
+    ok "reboot answered by the device: $(tr '\n' ' ' <<<"$out" | cut -c1-200)"
+  else
+    fail "command reboot: no reboot_response in: $out"
+  fi
+  expect_error '*INVALID_ARGUMENT*tariff*' "set_tariff tariff=weekend (not in its enum)" \
+    "${command_create[@]}" --command set_tariff -p tariff=weekend -p price=1
+else
+  skip "command steps: iotctl has no 'command' group"
+fi
+
+# ------------------------------------------------------------------------------ rules + subscribe
+step "iotctl group + rule + subscribe: matching reports arrive in a consumer group"
+if have_group group && have_group rule && have_group subscribe; then
+  rf=(iotctl --addr "$IOT_RULE_FORWARDING_ADDR")
+  if "${rf[@]}" group create readings --description "demo: meter readings" >/dev/null; then
+    ok "consumer group readings created"
+  else
+    fail "group create readings"
+  fi
+  rule_file=$IOT_STATE_DIR/demo-rule.json
+  cat >"$rule_file" <<'EOF'
+{"name": "meter readings", "resource": "device.property", "product_id": "smartmeter01",
+ "sql": "SELECT device_id() AS device, notify_data.body.services[0].properties.voltage AS voltage",
+ "actions": [{"type": "consumer_group", "config_json": "{\"group\":\"readings\"}"}]}
+EOF
+  if "${rf[@]}" rule create -f "$rule_file" >/dev/null; then ok "rule created"; else fail "rule create"; fi
+  if out=$(timeout 30 "${rf[@]}" subscribe --group readings --count 3); then
+    n=$(jq -s '[.[] | select(.device_id | startswith("smartmeter01_meter-")) |
+      select(.payload_json | fromjson | .voltage != null)] | length' <<<"$out")
+    if [[ "$n" == 3 ]]; then ok "3 readings arrived through the group"; else fail "subscribe output: $out"; fi
+  else
+    fail "subscribe --group readings --count 3 got no 3 messages in 30 s: $out"
+  fi
+  sed 's/properties.voltage AS voltage"/properties.voltage AS voltage WHERE voltage >"/' \
+    "$rule_file" >"$rule_file.bad"
+  expect_error '*INVALID_ARGUMENT*sql*' "a rule with broken SQL" "${rf[@]}" rule create -f "$rule_file.bad"
+else
+  skip "rule/subscription steps: iotctl lacks one of the 'group', 'rule', 'subscribe' groups"
+fi
+
+# ------------------------------------------------------------------------------ history
+step "iotctl history: the stored readings, raw and bucketed"
+if have_group history; then
+  hist=(iotctl --addr "$IOT_RULE_FORWARDING_ADDR" history --device "$DEVICE" --service meter
+    --property voltage)
+  has_history() { (($(iotctl --addr "$IOT_RULE_FORWARDING_ADDR" --json "${hist[@]:3}" |
+    jq '.values | length') > 0)); }
+  if wait_for 20 has_history; then
+    ok "raw voltage history has values"
+  else
+    fail "no voltage history: $("${hist[@]}" 2>&1 | head -5)"
+  fi
+  if out=$("${hist[@]}" --bucket 1m 2>/dev/null) && [[ "$out" == *AVG* ]]; then
+    ok "bucketed history prints count/min/max/avg"
+  else
+    fail "history --bucket 1m: $out"
+  fi
+  expect_error '*INVALID_ARGUMENT*bucket*' "history --bucket 7x" "${hist[@]}" --bucket 7x
+else
+  skip "history steps: iotctl has no 'history' group"
 fi
 
 echo
