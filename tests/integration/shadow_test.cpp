@@ -557,6 +557,40 @@ TEST_F(ShadowTest, RedisFlushedIsRebuiltFromPostgresWithoutRestart) {
   EXPECT_TRUE(SetDesired({{"relay_state", "ON"}}, meter.version()).ok());
 }
 
+TEST_F(ShadowTest, IotctlShowsAndSetsDesired) {
+  iot::testing::TempDir dir("iotctl-shadow");
+  std::filesystem::path log;
+  int calls = 0;
+  auto iotctl = [&](std::vector<std::string> args) {
+    log = dir.path() / fmt::format("out{}.txt", ++calls);  // RunCommand appends
+    std::vector<std::string> argv = {iot::testing::ExecutablePath("iotctl").string(), "--addr",
+                                     shadow_->address(), "--api-key", kAdminKey};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return iot::testing::RunCommand(argv, log);
+  };
+  ASSERT_TRUE(Report({{"relay_state", "ON"}}).ok());
+  EXPECT_EQ(iotctl({"shadow", "set-desired", device_id_, "--service", "meter", "-p",
+                    "relay_state=OFF", "-p", "report_interval=120", "--version", "1"}),
+            0)
+      << ReadFile(log.string());
+  EXPECT_EQ(json::parse(Meter().desired().properties_json()),
+            json({{"relay_state", "OFF"}, {"report_interval", 120}}));
+  EXPECT_EQ(iotctl({"--json", "shadow", "show", device_id_}), 0);
+  const json shown = json::parse(ReadFile(log.string()));
+  EXPECT_EQ(shown["version"], "2");  // int64 in proto3 JSON
+  EXPECT_EQ(json::parse(shown["shadow"][0]["delta_json"].get<std::string>()),
+            json({{"relay_state", "OFF"}, {"report_interval", 120}}));
+  // A stale version is a server error (exit 1); a bad value too.
+  EXPECT_EQ(iotctl({"shadow", "set-desired", device_id_, "--service", "meter", "-p",
+                    "relay_state=ON", "--version", "1"}),
+            1);
+  EXPECT_NE(ReadFile(log.string()).find("ABORTED"), std::string::npos) << ReadFile(log.string());
+  EXPECT_EQ(iotctl({"shadow", "set-desired", device_id_, "--service", "meter", "-p",
+                    "report_interval=0"}),
+            1);
+  EXPECT_NE(ReadFile(log.string()).find("report_interval"), std::string::npos);
+}
+
 TEST_F(ShadowTest, TwoReplicasServeTheSameShadows) {
   auto second = StartShadow(pg_url_);
   ASSERT_TRUE(second->WaitServing()) << second->process().Log();
