@@ -24,17 +24,21 @@ chmod 755 /tmp/iot-platform
 IOT_STATE_DIR=$(mktemp -d /tmp/iot-platform/demo-test.XXXXXX)
 export IOT_STATE_DIR IOT_STACK_DURABLE=0 IOT_LOG_LEVEL=info
 export IOT_DEMO_DEVICES=3 IOT_DEMO_REPORT_INTERVAL=1
-# Free ports away from the defaults, so that a developer's stack may run beside the test.
+# Free ports away from the defaults, so that a developer's stack (and scripts/test.sh's infra
+# on 25432/26379/21883) may run beside the test; below the kernel's ephemeral range (32768+),
+# where an outgoing connection could hold a port that looked free.
 export IOT_STACK_PG_PORT IOT_STACK_REDIS_PORT IOT_STACK_MQTT_PORT
-IOT_STACK_PG_PORT=$(iot::free_port 45432)
-IOT_STACK_REDIS_PORT=$(iot::free_port 46379)
-IOT_STACK_MQTT_PORT=$(iot::free_port 41883)
-next=45051
+IOT_STACK_PG_PORT=$(iot::free_port 23432)
+IOT_STACK_REDIS_PORT=$(iot::free_port 23379)
+IOT_STACK_MQTT_PORT=$(iot::free_port 23883)
+grpc=24051
+metrics=24151
 for prefix in DEVICE_GATEWAY THING_MODEL COMMAND_DISPATCH SHADOW RULE_FORWARDING; do
-  grpc=$(iot::free_port "$next")
-  metrics=$(iot::free_port $((grpc + 4000)))
+  grpc=$(iot::free_port "$grpc")
+  metrics=$(iot::free_port "$metrics")
   export "IOT_${prefix}_GRPC_PORT=$grpc" "IOT_${prefix}_METRICS_PORT=$metrics"
-  next=$((grpc + 1))
+  grpc=$((grpc + 1))
+  metrics=$((metrics + 1))
 done
 
 passed=0
@@ -188,12 +192,7 @@ if have_group group && have_group rule && have_group subscribe; then
   else
     fail "group create readings"
   fi
-  rule_file=$IOT_STATE_DIR/demo-rule.json
-  cat >"$rule_file" <<'EOF'
-{"name": "meter readings", "resource": "device.property", "product_id": "smartmeter01",
- "sql": "SELECT device_id() AS device, notify_data.body.services[0].properties.voltage AS voltage",
- "actions": [{"type": "consumer_group", "config_json": "{\"group\":\"readings\"}"}]}
-EOF
+  rule_file=$ROOT/deploy/demo/meter-readings-rule.json
   if "${rf[@]}" rule create -f "$rule_file" >/dev/null; then ok "rule created"; else fail "rule create"; fi
   if out=$(timeout 30 "${rf[@]}" subscribe --group readings --count 3); then
     n=$(jq -s '[.[] | select(.device_id | startswith("smartmeter01_meter-")) |
@@ -203,8 +202,9 @@ EOF
     fail "subscribe --group readings --count 3 got no 3 messages in 30 s: $out"
   fi
   sed 's/properties.voltage AS voltage"/properties.voltage AS voltage WHERE voltage >"/' \
-    "$rule_file" >"$rule_file.bad"
-  expect_error '*INVALID_ARGUMENT*sql*' "a rule with broken SQL" "${rf[@]}" rule create -f "$rule_file.bad"
+    "$rule_file" >"$IOT_STATE_DIR/bad-rule.json"
+  expect_error '*INVALID_ARGUMENT*sql*' "a rule with broken SQL" \
+    "${rf[@]}" rule create -f "$IOT_STATE_DIR/bad-rule.json"
 else
   skip "rule/subscription steps: iotctl lacks one of the 'group', 'rule', 'subscribe' groups"
 fi
