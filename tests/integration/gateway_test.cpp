@@ -293,12 +293,14 @@ class GatewayTest : public ::testing::Test {
   /// A device connected as Huawei's SDKs connect (sign type 0); it never subscribes.
   std::unique_ptr<common::MqttClient> Device(const std::string& id, const std::string& secret,
                                              std::vector<common::MqttMessage>* inbox = nullptr,
-                                             std::mutex* inbox_mu = nullptr) {
+                                             std::mutex* inbox_mu = nullptr,
+                                             const std::string& broker_url = {}) {
     const std::string stamp = HourStamp();
-    auto client = common::MqttClient::Create({.url = broker_->Url(),
-                                              .client_id = fmt::format("{}_0_0_{}", id, stamp),
-                                              .username = id,
-                                              .password = common::HmacSha256Hex(stamp, secret)});
+    auto client =
+        common::MqttClient::Create({.url = broker_url.empty() ? broker_->Url() : broker_url,
+                                    .client_id = fmt::format("{}_0_0_{}", id, stamp),
+                                    .username = id,
+                                    .password = common::HmacSha256Hex(stamp, secret)});
     EXPECT_TRUE(client.ok()) << client.status();
     if (inbox != nullptr) {
       (*client)->SetMessageHandler([inbox, inbox_mu](const common::MqttMessage& m) {
@@ -603,6 +605,33 @@ TEST_F(GatewayTest, KilledGatewayRestartedProcessesWhatTheBrokerQueued) {
   // its queues (4 shards x 256) plus one batch per shard in flight.
   EXPECT_LE(lost, 4 * 256 + 4 * 100);
   EXPECT_GT(unique.size(), static_cast<size_t>(kMessages / 2));
+}
+
+TEST_F(GatewayTest, BrokerQueueLimitReachedIsVisibleAsMetricAndLog) {
+  // A broker with a tiny queue, and a gateway that stops reading (SIGSTOP) while a device
+  // reports: the broker drops what exceeds its limit, and the gateway must say so.
+  iot::testing::TestMosquitto small(
+      iot::testing::AuthPluginConfig(
+          redis_->Url(), kSecretKey,
+          iot::testing::ServiceAccountEntry("gateway", "salt", kGatewayPassword)) +
+      "\nmax_queued_messages 5\nsys_interval 1\n");
+  auto gateway =
+      Gateway("gw-limit", {{"IOT_MQTT_URL", fmt::format("mqtt://gateway:{}@127.0.0.1:{}",
+                                                        kGatewayPassword, small.port())}});
+  EXPECT_EQ(Metric(*gateway, "iot_gateway_broker_dropped_messages"), 0);
+  auto [id, secret] = AddDevice();
+  auto device = Device(id, secret, nullptr, nullptr, small.Url());
+  gateway->process().Signal(SIGSTOP);
+  // More than the gateway's receive maximum (100 in flight to an MQTT 5 client) + 5 queued.
+  for (int i = 0; i < 300; ++i) {
+    Publish(*device, "$oc/devices/" + id + "/sys/messages/up", fmt::format("{}", i));
+  }
+  gateway->process().Signal(SIGCONT);
+  EXPECT_TRUE(WaitUntil([&] { return Metric(*gateway, "iot_gateway_broker_dropped_messages") > 0; },
+                        seconds(10)))
+      << gateway->process().Log();
+  EXPECT_NE(gateway->process().Log().find("the broker dropped messages at its queue limits"),
+            std::string::npos);
 }
 
 TEST_F(GatewayTest, DownlinkReachesADeviceThatNeverSubscribedAndTellsOffline) {
