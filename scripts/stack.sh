@@ -590,6 +590,13 @@ status() {
     fi
     printf '%-17s %-8s %-22s %-8s %s\n' "$name" "$pid" "127.0.0.1:$grpc" "$state" "$health"
   done
+  # The demo's simulated devices (scripts/demo.sh), when it was started.
+  if pid=$(running_pid device-sim); then
+    printf '%-17s %-8s %-22s %-8s %s\n' device-sim "$pid" - running "scripts/demo.sh status"
+  elif [[ -f "$(pidfile device-sim)" ]]; then
+    printf '%-17s %-8s %-22s %-8s %s\n' device-sim - - DEAD "log: $(logfile device-sim)"
+    rc=1
+  fi
   echo "state dir: $STATE_DIR   logs: $LOG_DIR   env: $ENV_FILE"
   return "$rc"
 }
