@@ -254,6 +254,39 @@ TEST_F(ProcessorTest, EventsAreValidatedAndSystemServicesAccepted) {
   EXPECT_EQ(reply["services"][0]["paras"]["server_recv_time"], 1000);
 }
 
+TEST_F(ProcessorTest, AcceptsWhatHuaweiDeviceSdksSend) {
+  // Shapes of huaweicloud-iot-device-sdk-python / -c: null fields, string timestamps,
+  // ISO event times.
+  processor_.Process(
+      *device_,
+      Message(UplinkKind::kPropertiesReport, "p1_d",
+              R"({"services":[{"service_id":"meter","properties":{"voltage":1},"event_time":null},
+                              {"service_id":"meter","properties":{"voltage":2},"event_time":"2026-11-26T17:42:48Z"}]})"),
+      out_);
+  processor_.Process(
+      *device_,
+      Message(
+          UplinkKind::kEventUp, "p1_d",
+          R"({"object_device_id":null,"services":[{"service_id":"$time_sync","event_type":"time_sync_request","event_time":"20261126T174248Z","paras":{"device_send_time":"1582685678789"}}]})"),
+      out_);
+  processor_.Process(*device_,
+                     Message(UplinkKind::kMessageUp, "p1_d",
+                             R"({"name":null,"id":null,"content":"3","object_device_id":null})"),
+                     out_);
+  processor_.Process(*device_, Message(UplinkKind::kShadowGet, "p1_d", "", "s1"), out_);
+  EXPECT_EQ(Rejected("malformed"), 0);
+  EXPECT_EQ(Rejected("invalid_property"), 0);
+  EXPECT_EQ(Rejected("invalid_event"), 0);
+  ASSERT_EQ(out_.shadow_reports.reports_size(), 1);
+  EXPECT_EQ(Json::parse(out_.shadow_reports.reports(0).services_json()).size(), 2U);
+  ASSERT_EQ(out_.replies.size(), 1U);
+  EXPECT_EQ(Json::parse(out_.replies[0].payload)["services"][0]["paras"]["device_send_time"],
+            "1582685678789");
+  EXPECT_EQ(out_.shadow_gets.size(), 1U);
+  EXPECT_THAT(Resources(), ::testing::ElementsAre("device.property/report", "device.event/report",
+                                                  "device.message/report"));
+}
+
 TEST_F(ProcessorTest, ResponsesGoToTheirOwner) {
   processor_.Process(*device_,
                      Message(UplinkKind::kPropertiesSetResponse, "p1_d",
