@@ -11,11 +11,6 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# The Prometheus server itself (not started as a system service): the Prometheus integration
-# test runs it as a local process against the platform's services. jq: scripts/demo.sh and
-# the demo test read iotctl's --json output with it.
-IOT_DEB_PACKAGES+=(prometheus jq)
-
 force_update=0
 for arg in "$@"; do
   case "$arg" in

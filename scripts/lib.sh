@@ -128,6 +128,9 @@ IOT_DEB_PACKAGES=(
   prometheus-cpp-dev nlohmann-json3-dev libsimdjson-dev libspdlog-dev libcli11-dev
   libssl-dev libcurl4-openssl-dev libgtest-dev libgmock-dev libbenchmark-dev
   postgresql redis-server
+  # prometheus: the server itself, run as a local process by the Prometheus integration test
+  # (its system service is never started). jq: scripts/demo.sh and the demo test read iotctl --json.
+  prometheus jq
 )
 
 # Prints the packages of IOT_DEB_PACKAGES that are not installed (one a line).
