@@ -205,6 +205,25 @@ TEST_F(HistoryTest, TenantsSeeOnlyTheirOwnHistory) {
   EXPECT_EQ(none.values_size(), 0);
 }
 
+TEST_F(HistoryTest, IotctlPrintsBuckets) {
+  IngestSeries("h-cli", 10);
+  ASSERT_TRUE(WaitForValues("h-cli", 10));
+  iot::testing::TempDir dir("iotctl");
+  iot::testing::Process iotctl(
+      {.argv = {iot::testing::ExecutablePath("iotctl").string(), "history", "--device", "h-cli",
+                "--service", "meter", "--property", "voltage", "--start", FormatTimestamp(base_),
+                "--end", FormatTimestamp(base_ + 10 * kMinute), "--bucket", "5m"},
+       .env = {{"IOTCTL_ADDR", platform_->service().address()}, {"IOTCTL_API_KEY", kHsAdminKey}},
+       .log_file = dir.path() / "iotctl.log",
+       .run_as_user = {}});
+  ASSERT_EQ(iotctl.Wait(seconds(20)), 0) << iotctl.Log();
+  const std::string out = iotctl.Log();
+  EXPECT_NE(out.find("BUCKET"), std::string::npos) << out;
+  EXPECT_NE(out.find(FormatTimestamp(base_ + 5 * kMinute) + "  5      5    9    7"),
+            std::string::npos)
+      << out;
+}
+
 TEST_F(HistoryTest, BadInputsAreInvalidArgumentNamingTheField) {
   auto expect_field = [](const rf::ListPropertyHistoryRequest& request, const std::string& field) {
     rf::ListPropertyHistoryResponse response;

@@ -7,6 +7,7 @@
 
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "history_subscriptions_platform.h"
@@ -302,6 +303,50 @@ TEST_F(SubscriptionsTest, BadInputsAreInvalidArgumentNamingTheField) {
   Consumer anonymous(platform_->channel(), "", "bad-inputs", "a", 10, true);
   ASSERT_TRUE(WaitUntil([&] { return anonymous.done(); }, seconds(10)));
   EXPECT_EQ(anonymous.status().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(SubscriptionsTest, IotctlCreatesGroupsAndSubscribes) {
+  const std::map<std::string, std::string> env = {{"IOTCTL_ADDR", platform_->service().address()},
+                                                  {"IOTCTL_API_KEY", kHsAdminKey}};
+  iot::testing::TempDir dir("iotctl");
+  auto iotctl = [&](std::vector<std::string> args, const std::string& log) {
+    args.insert(args.begin(), iot::testing::ExecutablePath("iotctl").string());
+    return std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
+        .argv = args, .env = env, .log_file = dir.path() / log, .run_as_user = {}});
+  };
+  auto create = iotctl({"group", "create", "cli-group", "--ack-timeout", "5"}, "create.log");
+  ASSERT_EQ(create->Wait(seconds(20)), 0) << create->Log();
+  auto list = iotctl({"--json", "group", "list"}, "list.log");
+  ASSERT_EQ(list->Wait(seconds(20)), 0) << list->Log();
+  EXPECT_NE(list->Log().find(R"("group_name": "cli-group")"), std::string::npos) << list->Log();
+  ForwardToGroup("s-cli", "cli-group");
+
+  auto subscribe = iotctl({"subscribe", "--group", "cli-group", "--count", "3"}, "sub.log");
+  ASSERT_TRUE(WaitUntil([&] { return platform_->Metric("iot_rf_subscription_consumers", {}) >= 1; },
+                        seconds(10)));
+  ASSERT_TRUE(Ingest("s-cli", 0, 3).ok());
+  ASSERT_EQ(subscribe->Wait(seconds(20)), 0) << subscribe->Log();
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(subscribe->Log());
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(nlohmann::json::parse(line));
+  }
+  ASSERT_EQ(lines.size(), 3u) << subscribe->Log();
+  EXPECT_EQ(lines[0]["device_id"], "s-cli");
+  EXPECT_EQ(nlohmann::json::parse(
+                lines[2]["payload_json"]
+                    .get<std::string>())["notify_data"]["body"]["services"][0]["properties"]["seq"],
+            2);
+  // What it printed it acked.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return platform_->Metric("iot_rf_group_backlog", {{"group", "cli-group"}}) == 0;
+      },
+      seconds(10)));
+
+  auto unknown = iotctl({"subscribe", "--group", "nope"}, "unknown.log");
+  EXPECT_EQ(unknown->Wait(seconds(20)), 1);
+  EXPECT_NE(unknown->Log().find("group_name"), std::string::npos) << unknown->Log();
 }
 
 // Last: it restarts the Redis every other test uses.
