@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -229,20 +230,9 @@ class RulesTest : public ::testing::Test {
                                                         .service_key = kServiceKey,
                                                         .pg_url = {}});
     ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
-    const std::string pg_url = iot::testing::CreateTestDatabase();
+    *pg_url_ = iot::testing::CreateTestDatabase();
     for (int i = 0; i < 2; ++i) {
-      replicas_[i] = new iot::testing::ServiceProcess(
-          {.binary = "rule-forwarding",
-           .env_prefix = "IOT_RULE_FORWARDING",
-           .env = {{"IOT_PG_URL", pg_url},
-                   {"IOT_REDIS_URL", redis_->Url()},
-                   {"IOT_MQTT_URL", broker_->Url()},
-                   {"IOT_RULE_FORWARDING_MQTT_CLIENT_ID", fmt::format("rule-forwarding-{}", i)},
-                   {"IOT_RULE_FORWARDING_MAX_ATTEMPTS", "3"},
-                   {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
-                   {"IOT_RULE_FORWARDING_RETRY_MAX", "200ms"},
-                   {"IOT_LOG_LEVEL", "debug"}},
-           .args = {}});
+      replicas_[i] = new iot::testing::ServiceProcess(ReplicaOptions(i, 3));
       ASSERT_TRUE(replicas_[i]->WaitServing()) << replicas_[i]->process().Log();
     }
     subscriber_ = new Subscriber(broker_->Url());
@@ -271,6 +261,21 @@ class RulesTest : public ::testing::Test {
     delete thing_model_;
     delete broker_;
     delete redis_;
+  }
+
+  static iot::testing::ServiceProcessOptions ReplicaOptions(int i, int max_attempts) {
+    return {.binary = "rule-forwarding",
+            .env_prefix = "IOT_RULE_FORWARDING",
+            .env = {{"IOT_PG_URL", *pg_url_},
+                    {"IOT_REDIS_URL", redis_->Url()},
+                    {"IOT_MQTT_URL", broker_->Url()},
+                    {"IOT_RULE_FORWARDING_MQTT_CLIENT_ID", fmt::format("rule-forwarding-{}", i)},
+                    {"IOT_RULE_FORWARDING_MAX_ATTEMPTS", std::to_string(max_attempts)},
+                    {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
+                    {"IOT_RULE_FORWARDING_RETRY_MAX", "200ms"},
+                    {"IOT_RULE_FORWARDING_OUTBOX_LEASE", "1s"},
+                    {"IOT_LOG_LEVEL", "debug"}},
+            .args = {}};
   }
 
   static std::unique_ptr<rf::Rules::Stub> Rules(int replica = 0) {
@@ -339,7 +344,8 @@ class RulesTest : public ::testing::Test {
   static inline iot::testing::TestRedis* redis_ = nullptr;
   static inline iot::testing::TestMosquitto* broker_ = nullptr;
   static inline iot::testing::ThingModelProcess* thing_model_ = nullptr;
-  static inline iot::testing::ServiceProcess* replicas_[2] = {nullptr, nullptr};
+  static inline iot::testing::ServiceProcess* replicas_[3] = {nullptr, nullptr, nullptr};
+  static inline std::string* pg_url_ = new std::string();
   static inline Subscriber* subscriber_ = nullptr;
   static inline std::string* other_key_ = new std::string();
 };
@@ -602,6 +608,31 @@ TEST_F(RulesTest, IotctlManagesRulesAndShowsSqlErrors) {
   CommandResult gone = Iotctl(address, kAdminKey, {"rule", "show", rule_id});
   EXPECT_EQ(gone.code, 1) << gone.output;
   EXPECT_NE(gone.output.find("NOT_FOUND"), std::string::npos) << gone.output;
+}
+
+TEST_F(RulesTest, DeliveriesOfACrashedReplicaAreTakenOverFromTheOutbox) {
+  std::atomic<bool> up{false};
+  HttpSink sink([&](int) { return up ? 200 : 503; });
+  auto request = RuleRequest("SELECT *", "webhook", {{"url", sink.Url()}});
+  request.set_device_id("dev-crash");
+  const rf::Rule rule = Create(request);
+  // A third replica that keeps retrying takes the record, then dies without a word.
+  replicas_[2] = new iot::testing::ServiceProcess(ReplicaOptions(2, 100));
+  ASSERT_TRUE(replicas_[2]->WaitServing()) << replicas_[2]->process().Log();
+  ASSERT_TRUE(Ingest("dev-crash", {{"k-1", 7}}, 2).ok());
+  ASSERT_TRUE(WaitUntil([&] { return !sink.requests().empty(); }, seconds(10)));
+  replicas_[2]->process().Signal(SIGKILL);
+  ASSERT_TRUE(replicas_[2]->process().Wait(seconds(10)).has_value());
+  up = true;
+  // Another replica takes it over once the dead one's lease (1 s) ran out.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const auto r = sink.requests();
+        return !r.empty() && r.back().status == 200;
+      },
+      seconds(15)))
+      << sink.requests().size();
+  EXPECT_EQ(sink.requests().back().headers.at("x-iot-delivery-id"), "k-1:" + rule.rule_id() + ":0");
 }
 
 }  // namespace

@@ -61,11 +61,13 @@ struct Dispatcher::Lane {
 
 Dispatcher::Dispatcher(DestinationRegistry destinations,
                        std::shared_ptr<DeadLetterSink> dead_letters,
-                       std::shared_ptr<DispatcherMetrics> metrics, DispatcherOptions options)
+                       std::shared_ptr<DispatcherMetrics> metrics, DispatcherOptions options,
+                       std::shared_ptr<Outbox> outbox)
     : destinations_(std::move(destinations)),
       dead_letters_(std::move(dead_letters)),
       metrics_(std::move(metrics)),
-      options_(std::move(options)) {
+      options_(std::move(options)),
+      outbox_(std::move(outbox)) {
   for (const auto& [type, destination] : destinations_) {
     auto lane = std::make_unique<Lane>();
     lane->type = type;
@@ -160,7 +162,7 @@ void Dispatcher::Stop(std::chrono::milliseconds drain) {
     }
   }
   for (const auto& [type, items] : leftovers) {
-    DeadLetter(type, items, "not delivered before shutdown", 0);
+    GiveUp(type, items, "not delivered before shutdown", 0);
   }
 }
 
@@ -198,7 +200,7 @@ void Dispatcher::Work(Lane& lane) {
                    std::make_move_iterator(lane.queue.end()));
       lane.queue.clear();
       lock.unlock();
-      DeadLetter(lane.type, batch, "not delivered before shutdown", 0);
+      GiveUp(lane.type, batch, "not delivered before shutdown", 0);
       return;
     }
     batch.push_back(std::move(lane.queue.front()));
@@ -249,6 +251,7 @@ void Dispatcher::DeliverBatch(Lane& lane, std::vector<DispatchItem>& batch) {
       if (metrics_) {
         metrics_->deliveries.Add({{"type", lane.type}, {"outcome", "delivered"}}).Increment(n);
       }
+      Finished(batch);
       return;
     }
     const std::string error(status.message());
@@ -261,7 +264,7 @@ void Dispatcher::DeliverBatch(Lane& lane, std::vector<DispatchItem>& batch) {
       metrics_->deliveries.Add({{"type", lane.type}, {"outcome", "retried"}}).Increment(n);
     }
     common::LogWarn("delivery failed, retrying", {{"type", lane.type},
-                                                  {"rule_id", batch.front().delivery.rule_id},
+                                                  {"rule_id", deliveries.front().rule_id},
                                                   {"attempt", attempt},
                                                   {"deliveries", batch.size()},
                                                   {"error", error}});
@@ -270,7 +273,7 @@ void Dispatcher::DeliverBatch(Lane& lane, std::vector<DispatchItem>& batch) {
     if (cv_.wait_for(lock, delay, [&] { return give_up_; })) {
       lock.unlock();
       restore();
-      DeadLetter(lane.type, batch, "not delivered before shutdown: " + error, attempt);
+      GiveUp(lane.type, batch, "not delivered before shutdown: " + error, attempt);
       return;
     }
   }
@@ -309,12 +312,51 @@ void Dispatcher::DeadLetter(const std::string& type, const std::vector<DispatchI
                                                {"attempts", attempts},
                                                {"error", error}});
   if (!dead_letters_) {
+    Finished(items);
     return;
   }
   if (absl::Status status = dead_letters_->Add(letters); !status.ok()) {
+    // Still in the outbox (if any): retried when another replica takes them over.
     common::LogError(
-        "dead letters lost: cannot store them",
+        "cannot store dead letters",
         {{"type", type}, {"deliveries", items.size()}, {"error", std::string(status.message())}});
+    return;
+  }
+  Finished(items);
+}
+
+void Dispatcher::GiveUp(const std::string& type, const std::vector<DispatchItem>& items,
+                        const std::string& error, int attempts) {
+  std::vector<DispatchItem> without_outbox;
+  for (const DispatchItem& item : items) {
+    if (item.outbox_id == 0) {
+      without_outbox.push_back(item);
+    }
+  }
+  if (without_outbox.size() < items.size()) {
+    common::LogInfo("deliveries left in the outbox for another replica",
+                    {{"type", type}, {"deliveries", items.size() - without_outbox.size()}});
+  }
+  DeadLetter(type, without_outbox, error, attempts);
+}
+
+void Dispatcher::Finished(const std::vector<DispatchItem>& items) {
+  if (!outbox_) {
+    return;
+  }
+  std::vector<int64_t> ids;
+  for (const DispatchItem& item : items) {
+    if (item.outbox_id != 0) {
+      ids.push_back(item.outbox_id);
+    }
+  }
+  if (ids.empty()) {
+    return;
+  }
+  if (absl::Status status = outbox_->Remove(ids); !status.ok()) {
+    // Only a duplicate follows: another replica may deliver them again after a takeover.
+    common::LogWarn("cannot remove finished deliveries from the outbox",
+                    {{"deliveries", ids.size()}, {"error", std::string(status.message())}});
   }
 }
 

@@ -145,11 +145,12 @@ std::vector<DispatchItem> Route(const RuleSet& rules, const IngestRecord& record
 
 IngestService::IngestService(RulesSource rules, std::shared_ptr<Dedupe> dedupe,
                              std::shared_ptr<Dispatcher> dispatcher,
-                             std::shared_ptr<IngestMetrics> metrics)
+                             std::shared_ptr<IngestMetrics> metrics, std::shared_ptr<Outbox> outbox)
     : rules_(std::move(rules)),
       dedupe_(std::move(dedupe)),
       dispatcher_(std::move(dispatcher)),
-      metrics_(std::move(metrics)) {}
+      metrics_(std::move(metrics)),
+      outbox_(std::move(outbox)) {}
 
 absl::Status IngestService::Ingest(const std::vector<IngestRecord>& records) {
   if (records.empty()) {
@@ -197,7 +198,24 @@ absl::Status IngestService::Ingest(const std::vector<IngestRecord>& records) {
       items.push_back(std::move(item));
     }
   }
+  if (outbox_) {
+    if (absl::Status s = outbox_->Add(items); !s.ok()) {
+      dedupe_->Release(claimed);
+      return s;
+    }
+  }
+  std::vector<int64_t> stored;
+  for (const DispatchItem& item : items) {
+    if (item.outbox_id != 0) {
+      stored.push_back(item.outbox_id);
+    }
+  }
   if (absl::Status s = dispatcher_->Enqueue(std::move(items)); !s.ok()) {
+    if (!stored.empty()) {
+      // If this fails, the rows stay with this replica: delivered after its restart, and again
+      // for the gateway's retry - a duplicate, never a loss.
+      (void)outbox_->Remove(stored);
+    }
     dedupe_->Release(claimed);
     return s;
   }

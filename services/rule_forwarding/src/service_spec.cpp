@@ -1,11 +1,13 @@
 #include "iot/rule_forwarding/service_spec.h"
 
 #include "iot/common/auth.h"
+#include "iot/common/crypto.h"
 #include "iot/common/logging.h"
 #include "iot/rule_forwarding/destinations.h"
 #include "iot/rule_forwarding/dispatcher.h"
 #include "iot/rule_forwarding/history_subscriptions.h"
 #include "iot/rule_forwarding/ingest.h"
+#include "iot/rule_forwarding/outbox.h"
 #include "iot/rule_forwarding/rules.h"
 #include "iot/rule_forwarding/rules_handlers.h"
 
@@ -25,6 +27,8 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
       store, feed,
       RuleCacheOptions{.poll_interval = Ms(s, "rules_poll_interval_ms"),
                        .full_reload_interval = Ms(s, "rules_reload_interval_ms")});
+  auto outbox = std::make_shared<PgOutbox>(
+      context.postgres, "rule-forwarding-" + common::HexEncode(common::RandomBytes(8)));
   auto dispatcher = std::make_shared<Dispatcher>(
       std::move(destinations), store, std::make_shared<DispatcherMetrics>(context.host.metrics()),
       DispatcherOptions{.queue_capacity = s["queue_capacity"].get<size_t>(),
@@ -32,7 +36,9 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
                         .max_batch_by_type = {{"webhook", 1}, {"republish", 1}},
                         .max_attempts = s["max_attempts"].get<int>(),
                         .retry_initial = Ms(s, "retry_initial_ms"),
-                        .retry_max = Ms(s, "retry_max_ms")});
+                        .retry_max = Ms(s, "retry_max_ms")},
+      outbox);
+  auto keeper = std::make_shared<OutboxKeeper>(outbox, dispatcher, Ms(s, "outbox_lease_ms"));
   auto on_change = [feed, cache] {
     if (absl::Status st = feed->Publish(); !st.ok()) {
       common::LogWarn("cannot announce a rule change (replicas catch up on their periodic reload)",
@@ -46,19 +52,30 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
   auto ingest = std::make_shared<IngestService>(
       [cache] { return cache->snapshot(); },
       std::make_shared<RedisDedupe>(context.redis, Ms(s, "dedupe_ttl_ms")), dispatcher,
-      std::make_shared<IngestMetrics>(context.host.metrics()));
+      std::make_shared<IngestMetrics>(context.host.metrics()), outbox);
   auto auth = std::make_shared<common::Authenticator>(
       std::make_shared<common::RedisKeyResolver>(context.redis));
 
   context.host.AddService(std::make_shared<RulesHandler>(rules, auth));
   context.host.AddService(std::make_shared<IngestHandler>(ingest, auth));
   context.host.AddStartupTask("load rules", [cache] { return cache->Reload(); });
-  context.host.OnReady([cache] { cache->Start(); });
-  dispatcher->Start();
-  context.host.OnShutdown([cache, dispatcher, drain = context.server.drain_timeout] {
-    cache->Stop();
-    dispatcher->Stop(drain);
+  context.host.AddStartupTask("outbox owner", [outbox] { return outbox->Heartbeat(); });
+  context.host.OnReady([cache, keeper] {
+    cache->Start();
+    keeper->Start();
   });
+  dispatcher->Start();
+  context.host.OnShutdown(
+      [cache, dispatcher, keeper, outbox, drain = context.server.drain_timeout] {
+        cache->Stop();
+        keeper->Stop();
+        dispatcher->Stop(drain);
+        // What is left in the outbox goes to the other replicas at their next sweep.
+        if (absl::Status st = outbox->Retire(); !st.ok()) {
+          common::LogWarn("cannot retire the outbox owner (others take over after the lease)",
+                          {{"error", std::string(st.message())}});
+        }
+      });
 }
 
 }  // namespace
@@ -86,6 +103,7 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   settings["dedupe_ttl_ms"] = env.Duration(p + "DEDUPE_TTL", std::chrono::minutes(10)).count();
   settings["rules_poll_interval_ms"] =
       env.Duration(p + "RULES_POLL_INTERVAL", std::chrono::milliseconds(250)).count();
+  settings["outbox_lease_ms"] = env.Duration(p + "OUTBOX_LEASE", std::chrono::seconds(15)).count();
   settings["rules_reload_interval_ms"] =
       env.Duration(p + "RULES_RELOAD_INTERVAL", std::chrono::seconds(30)).count();
   ReadHistoryAndSubscriptionsConfig(env, settings);

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <mutex>
+#include <set>
+#include <thread>
 
 #include "iot/rule_forwarding/dispatcher.h"
 
@@ -73,6 +75,34 @@ class FakeSink final : public DeadLetterSink {
   std::vector<DeadLetterRecord> letters_;
 };
 
+class FakeOutbox final : public Outbox {
+ public:
+  absl::Status Add(std::vector<DispatchItem>& items) override {
+    std::lock_guard lock(mu_);
+    for (DispatchItem& item : items) {
+      item.outbox_id = ++last_;
+      stored_.insert(item.outbox_id);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Remove(const std::vector<int64_t>& ids) override {
+    std::lock_guard lock(mu_);
+    for (int64_t id : ids) {
+      stored_.erase(id);
+    }
+    return absl::OkStatus();
+  }
+  std::set<int64_t> stored() {
+    std::lock_guard lock(mu_);
+    return stored_;
+  }
+
+ private:
+  std::mutex mu_;
+  int64_t last_ = 0;
+  std::set<int64_t> stored_;
+};
+
 DispatchItem Item(const std::string& type, const std::string& id, const std::string& rule = "r1",
                   int action = 0) {
   DispatchItem item;
@@ -84,6 +114,17 @@ DispatchItem Item(const std::string& type, const std::string& id, const std::str
   item.action_type = type;
   item.action_index = action;
   return item;
+}
+
+bool WaitIdleOf(FakeOutbox& outbox, size_t left) {
+  const auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (outbox.stored().size() != left) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  return true;
 }
 
 DispatcherOptions FastRetries(int max_attempts) {
@@ -98,11 +139,12 @@ DispatcherOptions FastRetries(int max_attempts) {
 class DispatcherTest : public ::testing::Test {
  protected:
   std::shared_ptr<Dispatcher> Make(std::shared_ptr<FakeDestination> destination,
-                                   DispatcherOptions options) {
+                                   DispatcherOptions options,
+                                   std::shared_ptr<Outbox> outbox = nullptr) {
     DestinationRegistry registry;
     registry.emplace(std::string(destination->type()), destination);
-    return std::make_shared<Dispatcher>(registry, sink_,
-                                        std::make_shared<DispatcherMetrics>(registry_), options);
+    return std::make_shared<Dispatcher>(
+        registry, sink_, std::make_shared<DispatcherMetrics>(registry_), options, outbox);
   }
   double Metric(const std::string& name, const std::map<std::string, std::string>& labels) {
     double sum = 0;
@@ -227,6 +269,31 @@ TEST_F(DispatcherTest, StopDeadLettersWhatItCouldNotDeliverAndRefusesMore) {
   ASSERT_EQ(letters.size(), 2u);
   EXPECT_TRUE(letters[0].error.starts_with("not delivered before shutdown")) << letters[0].error;
   EXPECT_EQ(dispatcher->Enqueue({Item("webhook", "m3")}).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(DispatcherTest, FinishedDeliveriesLeaveTheOutboxUnfinishedOnesStayAtShutdown) {
+  auto outbox = std::make_shared<FakeOutbox>();
+  auto pg = std::make_shared<FakeDestination>("postgres", 0);
+  auto broken = std::make_shared<FakeDestination>("webhook", -1);
+  DestinationRegistry registry{{"postgres", pg}, {"webhook", broken}};
+  DispatcherOptions options = FastRetries(1000);
+  options.retry_initial = milliseconds(20);
+  options.retry_max = milliseconds(20);
+  auto dispatcher = std::make_shared<Dispatcher>(
+      registry, sink_, std::make_shared<DispatcherMetrics>(registry_), options, outbox);
+  std::vector<DispatchItem> items = {Item("postgres", "p1"), Item("postgres", "p2"),
+                                     Item("webhook", "w1"), Item("history", "h1")};
+  ASSERT_TRUE(outbox->Add(items).ok());
+  ASSERT_EQ(outbox->stored().size(), 4u);
+  dispatcher->Start();
+  ASSERT_TRUE(dispatcher->Enqueue(items).ok());
+  // Delivered (p1, p2) and dead-lettered at once (h1: no such type) leave the outbox.
+  ASSERT_TRUE(WaitIdleOf(*outbox, 1));
+  dispatcher->Stop(milliseconds(50));
+  // w1 was still retrying: it stays for another replica and is not dead-lettered.
+  EXPECT_EQ(outbox->stored(), std::set<int64_t>{3});
+  ASSERT_EQ(sink_->letters().size(), 1u);
+  EXPECT_EQ(sink_->letters()[0].delivery_id, "h1");
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
@@ -62,6 +63,19 @@ struct DispatchItem {
   std::string action_type;
   int action_index = 0;
   std::shared_ptr<const void> keep_alive;
+  /// Row of the durable outbox holding this delivery (0: none).
+  int64_t outbox_id = 0;
+};
+
+/// Port: the durable copy of accepted deliveries (PgOutbox). The dispatcher removes a delivery
+/// once it is delivered or dead-lettered; whatever a replica leaves behind (crash, shutdown) is
+/// claimed by another replica.
+class Outbox {
+ public:
+  virtual ~Outbox() = default;
+  /// Stores `items` and sets their outbox_id.
+  virtual absl::Status Add(std::vector<DispatchItem>& items) = 0;
+  virtual absl::Status Remove(const std::vector<int64_t>& ids) = 0;
 };
 
 struct DispatcherOptions {
@@ -95,8 +109,11 @@ struct DispatcherMetrics {
 /// max_attempts backoffs.
 class Dispatcher {
  public:
+  /// `outbox` (may be null) has finished deliveries removed; with one, Stop() leaves the
+  /// deliveries it could not finish there for another replica instead of dead-lettering them.
   Dispatcher(DestinationRegistry destinations, std::shared_ptr<DeadLetterSink> dead_letters,
-             std::shared_ptr<DispatcherMetrics> metrics, DispatcherOptions options);
+             std::shared_ptr<DispatcherMetrics> metrics, DispatcherOptions options,
+             std::shared_ptr<Outbox> outbox = nullptr);
   /// Stop(0).
   ~Dispatcher();
   Dispatcher(const Dispatcher&) = delete;
@@ -112,7 +129,8 @@ class Dispatcher {
   /// Starts the workers.
   void Start();
   /// Stops taking items, keeps delivering until every queue is empty or `drain` has passed,
-  /// then dead-letters whatever is left (error "not delivered before shutdown") and joins.
+  /// then gives up on whatever is left and joins: deliveries in the outbox stay there (another
+  /// replica takes them over), others are dead-lettered ("not delivered before shutdown").
   void Stop(std::chrono::milliseconds drain);
   /// True once every queue is empty and no batch is in flight, false after `timeout`.
   bool WaitIdle(std::chrono::milliseconds timeout);
@@ -127,11 +145,17 @@ class Dispatcher {
   void DeliverBatch(Lane& lane, std::vector<DispatchItem>& batch);
   void DeadLetter(const std::string& type, const std::vector<DispatchItem>& items,
                   const std::string& error, int attempts);
+  /// At shutdown: dead-letters the items that have no outbox row, leaves the others.
+  void GiveUp(const std::string& type, const std::vector<DispatchItem>& items,
+              const std::string& error, int attempts);
+  /// Removes finished items from the outbox.
+  void Finished(const std::vector<DispatchItem>& items);
 
   DestinationRegistry destinations_;
   std::shared_ptr<DeadLetterSink> dead_letters_;
   std::shared_ptr<DispatcherMetrics> metrics_;
   DispatcherOptions options_;
+  std::shared_ptr<Outbox> outbox_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -2,11 +2,12 @@
 
 // InternalIngest: records from the device-gateway → dedupe → rules → dispatcher.
 //
-// When Ingest answers OK: once every delivery the batch produced is in the dispatcher's queues
-// (memory, bounded). From then on the dispatcher owns them: delivered, retried, or recorded as a
-// dead letter (PostgreSQL), also on SIGTERM after the drain timeout. A full queue answers
-// RESOURCE_EXHAUSTED and a Redis outage UNAVAILABLE, so the gateway retries (backpressure). What
-// a crash (SIGKILL, OOM) loses: the deliveries queued at that moment. docs/rules.md.
+// When Ingest answers OK: once every delivery the batch produced is stored in the durable outbox
+// (PostgreSQL, one INSERT per batch) and queued in the dispatcher (memory, bounded). From then on
+// the service owns them: delivered, or recorded as a dead letter; what a replica leaves behind
+// (crash, SIGTERM) is taken over from the outbox by another replica. A full queue answers
+// RESOURCE_EXHAUSTED, Redis or PostgreSQL down UNAVAILABLE, so the gateway retries
+// (backpressure). docs/rules.md.
 
 #include <cstdint>
 #include <functional>
@@ -85,8 +86,10 @@ class IngestService {
  public:
   using RulesSource = std::function<std::shared_ptr<const RuleSet>()>;
 
+  /// `outbox` may be null (nothing durable: tests, benchmarks).
   IngestService(RulesSource rules, std::shared_ptr<Dedupe> dedupe,
-                std::shared_ptr<Dispatcher> dispatcher, std::shared_ptr<IngestMetrics> metrics);
+                std::shared_ptr<Dispatcher> dispatcher, std::shared_ptr<IngestMetrics> metrics,
+                std::shared_ptr<Outbox> outbox);
 
   /// Takes a batch (see the file comment for what OK means). INVALID_ARGUMENT naming
   /// `records[i].<field>` for a record without message id, tenant or resource; a record whose
@@ -98,6 +101,7 @@ class IngestService {
   std::shared_ptr<Dedupe> dedupe_;
   std::shared_ptr<Dispatcher> dispatcher_;
   std::shared_ptr<IngestMetrics> metrics_;
+  std::shared_ptr<Outbox> outbox_;
 };
 
 }  // namespace iot::rule_forwarding

@@ -1,0 +1,248 @@
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <pqxx/pqxx>
+
+#include "iot/common/logging.h"
+#include "iot/common/postgres.h"
+#include "iot/rule_forwarding/outbox.h"
+
+namespace iot::rule_forwarding {
+namespace {
+
+/// Sweeps take at most this many deliveries at once (and never more than fit the queues).
+constexpr size_t kTakeOverBatch = 1000;
+
+std::string ItemJson(const DispatchItem& item) {
+  const Delivery& d = item.delivery;
+  return nlohmann::json{{"delivery_id", d.delivery_id},
+                        {"tenant_id", d.tenant_id},
+                        {"device_id", d.device_id},
+                        {"product_id", d.product_id},
+                        {"rule_id", d.rule_id},
+                        {"resource", d.resource},
+                        {"event", d.event},
+                        {"topic", d.topic},
+                        {"event_time_unix_ms", d.event_time_unix_ms},
+                        {"action_type", item.action_type},
+                        {"action_index", item.action_index},
+                        {"config", d.action_config ? *d.action_config : nlohmann::json::object()},
+                        {"payload", d.payload}}
+      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::optional<DispatchItem> ItemFromJson(int64_t id, const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return std::nullopt;
+  }
+  auto config = std::make_shared<nlohmann::json>(j.value("config", nlohmann::json::object()));
+  DispatchItem item;
+  Delivery& d = item.delivery;
+  d.delivery_id = j.value("delivery_id", "");
+  d.tenant_id = j.value("tenant_id", "");
+  d.device_id = j.value("device_id", "");
+  d.product_id = j.value("product_id", "");
+  d.rule_id = j.value("rule_id", "");
+  d.resource = j.value("resource", "");
+  d.event = j.value("event", "");
+  d.topic = j.value("topic", "");
+  d.event_time_unix_ms = j.value("event_time_unix_ms", int64_t{0});
+  d.action_config = config.get();
+  d.payload = std::move(j["payload"]);
+  item.action_type = j.value("action_type", "");
+  item.action_index = j.value("action_index", 0);
+  item.keep_alive = std::move(config);
+  item.outbox_id = id;
+  return item;
+}
+
+std::string IdArray(const std::vector<int64_t>& ids) {
+  return fmt::format("{{{}}}", fmt::join(ids, ","));
+}
+
+}  // namespace
+
+absl::Status PgOutbox::Add(std::vector<DispatchItem>& items) {
+  if (items.empty()) {
+    return absl::OkStatus();
+  }
+  auto ids = pool_->Call([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    std::string sql = "INSERT INTO rule_forwarding.outbox (owner, item) VALUES ";
+    const std::string owner = tx.quote(owner_);
+    for (size_t i = 0; i < items.size(); ++i) {
+      sql += fmt::format("{}({}, {})", i == 0 ? "" : ", ", owner, tx.quote(ItemJson(items[i])));
+    }
+    sql += " RETURNING id";
+    auto result = tx.exec(sql);
+    tx.commit();
+    std::vector<int64_t> out;
+    out.reserve(result.size());
+    for (const auto& row : result) {
+      out.push_back(row[0].as<int64_t>());
+    }
+    return out;
+  });
+  if (!ids.ok()) {
+    return ids.status();
+  }
+  // RETURNING follows the VALUES order for a plain INSERT; ids are increasing within it.
+  std::sort(ids->begin(), ids->end());
+  for (size_t i = 0; i < items.size() && i < ids->size(); ++i) {
+    items[i].outbox_id = (*ids)[i];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PgOutbox::Remove(const std::vector<int64_t>& ids) {
+  return pool_->Run([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params("DELETE FROM rule_forwarding.outbox WHERE id = ANY($1::bigint[])", IdArray(ids));
+    tx.commit();
+  });
+}
+
+absl::Status PgOutbox::Heartbeat() {
+  return pool_->Run([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params(
+        "INSERT INTO rule_forwarding.outbox_owners (owner) VALUES ($1) "
+        "ON CONFLICT (owner) DO UPDATE SET heartbeat = now()",
+        owner_);
+    tx.commit();
+  });
+}
+
+absl::StatusOr<std::vector<DispatchItem>> PgOutbox::TakeOver(std::chrono::milliseconds lease,
+                                                             size_t limit) {
+  auto rows = pool_->Call([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    const std::string interval = fmt::format("{} milliseconds", lease.count());
+    auto result = tx.exec_params(
+        "UPDATE rule_forwarding.outbox SET owner = $1 WHERE id IN ("
+        " SELECT id FROM rule_forwarding.outbox WHERE owner <> $1 AND owner NOT IN ("
+        "  SELECT owner FROM rule_forwarding.outbox_owners WHERE heartbeat > now() - $2::interval)"
+        " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id, item",
+        owner_, interval, static_cast<int64_t>(limit));
+    tx.exec_params(
+        "DELETE FROM rule_forwarding.outbox_owners WHERE heartbeat < now() - $1::interval * 10",
+        interval);
+    tx.commit();
+    std::vector<std::pair<int64_t, std::string>> out;
+    for (const auto& row : result) {
+      out.emplace_back(row[0].as<int64_t>(), row[1].as<std::string>());
+    }
+    return out;
+  });
+  if (!rows.ok()) {
+    return rows.status();
+  }
+  std::sort(rows->begin(), rows->end());
+  std::vector<DispatchItem> items;
+  std::vector<int64_t> broken;
+  for (const auto& [id, text] : *rows) {
+    if (auto item = ItemFromJson(id, text)) {
+      items.push_back(*std::move(item));
+    } else {
+      broken.push_back(id);
+    }
+  }
+  if (!broken.empty()) {
+    common::LogError("unreadable outbox rows dropped", {{"rows", broken.size()}});
+    (void)Remove(broken);
+  }
+  return items;
+}
+
+absl::Status PgOutbox::Disown(const std::vector<int64_t>& ids) {
+  return pool_->Run([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params("UPDATE rule_forwarding.outbox SET owner = '' WHERE id = ANY($1::bigint[])",
+                   IdArray(ids));
+    tx.commit();
+  });
+}
+
+absl::Status PgOutbox::Retire() {
+  return pool_->Run([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    tx.exec_params("DELETE FROM rule_forwarding.outbox_owners WHERE owner = $1", owner_);
+    tx.commit();
+  });
+}
+
+OutboxKeeper::OutboxKeeper(std::shared_ptr<PgOutbox> outbox, std::shared_ptr<Dispatcher> dispatcher,
+                           std::chrono::milliseconds lease)
+    : outbox_(std::move(outbox)), dispatcher_(std::move(dispatcher)), lease_(lease) {}
+
+OutboxKeeper::~OutboxKeeper() { Stop(); }
+
+void OutboxKeeper::Start() {
+  std::lock_guard lock(mu_);
+  if (!thread_.joinable() && !stopping_) {
+    thread_ = std::thread([this] { Run(); });
+  }
+}
+
+void OutboxKeeper::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+void OutboxKeeper::Run() {
+  const auto beat_every = lease_ / 3;
+  const auto sweep_every = lease_ / 2;
+  auto next_beat = std::chrono::steady_clock::now();
+  auto next_sweep = next_beat;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_until(lock, std::min(next_beat, next_sweep), [&] { return stopping_; })) {
+        return;
+      }
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_beat) {
+      if (absl::Status s = outbox_->Heartbeat(); !s.ok()) {
+        common::LogWarn("outbox heartbeat failed", {{"error", std::string(s.message())}});
+      }
+      next_beat = now + beat_every;
+    }
+    if (now >= next_sweep) {
+      Sweep();
+      next_sweep = now + sweep_every;
+    }
+  }
+}
+
+void OutboxKeeper::Sweep() {
+  auto items = outbox_->TakeOver(lease_, kTakeOverBatch);
+  if (!items.ok()) {
+    common::LogWarn("outbox sweep failed", {{"error", std::string(items.status().message())}});
+    return;
+  }
+  if (items->empty()) {
+    return;
+  }
+  std::vector<int64_t> ids;
+  for (const DispatchItem& item : *items) {
+    ids.push_back(item.outbox_id);
+  }
+  const size_t n = items->size();
+  if (absl::Status s = dispatcher_->Enqueue(*std::move(items)); !s.ok()) {
+    common::LogWarn("taken-over deliveries do not fit the queues; disowned again",
+                    {{"deliveries", n}, {"error", std::string(s.message())}});
+    (void)outbox_->Disown(ids);
+    return;
+  }
+  common::LogInfo("took over deliveries another replica left", {{"deliveries", n}});
+}
+
+}  // namespace iot::rule_forwarding
