@@ -421,6 +421,40 @@ TEST_F(GatewayTest, ReportsReachShadowAndRulesInPerDeviceOrder) {
             3 * kReports);
 }
 
+// Not a benchmark with a bound (timings are never asserted): prints the end-to-end rate of
+// validated reports through one gateway to the test owners, for the record.
+TEST_F(GatewayTest, ThroughputOfValidatedReportsIsPrinted) {
+  auto gateway = Gateway("gw-rate", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
+  constexpr int kDevices = 10;
+  constexpr int kReports = 1000;
+  std::vector<std::pair<std::string, std::unique_ptr<common::MqttClient>>> devices;
+  for (int d = 0; d < kDevices; ++d) {
+    auto [id, secret] = AddDevice();
+    devices.emplace_back(id, Device(id, secret));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kReports; ++i) {
+    for (auto& [id, client] : devices) {
+      ASSERT_TRUE(
+          client->Publish("$oc/devices/" + id + "/sys/properties/report", Report(i % 480), 1).ok());
+    }
+  }
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return owners_.received.Records("device.property").size() ==
+               static_cast<size_t>(kDevices * kReports);
+      },
+      seconds(60)));
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf(
+      "[ gateway rate ] %d validated reports from %d devices to shadow + rule-forwarding "
+      "in %.2f s: %.0f reports/s\n",
+      kDevices * kReports, kDevices, elapsed, kDevices * kReports / elapsed);
+  EXPECT_EQ(owners_.received.Count(owners_.received.reports),
+            static_cast<size_t>(kDevices * kReports));
+}
+
 TEST_F(GatewayTest, BadUplinkIsRejectedCountedAndForwardedAsValidationFailed) {
   auto gateway = Gateway("gw-reject", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "20"},
                                        {"IOT_DEVICE_GATEWAY_MAX_PAYLOAD_BYTES", "2000"},
