@@ -270,9 +270,15 @@ absl::Status ShadowService::ReportPresence(const std::vector<Presence>& events) 
         continue;
       }
     }
+    // Best effort: a connect must not hold up the gateway's other traffic while PostgreSQL
+    // is down (a device Redis does not hold needs it); the next connect pushes again.
     auto shadow = LoadLive(event.device_id);
     if (!shadow.ok()) {
-      return shadow.status();
+      metrics_->push_failures.Increment();
+      common::LogWarn("cannot load the shadow for the connect push",
+                      {{"device_id", event.device_id},
+                       {"error", std::string(shadow.status().message())}});
+      continue;
     }
     if (shadow->tenant_id.empty()) {
       shadow->tenant_id = event.tenant_id;
