@@ -120,6 +120,9 @@ absl::StatusOr<std::unique_ptr<MqttClient>> MqttClient::Create(MqttOptions optio
   mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
   mosquitto_int_option(mosq, MOSQ_OPT_RECEIVE_MAXIMUM, o.max_inflight);
   mosquitto_int_option(mosq, MOSQ_OPT_SEND_MAXIMUM, o.max_inflight);
+  // Small QoS 1 messages and their acks must go out at once: with Nagle, a request written
+  // while an ack is unacknowledged waits for the peer's delayed ACK (~40 ms on Linux).
+  mosquitto_int_option(mosq, MOSQ_OPT_TCP_NODELAY, 1);
   // Our own thread drives mosquitto_loop(); libmosquitto must lock for calls from others.
   mosquitto_threaded_set(mosq, true);
   if (!client->username_.empty()) {
