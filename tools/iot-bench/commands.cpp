@@ -92,14 +92,16 @@ class Waiters {
   std::map<std::string, bool> done_;
 };
 
-Json RawRoundTrips(BenchContext& context, const std::vector<DeviceCredentials>& devices) {
+/// The raw round trips' requester, completing `waiters`. Connected before the device fleet, for
+/// the reason given at ConnectRawSubscriber (ingest.cpp): descriptors beyond FD_SETSIZE.
+absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> ConnectRequester(
+    const BenchContext& context, Waiters& waiters) {
   auto requester = context.ServiceClient("requester");
   if (!requester.ok()) {
-    return NotAvailable(std::string(requester.status().message()));
+    return requester.status();
   }
-  Waiters waiters;
   static const std::string kMarker = "/sys/commands/response/request_id=";
-  (*requester)->SetMessageHandler([&](const iot::common::MqttMessage& message) {
+  (*requester)->SetMessageHandler([&waiters](const iot::common::MqttMessage& message) {
     if (const auto at = message.topic.find(kMarker); at != std::string::npos) {
       waiters.Complete(message.topic.substr(at + kMarker.size()));
     }
@@ -108,8 +110,14 @@ Json RawRoundTrips(BenchContext& context, const std::vector<DeviceCredentials>& 
     (void)(*requester)->Subscribe(prefix + "+/sys/commands/response/#", 1);
   }
   if (!(*requester)->Start().ok() || !(*requester)->WaitSubscribed(std::chrono::seconds(10))) {
-    return NotAvailable("the requester could not connect and subscribe with the service account");
+    return absl::UnavailableError(
+        "the requester could not connect and subscribe with the service account");
   }
+  return requester;
+}
+
+Json RawRoundTrips(BenchContext& context, const std::vector<DeviceCredentials>& devices,
+                   iot::common::MqttClient& requester, Waiters& waiters) {
   const auto call = [&](int /*caller*/, int n) -> absl::Status {
     const auto& device = devices[static_cast<std::size_t>(n) % devices.size()];
     const std::string id = fmt::format("bench-raw-{}", n);
@@ -118,10 +126,9 @@ Json RawRoundTrips(BenchContext& context, const std::vector<DeviceCredentials>& 
                        {"command_name", "ping"},
                        {"paras", {{"value", n}}}};
     waiters.Expect(id);
-    if (auto status = (*requester)
-                          ->Publish(fmt::format("$iot/down/{}/sys/commands/request_id={}",
-                                                device.device_id, id),
-                                    body.dump(), 1);
+    if (auto status = requester.Publish(
+            fmt::format("$iot/down/{}/sys/commands/request_id={}", device.device_id, id),
+            body.dump(), 1);
         !status.ok()) {
       (void)waiters.Wait(id, std::chrono::milliseconds(0));
       return status;
@@ -136,7 +143,6 @@ Json RawRoundTrips(BenchContext& context, const std::vector<DeviceCredentials>& 
   Json out = ClosedLoop(context.config.callers, context.config.commands, context.Deadline(), call);
   out["cpu"] = context.sampler.Summary(started, Clock::now());
   out["warmup_failed"] = warmup["failed"];
-  (*requester)->Stop();
   return out;
 }
 
@@ -188,6 +194,8 @@ nlohmann::json RunCommands(BenchContext& context) {
     out["error"] = "creating devices: " + Describe(devices.status());
     return out;
   }
+  Waiters waiters;
+  auto requester = ConnectRequester(context, waiters);
   FleetOptions options = context.FleetFor(context.broker);
   options.answer_commands = true;
   Fleet fleet(options, *devices);
@@ -197,7 +205,12 @@ nlohmann::json RunCommands(BenchContext& context) {
                                devices->size(), connected.first_error);
     return out;
   }
-  out["raw"] = RawRoundTrips(context, *devices);
+  if (requester.ok()) {
+    out["raw"] = RawRoundTrips(context, *devices, **requester, waiters);
+    (*requester)->Stop();
+  } else {
+    out["raw"] = NotAvailable(std::string(requester.status().message()));
+  }
   out["platform"] = PlatformCommands(context, *devices);
   out["answered_by_devices"] = fleet.commands_answered();
   fleet.Disconnect();

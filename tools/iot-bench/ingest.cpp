@@ -422,34 +422,39 @@ double WaitGatewayIdle(const BenchContext& context) {
   return Round(SecondsBetween(started, Clock::now()), 1);
 }
 
-Json RawPhase(BenchContext& context, Fleet& fleet, std::size_t devices, int per_device) {
-  const std::size_t expected = devices * static_cast<std::size_t>(per_device);
+/// The raw phase's plain subscriber, counting into `arrivals`. Connect it before the device
+/// fleet: libmosquitto's own loop (used by MqttClient) select()s, which fails for descriptors
+/// beyond FD_SETSIZE (1024), and a thousand devices use those up.
+absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> ConnectRawSubscriber(
+    const BenchContext& context, Arrivals& arrivals) {
   auto subscriber = context.ServiceClient("raw-subscriber");
   if (!subscriber.ok()) {
-    return NotAvailable(std::string(subscriber.status().message()));
+    return subscriber.status();
   }
-  Arrivals arrivals(devices, per_device, kRawPhase);
-  (*subscriber)->SetMessageHandler([&](const iot::common::MqttMessage& message) {
-    const std::string device = UplinkDevice(message.topic);
+  (*subscriber)->SetMessageHandler([&context, &arrivals](const iot::common::MqttMessage& message) {
     const Json payload = Json::parse(message.payload, nullptr, false);
-    arrivals.Add(DeviceIndex(device, context.product_id, "i"), FindBenchProperties(payload));
+    arrivals.Add(DeviceIndex(UplinkDevice(message.topic), context.product_id, "i"),
+                 FindBenchProperties(payload));
   });
   for (const std::string prefix : kUplinkPrefixes) {
     (void)(*subscriber)->Subscribe(prefix + "+/sys/properties/report", 1);
   }
   if (!(*subscriber)->Start().ok() || !(*subscriber)->WaitSubscribed(std::chrono::seconds(10))) {
-    return NotAvailable(
-        "the raw subscriber could not connect and subscribe with the service "
-        "account");
+    return absl::UnavailableError(
+        "the raw subscriber could not connect and subscribe with the service account");
   }
+  return subscriber;
+}
+
+Json RawPhase(BenchContext& context, Fleet& fleet, Arrivals& arrivals, std::size_t expected) {
   const auto started = Clock::now();
-  const PublishResult published = fleet.Publish(per_device, Reports(kRawPhase), context.Deadline());
+  const PublishResult published =
+      fleet.Publish(context.config.ingest_messages, Reports(kRawPhase), context.Deadline());
   arrivals.Wait(expected,
                 std::chrono::duration_cast<Clock::duration>(
                     std::chrono::duration<double>(context.config.stall_seconds)),
                 context.Deadline());
   const auto finished = Clock::now();
-  (*subscriber)->Stop();
   Json out = arrivals.Summary(expected, started);
   out["publish"] = PublishSummary(published, expected);
   out["cpu"] = context.sampler.Summary(started, finished);
@@ -475,6 +480,8 @@ nlohmann::json RunIngest(BenchContext& context) {
         "creating devices: " + Describe(devices.ok() ? probe.status() : devices.status());
     return out;
   }
+  Arrivals raw_arrivals(devices_count, config.ingest_messages, kRawPhase);
+  auto raw_subscriber = ConnectRawSubscriber(context, raw_arrivals);
   Fleet fleet(context.FleetFor(context.broker), *devices);
   const ConnectResult connected = fleet.Connect(context.Deadline());
   if (connected.connected != devices_count) {
@@ -483,7 +490,12 @@ nlohmann::json RunIngest(BenchContext& context) {
     return out;
   }
 
-  out["raw"] = RawPhase(context, fleet, devices_count, config.ingest_messages);
+  if (raw_subscriber.ok()) {
+    out["raw"] = RawPhase(context, fleet, raw_arrivals, expected);
+    (*raw_subscriber)->Stop();
+  } else {
+    out["raw"] = NotAvailable(std::string(raw_subscriber.status().message()));
+  }
   out["gateway_idle_wait_s"] = WaitGatewayIdle(context);
 
   // Platform phase.

@@ -249,8 +249,15 @@ nlohmann::json CpuSampler::Summary(Clock::time_point from, Clock::time_point to)
   for (const auto& [avg, name] : saturated) {
     names.push_back(name);
   }
-  out["processes"] = std::move(per_process);
+  out["processes"] = per_process;
+  double watched = 0;
+  for (const auto& [name, figures] : per_process.items()) {
+    watched += figures["avg_cpu_percent"].get<double>();
+  }
   out["machine_cpu_percent"] = Round(machine / static_cast<double>(window.size()));
+  // What else ran on the machine meanwhile (compilers, other stacks): it bounds the figures too.
+  out["other_processes_cpu_percent"] =
+      Round(std::max(0.0, machine / static_cast<double>(window.size()) - watched));
   out["machine_cpu_capacity_percent"] = 100 * std::thread::hardware_concurrency();
   out["saturated"] = std::move(names);
   return out;

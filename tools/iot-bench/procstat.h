@@ -44,8 +44,9 @@ class CpuSampler {
   CpuSampler& operator=(const CpuSampler&) = delete;
 
   /// Per process over [from, to]: {"pid","avg_cpu_percent","max_cpu_percent"}, the machine's
-  /// total ("machine_cpu_percent", 100 per core), and "saturated": processes that kept a core
-  /// busy (average >= 85 % or a sample >= 95 %), busiest first.
+  /// total ("machine_cpu_percent", 100 per core), what processes not watched used
+  /// ("other_processes_cpu_percent"), and "saturated": processes that kept a core busy
+  /// (average >= 85 % or a sample >= 95 %), busiest first.
   [[nodiscard]] nlohmann::json Summary(Clock::time_point from, Clock::time_point to) const;
   /// CPU % of the process named `name` in the latest sample; nullopt before the first sample
   /// or for an unknown name.
