@@ -804,5 +804,51 @@ TEST_F(CommandDispatchTest, TenantsAreIsolatedAndReadersCannotSend) {
   EXPECT_EQ(gateway_->Published(device_id_).size(), 1u) << "only the admin's message was sent";
 }
 
+TEST_F(CommandDispatchTest, IotctlCommandGroup) {
+  iot::testing::TempDir dir;
+  int run = 0;
+  auto iotctl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {iot::testing::ExecutablePath("iotctl").string(),
+                                     "--api-key",
+                                     kAdminKey,
+                                     "command",
+                                     "--commands-addr",
+                                     replicas_[0]->address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto log = dir.path() / fmt::format("iotctl-{}.log", ++run);
+    const int code = iot::testing::RunCommand(argv, log);
+    return std::pair{code, ReadFile(log.string())};
+  };
+  auto [code, out] = iotctl(
+      {"send", device_id_, "--service", "meter", "--name", "reboot", "--paras", R"({"delay":1})"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(R"("result": "ok")"), std::string::npos) << out;
+
+  std::tie(code, out) = iotctl(
+      {"send", device_id_, "--service", "meter", "--name", "reboot", "--paras", R"({"delay":99})"});
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("paras.delay"), std::string::npos) << out;
+
+  std::tie(code, out) = iotctl({"set-properties", device_id_, "--service", "meter", "--set",
+                                "relay_state=OFF", "--set", "report_interval=30"});
+  EXPECT_EQ(code, 0) << out;
+  const auto published = gateway_->Published(device_id_);
+  ASSERT_EQ(published.size(), 2u);
+  EXPECT_EQ(json::parse(published[1].payload())["services"][0]["properties"]["report_interval"],
+            30);
+
+  gateway_->SetOnline(device_id_, false);
+  std::tie(code, out) = iotctl({"message", device_id_, "--id", "cli-1", "--content", R"({"a":1})"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("PENDING"), std::string::npos) << out;
+  std::tie(code, out) = iotctl({"list", device_id_, "--messages", "--status", "PENDING"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("cli-1"), std::string::npos) << out;
+  std::tie(code, out) = iotctl(
+      {"async", device_id_, "--service", "meter", "--name", "reboot", "--strategy", "delay"});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("PENDING"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace iot
