@@ -18,6 +18,8 @@
 #include "iot/common/crypto.h"
 #include "iot/common/health_client.h"
 #include "iot/common/mqtt.h"
+#include "iot/common/redis.h"
+#include "iot/shadow/redis_live_store.h"
 #include "iot/shadow/v1/shadow.grpc.pb.h"
 #include "iot/testing/platform.h"
 #include "iot/testing/process.h"
@@ -167,6 +169,7 @@ class ShadowMqttTest : public ::testing::Test {
                 {"IOT_RULE_FORWARDING_ADDR", "none"},
                 {"IOT_SERVICE_API_KEY", kServiceKey},
                 {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gw-shadow-e2e"},
+                {"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"},
                 {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(gateway_port)},
                 {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},
                 {"IOT_DEVICE_GATEWAY_LISTEN_ADDRESS", "127.0.0.1"},
@@ -217,6 +220,14 @@ class ShadowMqttTest : public ::testing::Test {
   }
 
   json Reported() { return json::parse(Show().shadow(0).reported().properties_json()); }
+
+  int64_t Version(const std::string& device_id) {
+    sh::ShowDeviceShadowRequest request;
+    request.set_device_id(device_id);
+    sh::ShowDeviceShadowResponse response;
+    auto ctx = Context(kAdminKey);
+    return shadows_->ShowDeviceShadow(ctx.get(), request, &response).ok() ? response.version() : -1;
+  }
 
   grpc::Status SetDesired(const json& desired) {
     sh::UpdateDeviceShadowDesiredDataRequest request;
@@ -307,6 +318,65 @@ TEST_F(ShadowMqttTest, DeviceShadowGetIsAnsweredOverMqtt) {
   EXPECT_EQ(body["shadow"][0]["reported"]["event_time"], "20261126T174248Z");
   EXPECT_EQ(body["shadow"][0]["desired"]["properties"], json({{"relay_state", "OFF"}}));
   EXPECT_EQ(body["shadow"][0]["version"], Show().version());
+}
+
+// Not a benchmark with a bound (timings are never asserted): every report sent over MQTT must
+// be merged (versions count them); the end-to-end merge rate and, for comparison, a bare Redis
+// EVALSHA loop of the same merge script on the same Redis are printed for the record.
+TEST_F(ShadowMqttTest, EveryReportOverMqttIsMergedAndTheRateIsPrinted) {
+  constexpr int kDevices = 10;
+  constexpr int kReports = 300;
+  std::vector<std::pair<std::string, std::unique_ptr<Device>>> devices;
+  auto devices_stub = tm::Devices::NewStub(tm_channel_);
+  for (int d = 0; d < kDevices; ++d) {
+    tm::AddDeviceRequest add;
+    add.set_product_id("smartmeter01");
+    add.set_node_id("rate" + common::HexEncode(common::RandomBytes(6)));
+    tm::AddDeviceResponse added;
+    auto ctx = Context(kAdminKey);
+    ASSERT_TRUE(devices_stub->AddDevice(ctx.get(), add, &added).ok());
+    auto device =
+        std::make_unique<Device>(broker_->Url(), added.device().device_id(), added.secret());
+    ASSERT_TRUE(device->Connect());
+    devices.emplace_back(added.device().device_id(), std::move(device));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kReports; ++i) {
+    for (auto& [id, device] : devices) {
+      device->Publish("properties/report", Report({{"voltage", i}}));
+    }
+  }
+  for (auto& [id, device] : devices) {
+    EXPECT_TRUE(WaitUntil([&] { return Version(id) == kReports; }, seconds(60)))
+        << id << " at version " << Version(id) << "\n"
+        << gateway_->Log();
+  }
+  const double mqtt_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  auto redis = common::RedisClient::Create({.url = redis_->Url()});
+  ASSERT_TRUE(redis.ok());
+  auto sha = (*redis)->Command({"SCRIPT", "LOAD", shadow::RedisLiveStore::MergeScript()});
+  ASSERT_TRUE(sha.ok());
+  const auto bare_start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kDevices * kReports; ++i) {
+    shadow::LiveStore::ReportWrite write{
+        .device_id = fmt::format("bare-{}", i % kDevices),
+        .tenant_id = "bench",
+        .message_id = fmt::format("bare-{}", i),
+        .fields = {{shadow::PropertyField('r', "meter", "voltage"),
+                    shadow::Stamp(shadow::NowMs(), std::to_string(i))}}};
+    auto reply = (*redis)->Command(shadow::RedisLiveStore::MergeArgs(
+        sha->str, write, 64 * 1024, shadow::NowMs(), std::chrono::seconds(60)));
+    ASSERT_TRUE(reply.ok() && !reply->is_error());
+  }
+  const double bare_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - bare_start).count();
+  const double total = kDevices * kReports;
+  std::printf(
+      "[ shadow rate ] %.0f reports from %d devices over MQTT merged in %.2f s: %.0f merges/s; "
+      "bare EVALSHA loop: %.0f merges/s; ratio %.2f\n",
+      total, kDevices, mqtt_s, total / mqtt_s, total / bare_s, bare_s / mqtt_s);
 }
 
 }  // namespace
