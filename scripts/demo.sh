@@ -10,8 +10,8 @@
 #   stop     stops the simulated devices (scripts/stack.sh stop does too)
 #   status   the simulator's pid and the demo devices with their status
 #   env      prints the export lines for iotctl as the demo tenant (eval "$(scripts/demo.sh env)"):
-#            IOTCTL_API_KEY_FILE, IOTCTL_ADDR (thing-model) and IOT_SHADOW_ADDR,
-#            IOT_COMMAND_DISPATCH_ADDR, IOT_RULE_FORWARDING_ADDR for `iotctl --addr`
+#            IOTCTL_API_KEY_FILE, IOTCTL_ADDR (thing-model), IOTCTL_COMMANDS_ADDR (command-dispatch)
+#            and IOT_SHADOW_ADDR, IOT_COMMAND_DISPATCH_ADDR, IOT_RULE_FORWARDING_ADDR (`--addr`)
 #
 # Environment (defaults in brackets):
 #   IOT_STATE_DIR              the stack's state dir [/tmp/iot-platform/dev]; the demo keeps
@@ -148,6 +148,8 @@ case "$cmd" in
       var=IOT_$(tr 'a-z-' 'A-Z_' <<<"$name")_ADDR
       echo "export $var=$(service_addr "$name")"
     done
+    # iotctl's command group reads its own address variable.
+    echo "export IOTCTL_COMMANDS_ADDR=$(service_addr command-dispatch)"
     ;;
   -h | --help | help) usage ;;
   *)

@@ -171,14 +171,17 @@ fi
 # ------------------------------------------------------------------------------ commands
 step "iotctl command: send a command, get the device's answer"
 if have_group command; then
-  command_create=(iotctl --addr "$IOT_COMMAND_DISPATCH_ADDR" command create "$DEVICE" --service meter)
-  if out=$("${command_create[@]}" --command reboot -p delay=5 2>&1) && [[ "$out" == *reboot_response* ]]; then
-    ok "reboot answered by the device: $(tr '\n' ' ' <<<"$out" | cut -c1-200)"
+  # command-dispatch's address comes from IOTCTL_COMMANDS_ADDR (scripts/demo.sh env).
+  send=(iotctl command send "$DEVICE" --service meter)
+  if out=$("${send[@]}" --name reboot --paras '{"delay":5}' 2>&1) &&
+    [[ "$out" == *'"response_name": "reboot_response"'* && "$out" == *'"result_code": 0'* ]]; then
+    ok "reboot answered by the device: $(tr -s ' \n' ' ' <<<"$out")"
   else
     fail "command reboot: no reboot_response in: $out"
   fi
   expect_error '*INVALID_ARGUMENT*tariff*' "set_tariff tariff=weekend (not in its enum)" \
-    "${command_create[@]}" --command set_tariff -p tariff=weekend -p price=1
+    "${send[@]}" --name set_tariff --paras '{"tariff":"weekend","price":1}'
+  expect_error '*INVALID_ARGUMENT*' "an unknown command" "${send[@]}" --name self_destruct
 else
   skip "command steps: iotctl has no 'command' group"
 fi
