@@ -1,0 +1,270 @@
+// command-dispatch end to end: a signed device (MQTT, IoTDA protocol) of a real Mosquitto with
+// the iot_auth plugin, a real device-gateway carrying downlinks, device responses and presence,
+// real thing-model and command-dispatch on PostgreSQL and Redis.
+#include <fmt/format.h>
+#include <grpcpp/create_channel.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "iot/command_dispatch/v1/command_dispatch.grpc.pb.h"
+#include "iot/common/auth.h"
+#include "iot/common/crypto.h"
+#include "iot/common/health_client.h"
+#include "iot/testing/device.h"
+#include "iot/testing/platform.h"
+#include "iot/testing/process.h"
+#include "iot/testing/servers.h"
+#include "iot/thing_model/v1/thing_model.grpc.pb.h"
+
+namespace iot {
+namespace {
+
+namespace cd = iot::command_dispatch::v1;
+namespace tm = iot::thing_model::v1;
+using iot::testing::WaitUntil;
+using nlohmann::json;
+using std::chrono::seconds;
+
+const std::string kSecretKey(64, 'f');
+const std::string kAdminKey = "command-e2e-admin-key-0123456789";
+const std::string kServiceKey = "command-e2e-service-key-0123456789";
+const std::string kGatewayPassword = "gateway-password-for-command-tests";
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  common::SetBearer(*ctx, kAdminKey);
+  ctx->set_deadline(std::chrono::system_clock::now() + seconds(30));
+  return ctx;
+}
+
+/// Answers commands and property sets/gets as a device would.
+void Answer(iot::testing::SignedDevice& device, const common::MqttMessage& m) {
+  const std::string base = "$oc/devices/" + device.id() + "/sys/";
+  const std::string id = m.topic.substr(m.topic.rfind('=') + 1);
+  if (m.topic.starts_with(base + "commands/request_id=")) {
+    const json command = json::parse(m.payload);
+    device.Publish("commands/response/request_id=" + id,
+                   {{"result_code", 0},
+                    {"response_name", command["command_name"].get<std::string>() + "_response"},
+                    {"paras", {{"result", "done"}}}});
+  } else if (m.topic.starts_with(base + "properties/set/request_id=")) {
+    device.Publish("properties/set/response/request_id=" + id,
+                   {{"result_code", 0}, {"result_desc", "success"}});
+  } else if (m.topic.starts_with(base + "properties/get/request_id=")) {
+    device.Publish("properties/get/response/request_id=" + id,
+                   {{"services", {{{"service_id", "meter"}, {"properties", {{"voltage", 229}}}}}}});
+  }
+}
+
+class CommandMqttTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    redis_ = std::make_unique<iot::testing::TestRedis>();
+    broker_ = std::make_unique<iot::testing::TestMosquitto>(iot::testing::AuthPluginConfig(
+        redis_->Url(), kSecretKey,
+        iot::testing::ServiceAccountEntry("gateway", "salt", kGatewayPassword)));
+    thing_model_ = std::make_unique<iot::testing::ThingModelProcess>(
+        iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
+                                               .secret_key = kSecretKey,
+                                               .admin_key = kAdminKey,
+                                               .service_key = kServiceKey,
+                                               .pg_url = {}});
+    ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
+    tm_channel_ = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
+    tm::CreateProductRequest product;
+    std::ifstream in(IOT_TESTDATA_DIR "/smart_meter_product.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    product.set_product_json(ss.str());
+    tm::Product created;
+    auto ctx = Context();
+    ASSERT_TRUE(
+        tm::Products::NewStub(tm_channel_)->CreateProduct(ctx.get(), product, &created).ok());
+
+    // Each needs the other's address: the gateway's port is chosen first.
+    const uint16_t gateway_port = iot::testing::FreePort();
+    dispatch_ = std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
+        .binary = "command-dispatch",
+        .env_prefix = "IOT_COMMAND_DISPATCH",
+        .env = {{"IOT_PG_URL", iot::testing::CreateTestDatabase()},
+                {"IOT_REDIS_URL", redis_->Url()},
+                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+                {"IOT_DEVICE_GATEWAY_ADDR", fmt::format("127.0.0.1:{}", gateway_port)},
+                {"IOT_SERVICE_API_KEY", kServiceKey}},
+        .args = {}});
+    ASSERT_TRUE(dispatch_->WaitServing()) << dispatch_->process().Log();
+    gateway_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
+        .argv = {iot::testing::ExecutablePath("device-gateway").string()},
+        .env = {{"IOT_MQTT_URL",
+                 fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword, broker_->port())},
+                {"IOT_REDIS_URL", redis_->Url()},
+                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+                {"IOT_SHADOW_ADDR", "none"},
+                {"IOT_COMMAND_DISPATCH_ADDR", dispatch_->address()},
+                {"IOT_RULE_FORWARDING_ADDR", "none"},
+                {"IOT_SERVICE_API_KEY", kServiceKey},
+                {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gw-command-e2e"},
+                {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(gateway_port)},
+                {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},
+                {"IOT_DEVICE_GATEWAY_LISTEN_ADDRESS", "127.0.0.1"},
+                {"IOT_DEVICE_GATEWAY_PROBE_INTERVAL", "200ms"}},
+        .log_file = broker_->dir() / "gateway.log",
+        .run_as_user = {}});
+    ASSERT_TRUE(WaitUntil(
+        [&] {
+          auto health = common::CheckHealth(fmt::format("127.0.0.1:{}", gateway_port));
+          return health.ok() && *health;
+        },
+        seconds(60)))
+        << gateway_->Log();
+    commands_ = cd::Commands::NewStub(
+        grpc::CreateChannel(dispatch_->address(), grpc::InsecureChannelCredentials()));
+  }
+
+  static void TearDownTestSuite() {
+    if (gateway_) {
+      gateway_->Stop();
+    }
+    gateway_.reset();
+    dispatch_.reset();
+    thing_model_.reset();
+    broker_.reset();
+    redis_.reset();
+  }
+
+  void SetUp() override {
+    tm::AddDeviceRequest add;
+    add.set_product_id("smartmeter01");
+    add.set_node_id("n" + common::HexEncode(common::RandomBytes(6)));
+    tm::AddDeviceResponse added;
+    auto ctx = Context();
+    ASSERT_TRUE(tm::Devices::NewStub(tm_channel_)->AddDevice(ctx.get(), add, &added).ok());
+    device_id_ = added.device().device_id();
+    device_ =
+        std::make_unique<iot::testing::SignedDevice>(broker_->Url(), device_id_, added.secret());
+    device_->SetResponder(Answer);
+  }
+
+  std::string Diagnostics() { return gateway_->Log() + "\n" + dispatch_->process().Log(); }
+
+  static inline std::unique_ptr<iot::testing::TestRedis> redis_;
+  static inline std::unique_ptr<iot::testing::TestMosquitto> broker_;
+  static inline std::unique_ptr<iot::testing::ThingModelProcess> thing_model_;
+  static inline std::shared_ptr<grpc::Channel> tm_channel_;
+  static inline std::unique_ptr<iot::testing::ServiceProcess> dispatch_;
+  static inline std::unique_ptr<iot::testing::Process> gateway_;
+  static inline std::unique_ptr<cd::Commands::Stub> commands_;
+
+  std::string device_id_;
+  std::unique_ptr<iot::testing::SignedDevice> device_;
+};
+
+TEST_F(CommandMqttTest, CommandAndPropertiesRoundTripThroughTheBroker) {
+  ASSERT_TRUE(device_->Connect());
+  cd::CreateCommandRequest command;
+  command.set_device_id(device_id_);
+  command.set_service_id("meter");
+  command.set_command_name("reboot");
+  command.set_paras_json(R"({"delay":3})");
+  command.set_timeout(10);
+  cd::CreateCommandResponse answered;
+  // The gateway learns of the connect from the broker's presence event, just after CONNACK.
+  grpc::Status s;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto ctx = Context();
+        s = commands_->CreateCommand(ctx.get(), command, &answered);
+        return s.error_code() != grpc::StatusCode::FAILED_PRECONDITION;
+      },
+      seconds(10)));
+  ASSERT_TRUE(s.ok()) << s.error_message() << Diagnostics();
+  EXPECT_EQ(json::parse(answered.response_json())["response_name"], "reboot_response");
+  const auto received = device_->Await("commands/request_id=");
+  ASSERT_TRUE(received.has_value());
+  EXPECT_EQ(received->topic, fmt::format("$oc/devices/{}/sys/commands/request_id={}", device_id_,
+                                         answered.command_id()));
+  EXPECT_EQ(json::parse(received->payload)["paras"]["delay"], 3);
+
+  cd::UpdatePropertiesRequest set;
+  set.set_device_id(device_id_);
+  set.set_services_json(
+      R"({"services":[{"service_id":"meter","properties":{"relay_state":"OFF"}}]})");
+  cd::UpdatePropertiesResponse set_answer;
+  auto ctx = Context();
+  s = commands_->UpdateProperties(ctx.get(), set, &set_answer);
+  ASSERT_TRUE(s.ok()) << s.error_message() << Diagnostics();
+  EXPECT_EQ(json::parse(set_answer.response_json())["result_desc"], "success");
+
+  cd::ListPropertiesRequest get;
+  get.set_device_id(device_id_);
+  get.set_service_id("meter");
+  cd::ListPropertiesResponse got;
+  auto ctx2 = Context();
+  s = commands_->ListProperties(ctx2.get(), get, &got);
+  ASSERT_TRUE(s.ok()) << s.error_message() << Diagnostics();
+  EXPECT_EQ(json::parse(got.response_json())["services"][0]["properties"]["voltage"], 229);
+}
+
+TEST_F(CommandMqttTest, MessagesAndDelayedCommandsReachTheDeviceWhenItConnects) {
+  cd::CreateCommandRequest command;
+  command.set_device_id(device_id_);
+  command.set_service_id("meter");
+  command.set_command_name("reboot");
+  cd::CreateCommandResponse answered;
+  auto ctx = Context();
+  EXPECT_EQ(commands_->CreateCommand(ctx.get(), command, &answered).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION)
+      << "never connected: offline";
+
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) {
+    cd::CreateMessageRequest message;
+    message.set_device_id(device_id_);
+    message.set_name("note");
+    message.set_message_json(fmt::format(R"({{"n":{}}})", i));
+    cd::CreateMessageResponse created;
+    auto c = Context();
+    ASSERT_TRUE(commands_->CreateMessage(c.get(), message, &created).ok());
+    EXPECT_EQ(created.result().status(), "PENDING");
+    ids.push_back(created.message_id());
+  }
+  cd::CreateAsyncCommandRequest async;
+  async.set_device_id(device_id_);
+  async.set_service_id("meter");
+  async.set_command_name("reboot");
+  async.set_send_strategy("delay");
+  cd::AsyncDeviceCommand queued;
+  auto c = Context();
+  ASSERT_TRUE(commands_->CreateAsyncCommand(c.get(), async, &queued).ok());
+  EXPECT_EQ(queued.status(), "PENDING");
+
+  ASSERT_TRUE(device_->Connect());
+  auto second = device_->Await("messages/down", 1);
+  ASSERT_TRUE(second.has_value()) << Diagnostics();
+  const auto messages = device_->Received("messages/down");
+  ASSERT_EQ(messages.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const json body = json::parse(messages[i].payload);
+    EXPECT_EQ(body["id"], ids[i]);
+    EXPECT_EQ(body["content"]["n"], i);
+  }
+  ASSERT_TRUE(device_->Await("commands/request_id=" + queued.command_id()).has_value());
+  cd::ShowAsyncDeviceCommandRequest show;
+  show.set_device_id(device_id_);
+  show.set_command_id(queued.command_id());
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        cd::AsyncDeviceCommand shown;
+        auto x = Context();
+        return commands_->ShowAsyncDeviceCommand(x.get(), show, &shown).ok() &&
+               shown.status() == "SUCCESSFUL";
+      },
+      seconds(10)))
+      << Diagnostics();
+}
+
+}  // namespace
+}  // namespace iot
