@@ -378,7 +378,9 @@ const SERVICES = {
 };
 // Set by one deployment only, on purpose.
 const ONLY_COMPOSE = new Set([]);
-const ONLY_HELM = new Set([]);
+// IOT_COMMAND_DISPATCH_REPLICA_ID: the pod name in Helm; compose keeps the random default, which
+// stays unique under `--scale`.
+const ONLY_HELM = new Set(["IOT_COMMAND_DISPATCH_REPLICA_ID"]);
 
 const errors = [];
 const compose = YAML.parse(fs.readFileSync(composeFile, "utf8"));
