@@ -32,21 +32,6 @@ const std::string kAdminKey = "connectivity-admin-key-0123456789";
 const std::string kServiceKey = "connectivity-service-key-0123456789";
 const std::string kGatewayPassword = "gateway-password-for-tests";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string HourStamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  return fmt::format("{:04d}{:02d}{:02d}{:02d}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour);
-}
-
 class ConnectivityTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -67,7 +52,8 @@ class ConnectivityTest : public ::testing::Test {
     devices_ = pb::Devices::NewStub(channel);
 
     pb::CreateProductRequest product;
-    product.set_product_json(ReadFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
+    product.set_product_json(
+        iot::testing::ReadTextFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
     pb::Product created;
     auto ctx = Context();
     ASSERT_TRUE(products_->CreateProduct(ctx.get(), product, &created).ok());
@@ -90,12 +76,11 @@ class ConnectivityTest : public ::testing::Test {
 
   /// A device client as Huawei's SDKs connect: sign type 0, the current hour as timestamp.
   std::unique_ptr<common::MqttClient> DeviceClient(const std::string& secret) {
-    const std::string stamp = HourStamp();
-    auto client =
-        common::MqttClient::Create({.url = broker_->Url(),
-                                    .client_id = fmt::format("{}_0_0_{}", device_id_, stamp),
-                                    .username = device_id_,
-                                    .password = common::HmacSha256Hex(stamp, secret)});
+    const auto signed_in = iot::testing::SignDevice(device_id_, secret);
+    auto client = common::MqttClient::Create({.url = broker_->Url(),
+                                              .client_id = signed_in.client_id,
+                                              .username = signed_in.username,
+                                              .password = signed_in.password});
     EXPECT_TRUE(client.ok()) << client.status();
     return *std::move(client);
   }

@@ -49,21 +49,6 @@ const std::string kAdminKey = "gateway-test-admin-key-0123456789";
 const std::string kServiceKey = "gateway-test-service-key-0123456789";
 const std::string kGatewayPassword = "gateway-password-for-tests";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string HourStamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  return fmt::format("{:04d}{:02d}{:02d}{:02d}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour);
-}
-
 /// Makes an owner RPC fail with `code` while `until` is in the future.
 struct Outage {
   std::atomic<int64_t> until_ms{0};
@@ -264,7 +249,8 @@ class GatewayTest : public ::testing::Test {
     ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
     auto channel = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
     tm::CreateProductRequest product;
-    product.set_product_json(ReadFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
+    product.set_product_json(
+        iot::testing::ReadTextFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
     tm::Product created;
     grpc::ClientContext ctx;
     common::SetBearer(ctx, kAdminKey);
@@ -295,12 +281,12 @@ class GatewayTest : public ::testing::Test {
                                              std::vector<common::MqttMessage>* inbox = nullptr,
                                              std::mutex* inbox_mu = nullptr,
                                              const std::string& broker_url = {}) {
-    const std::string stamp = HourStamp();
+    const auto signed_in = iot::testing::SignDevice(id, secret);
     auto client =
         common::MqttClient::Create({.url = broker_url.empty() ? broker_->Url() : broker_url,
-                                    .client_id = fmt::format("{}_0_0_{}", id, stamp),
-                                    .username = id,
-                                    .password = common::HmacSha256Hex(stamp, secret)});
+                                    .client_id = signed_in.client_id,
+                                    .username = signed_in.username,
+                                    .password = signed_in.password});
     EXPECT_TRUE(client.ok()) << client.status();
     if (inbox != nullptr) {
       (*client)->SetMessageHandler([inbox, inbox_mu](const common::MqttMessage& m) {

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <csignal>
+#include <ctime>
+#include <fstream>
+#include <sstream>
 
 #include "iot/common/crypto.h"
 #include "iot/common/health_client.h"
@@ -96,6 +99,24 @@ bool ServiceProcess::WaitServing(std::chrono::milliseconds timeout) {
 std::string ServiceProcess::Metrics() const {
   auto text = HttpGet(metrics_port_, "/metrics");
   return text.ok() ? *text : std::string();
+}
+
+DeviceCredentials SignDevice(const std::string& device_id, const std::string& secret) {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  const std::string hour = fmt::format("{:04d}{:02d}{:02d}{:02d}", tm.tm_year + 1900, tm.tm_mon + 1,
+                                       tm.tm_mday, tm.tm_hour);
+  return {.client_id = fmt::format("{}_0_0_{}", device_id, hour),
+          .username = device_id,
+          .password = common::HmacSha256Hex(hour, secret)};
+}
+
+std::string ReadTextFile(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 std::string ServiceAccountEntry(const std::string& name, const std::string& salt,

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -85,6 +86,17 @@ class ServiceProcess {
 /// A broker service account entry `name:salt:sha256hex(salt+password)`.
 std::string ServiceAccountEntry(const std::string& name, const std::string& salt,
                                 const std::string& password);
+
+/// MQTT credentials of a device, signed as Huawei's device SDKs sign them (DESIGN.md §3).
+struct DeviceCredentials {
+  std::string client_id;  ///< `{device_id}_0_0_{YYYYMMDDHH}`: sign type 0, the current UTC hour
+  std::string username;   ///< the device id
+  std::string password;   ///< hex HMAC-SHA256(key = the hour text, message = the secret)
+};
+DeviceCredentials SignDevice(const std::string& device_id, const std::string& secret);
+
+/// The whole content of a text file ("" when it cannot be read).
+std::string ReadTextFile(const std::filesystem::path& path);
 
 /// mosquitto.conf lines loading build/lib/libiot_auth.so (no anonymous clients) with the
 /// given Redis, device-secret key and service accounts (may be empty).
