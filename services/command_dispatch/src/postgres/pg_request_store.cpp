@@ -95,23 +95,24 @@ std::string Joined(const std::vector<std::string_view>& statuses) {
 absl::Status PgRequestStore::Insert(const RequestRecord& request,
                                     std::optional<milliseconds> expire_in,
                                     std::optional<milliseconds> deadline_in) {
+  // One statement (the request and its first history entry): one round trip, atomic.
   return pool_->Run([&](pqxx::connection& c) {
-    pqxx::work w(c);
-    w.exec_params(
+    pqxx::nontransaction n(c);
+    n.exec_params(
         fmt::format(
-            "INSERT INTO command_dispatch.requests (request_id, tenant_id, device_id, kind, "
-            "service_id, command_name, name, body, raw, topic, payload, send_strategy, "
-            "expire_seconds, status, expire_at, deadline_at, sent_at) VALUES ($1, $2, $3, $4, "
-            "$5, $6, $7, $8, nullif($9, ''::bytea), $10, $11, $12, $13, $14, {}, {}, "
-            "CASE WHEN $14 = 'SENT' THEN now() END)",
+            "WITH inserted AS (INSERT INTO command_dispatch.requests (request_id, tenant_id, "
+            "device_id, kind, service_id, command_name, name, body, raw, topic, payload, "
+            "send_strategy, expire_seconds, status, expire_at, deadline_at, sent_at) VALUES ($1, "
+            "$2, $3, $4, $5, $6, $7, $8, nullif($9, ''::bytea), $10, $11, $12, $13, $14, {}, {}, "
+            "CASE WHEN $14 = 'SENT' THEN now() END) RETURNING request_id, status) "
+            "INSERT INTO command_dispatch.status_history (request_id, status) "
+            "SELECT request_id, status FROM inserted",
             fmt::format(kInterval, "$15"), fmt::format(kInterval, "$16")),
         request.request_id, request.tenant_id, request.device_id,
         std::string(KindName(request.kind)), request.service_id, request.command_name, request.name,
         request.body, pqxx::binarystring(request.raw), request.topic,
         pqxx::binarystring(request.payload), request.send_strategy, request.expire_seconds,
         request.status, MillisOrNone(expire_in), MillisOrNone(deadline_in));
-    AddHistory(w, request.request_id, request.status, "");
-    w.commit();
   });
 }
 
@@ -139,36 +140,41 @@ absl::StatusOr<bool> PgRequestStore::Move(const std::string& request_id, const T
 
 absl::StatusOr<std::optional<Completion>> PgRequestStore::Complete(const DeviceResponse& response,
                                                                    std::string_view final_status) {
+  // One statement: lock the open request, record the response and its history. An async
+  // command answered before its delivery was recorded gets SENT and DELIVERED first (the
+  // answer proves it); a closed request keeps its status and records the late response.
   return pool_->Call([&](pqxx::connection& c) -> std::optional<Completion> {
-    pqxx::work w(c);
-    const pqxx::result r = w.exec_params(
-        "UPDATE command_dispatch.requests r SET result = $3, response_at = now(), "
-        "status = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN $4 ELSE r.status END, "
-        "finished_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN now() "
-        "  ELSE r.finished_at END, "
-        "deadline_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN NULL ELSE r.deadline_at END, "
-        "delivered_at = CASE WHEN r.kind = 'async_command' THEN coalesce(r.delivered_at, now()) "
-        "  ELSE r.delivered_at END "
-        "FROM (SELECT request_id, status AS old FROM command_dispatch.requests "
-        "      WHERE request_id = $1 AND device_id = $2 AND response_at IS NULL "
-        "        AND kind <> 'message' FOR UPDATE) o "
-        "WHERE r.request_id = o.request_id RETURNING r.kind, o.old, r.status",
+    pqxx::nontransaction n(c);
+    const pqxx::result r = n.exec_params(
+        "WITH o AS (SELECT request_id, status AS old FROM command_dispatch.requests "
+        "    WHERE request_id = $1 AND device_id = $2 AND response_at IS NULL "
+        "      AND kind <> 'message' FOR UPDATE), "
+        "u AS (UPDATE command_dispatch.requests r SET result = $3, response_at = now(), "
+        "    status = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN $4 ELSE r.status END, "
+        "    finished_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN now() "
+        "      ELSE r.finished_at END, "
+        "    deadline_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN NULL "
+        "      ELSE r.deadline_at END, "
+        "    delivered_at = CASE WHEN r.kind = 'async_command' "
+        "      THEN coalesce(r.delivered_at, now()) ELSE r.delivered_at END "
+        "  FROM o WHERE r.request_id = o.request_id "
+        "  RETURNING r.request_id, r.kind, o.old, r.status, r.sent_at), "
+        "h AS (INSERT INTO command_dispatch.status_history (request_id, status, at, detail) "
+        "  SELECT request_id, 'SENT', sent_at, '' FROM u "
+        "    WHERE old = 'SENT' AND kind = 'async_command' "
+        "  UNION ALL SELECT request_id, 'DELIVERED', now(), '' FROM u "
+        "    WHERE old = 'SENT' AND kind = 'async_command' "
+        "  UNION ALL SELECT request_id, "
+        "    CASE WHEN old IN ('SENT', 'DELIVERED') THEN status ELSE old END, now(), "
+        "    CASE WHEN old IN ('SENT', 'DELIVERED') THEN '' ELSE 'late response recorded' END "
+        "    FROM u) "
+        "SELECT kind, old FROM u",
         response.request_id, response.device_id, response.payload_json, std::string(final_status));
     if (r.empty()) {
-      w.commit();
       return std::nullopt;
     }
     const std::string old = r[0][1].as<std::string>();
-    const bool open = old == status::kSent || old == status::kDelivered;
-    if (old == status::kSent && r[0][0].as<std::string>() == KindName(Kind::kAsyncCommand)) {
-      // Answered before its delivery was recorded: the answer proves it.
-      AddSentHistory(w, response.request_id);
-      AddHistory(w, response.request_id, status::kDelivered, "");
-    }
-    AddHistory(w, response.request_id, open ? final_status : old,
-               open ? "" : "late response recorded");
-    w.commit();
-    if (!open) {
+    if (old != status::kSent && old != status::kDelivered) {
       return std::nullopt;
     }
     return Completion{.request_id = response.request_id,
