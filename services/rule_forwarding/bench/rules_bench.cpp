@@ -73,6 +73,8 @@ void BM_RouteAndDispatch100Rules(benchmark::State& state) {
   DestinationRegistry registry{{"republish", destination}};
   Dispatcher dispatcher(registry, nullptr, nullptr,
                         DispatcherOptions{.queue_capacity = 1'000'000,
+                                          .workers = 1,
+                                          .workers_by_type = {},
                                           .max_batch = 100,
                                           .max_batch_by_type = {},
                                           .max_attempts = 1,

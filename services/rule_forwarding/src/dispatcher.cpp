@@ -53,6 +53,7 @@ struct Dispatcher::Lane {
   std::string type;
   std::shared_ptr<Destination> destination;
   size_t max_batch = 1;
+  size_t capacity = 1;
   std::deque<DispatchItem> queue;
   size_t in_flight = 0;
   std::thread thread;
@@ -69,17 +70,37 @@ Dispatcher::Dispatcher(DestinationRegistry destinations,
       options_(std::move(options)),
       outbox_(std::move(outbox)) {
   for (const auto& [type, destination] : destinations_) {
-    auto lane = std::make_unique<Lane>();
-    lane->type = type;
-    lane->destination = destination;
-    auto it = options_.max_batch_by_type.find(type);
-    lane->max_batch = std::max<size_t>(
-        1, it != options_.max_batch_by_type.end() ? it->second : options_.max_batch);
-    if (metrics_) {
-      lane->depth = &metrics_->queue_depth.Add({{"type", type}});
+    auto batch = options_.max_batch_by_type.find(type);
+    auto workers = options_.workers_by_type.find(type);
+    const size_t n = std::max<size_t>(
+        1, workers != options_.workers_by_type.end() ? workers->second : options_.workers);
+    for (size_t i = 0; i < n; ++i) {
+      auto lane = std::make_unique<Lane>();
+      lane->type = type;
+      lane->destination = destination;
+      lane->max_batch = std::max<size_t>(
+          1, batch != options_.max_batch_by_type.end() ? batch->second : options_.max_batch);
+      lane->capacity = std::max<size_t>(1, options_.queue_capacity / n);
+      if (metrics_) {
+        lane->depth = &metrics_->queue_depth.Add({{"type", type}});
+      }
+      lanes_.emplace(type, std::move(lane));
     }
-    lanes_.emplace(type, std::move(lane));
   }
+}
+
+Dispatcher::Lane* Dispatcher::LaneOf(const DispatchItem& item) {
+  auto [begin, end] = lanes_.equal_range(item.action_type);
+  const auto n = static_cast<size_t>(std::distance(begin, end));
+  if (n == 0) {
+    return nullptr;
+  }
+  // One action's deliveries always share a worker: their order is kept.
+  const size_t key =
+      std::hash<std::string>{}(item.delivery.tenant_id + '\x1f' + item.delivery.rule_id + '\x1f' +
+                               std::to_string(item.action_index));
+  std::advance(begin, static_cast<std::ptrdiff_t>(key % n));
+  return begin->second.get();
 }
 
 Dispatcher::~Dispatcher() { Stop(std::chrono::milliseconds(0)); }
@@ -93,25 +114,29 @@ absl::Status Dispatcher::Enqueue(std::vector<DispatchItem> items) {
     if (closed_) {
       return absl::UnavailableError("rule-forwarding is shutting down");
     }
-    std::map<std::string_view, size_t> wanted;
+    std::map<Lane*, size_t> wanted;
+    std::vector<Lane*> targets;
+    targets.reserve(items.size());
     for (const DispatchItem& item : items) {
-      ++wanted[item.action_type];
-    }
-    for (const auto& [type, count] : wanted) {
-      auto it = lanes_.find(type);
-      if (it != lanes_.end() && it->second->queue.size() + count > options_.queue_capacity) {
-        return absl::ResourceExhaustedError("the " + std::string(type) + " delivery queue is full");
+      Lane* lane = LaneOf(item);
+      targets.push_back(lane);
+      if (lane != nullptr) {
+        ++wanted[lane];
       }
     }
-    for (DispatchItem& item : items) {
-      auto it = lanes_.find(item.action_type);
-      if (it == lanes_.end()) {
-        unknown.push_back(std::move(item));
+    for (const auto& [lane, count] : wanted) {
+      if (lane->queue.size() + count > lane->capacity) {
+        return absl::ResourceExhaustedError("the " + lane->type + " delivery queue is full");
+      }
+    }
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (targets[i] == nullptr) {
+        unknown.push_back(std::move(items[i]));
         continue;
       }
-      it->second->queue.push_back(std::move(item));
-      if (it->second->depth) {
-        it->second->depth->Increment();
+      targets[i]->queue.push_back(std::move(items[i]));
+      if (targets[i]->depth) {
+        targets[i]->depth->Increment();
       }
     }
   }

@@ -32,6 +32,8 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
   auto dispatcher = std::make_shared<Dispatcher>(
       std::move(destinations), store, std::make_shared<DispatcherMetrics>(context.host.metrics()),
       DispatcherOptions{.queue_capacity = s["queue_capacity"].get<size_t>(),
+                        .workers = s["workers"].get<size_t>(),
+                        .workers_by_type = {},
                         .max_batch = s["max_batch"].get<size_t>(),
                         .max_batch_by_type = {{"webhook", 1}, {"republish", 1}},
                         .max_attempts = s["max_attempts"].get<int>(),
@@ -96,6 +98,7 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   nlohmann::json settings;
   settings["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 10'000, 1, 10'000'000);
   settings["max_batch"] = env.Int(p + "MAX_BATCH", 100, 1, 10'000);
+  settings["workers"] = env.Int(p + "WORKERS", 4, 1, 64);
   settings["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 5, 1, 100);
   settings["retry_initial_ms"] =
       env.Duration(p + "RETRY_INITIAL", std::chrono::milliseconds(200)).count();

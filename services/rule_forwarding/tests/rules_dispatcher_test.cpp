@@ -1,4 +1,5 @@
 // The dispatcher's queueing, batching, retry and dead-letter logic against fake destinations.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
@@ -129,6 +130,8 @@ bool WaitIdleOf(FakeOutbox& outbox, size_t left) {
 
 DispatcherOptions FastRetries(int max_attempts) {
   return DispatcherOptions{.queue_capacity = 100,
+                           .workers = 1,
+                           .workers_by_type = {},
                            .max_batch = 10,
                            .max_batch_by_type = {},
                            .max_attempts = max_attempts,
@@ -294,6 +297,47 @@ TEST_F(DispatcherTest, FinishedDeliveriesLeaveTheOutboxUnfinishedOnesStayAtShutd
   EXPECT_EQ(outbox->stored(), std::set<int64_t>{3});
   ASSERT_EQ(sink_->letters().size(), 1u);
   EXPECT_EQ(sink_->letters()[0].delivery_id, "h1");
+}
+
+/// Fails every delivery of rule "stuck", delivers the others.
+class PickyDestination final : public Destination {
+ public:
+  [[nodiscard]] std::string_view type() const override { return "webhook"; }
+  [[nodiscard]] absl::Status ValidateConfig(const nlohmann::json& /*config*/) const override {
+    return absl::OkStatus();
+  }
+  absl::Status Deliver(std::span<const Delivery> batch) override {
+    if (batch.front().rule_id == "stuck") {
+      return absl::UnavailableError("down");
+    }
+    delivered += batch.size();
+    return absl::OkStatus();
+  }
+  std::atomic<size_t> delivered{0};
+};
+
+TEST_F(DispatcherTest, AFailingActionHoldsUpOnlyTheActionsSharingItsWorker) {
+  auto webhook = std::make_shared<PickyDestination>();
+  DispatcherOptions options = FastRetries(1000);
+  options.workers = 4;
+  options.retry_initial = milliseconds(50);
+  options.retry_max = milliseconds(50);
+  Dispatcher dispatcher({{"webhook", webhook}}, sink_, nullptr, options);
+  dispatcher.Start();
+  std::vector<DispatchItem> items = {Item("webhook", "s1", "stuck")};
+  for (int i = 0; i < 16; ++i) {
+    items.push_back(Item("webhook", fmt::format("ok{}", i), fmt::format("rule{}", i)));
+  }
+  ASSERT_TRUE(dispatcher.Enqueue(items).ok());
+  // 16 rules over 4 workers: the ones away from the stuck rule's worker get through while it
+  // keeps retrying (1000 attempts of 50 ms).
+  const auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (webhook->delivered < 8 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_GE(webhook->delivered.load(), 8u);
+  EXPECT_GT(dispatcher.pending(), 0u);
+  dispatcher.Stop(milliseconds(0));
 }
 
 }  // namespace

@@ -156,36 +156,52 @@ class PostgresDestination final : public Destination {
     if (!target.ok()) {
       return absl::InvalidArgumentError(std::string(target.status().message()));
     }
-    std::lock_guard lock(mu_);
+    std::unique_ptr<pqxx::connection> conn = Take(target->url);
     try {
-      auto& conn = connections_[target->url];
       if (!conn || !conn->is_open()) {
         conn = std::make_unique<pqxx::connection>(
             common::WithConnectTimeout(target->url, std::chrono::seconds(3)));
       }
       auto sql = InsertStatement(*conn, *target, rows);
       if (!sql.ok()) {
+        Give(target->url, std::move(conn));
         return sql.status();
       }
       pqxx::work tx(*conn);
       tx.exec("SET LOCAL statement_timeout = 10000");
       tx.exec(*sql);
       tx.commit();
+      Give(target->url, std::move(conn));
       return absl::OkStatus();
     } catch (const pqxx::broken_connection& e) {
-      connections_.erase(target->url);
       return absl::UnavailableError(common::MaskConninfo(e.what()));
     } catch (const std::exception& e) {
       absl::Status status = common::FromPqxx(e);
-      if (status.code() == absl::StatusCode::kUnavailable) {
-        connections_.erase(target->url);
+      if (status.code() != absl::StatusCode::kUnavailable && conn && conn->is_open()) {
+        Give(target->url, std::move(conn));
       }
       return status;
     }
   }
 
+  /// An idle connection to `url` (kept open between batches), or null.
+  std::unique_ptr<pqxx::connection> Take(const std::string& url) {
+    std::lock_guard lock(mu_);
+    auto& idle = idle_[url];
+    if (idle.empty()) {
+      return nullptr;
+    }
+    auto conn = std::move(idle.back());
+    idle.pop_back();
+    return conn;
+  }
+  void Give(const std::string& url, std::unique_ptr<pqxx::connection> conn) {
+    std::lock_guard lock(mu_);
+    idle_[url].push_back(std::move(conn));
+  }
+
   std::mutex mu_;
-  std::map<std::string, std::unique_ptr<pqxx::connection>> connections_;
+  std::map<std::string, std::vector<std::unique_ptr<pqxx::connection>>> idle_;
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <mutex>
+#include <vector>
 
 #include "destinations/settings.h"
 #include "iot/common/crypto.h"
@@ -51,8 +52,8 @@ class WebhookDestination final : public Destination {
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   }
   ~WebhookDestination() override {
-    if (curl_) {
-      curl_easy_cleanup(curl_);
+    for (CURL* curl : idle_) {
+      curl_easy_cleanup(curl);
     }
   }
   WebhookDestination(const WebhookDestination&) = delete;
@@ -66,28 +67,45 @@ class WebhookDestination final : public Destination {
 
   absl::Status Deliver(std::span<const Delivery> batch) override {
     static const nlohmann::json kEmpty = nlohmann::json::object();
-    std::lock_guard lock(mu_);
+    CURL* curl = Take();
+    if (curl == nullptr) {
+      return absl::ResourceExhaustedError("curl_easy_init failed");
+    }
+    absl::Status status;
     for (const Delivery& d : batch) {
       auto target = ParseTarget(d.action_config ? *d.action_config : kEmpty);
       if (!target.ok()) {
-        return absl::InvalidArgumentError(std::string(target.status().message()));
+        status = absl::InvalidArgumentError(std::string(target.status().message()));
+        break;
       }
-      if (absl::Status s = Post(*target, d); !s.ok()) {
-        return s;
+      if (status = Post(curl, *target, d); !status.ok()) {
+        break;
       }
     }
-    return absl::OkStatus();
+    Give(curl);
+    return status;
   }
 
  private:
-  absl::Status Post(const Target& target, const Delivery& d) {
-    if (!curl_) {
-      curl_ = curl_easy_init();
-      if (!curl_) {
-        return absl::ResourceExhaustedError("curl_easy_init failed");
+  /// A handle of the pool (kept for connection reuse), or a new one.
+  CURL* Take() {
+    {
+      std::lock_guard lock(mu_);
+      if (!idle_.empty()) {
+        CURL* curl = idle_.back();
+        idle_.pop_back();
+        return curl;
       }
     }
-    curl_easy_reset(curl_);
+    return curl_easy_init();
+  }
+  void Give(CURL* curl) {
+    std::lock_guard lock(mu_);
+    idle_.push_back(curl);
+  }
+
+  static absl::Status Post(CURL* curl, const Target& target, const Delivery& d) {
+    curl_easy_reset(curl);
     const std::string body =
         d.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     curl_slist* headers = nullptr;
@@ -100,25 +118,25 @@ class WebhookDestination final : public Destination {
     if (!target.secret.empty()) {
       add("X-Iot-Signature: sha256=" + common::HmacSha256Hex(target.secret, body));
     }
-    curl_easy_setopt(curl_, CURLOPT_URL, target.url.c_str());
-    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body.data());
-    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, target.timeout_ms);
-    curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, target.timeout_ms);
-    curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl_, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(curl_, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl_, CURLOPT_USERAGENT, "iot-rule-forwarding/1");
-    curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, Discard);
-    const CURLcode rc = curl_easy_perform(curl_);
+    curl_easy_setopt(curl, CURLOPT_URL, target.url.c_str());
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, target.timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, target.timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, "iot-rule-forwarding/1");
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Discard);
+    const CURLcode rc = curl_easy_perform(curl);
     curl_slist_free_all(headers);
     const std::string where = common::MaskUrl(target.url);
     if (rc != CURLE_OK) {
       return absl::UnavailableError(fmt::format("POST {}: {}", where, curl_easy_strerror(rc)));
     }
     long code = 0;
-    curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
     if (code >= 200 && code < 300) {
       return absl::OkStatus();
     }
@@ -130,7 +148,7 @@ class WebhookDestination final : public Destination {
   }
 
   std::mutex mu_;
-  CURL* curl_ = nullptr;
+  std::vector<CURL*> idle_;
 };
 
 }  // namespace

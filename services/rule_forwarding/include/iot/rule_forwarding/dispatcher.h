@@ -79,8 +79,13 @@ class Outbox {
 };
 
 struct DispatcherOptions {
-  /// Deliveries queued per destination type; Enqueue fails with RESOURCE_EXHAUSTED beyond.
+  /// Deliveries queued per destination type (split evenly between its workers); Enqueue fails
+  /// with RESOURCE_EXHAUSTED beyond.
   size_t queue_capacity = 10'000;
+  /// Worker threads per destination type. Each action's deliveries go to one of them (by tenant,
+  /// rule and action), in order; a failing action holds up only the actions sharing its worker.
+  size_t workers = 1;
+  std::map<std::string, size_t, std::less<>> workers_by_type;
   /// Deliveries handed to one Destination::Deliver call (consecutive ones of one action).
   size_t max_batch = 100;
   /// Per-type overrides of max_batch (webhook: 1, one POST per delivery).
@@ -103,10 +108,10 @@ struct DispatcherMetrics {
   prometheus::Family<prometheus::Histogram>& duration;
 };
 
-/// Thread-safe. One worker thread per destination type keeps each type's deliveries in the
-/// order they were enqueued (per-device order), and retries a failing batch with exponential
-/// backoff before it moves on: a failing action delays the other actions of its type by at most
-/// max_attempts backoffs.
+/// Thread-safe. Each destination type has `workers` worker threads; every action's deliveries
+/// go to the same one and keep the order they were enqueued in (per-device order). A worker
+/// retries a failing batch with exponential backoff before it moves on: a failing action delays
+/// the other actions of its worker by at most max_attempts backoffs.
 class Dispatcher {
  public:
   /// `outbox` (may be null) has finished deliveries removed; with one, Stop() leaves the
@@ -140,6 +145,8 @@ class Dispatcher {
  private:
   struct Lane;
 
+  /// The worker that takes `item`'s action; null for an unregistered type.
+  Lane* LaneOf(const DispatchItem& item);
   void Work(Lane& lane);
   /// Delivers one batch with retries, or dead-letters it.
   void DeliverBatch(Lane& lane, std::vector<DispatchItem>& batch);
@@ -162,7 +169,7 @@ class Dispatcher {
   bool started_ = false;
   bool closed_ = false;   ///< no more Enqueue
   bool give_up_ = false;  ///< drain deadline passed: stop retrying
-  std::map<std::string, std::unique_ptr<Lane>, std::less<>> lanes_;
+  std::multimap<std::string, std::unique_ptr<Lane>, std::less<>> lanes_;
 };
 
 }  // namespace iot::rule_forwarding
