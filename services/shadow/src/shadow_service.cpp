@@ -382,8 +382,13 @@ absl::StatusOr<ShadowView> ShadowService::UpdateDesired(const common::Principal&
     const thing_model::ValidationResult checked =
         validator.ValidateProperties(update.service_id, values, thing_model::PropertyMode::kWrite);
     if (!checked.ok()) {
+      // The validator names `properties.<name>`; desired_json is the properties object itself.
       const thing_model::ValidationError& error = checked.errors.front();
-      return common::InvalidField(at + ".desired." + error.path, error.message);
+      std::string_view path = error.path;
+      if (path.starts_with("properties.")) {
+        path.remove_prefix(std::string_view("properties.").size());
+      }
+      return common::InvalidField(at + ".desired." + std::string(path), error.message);
     }
     if (update.version) {
       if (expected && *expected != *update.version) {
