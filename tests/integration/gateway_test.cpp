@@ -263,11 +263,11 @@ class GatewayTest : public ::testing::Test {
   }
 
   /// A new device of the smart meter product: its id and secret.
-  std::pair<std::string, std::string> AddDevice() {
+  std::pair<std::string, std::string> AddDevice(const std::string& product_id = "smartmeter01") {
     static std::atomic<int> n{0};
     auto channel = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
     tm::AddDeviceRequest add;
-    add.set_product_id("smartmeter01");
+    add.set_product_id(product_id);
     add.set_node_id(fmt::format("n{}_{}", ::getpid(), ++n));
     tm::AddDeviceResponse added;
     grpc::ClientContext ctx;
@@ -652,6 +652,54 @@ TEST_F(GatewayTest, BrokerQueueLimitReachedIsVisibleAsMetricAndLog) {
       << gateway->process().Log();
   EXPECT_NE(gateway->process().Log().find("the broker dropped messages at its queue limits"),
             std::string::npos);
+}
+
+TEST_F(GatewayTest, ModelChangeReachesTheGatewayThroughTheChangeFeed) {
+  // A product of its own: its voltage max goes from 480 to 200.
+  std::string model = iot::testing::ReadTextFile(IOT_TESTDATA_DIR "/smart_meter_product.json");
+  model.replace(model.find("smartmeter01"), 12, "changemeter1");
+  auto products = tm::Products::NewStub(
+      grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials()));
+  {
+    tm::CreateProductRequest create;
+    create.set_product_json(model);
+    tm::Product created;
+    grpc::ClientContext ctx;
+    common::SetBearer(ctx, kAdminKey);
+    auto status = products->CreateProduct(&ctx, create, &created);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  auto gateway = Gateway("gw-model");
+  auto [id, secret] = AddDevice("changemeter1");
+  auto device = Device(id, secret);
+  const std::string topic = "$oc/devices/" + id + "/sys/properties/report";
+  Publish(*device, topic, Report(230));
+  ASSERT_TRUE(WaitUntil([&] { return owners_.received.Count(owners_.received.reports) == 1; },
+                        seconds(10)));
+
+  const std::string old_max = R"("max": "480")";
+  ASSERT_NE(model.find(old_max), std::string::npos);
+  model.replace(model.find(old_max), old_max.size(), R"("max": "200")");
+  tm::UpdateProductRequest update;
+  update.set_product_id("changemeter1");
+  update.set_product_json(model);
+  tm::Product updated;
+  grpc::ClientContext ctx;
+  common::SetBearer(ctx, kAdminKey);
+  auto status = products->UpdateProduct(&ctx, update, &updated);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // The cached model is dropped on `tm:changes`: the same report is now out of range.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        Publish(*device, topic, Report(230));
+        return WaitUntil(
+            [&] {
+              return Metric(*gateway, "iot_gateway_uplink_rejected_total",
+                            {{"reason", "invalid_property"}}) > 0;
+            },
+            milliseconds(300));
+      },
+      seconds(10)));
 }
 
 TEST_F(GatewayTest, DownlinkReachesADeviceThatNeverSubscribedAndTellsOffline) {
