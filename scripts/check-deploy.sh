@@ -642,6 +642,31 @@ runtime_libraries() {
   return $rc
 }
 
+# The tool invocations in docker-compose.yml (bootstrap job, demo profile) use only flags that
+# the tools define (CLI11 add_option/add_flag in tools/<tool>/): compose runs them only in a
+# container, so a renamed or invented flag would otherwise surface only there.
+compose_tool_flags() {
+  local rc=0 tool dir defined flag used
+  for tool in iotctl iot-device-sim; do
+    dir=$ROOT/tools/$tool
+    [[ -d $dir ]] || { echo "no $dir"; rc=1; continue; }
+    # Sources as one line: a call may put its flag name on the next line.
+    defined=$(cat "$dir"/*.cpp | tr '\n' ' ' |
+      grep -oE 'add_(option|flag)(_function<[^>]*>)?\(\s*"[^"]*"' |
+      grep -oE -- '--[a-z][a-z0-9-]*' | sort -u)
+    # Backslash-continued lines joined; each invocation up to a shell separator.
+    used=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' "$ROOT/docker-compose.yml" |
+      grep -oE "(^|[ \"'])$tool( [^;&|]*)" | grep -oE -- ' --[a-z][a-z0-9-]*' | tr -d ' ' | sort -u)
+    [[ -n $used ]] || { echo "docker-compose.yml runs no $tool (expected in bootstrap / demo)"; rc=1; }
+    local unknown=0
+    for flag in $used; do
+      grep -qx -- "$flag" <<<"$defined" || { echo "docker-compose.yml: $tool has no flag $flag"; unknown=1; }
+    done
+    ((unknown)) && rc=1 || echo "$tool: $(wc -w <<<"$used") flags used in compose, all defined"
+  done
+  return $rc
+}
+
 helm_lint() {
   local values=("" "$CHART"/ci/*.yaml) v rc=0
   for v in "${values[@]}"; do
@@ -732,6 +757,7 @@ main() {
   check "docker-compose config" compose_config
   check "Dockerfiles (shared build stage, Debian packages)" dockerfiles
   check "runtime libraries of build/ vs image package lists" runtime_libraries
+  check "compose runs iotctl / iot-device-sim with their real flags" compose_tool_flags
   check "helm lint --strict (defaults, ci/*.yaml)" helm_lint
   check "helm template + validate: defaults" helm_render default
   local v
