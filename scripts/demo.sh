@@ -19,7 +19,8 @@
 #   IOT_DEMO_TENANT            tenant id [demo]
 #   IOT_DEMO_DEVICES           simulated devices [3] (smartmeter01_meter-1..N)
 #   IOT_DEMO_REPORT_INTERVAL   seconds between property reports [5]
-#   IOT_DEMO_PRODUCT_FILE      product JSON [tests/integration/testdata/smart_meter_product.json]
+#   IOT_DEMO_PRODUCT_FILE      product JSON (its product_id is used)
+#                              [tests/integration/testdata/smart_meter_product.json]
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -33,7 +34,8 @@ TENANT=${IOT_DEMO_TENANT:-demo}
 DEVICES=${IOT_DEMO_DEVICES:-3}
 REPORT_INTERVAL=${IOT_DEMO_REPORT_INTERVAL:-5}
 PRODUCT_FILE=${IOT_DEMO_PRODUCT_FILE:-$IOT_REPO_ROOT/tests/integration/testdata/smart_meter_product.json}
-PRODUCT_ID=smartmeter01
+PRODUCT_ID=$(jq -r '.product_id // empty' "$PRODUCT_FILE" 2>/dev/null) || true
+[[ -n "$PRODUCT_ID" ]] || iot::die "$PRODUCT_FILE: no product_id (a Huawei product-model JSON)"
 NODE_PREFIX=meter-
 KEY_FILE=$DEMO_DIR/api-key
 SIM_PID=$RUN_DIR/device-sim.pid
