@@ -274,6 +274,7 @@ class RulesTest : public ::testing::Test {
                     {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
                     {"IOT_RULE_FORWARDING_RETRY_MAX", "200ms"},
                     {"IOT_RULE_FORWARDING_OUTBOX_LEASE", "1s"},
+                    {"IOT_RULE_FORWARDING_WEBHOOK_ALLOW_PRIVATE", "true"},
                     {"IOT_LOG_LEVEL", "debug"}},
             .args = {}};
   }

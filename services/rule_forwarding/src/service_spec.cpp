@@ -98,6 +98,7 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   nlohmann::json settings;
   settings["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 10'000, 1, 10'000'000);
   settings["max_batch"] = env.Int(p + "MAX_BATCH", 100, 1, 10'000);
+  settings["webhook_allow_private"] = env.Bool(p + "WEBHOOK_ALLOW_PRIVATE", false);
   settings["workers"] = env.Int(p + "WORKERS", 4, 1, 64);
   settings["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 5, 1, 100);
   settings["retry_initial_ms"] =
@@ -116,7 +117,7 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
 void Wire(common::ServiceContext& context) {
   DestinationRegistry destinations;
   for (auto destination : {MakePostgresDestination(), MakeRepublishDestination(context.mqtt),
-                           MakeWebhookDestination()}) {
+                           MakeWebhookDestination(context.settings["webhook_allow_private"])}) {
     destinations.emplace(std::string(destination->type()), destination);
   }
   // Telemetry history and subscriptions: the `history` and `consumer_group` destination types,

@@ -1,7 +1,13 @@
 // Rule validation (SQL errors with positions, action types and settings), secret masking and
 // routing of a record to the actions of matching rules.
+#include <arpa/inet.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "destinations/settings.h"
 #include "iot/common/status.h"
 #include "iot/rule_forwarding/destinations.h"
 #include "iot/rule_forwarding/ingest.h"
@@ -12,8 +18,8 @@ namespace {
 
 DestinationRegistry Registry() {
   DestinationRegistry registry;
-  for (auto d :
-       {MakePostgresDestination(), MakeRepublishDestination(nullptr), MakeWebhookDestination()}) {
+  for (auto d : {MakePostgresDestination(), MakeRepublishDestination(nullptr),
+                 MakeWebhookDestination(false)}) {
     registry.emplace(std::string(d->type()), d);
   }
   return registry;
@@ -142,6 +148,40 @@ TEST(RouteTest, MatchesScopeAndWhereAndAddsHistoryForProperties) {
   EXPECT_TRUE(cold.empty());
   record.resource = "device.message";
   EXPECT_TRUE(Route(*rules, record, {{"notify_data", {{"body", {{"t", 35}}}}}}, 0, true).empty());
+}
+
+TEST(WebhookTest, PrivateAndLoopbackAddressesAreRefusedUnlessAllowed) {
+  for (const char* ip :
+       {"127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
+        "0.0.0.0", "::1", "::", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "not-an-ip"}) {
+    EXPECT_TRUE(settings::IsPrivateAddress(ip)) << ip;
+  }
+  for (const char* ip :
+       {"8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"}) {
+    EXPECT_FALSE(settings::IsPrivateAddress(ip)) << ip;
+  }
+
+  // A listener on loopback: the connection succeeds, the guard refuses it before the request.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const nlohmann::json config = {
+      {"url", fmt::format("http://127.0.0.1:{}/x", ntohs(addr.sin_port))}, {"timeout_ms", 1000}};
+  Delivery d;
+  d.delivery_id = "m:r:0";
+  d.action_config = &config;
+  d.payload = {{"a", 1}};
+  absl::Status refused = MakeWebhookDestination(false)->Deliver(std::span<const Delivery>(&d, 1));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  // Allowed: it gets as far as the listener, which never answers (a retryable timeout).
+  absl::Status timed_out = MakeWebhookDestination(true)->Deliver(std::span<const Delivery>(&d, 1));
+  EXPECT_EQ(timed_out.code(), absl::StatusCode::kUnavailable) << timed_out;
+  close(fd);
 }
 
 }  // namespace

@@ -28,4 +28,9 @@ bool IsIdentifier(std::string_view name);
 std::string Expand(std::string_view text, std::string_view device_id, std::string_view product_id,
                    std::string_view tenant_id);
 
+/// Whether `ip` (textual IPv4 or IPv6) is loopback, private (RFC 1918, fc00::/7), link-local,
+/// carrier-grade NAT, unspecified, multicast or broadcast: not a public internet address.
+/// Unparsable text counts as private.
+bool IsPrivateAddress(std::string_view ip);
+
 }  // namespace iot::rule_forwarding::settings

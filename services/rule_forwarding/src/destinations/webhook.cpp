@@ -45,9 +45,16 @@ absl::StatusOr<Target> ParseTarget(const nlohmann::json& config) {
 
 size_t Discard(char* /*data*/, size_t size, size_t count, void* /*user*/) { return size * count; }
 
+int CheckPeer(void* allow_private, char* primary_ip, char* /*local_ip*/, int /*primary_port*/,
+              int /*local_port*/) {
+  return *static_cast<const bool*>(allow_private) || !settings::IsPrivateAddress(primary_ip)
+             ? CURL_PREREQFUNC_OK
+             : CURL_PREREQFUNC_ABORT;
+}
+
 class WebhookDestination final : public Destination {
  public:
-  WebhookDestination() {
+  explicit WebhookDestination(bool allow_private) : allow_private_(allow_private) {
     static std::once_flag once;
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   }
@@ -78,7 +85,7 @@ class WebhookDestination final : public Destination {
         status = absl::InvalidArgumentError(std::string(target.status().message()));
         break;
       }
-      if (status = Post(curl, *target, d); !status.ok()) {
+      if (status = Post(curl, *target, d, allow_private_); !status.ok()) {
         break;
       }
     }
@@ -104,7 +111,8 @@ class WebhookDestination final : public Destination {
     idle_.push_back(curl);
   }
 
-  static absl::Status Post(CURL* curl, const Target& target, const Delivery& d) {
+  static absl::Status Post(CURL* curl, const Target& target, const Delivery& d,
+                           const bool& allow_private) {
     curl_easy_reset(curl);
     const std::string body =
         d.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -129,9 +137,16 @@ class WebhookDestination final : public Destination {
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "iot-rule-forwarding/1");
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Discard);
+    curl_easy_setopt(curl, CURLOPT_PREREQFUNCTION, CheckPeer);
+    curl_easy_setopt(curl, CURLOPT_PREREQDATA, const_cast<bool*>(&allow_private));
     const CURLcode rc = curl_easy_perform(curl);
     curl_slist_free_all(headers);
     const std::string where = common::MaskUrl(target.url);
+    if (rc == CURLE_ABORTED_BY_CALLBACK) {
+      return absl::FailedPreconditionError(fmt::format(
+          "POST {}: the address is private or loopback (IOT_RULE_FORWARDING_WEBHOOK_ALLOW_PRIVATE)",
+          where));
+    }
     if (rc != CURLE_OK) {
       return absl::UnavailableError(fmt::format("POST {}: {}", where, curl_easy_strerror(rc)));
     }
@@ -147,14 +162,15 @@ class WebhookDestination final : public Destination {
     return absl::FailedPreconditionError(message);
   }
 
+  const bool allow_private_;
   std::mutex mu_;
   std::vector<CURL*> idle_;
 };
 
 }  // namespace
 
-std::shared_ptr<Destination> MakeWebhookDestination() {
-  return std::make_shared<WebhookDestination>();
+std::shared_ptr<Destination> MakeWebhookDestination(bool allow_private_addresses) {
+  return std::make_shared<WebhookDestination>(allow_private_addresses);
 }
 
 }  // namespace iot::rule_forwarding

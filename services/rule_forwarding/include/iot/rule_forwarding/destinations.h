@@ -27,7 +27,9 @@ std::shared_ptr<Destination> MakeRepublishDestination(std::shared_ptr<common::Mq
 /// `webhook`: HTTP(S) POST of each payload as JSON (libcurl), headers X-Iot-Delivery-Id,
 /// X-Iot-Rule-Id and, with a secret, X-Iot-Signature: sha256=<hex HMAC-SHA256(secret, body)>.
 /// Config: {"url": "https://...", "secret": "...", "timeout_ms": 5000}. 2xx: delivered;
-/// 408, 429, 5xx, connect errors and timeouts: retried; other statuses: dead letter.
-std::shared_ptr<Destination> MakeWebhookDestination();
+/// 408, 429, 5xx, connect errors and timeouts: retried; other statuses: dead letter. Unless
+/// `allow_private_addresses`, a URL resolving to a loopback, private or link-local address is
+/// refused (dead letter) when connecting: tenants cannot reach the platform's own network.
+std::shared_ptr<Destination> MakeWebhookDestination(bool allow_private_addresses);
 
 }  // namespace iot::rule_forwarding
