@@ -337,7 +337,14 @@ void UplinkPipeline::Run(Shard& shard) {
           continue;
         }
       }
-      std::visit([&](const auto& value) { processor_.Process(**device, value, out); }, item);
+      try {
+        std::visit([&](const auto& value) { processor_.Process(**device, value, out); }, item);
+      } catch (const std::exception& e) {
+        // A bug must not take the shard (and every device on it) down with it.
+        metrics_.Rejected(RejectReason::kMalformed);
+        common::LogError("device message could not be processed",
+                         {{"device_id", DeviceOf(item)}, {"error", e.what()}});
+      }
     }
     if (stopped || !Flush(out)) {
       metrics_.lost.Increment(static_cast<double>(batch.size()));
