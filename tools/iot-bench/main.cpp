@@ -51,13 +51,29 @@ std::string RandomSuffix() {
   return fmt::format("{:08x}", std::uniform_int_distribution<std::uint32_t>()(device));
 }
 
-/// Lets one process hold many device connections.
-void RaiseFileLimit() {
+constexpr rlim_t kFilesPerDevice = 3;
+constexpr rlim_t kReservedFiles = 256;  ///< gRPC channels, /proc reads, the service clients
+
+/// Lets one process hold many device connections: each libmosquitto client holds three
+/// descriptors (its socket and a socket pair), so 10,000 devices need ~30,000. Raising the hard
+/// limit works as root (CAP_SYS_RESOURCE); otherwise the soft limit goes up to the hard one.
+/// Returns the devices one run can hold at once with the limit it got.
+std::size_t RaiseFileLimit() {
+  constexpr rlim_t kWanted = 65536;
   rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
-    limit.rlim_cur = limit.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &limit);
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return 0;
   }
+  if (limit.rlim_max < kWanted) {
+    const rlimit raised{.rlim_cur = kWanted, .rlim_max = kWanted};
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      return (kWanted - kReservedFiles) / kFilesPerDevice;
+    }
+  }
+  limit.rlim_cur = limit.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  return limit.rlim_cur > kReservedFiles ? (limit.rlim_cur - kReservedFiles) / kFilesPerDevice : 0;
 }
 
 /// The text report: the JSON report as an indented outline.
@@ -115,7 +131,19 @@ std::optional<iotbench::Endpoint> ParseBroker(const std::string& url, const std:
 }
 
 int Run(BenchConfig& config, const std::string& scenario, const std::string& json_path,
-        const std::map<std::string, int>& pid_overrides, bool keep) {
+        const std::map<std::string, int>& pid_overrides, bool keep, std::size_t max_devices) {
+  const int most =
+      std::max({scenario == "connections" || scenario == "all" ? config.connections : 0,
+                scenario == "ingest" || scenario == "all" ? config.ingest_devices : 0,
+                scenario == "commands" || scenario == "all" ? config.command_devices : 0});
+  if (static_cast<std::size_t>(most) > max_devices) {
+    std::cerr << fmt::format(
+        "error: {} devices need about {} open files, and this process may open {} (ulimit -n); "
+        "raise the limit or run fewer devices\n",
+        most, static_cast<std::size_t>(most) * kFilesPerDevice + kReservedFiles,
+        max_devices * kFilesPerDevice + kReservedFiles);
+    return kUsage;
+  }
   const auto broker = ParseBroker(config.mqtt_url, "--mqtt-url");
   std::optional<iotbench::Endpoint> raw_broker = iotbench::Endpoint{};
   if (!config.raw_mqtt_url.empty()) {
@@ -165,6 +193,11 @@ int Run(BenchConfig& config, const std::string& scenario, const std::string& jso
   }
   for (const auto& [name, address] : services) {
     watch(name, SplitAddress(address).second);
+  }
+  for (const auto& [name, pid] : pid_overrides) {  // other processes named with --pid
+    if (pids.count(name) == 0) {
+      watch(name, 0);
+    }
   }
   watched.push_back({"iot-bench", ::getpid()});
   iotbench::CpuSampler sampler(watched, std::chrono::milliseconds(500));
@@ -286,8 +319,9 @@ int main(int argc, char** argv) {
                  "[IOT_RULE_FORWARDING_ADDR]")
       ->capture_default_str();
   app.add_option("--pid", pid_flags,
-                 "NAME=PID of a process to watch (mosquitto, mosquitto-raw, device-gateway, ...) "
-                 "when it is not found by its listening port");
+                 "NAME=PID of a process to watch: one of mosquitto, mosquitto-raw, thing-model, "
+                 "device-gateway, shadow, command-dispatch, rule-forwarding when it is not found "
+                 "by its listening port, or any other (redis, postgres, ...)");
   app.add_option("--threads", config.threads, "Device worker threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
@@ -343,9 +377,9 @@ int main(int argc, char** argv) {
     pid_overrides[flag.substr(0, eq)] = pid;
   }
   std::signal(SIGPIPE, SIG_IGN);
-  RaiseFileLimit();
+  const std::size_t max_devices = RaiseFileLimit();
   mosquitto_lib_init();
-  const int code = Run(config, scenario, json_path, pid_overrides, keep);
+  const int code = Run(config, scenario, json_path, pid_overrides, keep, max_devices);
   mosquitto_lib_cleanup();
   return code;
 }
