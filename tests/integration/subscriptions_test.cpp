@@ -3,6 +3,8 @@
 // stream of the real rule-forwarding and ack. Two consumers share a group, unacked messages go to
 // the other consumer after the ack timeout, acked ones never come back, a Redis restart is
 // survived, tenants are kept apart, bad inputs are INVALID_ARGUMENT naming the field.
+#include "iot/rule_forwarding/subscriptions.h"
+
 #include <gtest/gtest.h>
 
 #include <mutex>
@@ -307,6 +309,32 @@ TEST_F(SubscriptionsTest, BadInputsAreInvalidArgumentNamingTheField) {
   Consumer anonymous(platform_->channel(), "", "bad-inputs", "a", 10, true);
   ASSERT_TRUE(WaitUntil([&] { return anonymous.done(); }, seconds(10)));
   EXPECT_EQ(anonymous.status().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(SubscriptionsTest, ARetriedDeliveryIsAddedOnce) {
+  // The consumer_group destination on the service's Redis: the dispatcher retries a batch whose
+  // outcome it did not learn; the same delivery ids must not be added again.
+  auto redis = std::shared_ptr<common::RedisClient>(
+      *common::RedisClient::Create({.url = platform_->redis().Url()}));
+  auto streams = std::make_shared<rule_forwarding::GroupStreams>(redis);
+  rule_forwarding::ConsumerGroupSettings group;
+  group.tenant_id = "default";
+  group.group_name = "retried";
+  group.max_backlog_length = 1000;
+  group.max_backlog_age_seconds = 3600;
+  group.ack_timeout_seconds = 30;
+  std::vector<rule_forwarding::Delivery> batch(3);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i].delivery_id = "m" + std::to_string(i) + ":r:0";
+    batch[i].tenant_id = "default";
+    batch[i].device_id = "d";
+    batch[i].payload = {{"i", i}};
+  }
+  ASSERT_TRUE(streams->Append(group, batch).ok());
+  ASSERT_TRUE(streams->Append(group, batch).ok());
+  auto length = redis->Command({"XLEN", rule_forwarding::StreamKey("default", "retried")});
+  ASSERT_TRUE(length.ok());
+  EXPECT_EQ(length->integer, 3);
 }
 
 TEST_F(SubscriptionsTest, IotctlCreatesGroupsAndSubscribes) {
