@@ -84,52 +84,60 @@ class CommandMqttTest : public ::testing::Test {
     ASSERT_TRUE(
         tm::Products::NewStub(tm_channel_)->CreateProduct(ctx.get(), product, &created).ok());
 
-    // Each needs the other's address: the gateway's port is chosen first.
-    const uint16_t gateway_port = iot::testing::FreePort();
-    dispatch_ = std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
-        .binary = "command-dispatch",
-        .env_prefix = "IOT_COMMAND_DISPATCH",
-        .env = {{"IOT_PG_URL", iot::testing::CreateTestDatabase()},
-                {"IOT_REDIS_URL", redis_->Url()},
-                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
-                {"IOT_DEVICE_GATEWAY_ADDR", fmt::format("127.0.0.1:{}", gateway_port)},
-                {"IOT_SERVICE_API_KEY", kServiceKey}},
-        .args = {}});
-    ASSERT_TRUE(dispatch_->WaitServing()) << dispatch_->process().Log();
-    gateway_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
-        .argv = {iot::testing::ExecutablePath("device-gateway").string()},
-        .env = {{"IOT_MQTT_URL",
-                 fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword, broker_->port())},
-                {"IOT_REDIS_URL", redis_->Url()},
-                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
-                {"IOT_SHADOW_ADDR", "none"},
-                {"IOT_COMMAND_DISPATCH_ADDR", dispatch_->address()},
-                {"IOT_RULE_FORWARDING_ADDR", "none"},
-                {"IOT_SERVICE_API_KEY", kServiceKey},
-                {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gw-command-e2e"},
-                {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(gateway_port)},
-                {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},
-                {"IOT_DEVICE_GATEWAY_LISTEN_ADDRESS", "127.0.0.1"},
-                {"IOT_DEVICE_GATEWAY_PROBE_INTERVAL", "200ms"}},
-        .log_file = broker_->dir() / "gateway.log",
-        .run_as_user = {}});
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          auto health = common::CheckHealth(fmt::format("127.0.0.1:{}", gateway_port));
-          return health.ok() && *health;
-        },
-        seconds(60)))
-        << gateway_->Log();
+    // Two replicas, each with its own gateway; each needs the other's address, so the gateways'
+    // ports are chosen first. The gateways share the broker's subscription, so a device's
+    // response reaches either replica.
+    const std::string pg_url = iot::testing::CreateTestDatabase();
+    for (size_t i = 0; i < 2; ++i) {
+      const uint16_t gateway_port = iot::testing::FreePort();
+      dispatch_[i] =
+          std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
+              .binary = "command-dispatch",
+              .env_prefix = "IOT_COMMAND_DISPATCH",
+              .env = {{"IOT_PG_URL", pg_url},
+                      {"IOT_REDIS_URL", redis_->Url()},
+                      {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+                      {"IOT_DEVICE_GATEWAY_ADDR", fmt::format("127.0.0.1:{}", gateway_port)},
+                      {"IOT_SERVICE_API_KEY", kServiceKey}},
+              .args = {}});
+      ASSERT_TRUE(dispatch_[i]->WaitServing()) << dispatch_[i]->process().Log();
+      gateway_[i] = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
+          .argv = {iot::testing::ExecutablePath("device-gateway").string()},
+          .env = {{"IOT_MQTT_URL", fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword,
+                                               broker_->port())},
+                  {"IOT_REDIS_URL", redis_->Url()},
+                  {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+                  {"IOT_SHADOW_ADDR", "none"},
+                  {"IOT_COMMAND_DISPATCH_ADDR", dispatch_[i]->address()},
+                  {"IOT_RULE_FORWARDING_ADDR", "none"},
+                  {"IOT_SERVICE_API_KEY", kServiceKey},
+                  {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", fmt::format("gw-command-e2e-{}", i)},
+                  {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(gateway_port)},
+                  {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},
+                  {"IOT_DEVICE_GATEWAY_LISTEN_ADDRESS", "127.0.0.1"},
+                  {"IOT_DEVICE_GATEWAY_PROBE_INTERVAL", "200ms"}},
+          .log_file = broker_->dir() / fmt::format("gateway-{}.log", i),
+          .run_as_user = {}});
+      ASSERT_TRUE(WaitUntil(
+          [&] {
+            auto health = common::CheckHealth(fmt::format("127.0.0.1:{}", gateway_port));
+            return health.ok() && *health;
+          },
+          seconds(60)))
+          << gateway_[i]->Log();
+    }
     commands_ = cd::Commands::NewStub(
-        grpc::CreateChannel(dispatch_->address(), grpc::InsecureChannelCredentials()));
+        grpc::CreateChannel(dispatch_[0]->address(), grpc::InsecureChannelCredentials()));
   }
 
   static void TearDownTestSuite() {
-    if (gateway_) {
-      gateway_->Stop();
+    for (size_t i = 0; i < 2; ++i) {
+      if (gateway_[i]) {
+        gateway_[i]->Stop();
+      }
+      gateway_[i].reset();
+      dispatch_[i].reset();
     }
-    gateway_.reset();
-    dispatch_.reset();
     thing_model_.reset();
     broker_.reset();
     redis_.reset();
@@ -148,14 +156,16 @@ class CommandMqttTest : public ::testing::Test {
     device_->SetResponder(Answer);
   }
 
-  std::string Diagnostics() { return gateway_->Log() + "\n" + dispatch_->process().Log(); }
+  std::string Diagnostics() {
+    return gateway_[0]->Log() + "\n" + gateway_[1]->Log() + "\n" + dispatch_[0]->process().Log();
+  }
 
   static inline std::unique_ptr<iot::testing::TestRedis> redis_;
   static inline std::unique_ptr<iot::testing::TestMosquitto> broker_;
   static inline std::unique_ptr<iot::testing::ThingModelProcess> thing_model_;
   static inline std::shared_ptr<grpc::Channel> tm_channel_;
-  static inline std::unique_ptr<iot::testing::ServiceProcess> dispatch_;
-  static inline std::unique_ptr<iot::testing::Process> gateway_;
+  static inline std::unique_ptr<iot::testing::ServiceProcess> dispatch_[2];
+  static inline std::unique_ptr<iot::testing::Process> gateway_[2];
   static inline std::unique_ptr<cd::Commands::Stub> commands_;
 
   std::string device_id_;
@@ -206,6 +216,34 @@ TEST_F(CommandMqttTest, CommandAndPropertiesRoundTripThroughTheBroker) {
   s = commands_->ListProperties(ctx2.get(), get, &got);
   ASSERT_TRUE(s.ok()) << s.error_message() << Diagnostics();
   EXPECT_EQ(json::parse(got.response_json())["services"][0]["properties"]["voltage"], 229);
+}
+
+TEST_F(CommandMqttTest, ResponsesThroughEitherGatewayReachTheWaitingReplica) {
+  ASSERT_TRUE(device_->Connect());
+  cd::CreateCommandRequest command;
+  command.set_device_id(device_id_);
+  command.set_service_id("meter");
+  command.set_command_name("reboot");
+  command.set_timeout(10);
+  // Every call waits on replica 0; the broker shares the responses between the two gateways,
+  // and gateway 1 hands its share to replica 1, which forwards them.
+  for (int i = 0; i < 8; ++i) {
+    cd::CreateCommandResponse answered;
+    grpc::Status s;
+    ASSERT_TRUE(WaitUntil(
+        [&] {
+          auto ctx = Context();
+          s = commands_->CreateCommand(ctx.get(), command, &answered);
+          return s.error_code() != grpc::StatusCode::FAILED_PRECONDITION;
+        },
+        seconds(10)));
+    ASSERT_TRUE(s.ok()) << s.error_message() << Diagnostics();
+    EXPECT_EQ(json::parse(answered.response_json())["paras"]["result"], "done");
+  }
+  EXPECT_NE(
+      dispatch_[1]->Metrics().find(R"(iot_command_dispatch_responses_total{route="forwarded"})"),
+      std::string::npos)
+      << "no response came through the other gateway and replica";
 }
 
 TEST_F(CommandMqttTest, MessagesAndDelayedCommandsReachTheDeviceWhenItConnects) {
