@@ -49,23 +49,19 @@ const std::string kAdminKey = "gateway-test-admin-key-0123456789";
 const std::string kServiceKey = "gateway-test-service-key-0123456789";
 const std::string kGatewayPassword = "gateway-password-for-tests";
 
-/// Makes an owner RPC fail with `code` while `until` is in the future.
+/// Makes an owner RPC fail with `code` from Start() to Stop().
 struct Outage {
-  std::atomic<int64_t> until_ms{0};
+  std::atomic<bool> on{false};
   std::atomic<int> code{grpc::StatusCode::UNAVAILABLE};
   std::atomic<int> failures{0};
 
-  static int64_t Now() {
-    return std::chrono::duration_cast<milliseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-  void Start(grpc::StatusCode status, milliseconds length) {
+  void Start(grpc::StatusCode status) {
     code = status;
-    until_ms = Now() + length.count();
+    on = true;
   }
+  void Stop() { on = false; }
   bool Failing() {
-    if (Now() < until_ms.load()) {
+    if (on.load()) {
       ++failures;
       return true;
     }
@@ -522,13 +518,22 @@ TEST_F(GatewayTest, OwnersDownForAWhileLoseNothingOnceTheyReturn) {
   auto gateway = Gateway("gw-outage", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
   auto [id, secret] = AddDevice();
   auto device = Device(id, secret);
-  owners_.shadow.outage.Start(grpc::StatusCode::UNAVAILABLE, seconds(3));
-  // Longer than shadow's: the shard reaches rule-forwarding only once shadow is back.
-  owners_.rules.outage.Start(grpc::StatusCode::UNIMPLEMENTED, seconds(5));
+  // The device's connect event first (it shares the device's shard, ahead of its reports).
+  ASSERT_TRUE(
+      WaitUntil([&] { return !owners_.received.Records("device.status").empty(); }, seconds(10)));
+  owners_.shadow.outage.Start(grpc::StatusCode::UNAVAILABLE);
+  owners_.rules.outage.Start(grpc::StatusCode::UNIMPLEMENTED);  // not built yet
   constexpr int kReports = 50;
   for (int i = 0; i < kReports; ++i) {
     Publish(*device, "$oc/devices/" + id + "/sys/properties/report", Report(i));
   }
+  // Shadow down for a few retries; then rule-forwarding, which the shard reaches only after.
+  ASSERT_TRUE(WaitUntil([&] { return owners_.shadow.outage.failures >= 3; }, seconds(20)))
+      << gateway->process().Log();
+  owners_.shadow.outage.Stop();
+  ASSERT_TRUE(WaitUntil([&] { return owners_.rules.outage.failures >= 3; }, seconds(20)));
+  EXPECT_TRUE(owners_.received.Records("device.property").empty());
+  owners_.rules.outage.Stop();
   ASSERT_TRUE(WaitUntil(
       [&] { return owners_.received.Count(owners_.received.reports) == kReports; }, seconds(30)))
       << gateway->process().Log();
