@@ -92,28 +92,16 @@ class Waiters {
   std::map<std::string, bool> done_;
 };
 
-/// The raw round trips' requester, completing `waiters`. Connected before the device fleet, for
-/// the reason given at ConnectRawSubscriber (ingest.cpp): descriptors beyond FD_SETSIZE.
+/// The raw round trips' requester, completing `waiters`.
 absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> ConnectRequester(
     const BenchContext& context, Waiters& waiters) {
-  auto requester = context.ServiceClient("requester");
-  if (!requester.ok()) {
-    return requester.status();
-  }
   static const std::string kMarker = "/sys/commands/response/request_id=";
-  (*requester)->SetMessageHandler([&waiters](const iot::common::MqttMessage& message) {
-    if (const auto at = message.topic.find(kMarker); at != std::string::npos) {
-      waiters.Complete(message.topic.substr(at + kMarker.size()));
-    }
-  });
-  for (const std::string prefix : kUplinkPrefixes) {
-    (void)(*requester)->Subscribe(prefix + "+/sys/commands/response/#", 1);
-  }
-  if (!(*requester)->Start().ok() || !(*requester)->WaitSubscribed(std::chrono::seconds(10))) {
-    return absl::UnavailableError(
-        "the requester could not connect and subscribe with the service account");
-  }
-  return requester;
+  return context.SubscribedClient(
+      "requester", "sys/commands/response/#", [&waiters](const iot::common::MqttMessage& message) {
+        if (const auto at = message.topic.find(kMarker); at != std::string::npos) {
+          waiters.Complete(message.topic.substr(at + kMarker.size()));
+        }
+      });
 }
 
 Json RawRoundTrips(BenchContext& context, const std::vector<DeviceCredentials>& devices,

@@ -23,8 +23,14 @@ FleetOptions BenchContext::FleetFor(const Endpoint& endpoint) const {
                       .answer_commands = false};
 }
 
-absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> BenchContext::ServiceClient(
-    const std::string& name) const {
+Clock::duration BenchContext::Stall() const {
+  return std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(config.stall_seconds));
+}
+
+absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> BenchContext::SubscribedClient(
+    const std::string& name, const std::string& suffix,
+    std::function<void(const iot::common::MqttMessage&)> handler) const {
   if (config.mqtt_username.empty()) {
     return absl::FailedPreconditionError(
         "no broker service account (--mqtt-username/--mqtt-password or "
@@ -39,6 +45,17 @@ absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> BenchContext::ServiceCl
                                .session_expiry_seconds = 0,
                                .keepalive_seconds = 30,
                                .max_inflight = 1000});
+  if (!client.ok()) {
+    return client.status();
+  }
+  (*client)->SetMessageHandler(std::move(handler));
+  for (const std::string prefix : kUplinkPrefixes) {
+    (void)(*client)->Subscribe(prefix + "+/" + suffix, 1);
+  }
+  if (!(*client)->Start().ok() || !(*client)->WaitSubscribed(std::chrono::seconds(10))) {
+    return absl::UnavailableError(fmt::format(
+        "the {} could not connect and subscribe with the broker service account", name));
+  }
   return client;
 }
 

@@ -250,10 +250,11 @@ struct PollResult {
   std::string first_error;
 };
 
-PollResult PollDevices(std::size_t devices,
+PollResult PollDevices(const BenchContext& context, std::size_t devices,
                        const std::function<absl::StatusOr<bool>(std::size_t)>& check,
-                       Clock::time_point started, Clock::duration stall,
-                       Clock::time_point deadline) {
+                       Clock::time_point started) {
+  const Clock::duration stall = context.Stall();
+  const Clock::time_point deadline = context.Deadline();
   std::vector<bool> done(devices);
   PollResult result;
   auto last_progress = Clock::now();
@@ -297,8 +298,12 @@ PollResult PollDevices(std::size_t devices,
   }
 }
 
-Json PollSummary(const PollResult& result, std::size_t devices, std::size_t per_device,
-                 const std::string& what) {
+/// The figure of a PollDevices() run; NotAvailable naming `call` when a call failed.
+Json PollSummary(const PollResult& result, const std::string& call, std::size_t devices,
+                 std::size_t per_device, const std::string& what) {
+  if (!result.first_error.empty()) {
+    return NotAvailable(call + " failed: " + result.first_error);
+  }
   Json out = {{"devices_complete", result.complete}, {"devices", devices}};
   if (result.complete == devices) {
     out["complete_after_s"] = Round(result.seconds, 3);
@@ -319,7 +324,7 @@ Json CheckHistory(const BenchContext& context, const std::vector<DeviceCredentia
   const std::int64_t first = kPlatformPhase * kPhaseBase;
   std::vector<std::size_t> rows(devices.size());
   const auto result = PollDevices(
-      devices.size(),
+      context, devices.size(),
       [&](std::size_t i) -> absl::StatusOr<bool> {
         std::size_t count = 0;
         std::string marker;
@@ -347,14 +352,12 @@ Json CheckHistory(const BenchContext& context, const std::vector<DeviceCredentia
         rows[i] = count;
         return count >= static_cast<std::size_t>(per_device);
       },
-      started,
-      std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double>(context.config.stall_seconds)),
-      context.Deadline());
-  if (!result.first_error.empty()) {
-    return NotAvailable("ListPropertyHistory failed: " + result.first_error);
+      started);
+  Json out = PollSummary(result, "ListPropertyHistory", devices.size(),
+                         static_cast<std::size_t>(per_device), "rows");
+  if (out.contains("not_available")) {
+    return out;
   }
-  Json out = PollSummary(result, devices.size(), static_cast<std::size_t>(per_device), "rows");
   std::size_t found = 0;
   for (const auto count : rows) {
     found += std::min(count, static_cast<std::size_t>(per_device));
@@ -374,7 +377,7 @@ Json CheckShadow(const BenchContext& context, const std::vector<DeviceCredential
   }
   const std::int64_t last = kPlatformPhase * kPhaseBase + per_device - 1;
   const auto result = PollDevices(
-      devices.size(),
+      context, devices.size(),
       [&](std::size_t i) -> absl::StatusOr<bool> {
         auto response = shadow.Call(service, "ShowDeviceShadow",
                                     {{"device_id", devices[i].device_id}, {"service_id", "bench"}},
@@ -391,15 +394,12 @@ Json CheckShadow(const BenchContext& context, const std::vector<DeviceCredential
         }
         return false;
       },
-      started,
-      std::chrono::duration_cast<Clock::duration>(
-          std::chrono::duration<double>(context.config.stall_seconds)),
-      context.Deadline());
-  if (!result.first_error.empty()) {
-    return NotAvailable("ShowDeviceShadow failed: " + result.first_error);
+      started);
+  Json out = PollSummary(result, "ShowDeviceShadow", devices.size(),
+                         static_cast<std::size_t>(per_device), "reports");
+  if (!out.contains("not_available")) {
+    out["devices_stale"] = devices.size() - result.complete;
   }
-  Json out = PollSummary(result, devices.size(), static_cast<std::size_t>(per_device), "reports");
-  out["devices_stale"] = devices.size() - result.complete;
   return out;
 }
 
@@ -422,38 +422,23 @@ double WaitGatewayIdle(const BenchContext& context) {
   return Round(SecondsBetween(started, Clock::now()), 1);
 }
 
-/// The raw phase's plain subscriber, counting into `arrivals`. Connect it before the device
-/// fleet: libmosquitto's own loop (used by MqttClient) select()s, which fails for descriptors
-/// beyond FD_SETSIZE (1024), and a thousand devices use those up.
+/// The raw phase's plain subscriber, counting into `arrivals`.
 absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> ConnectRawSubscriber(
     const BenchContext& context, Arrivals& arrivals) {
-  auto subscriber = context.ServiceClient("raw-subscriber");
-  if (!subscriber.ok()) {
-    return subscriber.status();
-  }
-  (*subscriber)->SetMessageHandler([&context, &arrivals](const iot::common::MqttMessage& message) {
-    const Json payload = Json::parse(message.payload, nullptr, false);
-    arrivals.Add(DeviceIndex(UplinkDevice(message.topic), context.product_id, "i"),
-                 FindBenchProperties(payload));
-  });
-  for (const std::string prefix : kUplinkPrefixes) {
-    (void)(*subscriber)->Subscribe(prefix + "+/sys/properties/report", 1);
-  }
-  if (!(*subscriber)->Start().ok() || !(*subscriber)->WaitSubscribed(std::chrono::seconds(10))) {
-    return absl::UnavailableError(
-        "the raw subscriber could not connect and subscribe with the service account");
-  }
-  return subscriber;
+  return context.SubscribedClient(
+      "raw-subscriber", "sys/properties/report",
+      [&context, &arrivals](const iot::common::MqttMessage& message) {
+        const Json payload = Json::parse(message.payload, nullptr, false);
+        arrivals.Add(DeviceIndex(UplinkDevice(message.topic), context.product_id, "i"),
+                     FindBenchProperties(payload));
+      });
 }
 
 Json RawPhase(BenchContext& context, Fleet& fleet, Arrivals& arrivals, std::size_t expected) {
   const auto started = Clock::now();
   const PublishResult published =
       fleet.Publish(context.config.ingest_messages, Reports(kRawPhase), context.Deadline());
-  arrivals.Wait(expected,
-                std::chrono::duration_cast<Clock::duration>(
-                    std::chrono::duration<double>(context.config.stall_seconds)),
-                context.Deadline());
+  arrivals.Wait(expected, context.Stall(), context.Deadline());
   const auto finished = Clock::now();
   Json out = arrivals.Summary(expected, started);
   out["publish"] = PublishSummary(published, expected);
@@ -521,10 +506,7 @@ nlohmann::json RunIngest(BenchContext& context) {
       fleet.Publish(config.ingest_messages, Reports(kPlatformPhase), context.Deadline());
   platform["publish"] = PublishSummary(published, expected);
   if (subscribed.ok()) {
-    arrivals.Wait(expected,
-                  std::chrono::duration_cast<Clock::duration>(
-                      std::chrono::duration<double>(config.stall_seconds)),
-                  context.Deadline());
+    arrivals.Wait(expected, context.Stall(), context.Deadline());
     platform["subscription"] = arrivals.Summary(expected, started);
     if (!subscription.ended().ok()) {
       platform["subscription"]["stream_error"] = Describe(subscription.ended());

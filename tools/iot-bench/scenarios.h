@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -17,7 +18,8 @@
 
 namespace iot::common {
 class MqttClient;
-}
+struct MqttMessage;
+}  // namespace iot::common
 
 namespace iotbench {
 
@@ -61,9 +63,14 @@ struct BenchContext {
 
   [[nodiscard]] Clock::time_point Deadline() const;
   [[nodiscard]] FleetOptions FleetFor(const Endpoint& endpoint) const;
-  /// A started MQTT v5 client of the broker service account, or the reason there is none.
-  absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> ServiceClient(
-      const std::string& name) const;
+  [[nodiscard]] Clock::duration Stall() const;
+  /// An MQTT v5 client of the broker service account, subscribed to `{prefix}+/{suffix}` for
+  /// every uplink prefix, handing messages to `handler`; or the reason there is none. Connect it
+  /// before any device fleet: libmosquitto's own loop (used by MqttClient) select()s, which fails
+  /// for descriptors beyond FD_SETSIZE (1024), and a thousand devices use those up.
+  absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> SubscribedClient(
+      const std::string& name, const std::string& suffix,
+      std::function<void(const iot::common::MqttMessage&)> handler) const;
   /// RSS in bytes of the watched process `name`, or a NotAvailable.
   [[nodiscard]] nlohmann::json Rss(const std::string& name) const;
 };
