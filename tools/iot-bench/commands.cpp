@@ -156,7 +156,11 @@ Json PlatformCommands(BenchContext& context, const std::vector<DeviceCredentials
   const auto warmup_deadline = Clock::now() + std::chrono::seconds(30);
   for (std::size_t i = 0; i < devices.size(); ++i) {
     absl::Status status = call(0, static_cast<int>(i));
-    while (!status.ok() && Clock::now() < warmup_deadline) {
+    // Offline (presence not seen yet) or a peer not up yet: worth waiting for; anything else
+    // (UNIMPLEMENTED, INVALID_ARGUMENT, ...) will not change.
+    while ((absl::IsFailedPrecondition(status) || absl::IsUnavailable(status) ||
+            absl::IsDeadlineExceeded(status)) &&
+           Clock::now() < warmup_deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
       status = call(0, static_cast<int>(i));
     }
