@@ -180,7 +180,8 @@ class SubscriptionsTest : public ::testing::Test {
 };
 
 TEST_F(SubscriptionsTest, TwoConsumersShareAGroupAndUnackedMessagesMoveToTheOther) {
-  ASSERT_TRUE(CreateGroup("orders", 1).ok());
+  const grpc::Status created = CreateGroup("orders", 1);
+  ASSERT_TRUE(created.ok()) << created.error_message();
   ForwardToGroup("s-share", "orders");
 
   // A takes at most 5 and never acks; B takes the rest and acks everything.
@@ -311,7 +312,7 @@ TEST_F(SubscriptionsTest, BadInputsAreInvalidArgumentNamingTheField) {
   EXPECT_EQ(anonymous.status().error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
-TEST_F(SubscriptionsTest, ARetriedDeliveryIsAddedOnce) {
+TEST_F(SubscriptionsTest, ARetriedDeliveryIsAddedOnceAndADeletedGroupGetsNothing) {
   // The consumer_group destination on the service's Redis: the dispatcher retries a batch whose
   // outcome it did not learn; the same delivery ids must not be added again.
   auto redis = std::shared_ptr<common::RedisClient>(
@@ -335,6 +336,14 @@ TEST_F(SubscriptionsTest, ARetriedDeliveryIsAddedOnce) {
   auto length = redis->Command({"XLEN", rule_forwarding::StreamKey("default", "retried")});
   ASSERT_TRUE(length.ok());
   EXPECT_EQ(length->integer, 3);
+
+  // Once the group is deleted, a replica still holding its settings cannot add to it.
+  ASSERT_TRUE(streams->Drop(rule_forwarding::StreamKey("default", "retried")).ok());
+  batch[0].delivery_id = "m9:r:0";
+  EXPECT_EQ(streams->Append(group, std::span(batch).first(1)).code(), absl::StatusCode::kNotFound);
+  length = redis->Command({"EXISTS", rule_forwarding::StreamKey("default", "retried")});
+  ASSERT_TRUE(length.ok());
+  EXPECT_EQ(length->integer, 0);
 }
 
 TEST_F(SubscriptionsTest, IotctlCreatesGroupsAndSubscribes) {

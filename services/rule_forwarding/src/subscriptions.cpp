@@ -24,9 +24,17 @@ using std::chrono::milliseconds;
 
 constexpr std::string_view kRedisGroup = "app";
 
-// Adds a delivery once: the dedupe key lives as long as the backlog keeps messages.
-// KEYS: stream, dedupe key. ARGV: ttl seconds, max length, then field/value pairs.
+/// Set for a minute when a group is deleted (see kAppendScript).
+std::string Tombstone(const std::string& key) { return key + ":deleted"; }
+
+// Adds a delivery once: the dedupe key lives as long as the backlog keeps messages. Refuses
+// while the group's tombstone exists, so that a replica still caching a deleted group's settings
+// does not bring its stream back.
+// KEYS: stream, dedupe key, tombstone. ARGV: ttl seconds, max length, then field/value pairs.
 constexpr std::string_view kAppendScript = R"lua(
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return redis.error_reply('NOGROUP consumer group deleted')
+end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
   return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 end
@@ -245,12 +253,15 @@ absl::StatusOr<std::vector<ConsumerGroupSettings>> PgGroupStore::ListAll() {
 // ---- GroupStreams
 
 absl::Status GroupStreams::EnsureGroup(const std::string& key) {
-  auto reply = redis_->Command({"XGROUP", "CREATE", key, kRedisGroup, "0", "MKSTREAM"});
-  if (!reply.ok()) {
-    return reply.status();
+  auto replies =
+      redis_->Pipeline({{"DEL", Tombstone(key)},
+                        {"XGROUP", "CREATE", key, std::string(kRedisGroup), "0", "MKSTREAM"}});
+  if (!replies.ok()) {
+    return replies.status();
   }
-  if (reply->is_error() && !reply->str.starts_with("BUSYGROUP")) {
-    return ReplyError(*reply);
+  const RedisReply& reply = (*replies)[1];
+  if (reply.is_error() && !reply.str.starts_with("BUSYGROUP")) {
+    return ReplyError(reply);
   }
   return absl::OkStatus();
 }
@@ -267,9 +278,10 @@ absl::Status GroupStreams::Append(const ConsumerGroupSettings& group,
     commands.push_back(
         {"EVAL",
          std::string(kAppendScript),
-         "2",
+         "3",
          key,
          fmt::format("rf:cgd:{}:{}:{}", group.tenant_id, group.group_name, d.delivery_id),
+         Tombstone(key),
          std::to_string(group.max_backlog_age_seconds),
          std::to_string(group.max_backlog_length),
          "d",
@@ -412,7 +424,8 @@ absl::StatusOr<GroupStats> GroupStreams::Stats(const std::string& key) {
 }
 
 absl::Status GroupStreams::Drop(const std::string& key) {
-  return Run(*redis_, {"DEL", key}).status();
+  auto replies = redis_->Pipeline({{"SET", Tombstone(key), "1", "EX", "60"}, {"DEL", key}});
+  return replies.status();
 }
 
 // ---- SubscriptionMetrics

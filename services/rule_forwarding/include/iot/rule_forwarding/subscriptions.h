@@ -131,7 +131,9 @@ class GroupStreams {
                                                   std::chrono::milliseconds min_idle);
   absl::Status Ack(const std::string& key, std::span<const std::string> ids);
   absl::StatusOr<GroupStats> Stats(const std::string& key);
-  /// Deletes the stream (and its dedupe keys age out by themselves).
+  /// Deletes the stream (its dedupe keys age out by themselves) and leaves a tombstone for a
+  /// minute that makes Append fail with NOT_FOUND (a replica's cached settings of the deleted
+  /// group must not recreate the stream). EnsureGroup removes it.
   absl::Status Drop(const std::string& key);
 
  private:
