@@ -1,16 +1,33 @@
 #include "iot/common/backoff.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <random>
 
 namespace iot::common {
+namespace {
+
+// A distinct jitter seed per Backoff without opening the entropy device each time (callers build
+// one per retry loop, on hot paths): one random_device read per process, then splitmix64.
+uint64_t NextSeed() {
+  static std::atomic<uint64_t> state{(static_cast<uint64_t>(std::random_device{}()) << 32) |
+                                     std::random_device{}()};
+  uint64_t z = state.fetch_add(0x9e3779b97f4a7c15ULL, std::memory_order_relaxed);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  z ^= z >> 31;
+  return z == 0 ? 1 : z;  // xorshift must not start at 0
+}
+
+}  // namespace
 
 Backoff::Backoff(Duration initial, Duration max, double factor)
     : initial_(initial),
       max_(max),
       factor_(factor),
       current_ms_(static_cast<double>(initial.count())),
-      rng_state_(std::random_device{}()) {}
+      rng_state_(NextSeed()) {}
 
 Backoff::Duration Backoff::Next() {
   ++attempts_;
