@@ -5,30 +5,18 @@
 #include <ctime>
 #include <stdexcept>
 
-#include "iot/common/crypto.h"
+#include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 
 namespace iot::testing {
-namespace {
-
-std::string HourStamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  return fmt::format("{:04d}{:02d}{:02d}{:02d}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour);
-}
-
-}  // namespace
-
 SignedDevice::SignedDevice(const std::string& broker_url, std::string device_id,
                            const std::string& secret)
     : id_(std::move(device_id)) {
-  const std::string stamp = HourStamp();
+  const DeviceCredentials credentials = SignDevice(id_, secret);
   auto client = common::MqttClient::Create({.url = broker_url,
-                                            .client_id = fmt::format("{}_0_0_{}", id_, stamp),
-                                            .username = id_,
-                                            .password = common::HmacSha256Hex(stamp, secret)});
+                                            .client_id = credentials.client_id,
+                                            .username = credentials.username,
+                                            .password = credentials.password});
   if (!client.ok()) {
     throw std::runtime_error(std::string(client.status().message()));
   }
