@@ -128,9 +128,13 @@ class ShadowMqttTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     redis_ = std::make_unique<iot::testing::TestRedis>();
-    broker_ = std::make_unique<iot::testing::TestMosquitto>(iot::testing::AuthPluginConfig(
-        redis_->Url(), kSecretKey,
-        iot::testing::ServiceAccountEntry("gateway", "salt", kGatewayPassword)));
+    // The delivery settings of deploy/mosquitto/mosquitto.conf: mosquitto's default
+    // max_queued_messages (1000) drops what it queues for a gateway that falls behind.
+    broker_ = std::make_unique<iot::testing::TestMosquitto>(
+        iot::testing::AuthPluginConfig(
+            redis_->Url(), kSecretKey,
+            iot::testing::ServiceAccountEntry("gateway", "salt", kGatewayPassword)) +
+        "\nmax_queued_messages 1000000\nmax_queued_bytes 536870912\n");
     thing_model_ = std::make_unique<iot::testing::ThingModelProcess>(
         iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
                                                .secret_key = kSecretKey,

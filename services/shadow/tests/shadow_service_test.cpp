@@ -103,14 +103,16 @@ class FakeLive final : public LiveStore {
       AppendSideFields(id, service.reported, false, fields);
       AppendSideFields(id, service.desired, true, fields);
     }
+    bool changed = false;
     for (const auto& [f, v] : fields) {
       auto it = d.fields.find(f);
       if (it == d.fields.end() || StampOf(v) > StampOf(it->second)) {
         d.fields[f] = v;
+        changed = true;
       }
     }
     d.tenant = durable.tenant_id;
-    d.version = existed ? std::max(d.version, durable.version) + 1 : durable.version;
+    d.version = std::max(d.version, durable.version) + (existed && changed ? 1 : 0);
     return absl::OkStatus();
   }
 

@@ -85,20 +85,25 @@ return {0, v}
 
 // KEYS: shadow hash, dirty zset. ARGV: tenant, durable version, now ms, device id,
 // last property set JSON or '', then field/stamped-value pairs of the durable copy.
-// Live fields win unless the durable one is strictly newer. Returns the version.
+// Live fields win unless the durable one is strictly newer. The version becomes at least the
+// durable one, and moves on (the device turning dirty) only when the durable copy changed
+// something live (a copy the write-behind just wrote changes nothing). Returns the version.
 const std::string kRestoreScript = IOT_SHADOW_LUA_STAMP R"lua(
 local h = KEYS[1]
 local existed = redis.call('EXISTS', h) == 1
 local sz = tonumber(redis.call('HGET', h, 'sz') or '0')
+local changed = false
 for i = 6, #ARGV, 2 do
   local f, nv = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', h, f)
   if not old then
     sz = sz + #f + #nv
     redis.call('HSET', h, f, nv)
+    changed = true
   elseif stamp(nv) > stamp(old) then
     sz = sz + #nv - #old
     redis.call('HSET', h, f, nv)
+    changed = true
   end
 end
 if ARGV[5] ~= '' and redis.call('HEXISTS', h, 'ps') == 0 then
@@ -106,13 +111,11 @@ if ARGV[5] ~= '' and redis.call('HEXISTS', h, 'ps') == 0 then
 end
 local v = tonumber(redis.call('HGET', h, 'v') or '0')
 local dv = tonumber(ARGV[2])
-if existed then
-  if dv > v then v = dv end
+if dv > v then v = dv end
+if existed and changed then
   v = v + 1
   redis.call('HINCRBY', h, 'w', 1)
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-else
-  v = dv
 end
 redis.call('HSET', h, 'v', v, 'sz', sz, 't', ARGV[1])
 return v
