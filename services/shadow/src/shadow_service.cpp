@@ -275,9 +275,9 @@ absl::Status ShadowService::ReportPresence(const std::vector<Presence>& events) 
     auto shadow = LoadLive(event.device_id);
     if (!shadow.ok()) {
       metrics_->push_failures.Increment();
-      common::LogWarn("cannot load the shadow for the connect push",
-                      {{"device_id", event.device_id},
-                       {"error", std::string(shadow.status().message())}});
+      common::LogWarn(
+          "cannot load the shadow for the connect push",
+          {{"device_id", event.device_id}, {"error", std::string(shadow.status().message())}});
       continue;
     }
     if (shadow->tenant_id.empty()) {
