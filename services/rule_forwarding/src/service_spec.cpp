@@ -110,14 +110,25 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   settings["outbox_lease_ms"] = env.Duration(p + "OUTBOX_LEASE", std::chrono::seconds(15)).count();
   settings["rules_reload_interval_ms"] =
       env.Duration(p + "RULES_RELOAD_INTERVAL", std::chrono::seconds(30)).count();
+  settings["thing_model_addr"] = env.String("IOT_THING_MODEL_ADDR", "127.0.0.1:50052");
+  settings["device_gateway_addr"] = env.String("IOT_DEVICE_GATEWAY_ADDR", "127.0.0.1:50051");
+  settings["service_api_key"] = env.String("IOT_SERVICE_API_KEY", "");
+  settings["device_cache_ttl_ms"] =
+      env.Duration(p + "DEVICE_CACHE_TTL", std::chrono::seconds(10)).count();
   ReadHistoryAndSubscriptionsConfig(env, settings);
   return settings;
 }
 
 void Wire(common::ServiceContext& context) {
+  const nlohmann::json& s = context.settings;
+  // Republish to a device's down topic: through the gateway, to devices of the rule's tenant.
+  auto downlink = MakeGatewayDownlink(
+      s["thing_model_addr"].get<std::string>(), s["device_gateway_addr"].get<std::string>(),
+      s["service_api_key"].get<std::string>(), Ms(s, "device_cache_ttl_ms"));
   DestinationRegistry destinations;
-  for (auto destination : {MakePostgresDestination(), MakeRepublishDestination(context.mqtt),
-                           MakeWebhookDestination(context.settings["webhook_allow_private"])}) {
+  for (auto destination :
+       {MakePostgresDestination(), MakeRepublishDestination(context.mqtt, downlink),
+        MakeWebhookDestination(context.settings["webhook_allow_private"])}) {
     destinations.emplace(std::string(destination->type()), destination);
   }
   // Telemetry history and subscriptions: the `history` and `consumer_group` destination types,

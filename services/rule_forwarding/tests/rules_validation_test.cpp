@@ -78,7 +78,12 @@ TEST_F(ValidateRuleTest, BadActionSettingsNameTheSetting) {
       {RuleAction{.type = "postgres", .config = {{"table", "t"}}}, "actions[0].config.url"},
       {RuleAction{.type = "postgres", .config = {{"url", "mysql://h/db"}, {"table", "t"}}},
        "actions[0].config.url"},
-      {Republish("$oc/devices/x/sys/messages/down"), "actions[0].config.topic"},
+      {Republish("$oc/devices/x/sys/properties/report"), "actions[0].config.topic"},
+      {Republish("$oc/devices/x/sys/commands/request_id=1"), "actions[0].config.topic"},
+      {Republish("$oc/devices//sys/messages/down"), "actions[0].config.topic"},
+      {Republish("$oc/devices/x/user/"), "actions[0].config.topic"},
+      {Republish("$oc/devices/x/user/a/+"), "actions[0].config.topic"},
+      {Republish("$SYS/broker/load"), "actions[0].config.topic"},
       {Republish("a/+/b"), "actions[0].config.topic"},
       {RuleAction{.type = "republish", .config = {{"topic", "a"}, {"qos", 2}}},
        "actions[0].config.qos"},
@@ -93,6 +98,88 @@ TEST_F(ValidateRuleTest, BadActionSettingsNameTheSetting) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << action.config.dump();
     EXPECT_EQ(common::FieldOf(s), field) << action.config.dump() << " " << s;
   }
+}
+
+TEST_F(ValidateRuleTest, AcceptsDeviceDownTopics) {
+  for (const char* topic :
+       {"$oc/devices/${device_id}/sys/messages/down", "$oc/devices/d-1/sys/messages/down",
+        "$oc/devices/${device_id}/user/alerts", "$oc/devices/d-1/user/a/b"}) {
+    EXPECT_TRUE(Check(Rule("SELECT *", {Republish(topic)})).ok()) << topic;
+  }
+}
+
+TEST(ClassifyRepublishTopicTest, DeviceDownTopicsAndOthers) {
+  auto plain = settings::ClassifyRepublishTopic("app/alerts");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->has_value());
+  auto down = settings::ClassifyRepublishTopic("$oc/devices/d-1/sys/messages/down");
+  ASSERT_TRUE(down.ok() && down->has_value());
+  EXPECT_EQ((*down)->device_id, "d-1");
+  EXPECT_EQ((*down)->user_topic, "");
+  auto user = settings::ClassifyRepublishTopic("$oc/devices/d-1/user/a/b");
+  ASSERT_TRUE(user.ok() && user->has_value());
+  EXPECT_EQ((*user)->device_id, "d-1");
+  EXPECT_EQ((*user)->user_topic, "a/b");
+  for (const char* bad :
+       {"$oc/devices/d-1/sys/messages/up", "$oc/devices/d-1/sys/messages/down/x", "$oc/devices/d-1",
+        "$oc/devices/d-1/user//a", "$oc/devices/d-1/user/a/", "$oc/other", "$share/g/t"}) {
+    auto s = settings::ClassifyRepublishTopic(bad);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(common::FieldOf(s.status()), "topic") << bad;
+  }
+}
+
+/// Records what the republish destination sends down to devices, answering with `result`.
+class FakeDownlink final : public DeviceDownlink {
+ public:
+  struct Sent {
+    std::string tenant_id, device_id, user_topic, payload;
+    int qos = 0;
+  };
+  absl::Status Publish(const std::string& tenant_id, const std::string& device_id,
+                       const std::string& user_topic, int qos, std::string payload) override {
+    sent.push_back({tenant_id, device_id, user_topic, std::move(payload), qos});
+    return result;
+  }
+  absl::Status result = absl::OkStatus();
+  std::vector<Sent> sent;
+};
+
+TEST(RepublishDownlinkTest, DeviceTopicsGoThroughTheDownlinkWithTheRuleTenant) {
+  auto downlink = std::make_shared<FakeDownlink>();
+  auto republish = MakeRepublishDestination(nullptr, downlink);
+  const nlohmann::json down = {{"topic", "$oc/devices/${device_id}/sys/messages/down"}};
+  const nlohmann::json user = {{"topic", "$oc/devices/other/user/alerts"}, {"qos", 0}};
+  std::vector<Delivery> batch(2);
+  for (auto& d : batch) {
+    d.tenant_id = "t1";
+    d.device_id = "d1";
+    d.payload = {{"t", 31}};
+  }
+  batch[0].action_config = &down;
+  batch[1].action_config = &user;
+  ASSERT_TRUE(republish->Deliver(batch).ok());
+  ASSERT_EQ(downlink->sent.size(), 2U);
+  EXPECT_EQ(downlink->sent[0].tenant_id, "t1");
+  EXPECT_EQ(downlink->sent[0].device_id, "d1");
+  EXPECT_EQ(downlink->sent[0].user_topic, "");
+  EXPECT_EQ(downlink->sent[0].qos, 1);
+  EXPECT_EQ(downlink->sent[0].payload, R"({"t":31})");
+  EXPECT_EQ(downlink->sent[1].device_id, "other");
+  EXPECT_EQ(downlink->sent[1].user_topic, "alerts");
+  EXPECT_EQ(downlink->sent[1].qos, 0);
+
+  downlink->result = absl::UnavailableError("device 'd1' is offline");
+  EXPECT_EQ(republish->Deliver(std::span(batch).first(1)).code(), absl::StatusCode::kUnavailable);
+
+  // A `${device_id}` that expands into another shape is refused, never published.
+  const nlohmann::json odd = {{"topic", "$oc/devices/${device_id}/user/x"}};
+  batch[0].action_config = &odd;
+  batch[0].device_id = "a/sys";
+  downlink->sent.clear();
+  EXPECT_EQ(republish->Deliver(std::span(batch).first(1)).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(downlink->sent.empty());
 }
 
 TEST_F(ValidateRuleTest, NameResourceAndActionCount) {

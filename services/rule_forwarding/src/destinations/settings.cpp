@@ -103,6 +103,39 @@ std::string Expand(std::string_view text, std::string_view device_id, std::strin
   return out;
 }
 
+absl::StatusOr<std::optional<DeviceDownTopic>> ClassifyRepublishTopic(std::string_view topic) {
+  if (!topic.starts_with('$')) {
+    return std::nullopt;
+  }
+  constexpr std::string_view kPrefix = "$oc/devices/";
+  const auto refuse = [] {
+    return common::InvalidField(
+        "topic",
+        "of the platform's '$' topics only $oc/devices/{device_id}/sys/messages/down and "
+        "$oc/devices/{device_id}/user/{topic} are allowed");
+  };
+  if (!topic.starts_with(kPrefix)) {
+    return refuse();
+  }
+  const std::string_view rest = topic.substr(kPrefix.size());
+  const size_t slash = rest.find('/');
+  if (slash == 0 || slash == std::string_view::npos) {
+    return refuse();
+  }
+  const std::string_view device_id = rest.substr(0, slash);
+  const std::string_view tail = rest.substr(slash);
+  if (tail == "/sys/messages/down") {
+    return DeviceDownTopic{.device_id = std::string(device_id), .user_topic = {}};
+  }
+  constexpr std::string_view kUser = "/user/";
+  if (tail.starts_with(kUser) && tail.size() > kUser.size() && !tail.ends_with('/') &&
+      tail.find("//") == std::string_view::npos) {
+    return DeviceDownTopic{.device_id = std::string(device_id),
+                           .user_topic = std::string(tail.substr(kUser.size()))};
+  }
+  return refuse();
+}
+
 namespace {
 
 bool IsPrivateV4(const std::array<uint8_t, 4>& a) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +28,16 @@ bool IsIdentifier(std::string_view name);
 /// "`${name}`" placeholders of `text` replaced by `device_id`, `product_id`, `tenant_id`.
 std::string Expand(std::string_view text, std::string_view device_id, std::string_view product_id,
                    std::string_view tenant_id);
+
+/// A republish topic that is a device's downlink: `$oc/devices/{device_id}/sys/messages/down`
+/// (user_topic empty) or `$oc/devices/{device_id}/user/{user_topic}`.
+struct DeviceDownTopic {
+  std::string device_id;
+  std::string user_topic;
+};
+/// nullopt for an ordinary topic (not starting with '$'); the device and custom topic of a
+/// device down topic; INVALID_ARGUMENT naming `topic` for any other '$' topic.
+absl::StatusOr<std::optional<DeviceDownTopic>> ClassifyRepublishTopic(std::string_view topic);
 
 /// Whether `ip` (textual IPv4 or IPv6) is loopback, private (RFC 1918, fc00::/7), link-local,
 /// carrier-grade NAT, unspecified, multicast or broadcast: not a public internet address.

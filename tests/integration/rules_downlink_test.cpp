@@ -1,0 +1,288 @@
+// rule-forwarding's republish to a device's down topic, end to end: real thing-model (devices of
+// two tenants), device-gateway carrying the downlink, Mosquitto with the iot_auth plugin, signed
+// devices, rule-forwarding on PostgreSQL and Redis. Records enter through InternalIngest as the
+// gateway sends them.
+#include <fmt/format.h>
+#include <grpcpp/create_channel.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "iot/common/auth.h"
+#include "iot/common/crypto.h"
+#include "iot/common/health_client.h"
+#include "iot/rule_forwarding/v1/rule_forwarding.grpc.pb.h"
+#include "iot/testing/device.h"
+#include "iot/testing/platform.h"
+#include "iot/testing/process.h"
+#include "iot/testing/servers.h"
+#include "iot/thing_model/v1/thing_model.grpc.pb.h"
+
+namespace iot {
+namespace {
+
+namespace rf = iot::rule_forwarding::v1;
+namespace tm = iot::thing_model::v1;
+using iot::testing::WaitUntil;
+using nlohmann::json;
+using std::chrono::seconds;
+
+const std::string kSecretKey(64, 'e');
+const std::string kAdminKey = "rules-downlink-admin-key-0123456789";
+const std::string kServiceKey = "rules-downlink-service-key-0123456789";
+const std::string kPassword = "service-password-for-rules-downlink";
+constexpr int kMaxAttempts = 6;
+
+std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  common::SetBearer(*ctx, key);
+  ctx->set_deadline(std::chrono::system_clock::now() + seconds(30));
+  return ctx;
+}
+
+struct AddedDevice {
+  std::string id;
+  std::string secret;
+};
+
+class RulesDownlinkTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    redis_ = std::make_unique<iot::testing::TestRedis>();
+    broker_ = std::make_unique<iot::testing::TestMosquitto>(iot::testing::AuthPluginConfig(
+        redis_->Url(), kSecretKey, iot::testing::ServiceAccountEntry("svc", "salt", kPassword)));
+    thing_model_ = std::make_unique<iot::testing::ThingModelProcess>(
+        iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
+                                               .secret_key = kSecretKey,
+                                               .admin_key = kAdminKey,
+                                               .service_key = kServiceKey,
+                                               .pg_url = {}});
+    ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
+    tm_channel_ = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
+
+    tm::CreateTenantRequest tenant;
+    tenant.set_tenant_id("other");
+    tenant.set_name("other");
+    tenant.set_create_admin_key(true);
+    tm::CreateTenantResponse created_tenant;
+    ASSERT_TRUE(tm::Tenants::NewStub(tm_channel_)
+                    ->CreateTenant(Ctx(kAdminKey).get(), tenant, &created_tenant)
+                    .ok());
+    *other_key_ = created_tenant.admin_key_secret();
+    std::ifstream in(IOT_TESTDATA_DIR "/smart_meter_product.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    // Product ids are global: the other tenant's copy of the model gets its own.
+    json model = json::parse(ss.str());
+    for (const auto& [key, product_id] : {std::pair{kAdminKey, std::string("smartmeter01")},
+                                          std::pair{*other_key_, std::string("smartmeter02")}}) {
+      model["product_id"] = product_id;
+      tm::CreateProductRequest product;
+      product.set_product_json(model.dump());
+      tm::Product created;
+      const grpc::Status s =
+          tm::Products::NewStub(tm_channel_)->CreateProduct(Ctx(key).get(), product, &created);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+    }
+
+    const std::string mqtt_url =
+        fmt::format("mqtt://svc:{}@127.0.0.1:{}", kPassword, broker_->port());
+    const uint16_t gateway_port = iot::testing::FreePort();
+    gateway_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
+        .argv = {iot::testing::ExecutablePath("device-gateway").string()},
+        .env = {{"IOT_MQTT_URL", mqtt_url},
+                {"IOT_REDIS_URL", redis_->Url()},
+                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+                {"IOT_SHADOW_ADDR", "none"},
+                {"IOT_COMMAND_DISPATCH_ADDR", "none"},
+                {"IOT_RULE_FORWARDING_ADDR", "none"},
+                {"IOT_SERVICE_API_KEY", kServiceKey},
+                {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gw-rules-downlink"},
+                {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(gateway_port)},
+                {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},
+                {"IOT_DEVICE_GATEWAY_LISTEN_ADDRESS", "127.0.0.1"},
+                {"IOT_DEVICE_GATEWAY_PROBE_INTERVAL", "200ms"}},
+        .log_file = broker_->dir() / "gateway.log",
+        .run_as_user = {}});
+    ASSERT_TRUE(WaitUntil(
+        [&] {
+          auto health = common::CheckHealth(fmt::format("127.0.0.1:{}", gateway_port));
+          return health.ok() && *health;
+        },
+        seconds(60)))
+        << gateway_->Log();
+
+    rules_ = std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
+        .binary = "rule-forwarding",
+        .env_prefix = "IOT_RULE_FORWARDING",
+        .env = {{"IOT_PG_URL", iot::testing::CreateTestDatabase()},
+                {"IOT_REDIS_URL", redis_->Url()},
+                {"IOT_MQTT_URL", mqtt_url},
+                {"IOT_RULE_FORWARDING_MQTT_CLIENT_ID", "rule-forwarding-downlink"},
+                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
+                {"IOT_DEVICE_GATEWAY_ADDR", fmt::format("127.0.0.1:{}", gateway_port)},
+                {"IOT_SERVICE_API_KEY", kServiceKey},
+                {"IOT_RULE_FORWARDING_MAX_ATTEMPTS", std::to_string(kMaxAttempts)},
+                {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
+                {"IOT_RULE_FORWARDING_RETRY_MAX", "200ms"}},
+        .args = {}});
+    ASSERT_TRUE(rules_->WaitServing()) << rules_->process().Log();
+  }
+
+  static void TearDownTestSuite() {
+    rules_.reset();
+    if (gateway_) {
+      gateway_->Stop();
+    }
+    gateway_.reset();
+    thing_model_.reset();
+    broker_.reset();
+    redis_.reset();
+  }
+
+  static AddedDevice AddDevice(const std::string& key,
+                               const std::string& product_id = "smartmeter01") {
+    tm::AddDeviceRequest add;
+    add.set_product_id(product_id);
+    add.set_node_id("n" + common::HexEncode(common::RandomBytes(6)));
+    tm::AddDeviceResponse added;
+    const grpc::Status s =
+        tm::Devices::NewStub(tm_channel_)->AddDevice(Ctx(key).get(), add, &added);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return {.id = added.device().device_id(), .secret = added.secret()};
+  }
+
+  /// A rule of the default tenant for records of `source`, republishing `t` to `topic`.
+  static rf::Rule CreateRule(const std::string& source, const std::string& topic) {
+    rf::CreateRuleRequest request;
+    request.set_name("down");
+    request.set_resource("device.property");
+    request.set_device_id(source);
+    request.set_sql("SELECT notify_data.body.services[0].properties.t AS t");
+    auto* action = request.add_actions();
+    action->set_type("republish");
+    action->set_config_json(json{{"topic", topic}}.dump());
+    rf::Rule rule;
+    const grpc::Status s = Rules()->CreateRule(Ctx(kAdminKey).get(), request, &rule);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return rule;
+  }
+
+  /// Calls InternalIngest as the gateway does: a property report of `device` (default tenant).
+  static grpc::Status Ingest(const std::string& device, const std::string& message_id, int t) {
+    rf::IngestRequest request;
+    auto* r = request.add_records();
+    r->set_message_id(message_id);
+    r->mutable_device()->set_tenant_id("default");
+    r->mutable_device()->set_device_id(device);
+    r->mutable_device()->set_product_id("smartmeter01");
+    r->mutable_device()->set_node_id("n1");
+    r->set_resource("device.property");
+    r->set_event("report");
+    r->set_topic("$oc/devices/" + device + "/sys/properties/report");
+    r->set_event_time_unix_ms(1'790'000'000'000);
+    r->set_envelope_json(
+        json{{"resource", "device.property"},
+             {"event", "report"},
+             {"notify_data",
+              {{"header", {{"device_id", device}, {"tenant_id", "default"}}},
+               {"body", {{"services", {{{"service_id", "meter"}, {"properties", {{"t", t}}}}}}}}}}}
+            .dump());
+    iot::device_gateway::v1::IngestAck ack;
+    return rf::InternalIngest::NewStub(
+               grpc::CreateChannel(rules_->address(), grpc::InsecureChannelCredentials()))
+        ->Ingest(Ctx(kServiceKey).get(), request, &ack);
+  }
+
+  /// The rule's one dead letter, waiting for it.
+  static std::optional<rf::DeadLetter> DeadLetter(const rf::Rule& rule) {
+    rf::ListDeadLettersRequest list;
+    list.set_rule_id(rule.rule_id());
+    rf::ListDeadLettersResponse letters;
+    if (!WaitUntil(
+            [&] {
+              letters.Clear();
+              return Rules()->ListDeadLetters(Ctx(kAdminKey).get(), list, &letters).ok() &&
+                     letters.dead_letters_size() > 0;
+            },
+            seconds(20))) {
+      return std::nullopt;
+    }
+    return letters.dead_letters(0);
+  }
+
+  static std::unique_ptr<rf::Rules::Stub> Rules() {
+    return rf::Rules::NewStub(
+        grpc::CreateChannel(rules_->address(), grpc::InsecureChannelCredentials()));
+  }
+
+  static std::string Diagnostics() { return gateway_->Log() + "\n" + rules_->process().Log(); }
+
+  static inline std::unique_ptr<iot::testing::TestRedis> redis_;
+  static inline std::unique_ptr<iot::testing::TestMosquitto> broker_;
+  static inline std::unique_ptr<iot::testing::ThingModelProcess> thing_model_;
+  static inline std::shared_ptr<grpc::Channel> tm_channel_;
+  static inline std::unique_ptr<iot::testing::Process> gateway_;
+  static inline std::unique_ptr<iot::testing::ServiceProcess> rules_;
+  static inline std::string* other_key_ = new std::string();
+};
+
+TEST_F(RulesDownlinkTest, RuleRepublishesToAConnectedDevicesDownTopic) {
+  const AddedDevice source = AddDevice(kAdminKey);
+  const AddedDevice target = AddDevice(kAdminKey);
+  iot::testing::SignedDevice device(broker_->Url(), target.id, target.secret);
+  ASSERT_TRUE(device.Connect());
+  const rf::Rule rule = CreateRule(source.id, "$oc/devices/" + target.id + "/sys/messages/down");
+  ASSERT_TRUE(Ingest(source.id, "m-1", 42).ok());
+  // Delivered at once, or retried while the gateway has not yet seen the device connect.
+  const auto received = device.Await("messages/down", 0, seconds(20));
+  ASSERT_TRUE(received.has_value()) << Diagnostics();
+  EXPECT_EQ(received->topic, "$oc/devices/" + target.id + "/sys/messages/down");
+  EXPECT_EQ(json::parse(received->payload), (json{{"t", 42}}));
+}
+
+TEST_F(RulesDownlinkTest, AnotherTenantsDeviceIsADeadLetterAtOnceAndNeverReceivesIt) {
+  const AddedDevice source = AddDevice(kAdminKey);
+  const AddedDevice theirs = AddDevice(*other_key_, "smartmeter02");
+  iot::testing::SignedDevice device(broker_->Url(), theirs.id, theirs.secret);
+  ASSERT_TRUE(device.Connect());
+  const rf::Rule rule = CreateRule(source.id, "$oc/devices/" + theirs.id + "/sys/messages/down");
+  ASSERT_TRUE(Ingest(source.id, "m-2", 7).ok());
+  const auto letter = DeadLetter(rule);
+  ASSERT_TRUE(letter.has_value()) << Diagnostics();
+  EXPECT_EQ(letter->attempts(), 1) << "not retried";
+  EXPECT_NE(letter->error().find("not a device of the rule's tenant"), std::string::npos)
+      << letter->error();
+  EXPECT_TRUE(device.Received("messages/down").empty());
+}
+
+TEST_F(RulesDownlinkTest, AnOfflineDeviceIsRetriedThenADeadLetter) {
+  const AddedDevice source = AddDevice(kAdminKey);
+  const AddedDevice offline = AddDevice(kAdminKey);
+  const rf::Rule rule = CreateRule(source.id, "$oc/devices/" + offline.id + "/user/alerts/high");
+  ASSERT_TRUE(Ingest(source.id, "m-3", 9).ok());
+  const auto letter = DeadLetter(rule);
+  ASSERT_TRUE(letter.has_value()) << Diagnostics();
+  EXPECT_EQ(letter->attempts(), kMaxAttempts);
+  EXPECT_NE(letter->error().find("offline"), std::string::npos) << letter->error();
+}
+
+TEST_F(RulesDownlinkTest, OtherPlatformTopicsAreRefusedAtCreation) {
+  rf::CreateRuleRequest request;
+  request.set_name("bad");
+  request.set_resource("device.property");
+  request.set_sql("SELECT *");
+  auto* action = request.add_actions();
+  action->set_type("republish");
+  action->set_config_json(R"({"topic":"$oc/devices/x/sys/properties/report"})");
+  rf::Rule rule;
+  const grpc::Status s = Rules()->CreateRule(Ctx(kAdminKey).get(), request, &rule);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("actions[0].config.topic"), std::string::npos)
+      << s.error_message();
+}
+
+}  // namespace
+}  // namespace iot
