@@ -9,13 +9,6 @@ namespace {
 using common::Access;
 using common::ToGrpcStatus;
 
-#define IOT_AUTHORIZE(principal, access)                      \
-  auto principal##_or = auth_->Authorize(*context, (access)); \
-  if (!principal##_or.ok()) {                                 \
-    return ToGrpcStatus(principal##_or.status());             \
-  }                                                           \
-  [[maybe_unused]] const common::Principal& principal = *principal##_or
-
 void ToProto(const RuleRecord& r, pb::Rule* out) {
   out->set_rule_id(r.rule_id);
   out->set_name(r.name);

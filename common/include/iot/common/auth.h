@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "absl/status/statusor.h"
+#include "iot/common/status.h"
 
 namespace iot::common {
 
@@ -90,3 +91,13 @@ class Authenticator {
 void SetBearer(grpc::ClientContext& context, const std::string& key);
 
 }  // namespace iot::common
+
+/// In a gRPC handler method of a class with an `Authenticator` pointer member `auth_` and the
+/// method's `grpc::ServerContext* context` parameter: authorizes the call for `access` and
+/// binds the caller to `const Principal& principal`, or returns the error as a grpc::Status.
+#define IOT_AUTHORIZE(principal, access)                         \
+  auto principal##_or = auth_->Authorize(*context, (access));    \
+  if (!principal##_or.ok()) {                                    \
+    return ::iot::common::ToGrpcStatus(principal##_or.status()); \
+  }                                                              \
+  [[maybe_unused]] const ::iot::common::Principal& principal = *principal##_or

@@ -55,13 +55,6 @@ void ToProto(const ShadowView& view, pb::ShowDeviceShadowResponse* out) {
 
 }  // namespace
 
-#define IOT_AUTHORIZE(principal, access)                      \
-  auto principal##_or = auth_->Authorize(*context, (access)); \
-  if (!principal##_or.ok()) {                                 \
-    return ToGrpcStatus(principal##_or.status());             \
-  }                                                           \
-  [[maybe_unused]] const common::Principal& principal = *principal##_or
-
 grpc::Status ShadowsHandler::ShowDeviceShadow(grpc::ServerContext* context,
                                               const pb::ShowDeviceShadowRequest* request,
                                               pb::ShowDeviceShadowResponse* response) {

@@ -8,13 +8,6 @@ namespace {
 using common::Access;
 using common::ToGrpcStatus;
 
-#define IOT_AUTHORIZE(principal, access)                      \
-  auto principal##_or = auth_->Authorize(*context, (access)); \
-  if (!principal##_or.ok()) {                                 \
-    return ToGrpcStatus(principal##_or.status());             \
-  }                                                           \
-  [[maybe_unused]] const common::Principal& principal = *principal##_or
-
 void ToProto(const ApiKeyRecord& k, pb::ApiKey* out) {
   out->set_key_id(k.key_id);
   out->set_tenant_id(k.tenant_id);
