@@ -1,5 +1,6 @@
 // iotctl as a process against a real thing-model process (real PostgreSQL, private Redis):
 // tenants and keys, products, devices, JSON and table output, errors and exit codes.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -327,6 +328,24 @@ TEST_F(IotctlTest, InvalidModelPrintsEveryErrorPath) {
   Result missing = Run(admin_, {"product", "create", "--file", "/nonexistent/product.json"});
   EXPECT_EQ(missing.code, 2) << missing.output;
   EXPECT_TRUE(Contains(missing.output, "/nonexistent/product.json")) << missing.output;
+}
+
+TEST_F(IotctlTest, EachGroupTalksToItsOwnServiceUnlessAddrIsGiven) {
+  // Nothing listens on these ports: the error names the address the command used.
+  const std::string shadow = fmt::format("127.0.0.1:{}", iot::testing::FreePort());
+  const std::string rules = fmt::format("127.0.0.1:{}", iot::testing::FreePort());
+  const std::map<std::string, std::string> env = {
+      {"IOTCTL_ADDR", ""}, {"IOTCTL_SHADOW_ADDR", shadow}, {"IOTCTL_RULE_FORWARDING_ADDR", rules}};
+  Result shown = Run(admin_, {"--timeout", "2", "shadow", "show", "d1"}, env);
+  EXPECT_EQ(shown.code, 3) << shown.output;
+  EXPECT_TRUE(Contains(shown.output, "(server " + shadow + ")")) << shown.output;
+  Result listed = Run(admin_, {"--timeout", "2", "rule", "list"}, env);
+  EXPECT_EQ(listed.code, 3) << listed.output;
+  EXPECT_TRUE(Contains(listed.output, "(server " + rules + ")")) << listed.output;
+  // --addr wins; thing-model's groups keep the global address.
+  Result explicit_addr = Run(admin_, {"--timeout", "2", "--addr", rules, "shadow", "show", "d1"});
+  EXPECT_TRUE(Contains(explicit_addr.output, "(server " + rules + ")")) << explicit_addr.output;
+  EXPECT_EQ(Run(admin_, {"product", "list"}).code, 0);
 }
 
 TEST_F(IotctlTest, ExitCodes) {

@@ -8,10 +8,41 @@
 //
 // Exit codes: 0 ok, 1 the server answered with an error, 2 usage error, 3 server unreachable.
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
+#include <map>
+#include <string>
+#include <utility>
 
 #include "cli.h"
 #include "client.h"
+
+namespace {
+
+/// The service behind each command group that is not thing-model's: without --addr /
+/// IOTCTL_ADDR, a command talks to that service at IOTCTL_<SERVICE>_ADDR or its standard port.
+/// (`command` has its own --commands-addr.)
+void ApplyServiceAddress(const CLI::App& app, iotctl::GlobalOptions& options) {
+  static const std::map<std::string, std::pair<const char*, const char*>> kServices = {
+      {"shadow", {"IOTCTL_SHADOW_ADDR", "127.0.0.1:50054"}},
+      {"rule", {"IOTCTL_RULE_FORWARDING_ADDR", "127.0.0.1:50055"}},
+      {"group", {"IOTCTL_RULE_FORWARDING_ADDR", "127.0.0.1:50055"}},
+      {"subscribe", {"IOTCTL_RULE_FORWARDING_ADDR", "127.0.0.1:50055"}},
+      {"history", {"IOTCTL_RULE_FORWARDING_ADDR", "127.0.0.1:50055"}}};
+  const char* global = std::getenv("IOTCTL_ADDR");
+  if (app.get_option("--addr")->count() > 0 || (global != nullptr && *global != '\0')) {
+    return;  // the caller chose
+  }
+  for (const CLI::App* command : app.get_subcommands()) {
+    auto it = kServices.find(command->get_name());
+    if (it != kServices.end()) {
+      const char* env = std::getenv(it->second.first);
+      options.addr = env != nullptr && *env != '\0' ? env : it->second.second;
+    }
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using iotctl::kExitUsage;
@@ -28,7 +59,11 @@ int main(int argc, char** argv) {
 
   iotctl::Cli cli;
   iotctl::GlobalOptions& options = cli.options;
-  app.add_option("--addr", options.addr, "thing-model gRPC address (host:port)")
+  app.add_option("--addr", options.addr,
+                 "gRPC address (host:port) of the service the command talks to; default: "
+                 "thing-model, or for shadow / rule / group / subscribe / history commands "
+                 "IOTCTL_SHADOW_ADDR / IOTCTL_RULE_FORWARDING_ADDR or their standard ports "
+                 "(50054, 50055)")
       ->envname("IOTCTL_ADDR")
       ->capture_default_str();
   auto* key = app.add_option("--api-key", options.api_key,
@@ -56,6 +91,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kExitUsage;
   }
+  ApplyServiceAddress(app, options);
   if (!cli.action) {
     std::cerr << app.help();
     return kExitUsage;
