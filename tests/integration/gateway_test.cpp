@@ -561,7 +561,13 @@ TEST_F(GatewayTest, TwoReplicasShareTheLoadEachMessageOnce) {
   }
   ASSERT_TRUE(WaitUntil(
       [&] { return owners_.received.Records("device.message").size() >= kMessages; }, seconds(30)));
-  std::this_thread::sleep_for(milliseconds(300));  // a duplicate would show up meanwhile
+  // Every accepted message handed on (queues empty): a duplicate would be among the records now.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Metric(*first, "iot_gateway_uplink_queue_depth") == 0 &&
+               Metric(*second, "iot_gateway_uplink_queue_depth") == 0;
+      },
+      seconds(10)));
   std::multiset<int> seen;
   for (const auto& r : owners_.received.Records("device.message")) {
     seen.insert(Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
@@ -601,19 +607,31 @@ TEST_F(GatewayTest, KilledGatewayRestartedProcessesWhatTheBrokerQueued) {
   publisher.join();
   owners_.rules.delay_ms = 0;
   ASSERT_TRUE(gateway->WaitServing()) << gateway->process().Log();
-  size_t last = 0;
-  // Until nothing more arrives for 2 s.
-  while (true) {
-    std::this_thread::sleep_for(seconds(2));
-    const size_t now = owners_.received.Records("device.message").size();
-    if (now == last) {
-      break;
-    }
-    last = now;
-  }
+  // A sentinel after everything: one device's messages stay in order through one gateway, so
+  // once it arrives, everything the broker had queued for the gateway has arrived too.
+  constexpr int kSentinel = -1;
+  ASSERT_TRUE(device
+                  ->PublishAndWait("$oc/devices/" + id + "/sys/messages/up",
+                                   fmt::format("{}", kSentinel), 1, seconds(10))
+                  .ok());
+  auto content = [](const auto& record) {
+    return Json::parse(record.envelope_json())["notify_data"]["body"]["content"]
+        .template get<int>();
+  };
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        const auto records = owners_.received.Records("device.message");
+        return std::any_of(records.begin(), records.end(),
+                           [&](const auto& r) { return content(r) == kSentinel; });
+      },
+      seconds(60)))
+      << gateway->process().Log();
   std::set<int> unique;
   size_t total = 0;
   for (const auto& r : owners_.received.Records("device.message")) {
+    if (content(r) == kSentinel) {
+      continue;
+    }
     unique.insert(Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
     ++total;
   }

@@ -520,9 +520,17 @@ TEST_F(RulesTest, RuleChangesReachTheOtherReplicaWithinOneSecond) {
   auto sentinel = RuleRequest("SELECT *", "republish", {{"topic", "replica/sentinel"}});
   sentinel.set_device_id("dev-replica");
   Create(sentinel, kAdminKey, 0);
-  std::this_thread::sleep_for(seconds(1));
+  // Temperature-1 records until replica 1 forwards one to the sentinel: it has the new rules.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        EXPECT_TRUE(Ingest("dev-replica", {{fmt::format("r-{}", sent++), 1}}, 1).ok());
+        return WaitUntil([&] { return !subscriber_->On("replica/sentinel").empty(); },
+                         milliseconds(10));
+      },
+      seconds(5)));
+  const size_t sentinels = subscriber_->On("replica/sentinel").size();
   ASSERT_TRUE(Ingest("dev-replica", {{"r-last", 2}}, 1).ok());
-  ASSERT_TRUE(subscriber_->WaitFor("replica/sentinel", 1));
+  ASSERT_TRUE(subscriber_->WaitFor("replica/sentinel", sentinels + 1));
   // Every record forwarded on replica/on was one of the temperature-1 records sent before.
   for (const std::string& payload : subscriber_->On("replica/on")) {
     EXPECT_EQ(nlohmann::json::parse(
