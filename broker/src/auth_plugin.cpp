@@ -283,7 +283,8 @@ MessageVerdict AuthPlugin::OnMessage(SessionKey key, std::string_view topic,
   if (!IsDownlinkTopic(topic)) {
     if (deliver_as != nullptr && it != sessions_.end() && it->second.role == Role::kDevice) {
       // The ACL check allowed the publish, so the topic is the device's own.
-      *deliver_as = UplinkRelayTopic(it->second.identity, topic).value_or("");
+      *deliver_as =
+          UplinkRelayTopic(it->second.identity, topic, config_.uplink_partitions).value_or("");
     }
     return MessageVerdict::kPass;
   }
@@ -327,9 +328,9 @@ void AuthPlugin::PublishPresence(std::string_view event, const std::string& devi
       {"seq", ++presence_seq_},
   };
   const std::string text = body.dump();
-  for (const std::string_view prefix : {kPresencePrefix, kSharedPresencePrefix}) {
-    std::string topic(prefix);
-    topic.append(device_id);
+  for (const std::string& topic :
+       {std::string(kPresencePrefix) + device_id,
+        PartitionedPresenceTopic(device_id, config_.uplink_partitions)}) {
     if (!broker_.Publish("", topic, text, kPresenceQos)) {
       Log(LogLevel::kError,
           fmt::format("cannot publish presence {} of '{}' on {}", event, device_id, topic));
@@ -357,6 +358,11 @@ void AuthPlugin::PublishDownResult(const std::string& device_id, std::string_vie
 
 void AuthPlugin::OnTick() {
   reloading_ = false;
+  if (!partitions_announced_) {
+    partitions_announced_ = broker_.Publish("", std::string(kPartitionsTopic),
+                                            std::to_string(config_.uplink_partitions), 1,
+                                            /*retain=*/true);
+  }
   std::vector<std::pair<std::string, std::string>> kicks;
   {
     std::lock_guard lock(shared_mutex_);

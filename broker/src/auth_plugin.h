@@ -31,9 +31,10 @@ class BrokerApi {
  public:
   virtual ~BrokerApi() = default;
   /// Queues a message from the broker: to every matching subscriber when `client_id` is empty,
-  /// else to that one connected client whether or not it subscribed.
+  /// else to that one connected client whether or not it subscribed. `retain` (only without a
+  /// client id) stores it as the topic's retained message.
   virtual bool Publish(const std::string& client_id, const std::string& topic,
-                       std::string_view payload, int qos) = 0;
+                       std::string_view payload, int qos, bool retain = false) = 0;
   /// Disconnects the client with this id (no will). False if there is none.
   virtual bool Kick(const std::string& client_id) = 0;
   /// Thread-safe; lines from other threads may be written later, on the broker thread.
@@ -85,7 +86,8 @@ class AuthPlugin {
                            int qos, std::string* deliver_as = nullptr);
   /// MOSQ_EVT_DISCONNECT (also for connections that never authenticated).
   void OnDisconnect(SessionKey session);
-  /// MOSQ_EVT_TICK: applies kicks queued by the change watcher, forgets closed sessions.
+  /// MOSQ_EVT_TICK: applies kicks queued by the change watcher, forgets closed sessions; the
+  /// first one announces the uplink partition count (retained, kPartitionsTopic).
   void OnTick();
   /// MOSQ_EVT_RELOAD: mosquitto is about to re-authenticate every client it knows, connected or
   /// not (persistent sessions), before the next tick.
@@ -144,6 +146,7 @@ class AuthPlugin {
   std::vector<SessionKey> closing_;
   uint64_t presence_seq_ = 0;
   bool reloading_ = false;  ///< Between MOSQ_EVT_RELOAD and the next tick.
+  bool partitions_announced_ = false;
 
   // Shared with the watcher thread.
   mutable std::mutex shared_mutex_;

@@ -56,10 +56,10 @@ class MosquittoBroker final : public BrokerApi {
   MosquittoBroker() : broker_thread_(std::this_thread::get_id()) {}
 
   bool Publish(const std::string& client_id, const std::string& topic, std::string_view payload,
-               int qos) override {
+               int qos, bool retain) override {
     return mosquitto_broker_publish_copy(client_id.empty() ? nullptr : client_id.c_str(),
                                          topic.c_str(), static_cast<int>(payload.size()),
-                                         payload.data(), qos, false, nullptr) == MOSQ_ERR_SUCCESS;
+                                         payload.data(), qos, retain, nullptr) == MOSQ_ERR_SUCCESS;
   }
 
   bool Kick(const std::string& client_id) override {

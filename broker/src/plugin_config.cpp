@@ -111,7 +111,8 @@ absl::StatusOr<PluginConfig> ParsePluginConfig(
     } else if (key == "service_accounts_env") {
       service_accounts_env = value;
     } else if (key == "cache_ttl_ms" || key == "cache_size" || key == "cache_max_stale_ms" ||
-               key == "redis_timeout_ms" || key == "time_skew_s" || key == "recheck_interval_ms") {
+               key == "redis_timeout_ms" || key == "time_skew_s" || key == "recheck_interval_ms" ||
+               key == "uplink_partitions") {
       auto number = ParsePositive(key, value);
       if (!number.ok()) {
         return number.status();
@@ -126,6 +127,11 @@ absl::StatusOr<PluginConfig> ParsePluginConfig(
         config.redis_timeout = std::chrono::milliseconds{*number};
       } else if (key == "time_skew_s") {
         config.time_skew = std::chrono::seconds{*number};
+      } else if (key == "uplink_partitions") {
+        if (*number > kMaxUplinkPartitions) {
+          return OptionError(key, fmt::format("at most {}", kMaxUplinkPartitions));
+        }
+        config.uplink_partitions = static_cast<uint32_t>(*number);
       } else {
         config.recheck_interval = std::chrono::milliseconds{*number};
       }
@@ -182,10 +188,11 @@ std::string DescribeConfig(const PluginConfig& config) {
   }
   return fmt::format(
       "redis_url={} secret_key=*** service_accounts=[{}] cache_ttl_ms={} cache_size={} "
-      "cache_max_stale_ms={} redis_timeout_ms={} time_skew_s={} recheck_interval_ms={}",
+      "cache_max_stale_ms={} redis_timeout_ms={} time_skew_s={} recheck_interval_ms={} "
+      "uplink_partitions={}",
       common::MaskUrl(config.redis_url), names, config.cache_ttl.count(), config.cache_size,
       config.cache_max_stale.count(), config.redis_timeout.count(), config.time_skew.count(),
-      config.recheck_interval.count());
+      config.recheck_interval.count(), config.uplink_partitions);
 }
 
 }  // namespace iot::broker

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -29,6 +30,8 @@ bool VerifyServiceAccountPassword(const ServiceAccount& account, std::string_vie
 /// Names must not contain `_` (every device id does, so a name never shadows a device).
 absl::StatusOr<std::vector<ServiceAccount>> ParseServiceAccounts(std::string_view text);
 
+inline constexpr uint32_t kMaxUplinkPartitions = 1024;
+
 struct PluginConfig {
   /// `redis://[:password@]host[:port][/db]` of the thing-model projection.
   std::string redis_url;
@@ -46,6 +49,9 @@ struct PluginConfig {
   std::chrono::seconds time_skew{3600};
   /// How often every connected device's record is re-read (besides `tm:changes`).
   std::chrono::milliseconds recheck_interval{std::chrono::seconds{60}};
+  /// Uplink partitions (`iot/up/{partition}/...`, topic_rules.h); announced to the gateways as
+  /// the retained `$iot/config/uplink_partitions`.
+  uint32_t uplink_partitions = 16;
 };
 
 /// Builds the configuration from plugin options (keys without `plugin_opt_`). `getenv` reads the

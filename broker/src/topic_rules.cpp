@@ -1,5 +1,7 @@
 #include "topic_rules.h"
 
+#include <fmt/format.h>
+
 #include <array>
 
 #include "client_id.h"
@@ -87,15 +89,28 @@ bool DeviceMaySubscribe(std::string_view device_id, std::string_view filter) {
 
 bool IsDownlinkTopic(std::string_view topic) { return topic.starts_with(kDownlinkPrefix); }
 
-std::optional<std::string> UplinkRelayTopic(std::string_view device_id, std::string_view topic) {
+uint32_t UplinkPartition(std::string_view device_id, uint32_t partitions) {
+  uint32_t hash = 2166136261u;
+  for (const char c : device_id) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 16777619u;
+  }
+  return partitions == 0 ? 0 : hash % partitions;
+}
+
+std::optional<std::string> UplinkRelayTopic(std::string_view device_id, std::string_view topic,
+                                            uint32_t partitions) {
   const auto rest = Remainder(device_id, topic);
   if (!rest || rest->empty()) {
     return std::nullopt;
   }
-  std::string out(kUplinkPrefix);
-  out.append(device_id).push_back('/');
-  out.append(*rest);
-  return out;
+  return fmt::format("{}{}/{}/{}", kUplinkPrefix, UplinkPartition(device_id, partitions), device_id,
+                     *rest);
+}
+
+std::string PartitionedPresenceTopic(std::string_view device_id, uint32_t partitions) {
+  return fmt::format("{}{}/{}", kSharedPresencePrefix, UplinkPartition(device_id, partitions),
+                     device_id);
 }
 
 std::optional<DownlinkTopic> ParseDownlinkTopic(std::string_view topic) {

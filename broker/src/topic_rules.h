@@ -2,6 +2,7 @@
 
 // Which topics a device may use (DESIGN.md §3), and the internal downlink topic.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,16 +34,27 @@ inline constexpr std::string_view kPresencePrefix = "$iot/presence/";
 bool IsDownlinkTopic(std::string_view topic);
 
 /// `iot/up/`: where a device's uplink on `$oc/devices/{id}/{rest}` is delivered, as
-/// `iot/up/{id}/{rest}`. Mosquitto 2.0.11 never delivers `$` topics to shared subscriptions
-/// (`$share/...`); without the `$` the gateway replicas can share the uplink. Devices can
-/// neither publish nor subscribe there (their ACL is below `$oc/devices/{id}/`).
+/// `iot/up/{partition}/{id}/{rest}`. Mosquitto 2.0.11 never delivers `$` topics to shared
+/// subscriptions, and its shared subscriptions hand messages out one by one, not by device: so
+/// the uplink is split into partitions by device id and each partition is consumed by one
+/// gateway session at a time, which keeps every device's messages in order (broker/README.md,
+/// Uplink). Devices can neither publish nor subscribe there (their ACL is below
+/// `$oc/devices/{id}/`).
 inline constexpr std::string_view kUplinkPrefix = "iot/up/";
-/// `iot/presence/`: presence events again, for shared subscriptions (see kUplinkPrefix).
+/// `iot/presence/{partition}/{id}`: presence events again, in the device's uplink partition.
 inline constexpr std::string_view kSharedPresencePrefix = "iot/presence/";
+/// Retained `$iot/config/uplink_partitions` (decimal): the partition count the gateways use.
+inline constexpr std::string_view kPartitionsTopic = "$iot/config/uplink_partitions";
 
-/// `iot/up/{device_id}/{rest}` for the device's own `$oc/devices/{device_id}/{rest}`; nullopt
-/// when `topic` is not below the device's prefix.
-std::optional<std::string> UplinkRelayTopic(std::string_view device_id, std::string_view topic);
+/// The uplink partition of a device: FNV-1a (32 bit) of its id modulo `partitions`.
+uint32_t UplinkPartition(std::string_view device_id, uint32_t partitions);
+
+/// `iot/up/{partition}/{device_id}/{rest}` for the device's own `$oc/devices/{device_id}/{rest}`;
+/// nullopt when `topic` is not below the device's prefix.
+std::optional<std::string> UplinkRelayTopic(std::string_view device_id, std::string_view topic,
+                                            uint32_t partitions);
+/// `iot/presence/{partition}/{device_id}`.
+std::string PartitionedPresenceTopic(std::string_view device_id, uint32_t partitions);
 
 struct DownlinkTopic {
   std::string device_id;

@@ -23,6 +23,7 @@
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
 #include "test_client.h"
+#include "topic_rules.h"
 
 namespace iot::broker_test {
 namespace {
@@ -41,7 +42,13 @@ constexpr int kV311NotAuthorized = 5;           // CONNACK return code
 constexpr int kV5NotAuthorized = 0x87;          // CONNACK / PUBACK / SUBACK reason code
 constexpr int kV5NoMatchingSubscribers = 0x10;  // PUBACK: success, nobody subscribed
 constexpr auto kWait = 10s;
-constexpr auto kKickDeadline = 5s;  // the issue's bound for a frozen device to be disconnected
+constexpr auto kKickDeadline = 5s;    // the issue's bound for a frozen device to be disconnected
+constexpr uint32_t kPartitions = 16;  // the plugin's default uplink_partitions
+
+/// Where the plugin delivers `$oc/devices/{device_id}/{rest}` (broker/README.md, Uplink).
+std::string Up(const std::string& device_id, const std::string& rest) {
+  return *broker::UplinkRelayTopic(device_id, "$oc/devices/" + device_id + "/" + rest, kPartitions);
+}
 
 std::string Timestamp(std::chrono::system_clock::time_point time) {
   const auto hours = std::chrono::floor<std::chrono::hours>(time);
@@ -186,7 +193,7 @@ class PluginTest : public ::testing::Test {
 TEST_F(PluginTest, ValidDeviceConnectsAndReportsProperties) {
   AddDevice("p1_n1", "secret-1");
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
 
   // Sign type 1 with the current hour, MQTT 3.1.1 as Huawei's SDKs speak it.
   auto device = Connect(Device("p1_n1", "secret-1", /*sign_type=*/1));
@@ -195,7 +202,7 @@ TEST_F(PluginTest, ValidDeviceConnectsAndReportsProperties) {
   EXPECT_EQ(device->Publish("$oc/devices/p1_n1/sys/properties/report", report, 1), 0);
   ASSERT_TRUE(gateway->WaitForMessage(
       [&](const ReceivedMessage& m) {
-        return m.topic == "iot/up/p1_n1/sys/properties/report" && m.payload == report;
+        return m.topic == Up("p1_n1", "sys/properties/report") && m.payload == report;
       },
       kWait));
 
@@ -214,7 +221,7 @@ TEST_F(PluginTest, ValidDeviceConnectsAndReportsProperties) {
 TEST_F(PluginTest, CommandLineClientsConnectAsDevices) {
   AddDevice("p1_cli", "cli-secret");
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
 
   // mosquitto_pub as the device.
   auto args = CliArgs("mosquitto_pub", Device("p1_cli", "cli-secret", 1));
@@ -223,7 +230,7 @@ TEST_F(PluginTest, CommandLineClientsConnectAsDevices) {
   const auto [pub_rc, pub_out] = RunCli(args);
   EXPECT_EQ(pub_rc, 0) << pub_out;
   EXPECT_TRUE(gateway->WaitForMessage(
-      [](const ReceivedMessage& m) { return m.topic == "iot/up/p1_cli/sys/events/up"; }, kWait));
+      [](const ReceivedMessage& m) { return m.topic == Up("p1_cli", "sys/events/up"); }, kWait));
 
   // mosquitto_sub as the device, subscribed to its own down-topics, receives a command.
   iot::testing::TempDir dir("iot-cli");
@@ -311,8 +318,8 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   AddDevice("p1_a", "secret-a");
   AddDevice("p1_b", "secret-b");
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
-  ASSERT_EQ(gateway->Subscribe("iot/up/+/user/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/user/#", 1), 1);
   auto a = Connect(Device("p1_a", "secret-a", 0, Now(), 5));
   auto b = Connect(Device("p1_b", "secret-b"));
 
@@ -334,8 +341,9 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   // Subscribing to B's topics, wildcards over devices or internal topics: refused.
   for (const char* filter :
        {"$oc/devices/p1_b/sys/#", "$oc/devices/+/sys/#", "#", "$oc/devices/#", "$iot/#",
-        "$iot/presence/+", "$share/g/$oc/devices/p1_b/sys/#", "iot/up/#", "iot/up/p1_b/sys/#",
-        "iot/up/p1_a/#", "iot/presence/+", "$share/g/iot/up/+/sys/#", "iot/#"}) {
+        "$iot/presence/+", "$share/g/$oc/devices/p1_b/sys/#", "iot/up/#", "iot/up/+/p1_b/sys/#",
+        "iot/up/+/p1_a/#", "iot/presence/+/+", "$share/g/iot/up/+/+/sys/#", "iot/#",
+        "$iot/config/uplink_partitions"}) {
     EXPECT_EQ(a->Subscribe(filter, 1), kV5NotAuthorized) << filter;
   }
   EXPECT_EQ(a->Subscribe("$oc/devices/p1_a/#", 1), 1);
@@ -364,7 +372,7 @@ TEST_F(PluginTest, CommandLineClientsAreDeniedOtherDevicesTopics) {
   AddDevice("p1_a", "secret-a");
   AddDevice("p1_b", "secret-b");
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
 
   auto pub = CliArgs("mosquitto_pub", Device("p1_a", "secret-a"));
   pub.insert(pub.end(), {"-V", "5", "-q", "1", "-t", "$oc/devices/p1_b/sys/properties/report", "-m",
@@ -440,8 +448,10 @@ TEST_F(PluginTest, OfflinePersistentSessionGetsWhatTheBrokerQueued) {
                                     .clean_session = false};
   {
     auto gateway = Connect(options);
-    // Shared, as the gateway replicas subscribe (broker/README.md, Uplink).
-    ASSERT_EQ(gateway->Subscribe("$share/gateway/iot/up/+/sys/properties/report", 1), 1);
+    // One partition's session, as a gateway replica holds it (broker/README.md, Uplink).
+    ASSERT_EQ(gateway->Subscribe(
+                  fmt::format("iot/up/{}/#", broker::UplinkPartition("p1_queued", kPartitions)), 1),
+              1);
   }
   AddDevice("p1_queued", "s");
   auto device = Connect(Device("p1_queued", "s"));
@@ -453,8 +463,24 @@ TEST_F(PluginTest, OfflinePersistentSessionGetsWhatTheBrokerQueued) {
   auto restarted = Connect(options);
   ASSERT_TRUE(restarted->WaitForCount(3, kWait)) << broker_->dir();
   for (const auto& m : restarted->messages()) {
-    EXPECT_EQ(m.topic, "iot/up/p1_queued/sys/properties/report");
+    EXPECT_EQ(m.topic, Up("p1_queued", "sys/properties/report"));
   }
+}
+
+TEST_F(PluginTest, PartitionCountIsAnnouncedRetainedToServiceAccountsOnly) {
+  // The gateways learn how many partitions to consume from the broker itself, so the two can
+  // never disagree (a partition nobody consumes would lose its messages).
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe(std::string(broker::kPartitionsTopic), 1), 1);
+  ASSERT_TRUE(gateway->WaitForCount(1, kWait));
+  EXPECT_EQ(gateway->messages()[0].topic, broker::kPartitionsTopic);
+  EXPECT_EQ(gateway->messages()[0].payload, std::to_string(kPartitions));
+  EXPECT_TRUE(gateway->messages()[0].retain);
+
+  AddDevice("p1_cfg", "s");
+  auto device = Connect(Device("p1_cfg", "s", 0, Now(), 5));
+  EXPECT_EQ(device->Subscribe(std::string(broker::kPartitionsTopic), 1), kV5NotAuthorized);
+  EXPECT_EQ(device->Publish(std::string(broker::kPartitionsTopic), "1", 1), kV5NotAuthorized);
 }
 
 TEST_F(PluginTest, DownlinkToAnOfflineDeviceTellsTheGateway) {
@@ -521,9 +547,9 @@ TEST_F(PluginTest, PresenceEventsOnConnectAndDisconnect) {
   // Not `$share/gateway/$iot/presence/+`: mosquitto 2.0.11 never delivers `$` topics to shared
   // subscriptions (see broker/README.md).
   ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
-  // The same events on iot/presence/+ can be shared by gateway replicas.
-  auto shared = Gateway("gateway-shared");
-  ASSERT_EQ(shared->Subscribe("$share/gateway/iot/presence/+", 1), 1);
+  // The same events in the device's uplink partition, for the gateway replica holding it.
+  auto shared = Gateway("gateway-partition");
+  ASSERT_EQ(shared->Subscribe("iot/presence/+/+", 1), 1);
 
   const auto options = Device("p1_pres", "s");
   auto device = Connect(options);
@@ -531,7 +557,8 @@ TEST_F(PluginTest, PresenceEventsOnConnectAndDisconnect) {
   device->Disconnect();
   ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_pres").size() == 2; }, kWait));
   ASSERT_TRUE(shared->WaitForCount(2, kWait));
-  EXPECT_EQ(shared->messages_on("iot/presence/p1_pres").size(), 2U);
+  EXPECT_EQ(shared->messages_on(broker::PartitionedPresenceTopic("p1_pres", kPartitions)).size(),
+            2U);
 
   const auto events = Presence(*gateway, "p1_pres");
   EXPECT_EQ(events[0]["event"], "connected");
@@ -647,7 +674,7 @@ TEST_F(PluginTest, RedisDownRefusesUnknownDevicesAndKeepsServing) {
   AddDevice("p1_stay", "s");
   EXPECT_EQ(TryConnect(Device("p1_known", "s")), 0);  // now cached
   auto gateway = Gateway();
-  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
   auto staying = Connect(Device("p1_stay", "s"));
 
   redis_->Stop();
@@ -809,7 +836,7 @@ TEST_F(PluginTest, ConfigReloadKeepsConnectedDevicesAndTheirPresence) {
                                              .protocol = 5};
   auto gateway = Connect(gateway_options);
   ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
-  ASSERT_EQ(gateway->Subscribe("iot/up/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
   auto device_options = Device("p1_hup", "s");
   device_options.port = port;
   auto device = Connect(device_options);

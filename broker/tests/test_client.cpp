@@ -52,7 +52,8 @@ struct TestClientCallbacks {
         ReceivedMessage{.topic = message->topic,
                         .payload = std::string(static_cast<const char*>(message->payload),
                                                static_cast<size_t>(message->payloadlen)),
-                        .qos = message->qos});
+                        .qos = message->qos,
+                        .retain = message->retain});
     self.changed_.notify_all();
   }
 };

@@ -22,6 +22,7 @@ struct ReceivedMessage {
   std::string topic;
   std::string payload;
   int qos = 0;
+  bool retain = false;
 };
 
 class TestClient {

@@ -1,5 +1,6 @@
 // Unit tests of the plugin's pure parts: client id parsing, topic rules, configuration.
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -121,13 +122,32 @@ TEST(TopicRulesTest, DeviceSubscribesAndReceivesOnlyBelowItsOwnPrefix) {
   EXPECT_FALSE(DeviceMayReceive(id, "$iot/presence/p1_n1"));
 }
 
-TEST(TopicRulesTest, UplinkIsRelayedBelowIotUp) {
-  EXPECT_EQ(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/sys/properties/report"),
-            "iot/up/p1_n1/sys/properties/report");
-  EXPECT_EQ(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/user/a/b"), "iot/up/p1_n1/user/a/b");
-  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n2/sys/messages/up").has_value());
-  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/").has_value());
-  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "iot/up/p1_n1/sys/messages/up").has_value());
+TEST(TopicRulesTest, UplinkIsRelayedBelowIotUpInTheDevicesPartition) {
+  const uint32_t p = UplinkPartition("p1_n1", 16);
+  EXPECT_LT(p, 16U);
+  EXPECT_EQ(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/sys/properties/report", 16),
+            fmt::format("iot/up/{}/p1_n1/sys/properties/report", p));
+  EXPECT_EQ(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/user/a/b", 16),
+            fmt::format("iot/up/{}/p1_n1/user/a/b", p));
+  EXPECT_EQ(PartitionedPresenceTopic("p1_n1", 16), fmt::format("iot/presence/{}/p1_n1", p));
+  EXPECT_EQ(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/sys/messages/up", 1),
+            "iot/up/0/p1_n1/sys/messages/up");
+  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n2/sys/messages/up", 16).has_value());
+  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "$oc/devices/p1_n1/", 16).has_value());
+  EXPECT_FALSE(UplinkRelayTopic("p1_n1", "iot/up/p1_n1/sys/messages/up", 16).has_value());
+}
+
+TEST(TopicRulesTest, PartitionsSpreadDevicesAndAreStable) {
+  // FNV-1a of the id: the gateway and every broker agree without sharing state.
+  EXPECT_EQ(UplinkPartition("a", 1000), 0xe40c292cu % 1000);
+  std::vector<int> counts(16, 0);
+  for (int i = 0; i < 1600; ++i) {
+    ++counts[UplinkPartition(fmt::format("p1_dev{}", i), 16)];
+  }
+  for (const int count : counts) {
+    EXPECT_GT(count, 50);
+    EXPECT_LT(count, 150);
+  }
 }
 
 TEST(TopicRulesTest, ParsesDownlinkTopics) {
@@ -165,6 +185,7 @@ TEST(PluginConfigTest, ParsesEveryOption) {
           {"redis_timeout_ms", "50"},
           {"time_skew_s", "60"},
           {"recheck_interval_ms", "500"},
+          {"uplink_partitions", "32"},
       },
       Env({{"IOT_SECRET_KEY", kKey},
            {"IOT_BROKER_SERVICE_ACCOUNTS", "rules:s2:" + common::Sha256Hex("s2pw2")}}));
@@ -180,6 +201,7 @@ TEST(PluginConfigTest, ParsesEveryOption) {
   EXPECT_EQ(config->redis_timeout, std::chrono::milliseconds{50});
   EXPECT_EQ(config->time_skew, seconds{60});
   EXPECT_EQ(config->recheck_interval, std::chrono::milliseconds{500});
+  EXPECT_EQ(config->uplink_partitions, 32u);
   const std::string description = DescribeConfig(*config);
   EXPECT_THAT(description, HasSubstr("service_accounts=[gateway,rules]"));
   EXPECT_THAT(description, ::testing::Not(HasSubstr(kKey)));
@@ -201,6 +223,8 @@ TEST(PluginConfigTest, BadOrMissingOptionsAreErrorsNamingTheOption) {
            {{redis, {"secret_key", "short"}}, "plugin_opt_secret_key"},
            {{redis, key, {"cache_ttl_ms", "-1"}}, "plugin_opt_cache_ttl_ms"},
            {{redis, key, {"cache_size", "many"}}, "plugin_opt_cache_size"},
+           {{redis, key, {"uplink_partitions", "0"}}, "plugin_opt_uplink_partitions"},
+           {{redis, key, {"uplink_partitions", "1025"}}, "plugin_opt_uplink_partitions"},
            {{redis, key, {"service_accounts", "gateway:salt"}}, "plugin_opt_service_accounts"},
            {{redis, key, {"service_accounts", "my_gw:s:" + common::Sha256Hex("x")}}, "'_'"},
            {{redis, key, {"service_accounts", "gw:s:ABC"}}, "64 lowercase hex"},

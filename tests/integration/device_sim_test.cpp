@@ -88,16 +88,18 @@ class Watcher {
     EXPECT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
     client_->SetMessageHandler([this](const common::MqttMessage& message) {
-      // The iot_auth plugin delivers device uplink `$oc/devices/{id}/...` as `iot/up/{id}/...`
-      // (broker/README.md, Uplink); kept here under the device's own topic.
+      // The iot_auth plugin delivers device uplink `$oc/devices/{id}/...` as
+      // `iot/up/{partition}/{id}/...` (broker/README.md, Uplink); kept here under the device's
+      // own topic.
       common::MqttMessage device_view = message;
       if (device_view.topic.rfind(kRelayPrefix, 0) == 0) {
-        device_view.topic = "$oc/devices/" + device_view.topic.substr(kRelayPrefix.size());
+        const auto slash = device_view.topic.find('/', kRelayPrefix.size());
+        device_view.topic = "$oc/devices/" + device_view.topic.substr(slash + 1);
       }
       const std::lock_guard lock(mutex_);
       messages_.push_back(std::move(device_view));
     });
-    EXPECT_TRUE(client_->Subscribe("iot/up/+/sys/#", 1).ok());
+    EXPECT_TRUE(client_->Subscribe("iot/up/+/+/sys/#", 1).ok());
     EXPECT_TRUE(client_->Start().ok());
     EXPECT_TRUE(client_->WaitSubscribed(seconds(10)));
   }

@@ -460,7 +460,7 @@ TEST_F(GatewayTest, BadUplinkIsRejectedCountedAndForwardedAsValidationFailed) {
   ASSERT_TRUE(service.ok());
   ASSERT_TRUE((*service)->Start().ok());
   ASSERT_TRUE((*service)->WaitConnected(seconds(10)));
-  auto rc = (*service)->PublishAndWait("iot/up/" + id + "/sys/bogus/topic", "{}", 1, seconds(10));
+  auto rc = (*service)->PublishAndWait("iot/up/0/" + id + "/sys/bogus/topic", "{}", 1, seconds(10));
   ASSERT_TRUE(rc.ok());
 
   ASSERT_TRUE(WaitUntil(

@@ -49,7 +49,7 @@ absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> BenchContext::Subscribe
     return client.status();
   }
   (*client)->SetMessageHandler(std::move(handler));
-  for (const std::string prefix : kUplinkPrefixes) {
+  for (const std::string prefix : kUplinkFilterPrefixes) {
     (void)(*client)->Subscribe(prefix + "+/" + suffix, 1);
   }
   if (!(*client)->Start().ok() || !(*client)->WaitSubscribed(std::chrono::seconds(10))) {
@@ -145,14 +145,15 @@ const nlohmann::json* FindBenchProperties(const nlohmann::json& json) {
 }
 
 std::string UplinkDevice(const std::string& topic) {
-  for (const std::string prefix : kUplinkPrefixes) {
-    if (topic.rfind(prefix, 0) == 0) {
-      const auto end = topic.find('/', prefix.size());
-      return end == std::string::npos ? std::string()
-                                      : topic.substr(prefix.size(), end - prefix.size());
-    }
+  size_t start = std::string::npos;
+  if (topic.starts_with("iot/up/")) {
+    start = topic.find('/', std::string_view("iot/up/").size());  // after the partition
+    start = start == std::string::npos ? start : start + 1;
+  } else if (topic.starts_with("$oc/devices/")) {
+    start = std::string_view("$oc/devices/").size();
   }
-  return {};
+  const auto end = start == std::string::npos ? start : topic.find('/', start);
+  return end == std::string::npos ? std::string() : topic.substr(start, end - start);
 }
 
 long DeviceIndex(const std::string& device_id, const std::string& product_id,

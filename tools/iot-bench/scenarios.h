@@ -86,9 +86,10 @@ std::string ReportPayload(std::int64_t seq, int phase, std::int64_t sent_unix_ms
 /// object with "seq" and "phase" found in `json`; nullptr when none.
 const nlohmann::json* FindBenchProperties(const nlohmann::json& json);
 
-/// The broker delivers device uplink to service accounts on `iot/up/{device_id}/{rest}` (the
-/// plugin moves it off `$oc/devices/...`, broker/README.md); both spellings are subscribed.
-inline constexpr const char* kUplinkPrefixes[] = {"iot/up/", "$oc/devices/"};
+/// The broker delivers device uplink to service accounts on
+/// `iot/up/{partition}/{device_id}/{rest}` (the plugin moves it off `$oc/devices/...`,
+/// broker/README.md); both spellings are subscribed, with these filter prefixes.
+inline constexpr const char* kUplinkFilterPrefixes[] = {"iot/up/+/", "$oc/devices/"};
 
 /// The device id of an uplink topic in either spelling ("" for other topics).
 std::string UplinkDevice(const std::string& topic);

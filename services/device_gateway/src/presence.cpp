@@ -8,13 +8,13 @@
 #include "iot/common/backoff.h"
 #include "iot/common/logging.h"
 #include "iot/common/status.h"
+#include "iot/device_gateway/uplink.h"
 #include "iot/thing_model/v1/thing_model.grpc.pb.h"
 
 namespace iot::device_gateway {
 namespace {
 
 constexpr std::string_view kPresencePrefix = "$iot/presence/";
-constexpr std::string_view kSharedPresencePrefix = "iot/presence/";
 
 class ThingModelStatusSink final : public DeviceStatusSink {
  public:
@@ -47,7 +47,7 @@ absl::StatusOr<PresenceEvent> ParsePresence(std::string_view topic, std::string_
   if (rest.starts_with(kPresencePrefix)) {
     rest.remove_prefix(kPresencePrefix.size());
   } else if (rest.starts_with(kSharedPresencePrefix)) {
-    rest.remove_prefix(kSharedPresencePrefix.size());
+    rest = AfterPartition(rest.substr(kSharedPresencePrefix.size())).value_or("");
   } else {
     return common::InvalidField("topic", "not $iot/presence/{device_id}");
   }

@@ -105,7 +105,7 @@ void Wire(common::ServiceContext& context) {
 
   // Shared with the other replicas: each message goes to one of them (broker/README.md).
   const std::string group = s["share_group"];
-  for (const std::string filter : {"iot/up/+/sys/#", "iot/up/+/user/#", "iot/presence/+"}) {
+  for (const std::string filter : {"iot/up/+/+/sys/#", "iot/up/+/+/user/#", "iot/presence/+/+"}) {
     if (absl::Status st = context.mqtt->Subscribe(fmt::format("$share/{}/{}", group, filter), 1);
         !st.ok()) {
       throw common::ConfigError("subscribe " + filter + ": " + std::string(st.message()));

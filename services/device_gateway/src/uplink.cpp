@@ -7,12 +7,25 @@
 
 namespace iot::device_gateway {
 
+std::optional<std::string_view> AfterPartition(std::string_view rest) {
+  const size_t slash = rest.find('/');
+  if (slash == 0 || slash == std::string_view::npos ||
+      !std::all_of(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(slash),
+                   [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  return rest.substr(slash + 1);
+}
+
 std::optional<std::string> DeviceTopicOfRelay(std::string_view relay_topic) {
   if (!relay_topic.starts_with(kUplinkRelayPrefix)) {
     return std::nullopt;
   }
-  relay_topic.remove_prefix(kUplinkRelayPrefix.size());
-  return std::string("$oc/devices/").append(relay_topic);
+  const auto rest = AfterPartition(relay_topic.substr(kUplinkRelayPrefix.size()));
+  if (!rest) {
+    return std::nullopt;
+  }
+  return std::string("$oc/devices/").append(*rest);
 }
 
 std::string_view RejectReasonName(RejectReason reason) {

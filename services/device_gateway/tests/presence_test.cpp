@@ -41,16 +41,19 @@ TEST(ParsePresenceTest, RejectsBadInputNamingTheField) {
   }
 }
 
-TEST(ParsePresenceTest, ReadsTheShareableTopicToo) {
+TEST(ParsePresenceTest, ReadsThePartitionedTopicToo) {
   auto event = ParsePresence(
-      "iot/presence/p1_n1",
+      "iot/presence/11/p1_n1",
       R"({"event":"disconnected","time":"2026-11-26T17:42:48.123Z","reason":"frozen","client_address":"10.0.0.7"})");
   ASSERT_TRUE(event.ok()) << event.status();
   EXPECT_EQ(event->device_id, "p1_n1");
   EXPECT_FALSE(event->online);
   EXPECT_EQ(event->reason, "frozen");
   EXPECT_EQ(event->client_address, "10.0.0.7");
-  EXPECT_FALSE(ParsePresence("iot/presence/a/b", R"({"event":"connected","time":"t"})").ok());
+  for (const char* topic :
+       {"iot/presence/a/b", "iot/presence/p1_n1", "iot/presence/1/a/b", "iot/presence/1/"}) {
+    EXPECT_FALSE(ParsePresence(topic, R"({"event":"connected","time":"t"})").ok()) << topic;
+  }
 }
 
 }  // namespace

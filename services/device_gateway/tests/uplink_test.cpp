@@ -17,7 +17,7 @@ struct FakeClock {
 TEST(AdmitUplinkTest, ClassifiesTheRelayedTopic) {
   RateLimiter limiter(50);
   auto admitted =
-      AdmitUplink("iot/up/p1_n1/sys/commands/response/request_id=42", "{}", {}, limiter, 1000);
+      AdmitUplink("iot/up/3/p1_n1/sys/commands/response/request_id=42", "{}", {}, limiter, 1000);
   ASSERT_TRUE(std::holds_alternative<UplinkMessage>(admitted));
   const auto& m = std::get<UplinkMessage>(admitted);
   EXPECT_EQ(m.kind, UplinkKind::kCommandResponse);
@@ -29,11 +29,18 @@ TEST(AdmitUplinkTest, ClassifiesTheRelayedTopic) {
 
 TEST(AdmitUplinkTest, RejectsUnknownTopicsNamingTheDeviceWhenItCan) {
   RateLimiter limiter(50);
-  auto unknown = AdmitUplink("iot/up/p1_n1/sys/nonsense", "{}", {}, limiter, 0);
+  auto unknown = AdmitUplink("iot/up/3/p1_n1/sys/nonsense", "{}", {}, limiter, 0);
   ASSERT_TRUE(std::holds_alternative<RejectedUplink>(unknown));
   EXPECT_EQ(std::get<RejectedUplink>(unknown).reason, RejectReason::kUnknownTopic);
   EXPECT_EQ(std::get<RejectedUplink>(unknown).device_id, "p1_n1");
   auto other = AdmitUplink("somewhere/else", "{}", {}, limiter, 0);
+  // The relay topic always carries the partition.
+  for (const char* topic : {"iot/up/p1_n1/sys/messages/up", "iot/up//p1_n1/sys/messages/up",
+                            "iot/up/x1/p1_n1/sys/messages/up", "iot/up/12"}) {
+    auto bad = AdmitUplink(topic, "{}", {}, limiter, 0);
+    ASSERT_TRUE(std::holds_alternative<RejectedUplink>(bad)) << topic;
+    EXPECT_EQ(std::get<RejectedUplink>(bad).reason, RejectReason::kUnknownTopic) << topic;
+  }
   ASSERT_TRUE(std::holds_alternative<RejectedUplink>(other));
   EXPECT_EQ(std::get<RejectedUplink>(other).device_id, "");
 }
@@ -43,13 +50,13 @@ TEST(AdmitUplinkTest, AppliesTheSizeLimits) {
   const UplinkLimits limits{
       .max_payload_bytes = 100, .max_report_bytes = 10, .rate_per_second = 1000};
   const std::string eleven(11, 'x');
-  auto report = AdmitUplink("iot/up/d_1/sys/properties/report", eleven, limits, limiter, 0);
+  auto report = AdmitUplink("iot/up/0/d_1/sys/properties/report", eleven, limits, limiter, 0);
   ASSERT_TRUE(std::holds_alternative<RejectedUplink>(report));
   EXPECT_EQ(std::get<RejectedUplink>(report).reason, RejectReason::kTooLarge);
   // The report limit is for property reports; other messages get the payload limit.
   EXPECT_TRUE(std::holds_alternative<UplinkMessage>(
-      AdmitUplink("iot/up/d_1/sys/messages/up", eleven, limits, limiter, 0)));
-  auto big = AdmitUplink("iot/up/d_1/sys/messages/up", std::string(101, 'x'), limits, limiter, 0);
+      AdmitUplink("iot/up/0/d_1/sys/messages/up", eleven, limits, limiter, 0)));
+  auto big = AdmitUplink("iot/up/0/d_1/sys/messages/up", std::string(101, 'x'), limits, limiter, 0);
   ASSERT_TRUE(std::holds_alternative<RejectedUplink>(big));
   EXPECT_EQ(std::get<RejectedUplink>(big).reason, RejectReason::kTooLarge);
 }

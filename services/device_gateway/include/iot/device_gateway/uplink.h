@@ -18,13 +18,19 @@
 
 namespace iot::device_gateway {
 
-/// `iot/up/`: where the broker plugin delivers a device's `$oc/devices/{id}/...` uplink so that
-/// gateway replicas can share it (broker/README.md, Uplink).
+/// `iot/up/{partition}/`: where the broker plugin delivers a device's `$oc/devices/{id}/...`
+/// uplink, split into partitions by device id so that one gateway session at a time consumes
+/// each partition in order (broker/README.md, Uplink).
 inline constexpr std::string_view kUplinkRelayPrefix = "iot/up/";
-/// `iot/presence/`: the plugin's presence events, shareable.
+/// `iot/presence/{partition}/{id}`: the plugin's presence events, in the device's partition.
 inline constexpr std::string_view kSharedPresencePrefix = "iot/presence/";
+/// Retained by the plugin: how many uplink partitions it uses (decimal).
+inline constexpr std::string_view kPartitionsTopic = "$iot/config/uplink_partitions";
 
-/// `$oc/devices/{rest}` for `iot/up/{rest}`; nullopt for any other topic.
+/// `rest` after a leading `{partition}/` (decimal digits); nullopt when it has none.
+std::optional<std::string_view> AfterPartition(std::string_view rest);
+
+/// `$oc/devices/{rest}` for `iot/up/{partition}/{rest}`; nullopt for any other topic.
 std::optional<std::string> DeviceTopicOfRelay(std::string_view relay_topic);
 
 /// Why an uplink message was not handed on (the `reason` label of
