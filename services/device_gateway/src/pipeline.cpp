@@ -20,6 +20,39 @@ bool HasDevice(const WorkItem& item) { return !DeviceOf(item).empty(); }
 
 }  // namespace
 
+bool UplinkPipeline::HasWork(Owner owner, const Outputs& out) {
+  switch (owner) {
+    case Owner::kShadow:
+      return out.shadow_reports.reports_size() > 0 || !out.shadow_set_results.empty() ||
+             out.presence.events_size() > 0 || !out.shadow_gets.empty() || !out.replies.empty();
+    case Owner::kCommands:
+      return out.responses.responses_size() > 0 || out.presence.events_size() > 0;
+    case Owner::kRules:
+      return out.records.records_size() > 0;
+  }
+  return false;
+}
+
+void UplinkPipeline::MergeInto(Owner owner, const Outputs& from, Outputs& to) {
+  switch (owner) {
+    case Owner::kShadow:
+      to.shadow_reports.MergeFrom(from.shadow_reports);
+      to.shadow_set_results.insert(to.shadow_set_results.end(), from.shadow_set_results.begin(),
+                                   from.shadow_set_results.end());
+      to.presence.MergeFrom(from.presence);
+      to.shadow_gets.insert(to.shadow_gets.end(), from.shadow_gets.begin(), from.shadow_gets.end());
+      to.replies.insert(to.replies.end(), from.replies.begin(), from.replies.end());
+      return;
+    case Owner::kCommands:
+      to.responses.MergeFrom(from.responses);
+      to.presence.MergeFrom(from.presence);
+      return;
+    case Owner::kRules:
+      to.records.MergeFrom(from.records);
+      return;
+  }
+}
+
 std::string_view TargetName(Target target) {
   switch (target) {
     case Target::kThingModelPresence:
@@ -57,10 +90,19 @@ UplinkPipeline::UplinkPipeline(PipelineOptions options, std::shared_ptr<DeviceCa
   options_.shards = std::max<size_t>(options_.shards, 1);
   options_.queue_capacity = std::max<size_t>(options_.queue_capacity, 1);
   options_.max_batch = std::max<size_t>(options_.max_batch, 1);
+  options_.owner_batches = std::max<size_t>(options_.owner_batches, 1);
   for (size_t i = 0; i < options_.shards; ++i) {
-    shards_.push_back(std::make_unique<Shard>());
+    auto shard = std::make_unique<Shard>();
+    for (size_t o = 0; o < kOwners; ++o) {
+      shard->lanes[o] = std::make_unique<Lane>();
+      shard->lanes[o]->owner = static_cast<Owner>(o);
+    }
+    shards_.push_back(std::move(shard));
   }
   for (auto& shard : shards_) {
+    for (auto& lane : shard->lanes) {
+      lane->thread = std::thread([this, l = lane.get()] { RunLane(*l); });
+    }
     shard->sender = std::thread([this, s = shard.get()] { Run(*s); });
   }
 }
@@ -125,6 +167,18 @@ void UplinkPipeline::Stop(Clock::time_point deadline) {
     shard->changed.notify_all();
     if (shard->sender.joinable()) {
       shard->sender.join();
+    }
+    // The sender hands nothing more on: the lanes finish what they hold (or give up at the
+    // deadline, counting it) and stop.
+    for (auto& lane : shard->lanes) {
+      {
+        std::lock_guard lock(lane->mu);
+        lane->closed = true;
+      }
+      lane->changed.notify_all();
+      if (lane->thread.joinable()) {
+        lane->thread.join();
+      }
     }
     std::lock_guard lock(shard->mu);
     left += shard->queue.size();
@@ -222,7 +276,7 @@ std::optional<std::shared_ptr<const DeviceInfo>> UplinkPipeline::Resolve(const W
   }
 }
 
-bool UplinkPipeline::Flush(Outputs& out) {
+bool UplinkPipeline::FlushShadow(const Outputs& out) {
   if (out.shadow_reports.reports_size() > 0 && !Deliver(Target::kShadowReport, [&] {
         return downstream_->ReportProperties(out.shadow_reports);
       })) {
@@ -234,22 +288,12 @@ bool UplinkPipeline::Flush(Outputs& out) {
       return false;
     }
   }
-  if (out.responses.responses_size() > 0 && !Deliver(Target::kCommandResponses, [&] {
-        return downstream_->CompleteRequests(out.responses);
+  if (out.presence.events_size() > 0 && !Deliver(Target::kShadowPresence, [&] {
+        return downstream_->ShadowPresence(out.presence);
       })) {
     return false;
   }
-  if (out.presence.events_size() > 0 && (!Deliver(Target::kShadowPresence, [&] {
-        return downstream_->ShadowPresence(out.presence);
-      }) || !Deliver(Target::kCommandPresence, [&] {
-        return downstream_->CommandPresence(out.presence);
-      }))) {
-    return false;
-  }
-  if (out.records.records_size() > 0 &&
-      !Deliver(Target::kRuleIngest, [&] { return downstream_->Ingest(out.records); })) {
-    return false;
-  }
+  std::vector<DeviceReply> replies;
   for (const auto& get : out.shadow_gets) {
     std::optional<std::string> body;
     if (!Deliver(Target::kShadowGet, [&]() -> absl::Status {
@@ -265,13 +309,13 @@ bool UplinkPipeline::Flush(Outputs& out) {
       return false;
     }
     if (body) {
-      out.replies.push_back(
-          {.device_topic = DownlinkTopic(DownlinkKind::kShadowResponse, get.device().device_id(),
-                                         get.request_id()),
-           .payload = *std::move(body)});
+      replies.push_back({.device_topic = DownlinkTopic(DownlinkKind::kShadowResponse,
+                                                       get.device().device_id(), get.request_id()),
+                         .payload = *std::move(body)});
     }
   }
-  for (const auto& reply : out.replies) {
+  replies.insert(replies.end(), out.replies.begin(), out.replies.end());
+  for (const auto& reply : replies) {
     // Best effort, as any downlink: a device that went away asks again.
     auto sent = publisher_->Publish(reply.device_topic, reply.payload, 1);
     const char* result = !sent.ok() ? "error" : (*sent ? "online" : "offline");
@@ -285,8 +329,98 @@ bool UplinkPipeline::Flush(Outputs& out) {
   return true;
 }
 
+bool UplinkPipeline::FlushCommands(const Outputs& out) {
+  if (out.responses.responses_size() > 0 && !Deliver(Target::kCommandResponses, [&] {
+        return downstream_->CompleteRequests(out.responses);
+      })) {
+    return false;
+  }
+  return out.presence.events_size() == 0 || Deliver(Target::kCommandPresence, [&] {
+           return downstream_->CommandPresence(out.presence);
+         });
+}
+
+bool UplinkPipeline::Flush(Owner owner, const Outputs& out) {
+  switch (owner) {
+    case Owner::kShadow:
+      return FlushShadow(out);
+    case Owner::kCommands:
+      return FlushCommands(out);
+    case Owner::kRules:
+      return out.records.records_size() == 0 ||
+             Deliver(Target::kRuleIngest, [&] { return downstream_->Ingest(out.records); });
+  }
+  return true;
+}
+
+void UplinkPipeline::Done(Batch& batch, bool ok) {
+  if (!ok) {
+    batch.lost.store(true);
+  }
+  if (batch.remaining.fetch_sub(1) != 1) {
+    return;
+  }
+  metrics_.queue_depth.Decrement(static_cast<double>(batch.messages));
+  if (batch.lost.load()) {
+    metrics_.lost.Increment(static_cast<double>(batch.messages));
+    common::LogError("gateway stopped with messages not handed on", {{"lost", batch.messages}});
+  }
+}
+
+bool UplinkPipeline::HandOff(Lane& lane, const std::shared_ptr<Batch>& batch) {
+  if (!HasWork(lane.owner, batch->out)) {
+    Done(*batch, true);
+    return true;
+  }
+  std::unique_lock lock(lane.mu);
+  while (lane.queue.size() >= options_.owner_batches) {
+    if (Stopped()) {
+      lock.unlock();
+      Done(*batch, false);
+      return false;
+    }
+    // Re-checks the drain deadline at least every 100 ms (the lane may have given up).
+    lane.changed.wait_for(lock, std::chrono::milliseconds(100));
+  }
+  lane.queue.push_back(batch);
+  lane.changed.notify_all();
+  return true;
+}
+
+void UplinkPipeline::RunLane(Lane& lane) {
+  bool stopped = false;
+  std::vector<std::shared_ptr<Batch>> taken;
+  while (true) {
+    {
+      std::unique_lock lock(lane.mu);
+      lane.changed.wait(lock, [&] { return lane.closed || !lane.queue.empty(); });
+      if (lane.queue.empty()) {
+        return;  // closed, everything handed on
+      }
+      taken.assign(lane.queue.begin(), lane.queue.end());
+      lane.queue.clear();
+    }
+    lane.changed.notify_all();  // room for the sender
+    if (!stopped) {
+      if (taken.size() == 1) {
+        stopped = !Flush(lane.owner, taken.front()->out);
+      } else {
+        Outputs merged;
+        for (const auto& batch : taken) {
+          MergeInto(lane.owner, batch->out, merged);
+        }
+        stopped = !Flush(lane.owner, merged);
+      }
+    }
+    // Once stopped for good, whatever else arrives is counted as lost, not handed on.
+    for (const auto& batch : taken) {
+      Done(*batch, !stopped);
+    }
+    taken.clear();
+  }
+}
+
 void UplinkPipeline::Run(Shard& shard) {
-  Outputs out;
   std::vector<WorkItem> batch;
   while (true) {
     {
@@ -304,6 +438,9 @@ void UplinkPipeline::Run(Shard& shard) {
       }
     }
     shard.changed.notify_all();  // room for Submit()
+    auto handed = std::make_shared<Batch>();
+    handed->messages = batch.size();
+    Outputs& out = handed->out;
     bool stopped = false;
     for (const WorkItem& item : batch) {
       if (!HasDevice(item)) {
@@ -346,14 +483,14 @@ void UplinkPipeline::Run(Shard& shard) {
                          {{"device_id", DeviceOf(item)}, {"error", e.what()}});
       }
     }
-    if (stopped || !Flush(out)) {
-      metrics_.lost.Increment(static_cast<double>(batch.size()));
-      metrics_.queue_depth.Decrement(static_cast<double>(batch.size()));
-      common::LogError("gateway stopped with messages not handed on", {{"lost", batch.size()}});
+    if (stopped) {
+      handed->remaining.store(1);
+      Done(*handed, false);
       return;
     }
-    metrics_.queue_depth.Decrement(static_cast<double>(batch.size()));
-    out.Clear();
+    for (auto& lane : shard.lanes) {
+      (void)HandOff(*lane, handed);
+    }
     batch.clear();
   }
 }

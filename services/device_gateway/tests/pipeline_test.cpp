@@ -112,6 +112,7 @@ class FakeOwners final : public Downstream, public DeviceStatusSink, public Devi
       return s;
     }
     std::unique_lock lock(mu);
+    ++ingest_calls;
     blocked_cv.wait(lock, [&] { return !blocked; });
     for (const auto& r : request.records()) {
       records.push_back(r);
@@ -153,6 +154,7 @@ class FakeOwners final : public Downstream, public DeviceStatusSink, public Devi
   std::vector<std::pair<std::string, std::string>> published;
   int shadow_presence = 0;
   int command_presence = 0;
+  int ingest_calls = 0;
 };
 
 UplinkMessage Message(UplinkKind kind, const std::string& device, std::string payload,
@@ -339,10 +341,12 @@ TEST(DeviceCacheTest, ChangeFeedInvalidatesDevicesAndProducts) {
 class PipelineTest : public ::testing::Test {
  protected:
   PipelineTest() : metrics_(registry_) {}
-  std::unique_ptr<UplinkPipeline> Start(size_t capacity = 100, size_t batch = 10) {
+  std::unique_ptr<UplinkPipeline> Start(size_t capacity = 100, size_t batch = 10,
+                                        size_t owner_batches = 4) {
     return std::make_unique<UplinkPipeline>(PipelineOptions{.shards = 3,
                                                             .queue_capacity = capacity,
                                                             .max_batch = batch,
+                                                            .owner_batches = owner_batches,
                                                             .retry_initial = milliseconds(1),
                                                             .retry_max = milliseconds(5),
                                                             .message_id_prefix = "t"},
@@ -375,14 +379,25 @@ TEST_F(PipelineTest, OwnersDownForAWhileLoseNothingAndKeepPerDeviceOrder) {
     seen[report.device().device_id()].push_back(
         Json::parse(report.services_json())[0]["properties"]["voltage"].get<int>());
   }
+  std::map<std::string, std::vector<int>> recorded;
+  for (const auto& record : owners_->records) {
+    recorded[record.device().device_id()].push_back(
+        Json::parse(
+            record.envelope_json())["notify_data"]["body"]["services"][0]["properties"]["voltage"]
+            .get<int>());
+  }
   ASSERT_EQ(seen.size(), 4U);
-  for (const auto& [device, values] : seen) {
-    ASSERT_EQ(values.size(), static_cast<size_t>(kPerDevice)) << device;
-    for (int i = 0; i < kPerDevice; ++i) {
-      EXPECT_EQ(values[static_cast<size_t>(i)], i) << device;
+  ASSERT_EQ(recorded.size(), 4U);
+  for (const auto& by_owner : {seen, recorded}) {
+    for (const auto& [device, values] : by_owner) {
+      ASSERT_EQ(values.size(), static_cast<size_t>(kPerDevice)) << device;
+      for (int i = 0; i < kPerDevice; ++i) {
+        EXPECT_EQ(values[static_cast<size_t>(i)], i) << device;
+      }
     }
   }
   EXPECT_EQ(metrics_.lost.Value(), 0);
+  EXPECT_EQ(metrics_.queue_depth.Value(), 0);
   for (const char* code : {"UNAVAILABLE", "UNIMPLEMENTED"}) {
     EXPECT_GT(
         metrics_.call_errors.Add({{"target", "shadow.ReportProperties"}, {"code", code}}).Value(),
@@ -393,7 +408,7 @@ TEST_F(PipelineTest, OwnersDownForAWhileLoseNothingAndKeepPerDeviceOrder) {
 
 TEST_F(PipelineTest, FullQueueBlocksTheProducerInsteadOfGrowing) {
   owners_->Block(true);
-  auto pipeline = Start(/*capacity=*/2, /*batch=*/1);
+  auto pipeline = Start(/*capacity=*/2, /*batch=*/1, /*owner_batches=*/1);
   std::atomic<int> submitted{0};
   std::thread producer([&] {
     for (int i = 0; i < 10; ++i) {
@@ -401,13 +416,17 @@ TEST_F(PipelineTest, FullQueueBlocksTheProducerInsteadOfGrowing) {
       ++submitted;
     }
   });
-  // One in the sender, two queued: the producer blocks on the fourth.
-  EXPECT_TRUE(WaitUntil([&] { return submitted == 3; }, seconds(5)));
-  EXPECT_FALSE(WaitUntil([&] { return submitted > 3; }, milliseconds(300)));
+  // One in the owner call, one queued on its lane, one in the sender waiting for the lane, two
+  // queued on the shard: capacity + batch × (1 + 2 × owner_batches). The producer blocks on
+  // the sixth.
+  EXPECT_TRUE(WaitUntil([&] { return submitted == 5; }, seconds(5)));
+  EXPECT_FALSE(WaitUntil([&] { return submitted > 5; }, milliseconds(300)));
   EXPECT_LE(pipeline->queued(), 2U);
+  EXPECT_EQ(metrics_.queue_depth.Value(), 5);
   owners_->Block(false);
   producer.join();
   EXPECT_TRUE(WaitUntil([&] { return owners_->RecordCount() == 10; }, seconds(5)));
+  EXPECT_TRUE(WaitUntil([&] { return metrics_.queue_depth.Value() == 0; }, seconds(5)));
 }
 
 TEST_F(PipelineTest, PresenceRecordsStatusThenTellsTheOwners) {
@@ -435,6 +454,76 @@ TEST_F(PipelineTest, PresenceRecordsStatusThenTellsTheOwners) {
             "ONLINE");
   EXPECT_EQ(owners_->published[0].first, "$oc/devices/p1_a/sys/shadow/get/response/request_id=g1");
   EXPECT_EQ(metrics_.uplink_rejected.Add({{"reason", "unknown_device"}}).Value(), 1);
+}
+
+UplinkMessage Report(const std::string& device, int value) {
+  return Message(UplinkKind::kPropertiesReport, device,
+                 R"({"services":[{"service_id":"meter","properties":{"voltage":)" +
+                     std::to_string(value) + "}}]}");
+}
+
+TEST_F(PipelineTest, AnOwnerThatHangsDoesNotHoldUpTheOthers) {
+  owners_->Block(true);  // rule-forwarding's Ingest does not answer
+  auto pipeline = Start(/*capacity=*/100, /*batch=*/2);
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(pipeline->Submit(Report("p1_a", i)));
+  }
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(owners_->mu);
+        return owners_->shadow_reports.size() == 6;
+      },
+      seconds(5)));
+  EXPECT_EQ(owners_->RecordCount(), 0U);
+  EXPECT_EQ(metrics_.queue_depth.Value(), 6);  // done only once every owner has its part
+  owners_->Block(false);
+  EXPECT_TRUE(WaitUntil([&] { return owners_->RecordCount() == 6; }, seconds(5)));
+  EXPECT_TRUE(WaitUntil([&] { return metrics_.queue_depth.Value() == 0; }, seconds(5)));
+}
+
+TEST_F(PipelineTest, BatchesQueuedBehindACallGoTogetherInOrderAfterRetries) {
+  owners_->Block(true);
+  auto pipeline = Start(/*capacity=*/100, /*batch=*/1, /*owner_batches=*/4);
+  ASSERT_TRUE(pipeline->Submit(Report("p1_a", 0)));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(owners_->mu);
+        return owners_->ingest_calls == 1;
+      },
+      seconds(5)));
+  // While the first call hangs, four one-message batches queue on the lane; when it answers
+  // the next call fails twice, then they go together, after the first and in their order.
+  for (int i = 1; i <= 4; ++i) {
+    ASSERT_TRUE(pipeline->Submit(Report("p1_a", i)));
+  }
+  // The sender hands a batch to shadow before rule-forwarding: once shadow has the fifth,
+  // the rules lane holds the second to fourth (the fifth may still be on its way).
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(owners_->mu);
+        return owners_->shadow_reports.size() == 5;
+      },
+      seconds(5)));
+  {
+    std::lock_guard lock(owners_->mu);
+    owners_->failures = 2;
+  }
+  owners_->Block(false);
+  ASSERT_TRUE(WaitUntil([&] { return owners_->RecordCount() == 5; }, seconds(5)));
+  pipeline->Stop(std::chrono::steady_clock::now() + seconds(5));
+  std::vector<int> values;
+  for (const auto& record : owners_->records) {
+    values.push_back(
+        Json::parse(
+            record.envelope_json())["notify_data"]["body"]["services"][0]["properties"]["voltage"]
+            .get<int>());
+  }
+  EXPECT_THAT(values, ::testing::ElementsAre(0, 1, 2, 3, 4));
+  // The first call, then the merged one (and the fifth alone if it came late); the failed
+  // attempts return before they count.
+  EXPECT_GE(owners_->ingest_calls, 2);
+  EXPECT_LE(owners_->ingest_calls, 3);
+  EXPECT_EQ(metrics_.lost.Value(), 0);
 }
 
 TEST_F(PipelineTest, StopCountsWhatCouldNotBeHandedOn) {

@@ -4,13 +4,22 @@
 //
 // Messages are sharded by device id into bounded queues with one sender thread per shard, so a
 // device's messages reach every owner in the order the broker delivered them. A sender takes
-// up to `max_batch` queued messages, resolves each device (DeviceCache), turns them into
-// per-owner batches (UplinkProcessor) and calls each owner, retrying with exponential backoff
-// until it answers OK — UNAVAILABLE and UNIMPLEMENTED included: nothing is dropped because an
-// owner is down. Only INVALID_ARGUMENT (the owner refuses the batch for good) is counted,
-// logged and skipped. A full queue blocks Submit(), which blocks the MQTT handler: the gateway
-// stops reading and the broker keeps the messages in its session queue.
+// up to `max_batch` queued messages, resolves each device (DeviceCache) and turns them into
+// per-owner batches (UplinkProcessor). Each shard has one lane per owner (shadow,
+// command-dispatch, rule-forwarding): a thread with a bounded queue of batches that calls its
+// owner with one batch at a time, in order — the batches that queued up while a call was in
+// flight go together in the next call (group commit). So the owners of a shard work in
+// parallel and the sender resolves the next batch meanwhile, while each owner still sees a
+// device's messages in order: one call in flight per owner and shard, and a call is retried,
+// with exponential backoff, until the owner answers OK — UNAVAILABLE and UNIMPLEMENTED
+// included, and nothing later of the shard overtakes it. Only INVALID_ARGUMENT (the owner
+// refuses the batch for good) is counted, logged and skipped. A full lane blocks its sender, a
+// full shard queue blocks Submit(), which blocks the MQTT handler: the gateway stops reading
+// and the broker keeps the messages in its session queue. What a shard holds is bounded by
+// queue_capacity + max_batch × (1 + 2 × owner_batches) messages.
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -36,6 +45,9 @@ struct PipelineOptions {
   size_t shards = 4;
   size_t queue_capacity = 256;  ///< per shard
   size_t max_batch = 100;
+  /// Batches an owner lane of a shard queues while its call is in flight; they go together in
+  /// the next call (so a call carries at most owner_batches × max_batch messages).
+  size_t owner_batches = 4;
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{5000};
   std::string message_id_prefix = "gw";
@@ -65,19 +77,55 @@ class UplinkPipeline {
   [[nodiscard]] size_t queued();
 
  private:
+  /// The owners a shard's batches are handed to, one lane each.
+  enum class Owner { kShadow, kCommands, kRules };
+  static constexpr size_t kOwners = 3;
+
+  /// What one sender's batch produced, shared by the lanes until each has handed its part on.
+  struct Batch {
+    Outputs out;
+    size_t messages = 0;
+    std::atomic<size_t> remaining{kOwners};
+    std::atomic<bool> lost{false};
+  };
+
+  struct Lane {
+    Owner owner = Owner::kShadow;
+    std::mutex mu;
+    std::condition_variable changed;
+    std::deque<std::shared_ptr<Batch>> queue;
+    bool closed = false;
+    std::thread thread;
+  };
+
   struct Shard {
     std::mutex mu;
     std::condition_variable changed;
     std::deque<WorkItem> queue;
     std::thread sender;
+    std::array<std::unique_ptr<Lane>, kOwners> lanes;
   };
 
+  /// Whether `out` holds anything for `owner`.
+  static bool HasWork(Owner owner, const Outputs& out);
+  /// Appends `owner`'s part of `from` to `to`.
+  static void MergeInto(Owner owner, const Outputs& from, Outputs& to);
+
   void Run(Shard& shard);
+  void RunLane(Lane& lane);
+  /// Queues `batch` on `lane`, waiting for room; false (the batch is lost to this owner) when
+  /// the pipeline is stopped for good meanwhile.
+  bool HandOff(Lane& lane, const std::shared_ptr<Batch>& batch);
+  /// One lane is done with `batch` (`ok`: its part was handed on); the last one counts it.
+  void Done(Batch& batch, bool ok);
   /// Calls `call` until it returns OK or a final error, or the pipeline is stopped for good.
   /// False when it gave up because of the stop.
   template <typename Call>
   bool Deliver(Target target, Call&& call);
-  bool Flush(Outputs& out);
+  /// Hands `owner`'s part of `out` on (in the order the batches were made).
+  bool Flush(Owner owner, const Outputs& out);
+  bool FlushShadow(const Outputs& out);
+  bool FlushCommands(const Outputs& out);
   /// The device of an item; nullptr when it does not exist (the item is then dropped).
   /// Retries transient failures; nullopt when stopped meanwhile.
   std::optional<std::shared_ptr<const DeviceInfo>> Resolve(const WorkItem& item);
