@@ -1,18 +1,29 @@
 // iot_auth benchmark: authenticated connects per second, and QoS 1 publish throughput through a
 // broker with the plugin (ACL on every publish and delivery) against the same broker without it.
 //
-//   build/bin/broker_plugin_bench [devices=500] [messages=20000]
+//   build/bin/broker_plugin_bench [devices=2000] [messages=20000] [rounds=3] [window=64]
+//
+// Connects: `rounds` rounds of connect storms of `devices` devices each (raw MQTT CONNECTs,
+// `window` awaiting their CONNACK at a time, all staying connected until the storm ends): against
+// the broker without the plugin, then with it for devices in the projection when the broker
+// started, the same devices again, and devices written to Redis after the start without a
+// `tm:changes` message (each needs its own Redis read). Medians over the rounds at the end.
 
 #include <fmt/format.h>
 #include <mosquitto.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "connect_storm.h"
 #include "iot/common/crypto.h"
 #include "iot/common/redis.h"
 #include "iot/testing/process.h"
@@ -34,6 +45,107 @@ std::string Hour() {
   return fmt::format("{:04}{:02}{:02}{:02}", static_cast<int>(date.year()),
                      static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
                      (hours - std::chrono::floor<std::chrono::days>(hours)).count());
+}
+
+/// Writes `tm:dev:{id}` as thing-model does (secret `secret-{id}`).
+bool WriteDevices(iot::common::RedisClient& client, const iot::common::SecretBox& box,
+                  const std::vector<std::string>& ids) {
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& id : ids) {
+    commands.push_back({"HSET", "tm:dev:" + id, "tenant_id", "t", "product_id", "bench", "node_id",
+                        id, "frozen", "0", "secret", box.Seal("secret-" + id, id), "version", "1"});
+  }
+  auto written = client.Pipeline(commands);
+  return written.ok() && written->size() == commands.size();
+}
+
+std::vector<std::string> DeviceIds(const std::string& prefix, int count) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < count; ++i) {
+    ids.push_back(fmt::format("{}_d{}", prefix, i));
+  }
+  return ids;
+}
+
+std::vector<iot::broker_bench::StormClient> StormClients(const std::vector<std::string>& ids,
+                                                         bool with_auth) {
+  std::vector<iot::broker_bench::StormClient> clients;
+  const std::string ts = Hour();
+  for (const auto& id : ids) {
+    iot::broker_bench::StormClient client{.client_id = fmt::format("{}_0_0_{}", id, ts),
+                                          .username = std::nullopt,
+                                          .password = std::nullopt};
+    if (with_auth) {
+      client.username = id;
+      client.password = iot::common::HmacSha256Hex(ts, "secret-" + id);
+    }
+    clients.push_back(std::move(client));
+  }
+  return clients;
+}
+
+/// The pid of the mosquitto started with `config_dir`'s mosquitto.conf (0 if none).
+pid_t BrokerPid(const std::filesystem::path& config_dir) {
+  const std::string config = (config_dir / "mosquitto.conf").string();
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream in(entry.path() / "cmdline");
+    const std::string cmdline((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
+    if (cmdline.starts_with("mosquitto") && cmdline.find(config) != std::string::npos) {
+      return static_cast<pid_t>(std::atoi(entry.path().filename().c_str()));
+    }
+  }
+  return 0;
+}
+
+/// CPU time the process has run, from /proc/{pid}/schedstat (0 when unknown).
+std::chrono::nanoseconds CpuTime(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/schedstat", pid));
+  long long ns = 0;
+  in >> ns;
+  return std::chrono::nanoseconds(ns);
+}
+
+/// One storm; exits when a device is refused (the bench measures accepted connects only).
+double Storm(const char* what, const iot::testing::TestMosquitto& broker,
+             const std::vector<std::string>& ids, bool with_auth, int window) {
+  const auto clients = StormClients(ids, with_auth);
+  const pid_t pid = BrokerPid(broker.dir());
+  const auto cpu_before = CpuTime(pid);
+  const auto result = iot::broker_bench::ConnectStorm(broker.port(), clients, window);
+  const auto cpu = CpuTime(pid) - cpu_before;
+  std::printf("  %-46s %6.0f/s  p50 %5.1f ms  p99 %6.1f ms  broker CPU %4.0f us/connect\n", what,
+              result.per_second, static_cast<double>(result.p50.count()) / 1000.0,
+              static_cast<double>(result.p99.count()) / 1000.0,
+              static_cast<double>(cpu.count()) / 1000.0 / static_cast<double>(ids.size()));
+  if (result.refused > 0) {
+    std::fprintf(stderr, "%s: %d of %zu devices refused\n", what, result.refused, ids.size());
+    std::exit(1);
+  }
+  // Let the broker finish the disconnects before the next storm.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  return result.per_second;
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+/// Waits until the broker's log has a line containing `text` (false after `timeout`).
+bool WaitForLog(const std::filesystem::path& log, const std::string& text,
+                std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    std::ifstream in(log);
+    const std::string content((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
+    if (content.find(text) != std::string::npos) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
 }
 
 TestClient::Options DeviceOptions(uint16_t port, const std::string& id, bool with_auth) {
@@ -81,8 +193,11 @@ double Throughput(const TestClient::Options& publisher_options, TestClient& subs
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int devices = argc > 1 ? std::atoi(argv[1]) : 500;
+  const int devices = argc > 1 ? std::atoi(argv[1]) : 2000;
   const int messages = argc > 2 ? std::atoi(argv[2]) : 20000;
+  const int rounds = argc > 3 ? std::atoi(argv[3]) : 3;
+  const int window = argc > 4 ? std::atoi(argv[4]) : 64;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   mosquitto_lib_init();
 
   iot::testing::TestRedis redis;
@@ -91,12 +206,8 @@ int main(int argc, char** argv) {
   if (!client->Command({"SET", "tm:projection:ready", "1"}).ok()) {
     return 1;
   }
-  for (int i = 0; i < devices; ++i) {
-    const std::string id = fmt::format("bench_d{}", i);
-    auto written = client->Command({"HSET", "tm:dev:" + id, "tenant_id", "t", "product_id", "bench",
-                                    "node_id", fmt::format("d{}", i), "frozen", "0", "secret",
-                                    box.Seal("secret-" + id, id), "version", "1"});
-    if (!written.ok()) {
+  for (int round = 0; round < rounds; ++round) {
+    if (!WriteDevices(*client, box, DeviceIds(fmt::format("bench_r{}", round), devices))) {
       return 1;
     }
   }
@@ -107,47 +218,54 @@ int main(int argc, char** argv) {
       "plugin_opt_service_accounts {}\nmax_queued_messages 1000000\n",
       iot::testing::LibraryPath("libiot_auth.so").string(), redis.Url(), kKey, accounts));
   iot::testing::TestMosquitto plain("allow_anonymous true\nmax_queued_messages 1000000\n");
+  if (!WaitForLog(with_plugin.dir() / "mosquitto.log", "projection loaded",
+                  std::chrono::seconds(10))) {
+    std::printf("(the plugin logged no \"projection loaded\" line within 10 s)\n");
+  }
 
-  // Connects: each device connects (CONNACK) and disconnects, one after another; the first
-  // round reads Redis (cold cache), the second hits the cache.
-  for (const char* round : {"cold cache", "warm cache"}) {
-    const auto start = Clock::now();
-    for (int i = 0; i < devices; ++i) {
-      TestClient device(DeviceOptions(with_plugin.port(), fmt::format("bench_d{}", i), true));
-      if (device.Connect() != 0) {
-        std::fprintf(stderr, "device %d refused\n", i);
-        return 1;
-      }
+  std::vector<double> raw;
+  std::vector<double> loaded;
+  std::vector<double> warm;
+  std::vector<double> fresh;
+  std::printf("connect storms: %d devices, %d CONNACKs awaited at a time\n", devices, window);
+  for (int round = 0; round < rounds; ++round) {
+    std::printf("round %d\n", round + 1);
+    const auto ids = DeviceIds(fmt::format("bench_r{}", round), devices);
+    raw.push_back(Storm("without plugin", plain, ids, false, window));
+    loaded.push_back(
+        Storm("with plugin, in the projection at start", with_plugin, ids, true, window));
+    warm.push_back(Storm("with plugin, same devices again", with_plugin, ids, true, window));
+    const auto created = DeviceIds(fmt::format("bench_new_r{}", round), devices);
+    if (!WriteDevices(*client, box, created)) {
+      return 1;
     }
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    std::printf("connect+disconnect with plugin (%s): %.0f/s\n", round, devices / seconds);
+    fresh.push_back(Storm("with plugin, created after start (unannounced)", with_plugin, created,
+                          true, window));
   }
-  {
-    const auto start = Clock::now();
-    for (int i = 0; i < devices; ++i) {
-      TestClient device(DeviceOptions(plain.port(), fmt::format("bench_d{}", i), false));
-      device.Connect();
-    }
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    std::printf("connect+disconnect without plugin: %.0f/s\n", devices / seconds);
-  }
+  const double raw_median = Median(raw);
+  std::printf(
+      "medians of %d rounds: without plugin %.0f/s; with plugin: known at start %.0f/s "
+      "(ratio %.2f), again %.0f/s (%.2f), created after start %.0f/s (%.2f)\n",
+      rounds, raw_median, Median(loaded), Median(loaded) / raw_median, Median(warm),
+      Median(warm) / raw_median, Median(fresh), Median(fresh) / raw_median);
 
   // Throughput: one device reports, one service account receives everything.
-  const std::string topic = "$oc/devices/bench_d0/sys/properties/report";
+  const std::string device = "bench_r0_d0";
+  const std::string topic = "$oc/devices/" + device + "/sys/properties/report";
   TestClient gateway({.port = with_plugin.port(),
                       .client_id = "bench-gw",
                       .username = "gw",
                       .password = kPassword,
                       .protocol = 5});
   gateway.Connect();
-  gateway.Subscribe("$share/gateway/iot/up/+/sys/#", 1);  // the plugin relays uplink there
+  gateway.Subscribe("$share/gateway/iot/up/+/+/sys/#", 1);  // the plugin relays uplink there
   const double with =
-      Throughput(DeviceOptions(with_plugin.port(), "bench_d0", true), gateway, topic, messages);
+      Throughput(DeviceOptions(with_plugin.port(), device, true), gateway, topic, messages);
   TestClient plain_sub({.port = plain.port(), .client_id = "bench-sub", .protocol = 5});
   plain_sub.Connect();
   plain_sub.Subscribe("$oc/devices/+/sys/#", 1);
   const double without =
-      Throughput(DeviceOptions(plain.port(), "bench_d0", false), plain_sub, topic, messages);
+      Throughput(DeviceOptions(plain.port(), device, false), plain_sub, topic, messages);
   std::printf(
       "QoS 1 publish->deliver, %d x 200 B: with plugin %.0f msg/s, without %.0f msg/s, "
       "ratio %.2f\n",

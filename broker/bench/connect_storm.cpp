@@ -1,0 +1,234 @@
+#include "connect_storm.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <stdexcept>
+
+namespace iot::broker_bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kDisconnect[] = {static_cast<char>(0xE0), 0};
+constexpr size_t kConnackSize = 4;
+
+void AppendField(std::string& out, const std::string& field) {
+  out.push_back(static_cast<char>((field.size() >> 8) & 0xFF));
+  out.push_back(static_cast<char>(field.size() & 0xFF));
+  out.append(field);
+}
+
+enum class Phase { kConnecting, kAwaitingConnack, kDone };
+
+struct Connection {
+  int fd = -1;
+  Phase phase = Phase::kConnecting;
+  Clock::time_point started;
+  std::string sent;  ///< Bytes of the CONNECT still to write.
+  std::string received;
+};
+
+class Storm {
+ public:
+  Storm(uint16_t port, const std::vector<StormClient>& clients)
+      : clients_(clients), connections_(clients.size()), epoll_(epoll_create1(0)) {
+    if (epoll_ < 0) {
+      throw std::runtime_error("epoll_create1 failed");
+    }
+    address_.sin_family = AF_INET;
+    address_.sin_port = htons(port);
+    address_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  }
+
+  ~Storm() {
+    for (auto& connection : connections_) {
+      if (connection.fd >= 0) {
+        if (connection.phase == Phase::kDone) {
+          (void)!write(connection.fd, kDisconnect, sizeof(kDisconnect));
+        }
+        close(connection.fd);
+      }
+    }
+    close(epoll_);
+  }
+  Storm(const Storm&) = delete;
+  Storm& operator=(const Storm&) = delete;
+
+  StormResult Run(int window, std::chrono::milliseconds timeout) {
+    const auto start = Clock::now();
+    const auto deadline = start + timeout;
+    size_t next = 0;
+    size_t finished = 0;
+    std::array<epoll_event, 256> events{};
+    while (finished < clients_.size() && Clock::now() < deadline) {
+      while (in_flight_ < window && next < clients_.size()) {
+        if (!Start(next++)) {
+          ++finished;
+        }
+      }
+      const int ready = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()), 100);
+      for (int i = 0; i < ready; ++i) {
+        if (Handle(events[static_cast<size_t>(i)].data.u32,
+                   events[static_cast<size_t>(i)].events)) {
+          ++finished;
+        }
+      }
+    }
+    const double seconds = std::chrono::duration<double>(last_connack_ - start).count();
+    StormResult result;
+    result.accepted = accepted_;
+    result.refused = static_cast<int>(clients_.size()) - accepted_;
+    result.per_second = seconds > 0 ? accepted_ / seconds : 0;
+    if (!latencies_.empty()) {
+      std::sort(latencies_.begin(), latencies_.end());
+      result.p50 = latencies_[latencies_.size() / 2];
+      result.p99 = latencies_[std::min(latencies_.size() - 1, latencies_.size() * 99 / 100)];
+    }
+    return result;
+  }
+
+ private:
+  /// False when the connect failed at once.
+  bool Start(size_t index) {
+    Connection& connection = connections_[index];
+    connection.started = Clock::now();
+    connection.sent = ConnectPacket(clients_[index]);
+    connection.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (connection.fd < 0) {
+      return false;
+    }
+    const int one = 1;
+    setsockopt(connection.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(connection.fd, reinterpret_cast<const sockaddr*>(&address_), sizeof(address_)) !=
+            0 &&
+        errno != EINPROGRESS) {
+      Fail(connection);
+      return false;
+    }
+    epoll_event event{};
+    event.events = EPOLLOUT;
+    event.data.u32 = static_cast<uint32_t>(index);
+    epoll_ctl(epoll_, EPOLL_CTL_ADD, connection.fd, &event);
+    ++in_flight_;
+    return true;
+  }
+
+  void Fail(Connection& connection) {
+    close(connection.fd);
+    connection.fd = -1;
+    connection.phase = Phase::kDone;
+  }
+
+  /// True when the connection finished (accepted or refused).
+  bool Handle(uint32_t index, uint32_t events) {
+    Connection& connection = connections_[index];
+    if (connection.phase == Phase::kConnecting && (events & EPOLLOUT) != 0 &&
+        (events & EPOLLERR) == 0) {
+      const ssize_t n = write(connection.fd, connection.sent.data(), connection.sent.size());
+      if (n < 0 && errno != EAGAIN) {
+        return Finish(connection, false);
+      }
+      connection.sent.erase(0, n < 0 ? 0 : static_cast<size_t>(n));
+      if (connection.sent.empty()) {
+        connection.phase = Phase::kAwaitingConnack;
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.u32 = index;
+        epoll_ctl(epoll_, EPOLL_CTL_MOD, connection.fd, &event);
+      }
+      return false;
+    }
+    if (connection.phase == Phase::kAwaitingConnack && (events & EPOLLIN) != 0) {
+      std::array<char, 64> buffer{};
+      const ssize_t n = read(connection.fd, buffer.data(), buffer.size());
+      if (n < 0 && errno == EAGAIN) {
+        return false;
+      }
+      if (n <= 0) {
+        return Finish(connection, false);
+      }
+      connection.received.append(buffer.data(), static_cast<size_t>(n));
+      if (connection.received.size() < kConnackSize) {
+        return false;
+      }
+      return Finish(connection, connection.received[0] == 0x20 && connection.received[3] == 0);
+    }
+    return Finish(connection, false);
+  }
+
+  bool Finish(Connection& connection, bool accepted) {
+    --in_flight_;
+    epoll_ctl(epoll_, EPOLL_CTL_DEL, connection.fd, nullptr);
+    if (!accepted) {
+      Fail(connection);
+      return true;
+    }
+    connection.phase = Phase::kDone;
+    ++accepted_;
+    last_connack_ = Clock::now();
+    latencies_.push_back(
+        std::chrono::duration_cast<std::chrono::microseconds>(last_connack_ - connection.started));
+    return true;
+  }
+
+  const std::vector<StormClient>& clients_;
+  std::vector<Connection> connections_;
+  const int epoll_;
+  sockaddr_in address_{};
+  int in_flight_ = 0;
+  int accepted_ = 0;
+  Clock::time_point last_connack_;
+  std::vector<std::chrono::microseconds> latencies_;
+};
+
+}  // namespace
+
+std::string ConnectPacket(const StormClient& client) {
+  std::string body;
+  AppendField(body, "MQTT");
+  body.push_back(4);     // protocol level 3.1.1
+  uint8_t flags = 0x02;  // clean session
+  if (client.username) {
+    flags |= 0x80;
+  }
+  if (client.password) {
+    flags |= 0x40;
+  }
+  body.push_back(static_cast<char>(flags));
+  body.push_back(0);
+  body.push_back(60);  // keep-alive
+  AppendField(body, client.client_id);
+  if (client.username) {
+    AppendField(body, *client.username);
+  }
+  if (client.password) {
+    AppendField(body, *client.password);
+  }
+  std::string packet(1, static_cast<char>(0x10));
+  size_t length = body.size();
+  do {
+    uint8_t byte = length % 128;
+    length /= 128;
+    if (length > 0) {
+      byte |= 0x80;
+    }
+    packet.push_back(static_cast<char>(byte));
+  } while (length > 0);
+  return packet + body;
+}
+
+StormResult ConnectStorm(uint16_t port, const std::vector<StormClient>& clients, int window,
+                         std::chrono::milliseconds timeout) {
+  Storm storm(port, clients);
+  return storm.Run(window, timeout);
+}
+
+}  // namespace iot::broker_bench
