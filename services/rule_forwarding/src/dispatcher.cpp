@@ -107,27 +107,42 @@ Dispatcher::~Dispatcher() { Stop(std::chrono::milliseconds(0)); }
 
 bool Dispatcher::Has(std::string_view type) const { return destinations_.contains(type); }
 
+absl::Status Dispatcher::RoomFor(const std::vector<DispatchItem>& items,
+                                 std::vector<Lane*>& targets) {
+  if (closed_) {
+    return absl::UnavailableError("rule-forwarding is shutting down");
+  }
+  std::map<Lane*, size_t> wanted;
+  targets.clear();
+  targets.reserve(items.size());
+  for (const DispatchItem& item : items) {
+    Lane* lane = LaneOf(item);
+    targets.push_back(lane);
+    if (lane != nullptr) {
+      ++wanted[lane];
+    }
+  }
+  for (const auto& [lane, count] : wanted) {
+    if (lane->queue.size() + count > lane->capacity) {
+      return absl::ResourceExhaustedError("the " + lane->type + " delivery queue is full");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Dispatcher::CheckRoom(const std::vector<DispatchItem>& items) {
+  std::lock_guard lock(mu_);
+  std::vector<Lane*> targets;
+  return RoomFor(items, targets);
+}
+
 absl::Status Dispatcher::Enqueue(std::vector<DispatchItem> items) {
   std::vector<DispatchItem> unknown;
   {
     std::lock_guard lock(mu_);
-    if (closed_) {
-      return absl::UnavailableError("rule-forwarding is shutting down");
-    }
-    std::map<Lane*, size_t> wanted;
     std::vector<Lane*> targets;
-    targets.reserve(items.size());
-    for (const DispatchItem& item : items) {
-      Lane* lane = LaneOf(item);
-      targets.push_back(lane);
-      if (lane != nullptr) {
-        ++wanted[lane];
-      }
-    }
-    for (const auto& [lane, count] : wanted) {
-      if (lane->queue.size() + count > lane->capacity) {
-        return absl::ResourceExhaustedError("the " + lane->type + " delivery queue is full");
-      }
+    if (absl::Status room = RoomFor(items, targets); !room.ok()) {
+      return room;
     }
     for (size_t i = 0; i < items.size(); ++i) {
       if (targets[i] == nullptr) {

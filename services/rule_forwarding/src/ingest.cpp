@@ -35,6 +35,11 @@ Delivery DeliveryOf(const IngestRecord& record) {
   return d;
 }
 
+bool IsRetryable(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+         absl::IsResourceExhausted(status);
+}
+
 absl::Status CheckRecord(const IngestRecord& r, size_t i) {
   if (r.message_id.empty() || r.message_id.size() > kMaxMessageIdBytes) {
     return common::InvalidField(fmt::format("records[{}].message_id", i),
@@ -145,12 +150,43 @@ std::vector<DispatchItem> Route(const RuleSet& rules, const IngestRecord& record
 
 IngestService::IngestService(RulesSource rules, std::shared_ptr<Dedupe> dedupe,
                              std::shared_ptr<Dispatcher> dispatcher,
-                             std::shared_ptr<IngestMetrics> metrics, std::shared_ptr<Outbox> outbox)
+                             std::shared_ptr<IngestMetrics> metrics, std::shared_ptr<Outbox> outbox,
+                             std::shared_ptr<Destination> history)
     : rules_(std::move(rules)),
       dedupe_(std::move(dedupe)),
       dispatcher_(std::move(dispatcher)),
       metrics_(std::move(metrics)),
-      outbox_(std::move(outbox)) {}
+      outbox_(std::move(outbox)),
+      history_(std::move(history)) {}
+
+absl::Status IngestService::StoreHistory(std::vector<DispatchItem>& items) {
+  std::vector<DispatchItem> direct;
+  std::erase_if(items, [&](DispatchItem& item) {
+    if (item.action_type != "history" || !item.delivery.rule_id.empty()) {
+      return false;
+    }
+    direct.push_back(std::move(item));
+    return true;
+  });
+  if (direct.empty()) {
+    return absl::OkStatus();
+  }
+  std::vector<Delivery> deliveries;
+  deliveries.reserve(direct.size());
+  for (DispatchItem& item : direct) {
+    deliveries.push_back(std::move(item.delivery));
+  }
+  const absl::Status status = history_->Deliver(deliveries);
+  if (status.ok() || IsRetryable(status)) {
+    return status;  // a transient failure: the gateway retries the batch (backpressure)
+  }
+  // A permanent failure: the dispatcher retries and dead-letters them as any delivery.
+  for (size_t i = 0; i < direct.size(); ++i) {
+    direct[i].delivery = std::move(deliveries[i]);
+    items.push_back(std::move(direct[i]));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status IngestService::Ingest(const std::vector<IngestRecord>& records) {
   if (records.empty()) {
@@ -174,7 +210,7 @@ absl::Status IngestService::Ingest(const std::vector<IngestRecord>& records) {
   if (!fresh.ok()) {
     return fresh.status();
   }
-  const bool with_history = dispatcher_->Has("history");
+  const bool with_history = history_ != nullptr || dispatcher_->Has("history");
   const int64_t now = NowMs();
   std::vector<DispatchItem> items;
   std::vector<std::string> claimed;
@@ -196,6 +232,18 @@ absl::Status IngestService::Ingest(const std::vector<IngestRecord>& records) {
     for (DispatchItem& item : routed) {
       matches += item.delivery.rule_id.empty() || item.action_index != 0 ? 0 : 1;
       items.push_back(std::move(item));
+    }
+  }
+  if (history_) {
+    // The history write cannot be taken back: refuse a batch the queues cannot take first (its
+    // retry would store every row again, through the slower duplicate path).
+    if (absl::Status s = dispatcher_->CheckRoom(items); !s.ok()) {
+      dedupe_->Release(claimed);
+      return s;
+    }
+    if (absl::Status s = StoreHistory(items); !s.ok()) {
+      dedupe_->Release(claimed);
+      return s;
     }
   }
   if (outbox_) {

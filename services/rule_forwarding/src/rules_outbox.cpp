@@ -67,8 +67,9 @@ absl::Status PgOutbox::Add(std::vector<DispatchItem>& items) {
   if (items.empty()) {
     return absl::OkStatus();
   }
+  // One statement, atomic by itself: no BEGIN/COMMIT round trips.
   auto ids = pool_->Call([&](pqxx::connection& c) {
-    pqxx::work tx(c);
+    pqxx::nontransaction tx(c);
     std::string sql = "INSERT INTO rule_forwarding.outbox (owner, item) VALUES ";
     const std::string owner = tx.quote(owner_);
     for (size_t i = 0; i < items.size(); ++i) {
@@ -76,7 +77,6 @@ absl::Status PgOutbox::Add(std::vector<DispatchItem>& items) {
     }
     sql += " RETURNING id";
     auto result = tx.exec(sql);
-    tx.commit();
     std::vector<int64_t> out;
     out.reserve(result.size());
     for (const auto& row : result) {
@@ -97,9 +97,8 @@ absl::Status PgOutbox::Add(std::vector<DispatchItem>& items) {
 
 absl::Status PgOutbox::Remove(const std::vector<int64_t>& ids) {
   return pool_->Run([&](pqxx::connection& c) {
-    pqxx::work tx(c);
+    pqxx::nontransaction tx(c);
     tx.exec_params("DELETE FROM rule_forwarding.outbox WHERE id = ANY($1::bigint[])", IdArray(ids));
-    tx.commit();
   });
 }
 

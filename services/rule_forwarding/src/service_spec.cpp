@@ -31,14 +31,17 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
       context.postgres, "rule-forwarding-" + common::HexEncode(common::RandomBytes(8)));
   auto dispatcher = std::make_shared<Dispatcher>(
       std::move(destinations), store, std::make_shared<DispatcherMetrics>(context.host.metrics()),
-      DispatcherOptions{.queue_capacity = s["queue_capacity"].get<size_t>(),
-                        .workers = s["workers"].get<size_t>(),
-                        .workers_by_type = {},
-                        .max_batch = s["max_batch"].get<size_t>(),
-                        .max_batch_by_type = {{"webhook", 1}, {"republish", 1}},
-                        .max_attempts = s["max_attempts"].get<int>(),
-                        .retry_initial = Ms(s, "retry_initial_ms"),
-                        .retry_max = Ms(s, "retry_max_ms")},
+      DispatcherOptions{
+          .queue_capacity = s["queue_capacity"].get<size_t>(),
+          .workers = s["workers"].get<size_t>(),
+          .workers_by_type = {},
+          .max_batch = s["max_batch"].get<size_t>(),
+          .max_batch_by_type = {{"webhook", 1},
+                                {"republish", 1},
+                                {"consumer_group", s["consumer_group_batch"].get<size_t>()}},
+          .max_attempts = s["max_attempts"].get<int>(),
+          .retry_initial = Ms(s, "retry_initial_ms"),
+          .retry_max = Ms(s, "retry_max_ms")},
       outbox);
   auto keeper = std::make_shared<OutboxKeeper>(outbox, dispatcher, Ms(s, "outbox_lease_ms"));
   auto on_change = [feed, cache] {
@@ -51,10 +54,13 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
     }
   };
   auto rules = std::make_shared<RulesService>(store, dispatcher->destinations(), on_change);
+  // The built-in history is written before Ingest answers, without the outbox round trips.
+  const auto history = dispatcher->destinations().find("history");
   auto ingest = std::make_shared<IngestService>(
       [cache] { return cache->snapshot(); },
       std::make_shared<RedisDedupe>(context.redis, Ms(s, "dedupe_ttl_ms")), dispatcher,
-      std::make_shared<IngestMetrics>(context.host.metrics()), outbox);
+      std::make_shared<IngestMetrics>(context.host.metrics()), outbox,
+      history != dispatcher->destinations().end() ? history->second : nullptr);
   auto auth = std::make_shared<common::Authenticator>(
       std::make_shared<common::RedisKeyResolver>(context.redis));
 
@@ -98,6 +104,8 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   nlohmann::json settings;
   settings["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 10'000, 1, 10'000'000);
   settings["max_batch"] = env.Int(p + "MAX_BATCH", 100, 1, 10'000);
+  // One Redis pipeline per batch; a rule's deliveries all go through one worker, in order.
+  settings["consumer_group_batch"] = env.Int(p + "CONSUMER_GROUP_BATCH", 1000, 1, 10'000);
   settings["webhook_allow_private"] = env.Bool(p + "WEBHOOK_ALLOW_PRIVATE", false);
   settings["workers"] = env.Int(p + "WORKERS", 4, 1, 64);
   settings["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 5, 1, 100);

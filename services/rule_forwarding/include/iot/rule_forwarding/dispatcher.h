@@ -130,6 +130,9 @@ class Dispatcher {
   /// Queues every item or none: RESOURCE_EXHAUSTED naming the type whose queue lacks room,
   /// UNAVAILABLE after Stop(). An item of an unregistered type is dead-lettered at once.
   absl::Status Enqueue(std::vector<DispatchItem> items);
+  /// What Enqueue(items) would answer now, without queueing (a later Enqueue may still find
+  /// the queues fuller): lets a caller refuse a batch before it does work it cannot undo.
+  absl::Status CheckRoom(const std::vector<DispatchItem>& items);
 
   /// Starts the workers.
   void Start();
@@ -147,6 +150,8 @@ class Dispatcher {
 
   /// The worker that takes `item`'s action; null for an unregistered type.
   Lane* LaneOf(const DispatchItem& item);
+  /// Each item's lane in `targets`, and whether they all fit (under mu_).
+  absl::Status RoomFor(const std::vector<DispatchItem>& items, std::vector<Lane*>& targets);
   void Work(Lane& lane);
   /// Delivers one batch with retries, or dead-letters it.
   void DeliverBatch(Lane& lane, std::vector<DispatchItem>& batch);

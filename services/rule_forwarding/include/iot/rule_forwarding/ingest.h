@@ -2,12 +2,15 @@
 
 // InternalIngest: records from the device-gateway → dedupe → rules → dispatcher.
 //
-// When Ingest answers OK: once every delivery the batch produced is stored in the durable outbox
-// (PostgreSQL, one INSERT per batch) and queued in the dispatcher (memory, bounded). From then on
-// the service owns them: delivered, or recorded as a dead letter; what a replica leaves behind
-// (crash, SIGTERM) is taken over from the outbox by another replica. A full queue answers
-// RESOURCE_EXHAUSTED, Redis or PostgreSQL down UNAVAILABLE, so the gateway retries
-// (backpressure). docs/rules.md.
+// When Ingest answers OK: once the batch's property values are in the telemetry history (the
+// built-in `history` delivery, written directly through the history writer's group commit) and
+// every other delivery the batch produced is stored in the durable outbox (PostgreSQL, one
+// INSERT per batch) and queued in the dispatcher (memory, bounded). From then on the service
+// owns them: delivered, or recorded as a dead letter; what a replica leaves behind (crash,
+// SIGTERM) is taken over from the outbox by another replica. A full queue or history buffer
+// answers RESOURCE_EXHAUSTED, Redis or PostgreSQL down UNAVAILABLE, so the gateway retries
+// (backpressure); the history is idempotent on the message id, so a retried batch stores
+// nothing twice. docs/rules.md.
 
 #include <cstdint>
 #include <functional>
@@ -86,10 +89,12 @@ class IngestService {
  public:
   using RulesSource = std::function<std::shared_ptr<const RuleSet>()>;
 
-  /// `outbox` may be null (nothing durable: tests, benchmarks).
+  /// `outbox` may be null (nothing durable: tests, benchmarks). `history` (may be null): the
+  /// built-in history deliveries go to it before Ingest answers, instead of through the outbox
+  /// and the dispatcher (which then only sees rules' actions).
   IngestService(RulesSource rules, std::shared_ptr<Dedupe> dedupe,
                 std::shared_ptr<Dispatcher> dispatcher, std::shared_ptr<IngestMetrics> metrics,
-                std::shared_ptr<Outbox> outbox);
+                std::shared_ptr<Outbox> outbox, std::shared_ptr<Destination> history = nullptr);
 
   /// Takes a batch (see the file comment for what OK means). INVALID_ARGUMENT naming
   /// `records[i].<field>` for a record without message id, tenant or resource; a record whose
@@ -97,11 +102,16 @@ class IngestService {
   absl::Status Ingest(const std::vector<IngestRecord>& records);
 
  private:
+  /// Moves the built-in history deliveries out of `items` and stores them; on a permanent
+  /// failure they go back into `items` (to the dispatcher). Transient failures are returned.
+  absl::Status StoreHistory(std::vector<DispatchItem>& items);
+
   RulesSource rules_;
   std::shared_ptr<Dedupe> dedupe_;
   std::shared_ptr<Dispatcher> dispatcher_;
   std::shared_ptr<IngestMetrics> metrics_;
   std::shared_ptr<Outbox> outbox_;
+  std::shared_ptr<Destination> history_;
 };
 
 }  // namespace iot::rule_forwarding

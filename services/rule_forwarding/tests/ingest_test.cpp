@@ -1,0 +1,212 @@
+// IngestService with fakes: the built-in history written before Ingest answers (not through the
+// outbox), rules' actions through the outbox and the dispatcher, and what a failure of either
+// leaves behind for the gateway's retry.
+#include "iot/rule_forwarding/ingest.h"
+
+#include <gtest/gtest.h>
+
+#include <mutex>
+#include <set>
+
+namespace iot::rule_forwarding {
+namespace {
+
+using std::chrono::seconds;
+
+class FakeDedupe final : public Dedupe {
+ public:
+  absl::StatusOr<std::vector<bool>> Claim(const std::vector<std::string>& ids) override {
+    std::lock_guard lock(mu_);
+    std::vector<bool> fresh;
+    for (const std::string& id : ids) {
+      fresh.push_back(taken_.insert(id).second);
+    }
+    return fresh;
+  }
+  void Release(const std::vector<std::string>& ids) override {
+    std::lock_guard lock(mu_);
+    for (const std::string& id : ids) {
+      taken_.erase(id);
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::set<std::string> taken_;
+};
+
+/// Records delivery ids; answers `next` once (then OK again).
+class FakeDestination final : public Destination {
+ public:
+  explicit FakeDestination(std::string type) : type_(std::move(type)) {}
+  [[nodiscard]] std::string_view type() const override { return type_; }
+  [[nodiscard]] absl::Status ValidateConfig(const nlohmann::json& /*config*/) const override {
+    return absl::OkStatus();
+  }
+  absl::Status Deliver(std::span<const Delivery> batch) override {
+    std::lock_guard lock(mu_);
+    ++calls_;
+    if (!next_.ok()) {
+      return std::exchange(next_, absl::OkStatus());
+    }
+    for (const Delivery& d : batch) {
+      ids_.push_back(d.delivery_id);
+    }
+    return absl::OkStatus();
+  }
+  void FailNext(absl::Status status) {
+    std::lock_guard lock(mu_);
+    next_ = std::move(status);
+  }
+  std::vector<std::string> ids() {
+    std::lock_guard lock(mu_);
+    return ids_;
+  }
+  int calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+
+ private:
+  std::string type_;
+  std::mutex mu_;
+  absl::Status next_;
+  int calls_ = 0;
+  std::vector<std::string> ids_;
+};
+
+class FakeOutbox final : public Outbox {
+ public:
+  absl::Status Add(std::vector<DispatchItem>& items) override {
+    std::lock_guard lock(mu_);
+    for (DispatchItem& item : items) {
+      item.outbox_id = ++last_;
+      types_.push_back(item.action_type);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Remove(const std::vector<int64_t>& /*ids*/) override { return absl::OkStatus(); }
+  std::vector<std::string> types() {
+    std::lock_guard lock(mu_);
+    return types_;
+  }
+
+ private:
+  std::mutex mu_;
+  int64_t last_ = 0;
+  std::vector<std::string> types_;
+};
+
+IngestRecord Property(const std::string& message_id) {
+  return IngestRecord{
+      .message_id = message_id,
+      .tenant_id = "t1",
+      .device_id = "d1",
+      .product_id = "p1",
+      .node_id = "n1",
+      .resource = "device.property",
+      .event = "report",
+      .topic = "$oc/devices/d1/sys/properties/report",
+      .event_time_unix_ms = 1,
+      .envelope_json =
+          R"({"notify_data":{"body":{"services":[{"service_id":"s","properties":{"v":1}}]}}})"};
+}
+
+class IngestTest : public ::testing::Test {
+ protected:
+  void Build(size_t queue_capacity = 100) {
+    DestinationRegistry registry;
+    registry.emplace("history", history_);
+    registry.emplace("postgres", rule_target_);
+    dispatcher_ = std::make_shared<Dispatcher>(
+        registry, nullptr, nullptr,
+        DispatcherOptions{.queue_capacity = queue_capacity,
+                          .workers = 1,
+                          .workers_by_type = {},
+                          .max_batch = 10,
+                          .max_batch_by_type = {},
+                          .max_attempts = 3,
+                          .retry_initial = std::chrono::milliseconds(1),
+                          .retry_max = std::chrono::milliseconds(5)},
+        outbox_);
+    RuleRecord rule{.tenant_id = "t1",
+                    .rule_id = "r1",
+                    .name = "all",
+                    .description = {},
+                    .resource = "device.property",
+                    .product_id = {},
+                    .device_id = {},
+                    .sql = "SELECT *",
+                    .actions = {RuleAction{.type = "postgres", .config = {}}},
+                    .enabled = true,
+                    .create_time = {},
+                    .update_time = {}};
+    rules_ = RuleSet::Build({rule});
+    ingest_ = std::make_shared<IngestService>([this] { return rules_; }, dedupe_, dispatcher_,
+                                              nullptr, outbox_, history_);
+  }
+
+  std::shared_ptr<FakeDestination> history_ = std::make_shared<FakeDestination>("history");
+  std::shared_ptr<FakeDestination> rule_target_ = std::make_shared<FakeDestination>("postgres");
+  std::shared_ptr<FakeOutbox> outbox_ = std::make_shared<FakeOutbox>();
+  std::shared_ptr<FakeDedupe> dedupe_ = std::make_shared<FakeDedupe>();
+  std::shared_ptr<Dispatcher> dispatcher_;
+  std::shared_ptr<const RuleSet> rules_;
+  std::shared_ptr<IngestService> ingest_;
+};
+
+TEST_F(IngestTest, HistoryIsStoredBeforeTheAnswerAndOnlyRuleActionsUseTheOutbox) {
+  Build();
+  ASSERT_TRUE(ingest_->Ingest({Property("m1"), Property("m2")}).ok());
+  // Stored by the time Ingest answered, without the dispatcher running at all.
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history", "m2:history"}));
+  EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres", "postgres"}));
+  EXPECT_EQ(dispatcher_->pending(), 2u);
+  dispatcher_->Start();
+  ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
+  EXPECT_EQ(rule_target_->ids(), (std::vector<std::string>{"m1:r1:0", "m2:r1:0"}));
+  EXPECT_EQ(history_->calls(), 1);  // the dispatcher's history worker never saw them
+
+  // The gateway's retry of the same batch: duplicates, nothing stored or queued twice.
+  ASSERT_TRUE(ingest_->Ingest({Property("m1"), Property("m2")}).ok());
+  EXPECT_EQ(history_->calls(), 1);
+  EXPECT_EQ(outbox_->types().size(), 2u);
+}
+
+TEST_F(IngestTest, ATransientHistoryFailureIsTheGatewaysToRetry) {
+  Build();
+  history_->FailNext(absl::UnavailableError("postgres down"));
+  const absl::Status failed = ingest_->Ingest({Property("m1")});
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_TRUE(outbox_->types().empty());
+  EXPECT_EQ(dispatcher_->pending(), 0u);
+  // The ids were released: the retry is taken in full.
+  ASSERT_TRUE(ingest_->Ingest({Property("m1")}).ok());
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history"}));
+  EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres"}));
+}
+
+TEST_F(IngestTest, APermanentHistoryFailureGoesToTheDispatcherToRetryAndDeadLetter) {
+  Build();
+  history_->FailNext(absl::InternalError("bad row"));
+  ASSERT_TRUE(ingest_->Ingest({Property("m1")}).ok());
+  EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres", "history"}));
+  dispatcher_->Start();
+  ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history"}));
+}
+
+TEST_F(IngestTest, FullQueuesRefuseTheBatchBeforeTheHistoryIsWritten) {
+  Build(/*queue_capacity=*/1);
+  ASSERT_TRUE(ingest_->Ingest({Property("m1")}).ok());
+  const absl::Status full = ingest_->Ingest({Property("m2")});
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history"}));
+  dispatcher_->Start();
+  ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
+  ASSERT_TRUE(ingest_->Ingest({Property("m2")}).ok());
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history", "m2:history"}));
+}
+
+}  // namespace
+}  // namespace iot::rule_forwarding
