@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -549,38 +550,81 @@ TEST_F(GatewayTest, OwnersDownForAWhileLoseNothingOnceTheyReturn) {
   }
 }
 
-TEST_F(GatewayTest, TwoReplicasShareTheLoadEachMessageOnce) {
-  auto first = Gateway("gw-share-1", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
-  auto second = Gateway("gw-share-2", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
-  auto [id, secret] = AddDevice();
-  auto device = Device(id, secret);
-  constexpr int kMessages = 200;
-  for (int i = 0; i < kMessages; ++i) {
-    ASSERT_TRUE(
-        device->Publish("$oc/devices/" + id + "/sys/messages/up", fmt::format("{}", i), 1).ok());
+TEST_F(GatewayTest, TwoReplicasSplitThePartitionsAndKeepEveryDevicesOrder) {
+  // Each replica consumes the uplink partitions it holds (broker/README.md, Uplink): they split
+  // the load, and a device's messages stay in order while a replica joins and while one leaves
+  // (a partition is handed over only once what was taken from it is handed on).
+  const std::map<std::string, std::string> env = {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"},
+                                                  {"IOT_DEVICE_GATEWAY_PARTITION_LEASE", "1s"}};
+  auto first = Gateway("gw-split-1", env);
+  EXPECT_EQ(Metric(*first, "iot_gateway_partitions_owned"), 16);
+  EXPECT_EQ(Metric(*first, "iot_gateway_partitions_total"), 16);
+  constexpr int kDevices = 8;
+  constexpr int kRounds = 250;
+  std::vector<std::pair<std::string, std::unique_ptr<common::MqttClient>>> devices;
+  for (int d = 0; d < kDevices; ++d) {
+    auto [id, secret] = AddDevice();
+    devices.emplace_back(id, Device(id, secret));
   }
-  ASSERT_TRUE(WaitUntil(
-      [&] { return owners_.received.Records("device.message").size() >= kMessages; }, seconds(30)));
-  // Every accepted message handed on (queues empty): a duplicate would be among the records now.
+  int next = 0;
+  auto publish_rounds = [&](int rounds) {
+    for (int r = 0; r < rounds; ++r, ++next) {
+      for (auto& [id, client] : devices) {
+        ASSERT_TRUE(
+            client->Publish("$oc/devices/" + id + "/sys/messages/up", fmt::format("{}", next), 1)
+                .ok());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));  // spread over the changes
+    }
+  };
+  auto owned = [](iot::testing::ServiceProcess& gateway) {
+    return Metric(gateway, "iot_gateway_partitions_owned");
+  };
+
+  publish_rounds(50);
+  // A second replica joins while devices keep publishing: 8 partitions each.
+  std::unique_ptr<iot::testing::ServiceProcess> second = Gateway("gw-split-2", env);
+  publish_rounds(50);
+  ASSERT_TRUE(WaitUntil([&] { return owned(*first) == 8 && owned(*second) == 8; }, seconds(20)))
+      << owned(*first) << " / " << owned(*second) << second->process().Log();
+  publish_rounds(50);
   ASSERT_TRUE(WaitUntil(
       [&] {
-        return Metric(*first, "iot_gateway_uplink_queue_depth") == 0 &&
-               Metric(*second, "iot_gateway_uplink_queue_depth") == 0;
+        return owners_.received.Records("device.message").size() ==
+               static_cast<size_t>(kDevices * next);
       },
-      seconds(10)));
-  std::multiset<int> seen;
+      seconds(30)));
+  const double handled_by_second =
+      Metric(*second, "iot_gateway_uplink_messages_total", {{"kind", "message_up"}});
+  EXPECT_GT(handled_by_second, 0);
+  EXPECT_LT(handled_by_second, kDevices * next);
+  EXPECT_GE(Metric(*first, "iot_gateway_partition_changes_total", {{"event", "released"}}), 8);
+
+  // The second leaves (SIGTERM: drains, then frees its partitions) while devices publish.
+  std::thread leaving([&] { second.reset(); });
+  publish_rounds(kRounds - next - 50);
+  leaving.join();
+  ASSERT_TRUE(WaitUntil([&] { return owned(*first) == 16; }, seconds(20))) << owned(*first);
+  publish_rounds(50);
+  ASSERT_EQ(next, kRounds);
+
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return owners_.received.Records("device.message").size() >=
+               static_cast<size_t>(kDevices * kRounds);
+      },
+      seconds(60)))
+      << owners_.received.Records("device.message").size() << first->process().Log();
+  std::map<std::string, std::vector<int>> order;
   for (const auto& r : owners_.received.Records("device.message")) {
-    seen.insert(Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
+    order[r.device().device_id()].push_back(
+        Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
   }
-  EXPECT_EQ(seen.size(), static_cast<size_t>(kMessages));
-  for (int i = 0; i < kMessages; ++i) {
-    EXPECT_EQ(seen.count(i), 1U) << i;
+  std::vector<int> expected(kRounds);
+  std::iota(expected.begin(), expected.end(), 0);
+  for (const auto& [id, client] : devices) {
+    EXPECT_EQ(order[id], expected) << id;  // each once, in order
   }
-  const double a = Metric(*first, "iot_gateway_uplink_messages_total", {{"kind", "message_up"}});
-  const double b = Metric(*second, "iot_gateway_uplink_messages_total", {{"kind", "message_up"}});
-  EXPECT_EQ(a + b, kMessages);
-  EXPECT_GT(a, 0);
-  EXPECT_GT(b, 0);
 }
 
 TEST_F(GatewayTest, KilledGatewayRestartedProcessesWhatTheBrokerQueued) {

@@ -138,6 +138,7 @@ bool UplinkPipeline::Submit(WorkItem item) {
     shard.changed.wait_for(lock, std::chrono::milliseconds(100));
   }
   shard.queue.push_back(std::move(item));
+  ++shard.submitted;
   metrics_.queue_depth.Increment();
   shard.changed.notify_all();
   return true;
@@ -198,6 +199,28 @@ size_t UplinkPipeline::queued() {
     total += shard->queue.size();
   }
   return total;
+}
+
+std::function<bool()> UplinkPipeline::Barrier() {
+  std::vector<std::pair<const Shard*, uint64_t>> marks;
+  for (const auto& shard : shards_) {
+    std::lock_guard lock(shard->mu);
+    marks.emplace_back(shard.get(), shard->submitted);
+  }
+  return [this, marks = std::move(marks)] {
+    {
+      std::lock_guard lock(stop_mu_);
+      if (stopping_) {
+        return true;
+      }
+    }
+    for (const auto& [shard, mark] : marks) {
+      if (shard->finished.load(std::memory_order_acquire) < mark) {
+        return false;
+      }
+    }
+    return true;
+  };
 }
 
 bool UplinkPipeline::Stopped() {
@@ -360,6 +383,16 @@ void UplinkPipeline::Done(Batch& batch, bool ok) {
   if (batch.remaining.fetch_sub(1) != 1) {
     return;
   }
+  if (Shard* shard = batch.shard; shard != nullptr) {
+    // Lanes finish batches out of order (a lane with nothing to do finishes at once): count a
+    // batch only when every earlier one of the shard is finished too.
+    std::lock_guard lock(shard->finish_mu);
+    batch.complete = true;
+    while (!shard->unfinished.empty() && shard->unfinished.front()->complete) {
+      shard->finished.fetch_add(shard->unfinished.front()->messages, std::memory_order_release);
+      shard->unfinished.pop_front();
+    }
+  }
   metrics_.queue_depth.Decrement(static_cast<double>(batch.messages));
   if (batch.lost.load()) {
     metrics_.lost.Increment(static_cast<double>(batch.messages));
@@ -439,7 +472,12 @@ void UplinkPipeline::Run(Shard& shard) {
     }
     shard.changed.notify_all();  // room for Submit()
     auto handed = std::make_shared<Batch>();
+    handed->shard = &shard;
     handed->messages = batch.size();
+    {
+      std::lock_guard lock(shard.finish_mu);
+      shard.unfinished.push_back(handed);
+    }
     Outputs& out = handed->out;
     bool stopped = false;
     for (const WorkItem& item : batch) {

@@ -1,6 +1,7 @@
 #include "iot/device_gateway/service_spec.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "iot/common/auth.h"
 #include "iot/common/logging.h"
@@ -9,6 +10,7 @@
 #include "iot/device_gateway/device_cache.h"
 #include "iot/device_gateway/downlink.h"
 #include "iot/device_gateway/metrics.h"
+#include "iot/device_gateway/partitions.h"
 #include "iot/device_gateway/pipeline.h"
 #include "iot/device_gateway/presence.h"
 #include "iot/device_gateway/uplink.h"
@@ -19,12 +21,44 @@ namespace {
 /// The broker's count of messages dropped at its queue limits (max_queued_messages/_bytes).
 constexpr std::string_view kBrokerDroppedTopic = "$SYS/broker/publish/messages/dropped";
 
-/// The MQTT network thread's state: classification and the rate limiter (not thread-safe).
+/// A partition session's network-thread state: classification and the rate limiter (not
+/// thread-safe; a device is always in the same partition).
 struct Intake {
   UplinkLimits limits;
   RateLimiter rate_limiter;
-  double broker_dropped = 0;
 };
+
+/// The handler of one partition's session: presence and device uplink into the pipeline.
+common::MqttClient::MessageHandler UplinkHandler(std::shared_ptr<UplinkPipeline> pipeline,
+                                                 std::shared_ptr<GatewayMetrics> metrics,
+                                                 const UplinkLimits& limits) {
+  auto intake = std::make_shared<Intake>(
+      Intake{.limits = limits, .rate_limiter = RateLimiter(limits.rate_per_second)});
+  return [pipeline, metrics, intake](const common::MqttMessage& m) {
+    if (m.topic.starts_with(kSharedPresencePrefix)) {
+      auto event = ParsePresence(m.topic, m.payload);
+      if (!event.ok()) {
+        metrics->Rejected(RejectReason::kMalformed);
+        common::LogWarn("presence event rejected",
+                        {{"topic", m.topic}, {"error", std::string(event.status().message())}});
+        return;
+      }
+      metrics->Accepted("presence");
+      pipeline->Submit(*std::move(event));
+      return;
+    }
+    auto admitted =
+        AdmitUplink(m.topic, m.payload, intake->limits, intake->rate_limiter, NowUnixMs());
+    if (auto* rejected = std::get_if<RejectedUplink>(&admitted)) {
+      metrics->Rejected(rejected->reason);
+      pipeline->Submit(std::move(*rejected));  // becomes a validation_failed record
+      return;
+    }
+    auto& message = std::get<UplinkMessage>(admitted);
+    metrics->Accepted(UplinkKindName(message.kind));
+    pipeline->Submit(std::move(message));
+  };
+}
 
 }  // namespace
 
@@ -57,6 +91,7 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   s["max_report_bytes"] = env.Int(p + "MAX_REPORT_BYTES", 64 * 1024, 1, 256 * 1024 * 1024);
   s["device_cache_size"] = env.Int(p + "DEVICE_CACHE_SIZE", 100'000, 1, 10'000'000);
   s["share_group"] = env.String(p + "SHARE_GROUP", "gateway");
+  s["partition_lease_ms"] = env.Duration(p + "PARTITION_LEASE", std::chrono::seconds(3)).count();
   s["call_timeout_ms"] = env.Duration(p + "CALL_TIMEOUT", std::chrono::seconds(5)).count();
   s["downlink_timeout_ms"] = env.Duration(p + "DOWNLINK_TIMEOUT", std::chrono::seconds(5)).count();
   return s;
@@ -103,69 +138,95 @@ void Wire(common::ServiceContext& context) {
       std::make_shared<common::RedisKeyResolver>(context.redis));
   context.host.AddService(MakeDownlinkHandler(downlink, auth));
 
-  // Shared with the other replicas: each message goes to one of them (broker/README.md).
-  const std::string group = s["share_group"];
-  for (const std::string filter : {"iot/up/+/+/sys/#", "iot/up/+/+/user/#", "iot/presence/+/+"}) {
-    if (absl::Status st = context.mqtt->Subscribe(fmt::format("$share/{}/{}", group, filter), 1);
-        !st.ok()) {
-      throw common::ConfigError("subscribe " + filter + ": " + std::string(st.message()));
+  // Uplink: one persistent session per partition this replica holds (partitions.h).
+  const UplinkLimits limits{.max_payload_bytes = s["max_payload_bytes"].get<size_t>(),
+                            .max_report_bytes = s["max_report_bytes"].get<size_t>(),
+                            .rate_per_second = s["rate_limit"].get<double>()};
+  const auto& backend = context.backend;
+  auto expiry = std::chrono::duration_cast<std::chrono::seconds>(backend.mqtt_session_expiry);
+  if (expiry.count() <= 0) {
+    common::LogWarn(
+        "IOT_DEVICE_GATEWAY_MQTT_SESSION_EXPIRY is 0: uplink partition sessions stay persistent "
+        "(24h), or the broker would drop a partition's messages while it changes hands");
+    expiry = std::chrono::hours(24);
+  }
+  auto sessions = std::make_shared<PartitionSessions>(
+      common::MqttOptions{.url = backend.mqtt_url,
+                          .client_id = {},
+                          .username = backend.mqtt_username,
+                          .password = backend.mqtt_password,
+                          .clean_start = false,
+                          .session_expiry_seconds = static_cast<uint32_t>(expiry.count()),
+                          .keepalive_seconds = 30,
+                          .max_inflight = 100},
+      s["share_group"],
+      [pipeline, metrics, limits](uint32_t) { return UplinkHandler(pipeline, metrics, limits); },
+      [pipeline]() -> std::function<bool()> {
+        return [pipeline, handed_on = pipeline->Barrier()] { return handed_on(); };
+      });
+  auto partition_metrics = std::make_shared<PartitionMetrics>(context.host.metrics());
+  const std::chrono::milliseconds lease(s["partition_lease_ms"].get<int64_t>());
+  if (lease < std::chrono::milliseconds(300)) {
+    throw common::ConfigError("IOT_DEVICE_GATEWAY_PARTITION_LEASE: at least 300ms");
+  }
+  auto owner = std::make_shared<PartitionOwner>(
+      PartitionOwner::Options{.tick = lease / 4, .drain_timeout = std::chrono::seconds(60)},
+      std::make_unique<PartitionLeases>(
+          context.redis, s["share_group"],
+          fmt::format("{}-{}-{:x}", backend.mqtt_client_id, ::getpid(), NowUnixMs()), lease),
+      sessions->hooks(), *partition_metrics);
+
+  // The control connection: the broker's partition count and its dropped-message count.
+  for (const std::string_view topic : {kPartitionsTopic, kBrokerDroppedTopic}) {
+    if (absl::Status st = context.mqtt->Subscribe(std::string(topic), 1); !st.ok()) {
+      throw common::ConfigError("subscribe " + std::string(topic) + ": " +
+                                std::string(st.message()));
     }
   }
-  if (absl::Status st = context.mqtt->Subscribe(std::string(kBrokerDroppedTopic), 0); !st.ok()) {
-    throw common::ConfigError("subscribe $SYS: " + std::string(st.message()));
-  }
-
-  auto intake = std::make_shared<Intake>(
-      Intake{.limits = {.max_payload_bytes = s["max_payload_bytes"].get<size_t>(),
-                        .max_report_bytes = s["max_report_bytes"].get<size_t>(),
-                        .rate_per_second = s["rate_limit"].get<double>()},
-             .rate_limiter = RateLimiter(s["rate_limit"].get<double>()),
-             .broker_dropped = 0});
-  context.mqtt->SetMessageHandler([pipeline, metrics, intake](const common::MqttMessage& m) {
-    const int64_t now = NowUnixMs();
-    if (m.topic.starts_with(kSharedPresencePrefix)) {
-      auto event = ParsePresence(m.topic, m.payload);
-      if (!event.ok()) {
-        metrics->Rejected(RejectReason::kMalformed);
-        common::LogWarn("presence event rejected",
-                        {{"topic", m.topic}, {"error", std::string(event.status().message())}});
-        return;
+  auto broker_dropped = std::make_shared<double>(0);
+  context.mqtt->SetMessageHandler([owner, metrics, broker_dropped](const common::MqttMessage& m) {
+    if (m.topic == kPartitionsTopic) {
+      if (const auto count = ParsePartitionCount(m.payload)) {
+        owner->SetPartitionCount(*count);
+      } else {
+        common::LogError("malformed uplink partition count from the broker",
+                         {{"payload", m.payload}});
       }
-      metrics->Accepted("presence");
-      pipeline->Submit(*std::move(event));
       return;
     }
     if (m.topic == kBrokerDroppedTopic) {
       const double dropped = std::strtod(m.payload.c_str(), nullptr);
       metrics->broker_dropped.Set(dropped);
-      if (dropped > intake->broker_dropped) {
+      if (dropped > *broker_dropped) {
         common::LogError(
             "the broker dropped messages at its queue limits (max_queued_messages / "
             "max_queued_bytes): device data was lost",
             {{"dropped_total", dropped}});
       }
-      intake->broker_dropped = dropped;
-      return;
+      *broker_dropped = dropped;
     }
-    auto admitted = AdmitUplink(m.topic, m.payload, intake->limits, intake->rate_limiter, now);
-    if (auto* rejected = std::get_if<RejectedUplink>(&admitted)) {
-      metrics->Rejected(rejected->reason);
-      pipeline->Submit(std::move(*rejected));  // becomes a validation_failed record
-      return;
+  });
+  owner->Start();
+  context.host.AddDependency("uplink partitions", [owner, sessions]() -> absl::Status {
+    if (!owner->settled()) {
+      return absl::UnavailableError("taking uplink partitions");
     }
-    auto& message = std::get<UplinkMessage>(admitted);
-    metrics->Accepted(UplinkKindName(message.kind));
-    pipeline->Submit(std::move(message));
+    if (!sessions->AllSubscribed()) {
+      return absl::UnavailableError("uplink partition sessions not subscribed yet");
+    }
+    return absl::OkStatus();
   });
 
-  // Stop reading MQTT first (the broker keeps what follows in the session), then hand on what
-  // is queued within the drain timeout.
+  // Stop reading MQTT first (the broker keeps what follows in the sessions), hand on what is
+  // queued within the drain timeout, then free the partitions for the other replicas.
   const auto drain = context.server.drain_timeout;
-  context.host.OnShutdown([pipeline, mqtt = context.mqtt, changes, drain] {
+  context.host.OnShutdown([pipeline, owner, sessions, partition_metrics, changes, drain] {
     const auto deadline = std::chrono::steady_clock::now() + drain / 2;
     pipeline->BeginShutdown(deadline);
-    mqtt->Stop();
+    owner->Stop();
+    sessions->StopAll();
     pipeline->Stop(deadline);
+    owner->ReleaseAll();
   });
 }
 

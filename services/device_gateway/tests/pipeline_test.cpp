@@ -539,5 +539,33 @@ TEST_F(PipelineTest, StopCountsWhatCouldNotBeHandedOn) {
   EXPECT_EQ(metrics_.lost.Value(), 6);
 }
 
+TEST_F(PipelineTest, BarrierWaitsForEarlierBatchesEvenWhenLaterOnesFinishFirst) {
+  // What a partition hand-over waits for: everything submitted before the barrier handed on.
+  // A later batch with nothing for the blocked owner (an unknown device's message) finishes
+  // first; it must not count for the earlier one.
+  const auto shard_of = [](const std::string& id) { return std::hash<std::string>{}(id) % 3; };
+  std::string device = "p1_a";
+  for (char c = 'a'; shard_of(device) != shard_of("gone") && c <= 'z'; ++c) {
+    device = std::string("p1_") + c;
+  }
+  ASSERT_EQ(shard_of(device), shard_of("gone"));
+  owners_->Block(true);  // rule-forwarding's Ingest does not answer
+  auto pipeline = Start(/*capacity=*/100, /*batch=*/1);
+  ASSERT_TRUE(pipeline->Submit(Report(device, 1)));
+  const auto handed_on = pipeline->Barrier();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(pipeline->Submit(Message(UplinkKind::kMessageUp, "gone", "x")));
+  }
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return metrics_.uplink_rejected.Add({{"reason", "unknown_device"}}).Value() == 3;
+      },
+      seconds(5)));
+  EXPECT_FALSE(handed_on());
+  owners_->Block(false);
+  EXPECT_TRUE(WaitUntil(handed_on, seconds(5)));
+  EXPECT_EQ(owners_->RecordCount(), 1U);
+}
+
 }  // namespace
 }  // namespace iot::device_gateway

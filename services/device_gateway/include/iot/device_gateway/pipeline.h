@@ -23,6 +23,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -76,14 +77,24 @@ class UplinkPipeline {
 
   [[nodiscard]] size_t queued();
 
+  /// A predicate that turns true once every message submitted before this call has been
+  /// handed on to its owners (or given up as lost), or once the pipeline is stopping: what an
+  /// uplink partition hand-over waits for (partitions.h). Per shard, a count of the messages
+  /// of its batches finished in order (a batch counts once it and every earlier one of the
+  /// shard is finished) is a watermark.
+  std::function<bool()> Barrier();
+
  private:
   /// The owners a shard's batches are handed to, one lane each.
   enum class Owner { kShadow, kCommands, kRules };
   static constexpr size_t kOwners = 3;
 
   /// What one sender's batch produced, shared by the lanes until each has handed its part on.
+  struct Shard;
   struct Batch {
     Outputs out;
+    Shard* shard = nullptr;  ///< Whose `finished` counts it (Barrier).
+    bool complete = false;   ///< Under shard->finish_mu.
     size_t messages = 0;
     std::atomic<size_t> remaining{kOwners};
     std::atomic<bool> lost{false};
@@ -104,6 +115,11 @@ class UplinkPipeline {
     std::deque<WorkItem> queue;
     std::thread sender;
     std::array<std::unique_ptr<Lane>, kOwners> lanes;
+    uint64_t submitted = 0;  ///< Under mu.
+    std::mutex finish_mu;
+    /// Batches taken from the queue, oldest first, until they and all before are finished.
+    std::deque<std::shared_ptr<Batch>> unfinished;
+    std::atomic<uint64_t> finished{0};  ///< Messages handed on or lost, in submit order.
   };
 
   /// Whether `out` holds anything for `owner`.
