@@ -341,6 +341,30 @@ TEST_F(ShadowTest, OlderEventTimeDoesNotOverwriteNewerValue) {
   EXPECT_EQ(meter.reported().event_time(), "20261126T130000Z");
 }
 
+TEST_F(ShadowTest, ManyPropertiesInOneReportAreMergedByTheirStamps) {
+  // The merge script reads and writes the fields of a report with one HMGET and one HSET.
+  json first = json::object();
+  json second = json::object();
+  for (int i = 0; i < 150; ++i) {
+    first[fmt::format("p{}", i)] = i;
+    if (i % 2 == 0) {
+      second[fmt::format("p{}", i)] = i + 1000;
+    }
+  }
+  second["voltage"] = 230;
+  ASSERT_TRUE(Report(first, "20261126T120000Z").ok());
+  ASSERT_TRUE(Report(second, "20261126T130000Z").ok());
+  ASSERT_TRUE(Report({{"p0", -1}, {"p1", -1}}, "20261126T110000Z").ok());  // older: no change
+  sh::DeviceShadowData meter = Meter();
+  const json reported = json::parse(meter.reported().properties_json());
+  ASSERT_EQ(reported.size(), 151u) << reported;
+  for (int i = 0; i < 150; ++i) {
+    EXPECT_EQ(reported[fmt::format("p{}", i)], i % 2 == 0 ? i + 1000 : i) << i;
+  }
+  EXPECT_EQ(reported["voltage"], 230);
+  EXPECT_EQ(meter.version(), 2);
+}
+
 TEST_F(ShadowTest, DesiredUpdateSendsOnlineDeviceExactlyTheDelta) {
   downlink_->SetOnline(device_id_, true);
   ASSERT_TRUE(Report({{"relay_state", "ON"}, {"report_interval", 60}}).ok());
@@ -457,6 +481,20 @@ TEST_F(ShadowTest, OversizeDocumentIsRefused) {
   EXPECT_EQ(meter.version(), 1);
   EXPECT_TRUE(WaitUntil(
       [&] { return shadow_->Metrics().find("outcome=\"too_large\"} 1") != std::string::npos; },
+      seconds(5)))
+      << shadow_->Metrics();
+
+  // More fields than one HMGET of the merge script reads at once: refused whole, no error.
+  json many = json::object();
+  for (int i = 0; i < 1500; ++i) {
+    many[fmt::format("q{}", i)] = i;
+  }
+  ASSERT_TRUE(Report(many).ok());
+  meter = Meter();
+  EXPECT_FALSE(json::parse(meter.reported().properties_json()).contains("q0"));
+  EXPECT_EQ(meter.version(), 1);
+  EXPECT_TRUE(WaitUntil(
+      [&] { return shadow_->Metrics().find("outcome=\"too_large\"} 2") != std::string::npos; },
       seconds(5)))
       << shadow_->Metrics();
 }
