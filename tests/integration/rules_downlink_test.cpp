@@ -12,7 +12,6 @@
 
 #include "iot/common/auth.h"
 #include "iot/common/crypto.h"
-#include "iot/common/health_client.h"
 #include "iot/rule_forwarding/v1/rule_forwarding.grpc.pb.h"
 #include "iot/testing/device.h"
 #include "iot/testing/platform.h"
@@ -89,9 +88,9 @@ class RulesDownlinkTest : public ::testing::Test {
 
     const std::string mqtt_url =
         fmt::format("mqtt://svc:{}@127.0.0.1:{}", kPassword, broker_->port());
-    const uint16_t gateway_port = iot::testing::FreePort();
-    gateway_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
-        .argv = {iot::testing::ExecutablePath("device-gateway").string()},
+    gateway_ = std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
+        .binary = "device-gateway",
+        .env_prefix = "IOT_DEVICE_GATEWAY",
         .env = {{"IOT_MQTT_URL", mqtt_url},
                 {"IOT_REDIS_URL", redis_->Url()},
                 {"IOT_THING_MODEL_ADDR", thing_model_->address()},
@@ -99,20 +98,9 @@ class RulesDownlinkTest : public ::testing::Test {
                 {"IOT_COMMAND_DISPATCH_ADDR", "none"},
                 {"IOT_RULE_FORWARDING_ADDR", "none"},
                 {"IOT_SERVICE_API_KEY", kServiceKey},
-                {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gw-rules-downlink"},
-                {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(gateway_port)},
-                {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},
-                {"IOT_DEVICE_GATEWAY_LISTEN_ADDRESS", "127.0.0.1"},
-                {"IOT_DEVICE_GATEWAY_PROBE_INTERVAL", "200ms"}},
-        .log_file = broker_->dir() / "gateway.log",
-        .run_as_user = {}});
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          auto health = common::CheckHealth(fmt::format("127.0.0.1:{}", gateway_port));
-          return health.ok() && *health;
-        },
-        seconds(60)))
-        << gateway_->Log();
+                {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gw-rules-downlink"}},
+        .args = {}});
+    ASSERT_TRUE(gateway_->WaitServing()) << gateway_->process().Log();
 
     rules_ = std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
         .binary = "rule-forwarding",
@@ -122,7 +110,7 @@ class RulesDownlinkTest : public ::testing::Test {
                 {"IOT_MQTT_URL", mqtt_url},
                 {"IOT_RULE_FORWARDING_MQTT_CLIENT_ID", "rule-forwarding-downlink"},
                 {"IOT_THING_MODEL_ADDR", thing_model_->address()},
-                {"IOT_DEVICE_GATEWAY_ADDR", fmt::format("127.0.0.1:{}", gateway_port)},
+                {"IOT_DEVICE_GATEWAY_ADDR", gateway_->address()},
                 {"IOT_SERVICE_API_KEY", kServiceKey},
                 {"IOT_RULE_FORWARDING_MAX_ATTEMPTS", std::to_string(kMaxAttempts)},
                 {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
@@ -133,9 +121,6 @@ class RulesDownlinkTest : public ::testing::Test {
 
   static void TearDownTestSuite() {
     rules_.reset();
-    if (gateway_) {
-      gateway_->Stop();
-    }
     gateway_.reset();
     thing_model_.reset();
     broker_.reset();
@@ -218,13 +203,15 @@ class RulesDownlinkTest : public ::testing::Test {
         grpc::CreateChannel(rules_->address(), grpc::InsecureChannelCredentials()));
   }
 
-  static std::string Diagnostics() { return gateway_->Log() + "\n" + rules_->process().Log(); }
+  static std::string Diagnostics() {
+    return gateway_->process().Log() + "\n" + rules_->process().Log();
+  }
 
   static inline std::unique_ptr<iot::testing::TestRedis> redis_;
   static inline std::unique_ptr<iot::testing::TestMosquitto> broker_;
   static inline std::unique_ptr<iot::testing::ThingModelProcess> thing_model_;
   static inline std::shared_ptr<grpc::Channel> tm_channel_;
-  static inline std::unique_ptr<iot::testing::Process> gateway_;
+  static inline std::unique_ptr<iot::testing::ServiceProcess> gateway_;
   static inline std::unique_ptr<iot::testing::ServiceProcess> rules_;
   static inline std::string* other_key_ = new std::string();
 };

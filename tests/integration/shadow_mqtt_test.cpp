@@ -16,7 +16,6 @@
 
 #include "iot/common/auth.h"
 #include "iot/common/crypto.h"
-#include "iot/common/health_client.h"
 #include "iot/common/mqtt.h"
 #include "iot/common/redis.h"
 #include "iot/shadow/redis_live_store.h"
@@ -162,8 +161,9 @@ class ShadowMqttTest : public ::testing::Test {
                 {"IOT_SERVICE_API_KEY", kServiceKey}},
         .args = {}});
     ASSERT_TRUE(shadow_->WaitServing()) << shadow_->process().Log();
-    gateway_ = std::make_unique<iot::testing::Process>(iot::testing::Process::Options{
-        .argv = {iot::testing::ExecutablePath("device-gateway").string()},
+    gateway_ = std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
+        .binary = "device-gateway",
+        .env_prefix = "IOT_DEVICE_GATEWAY",
         .env = {{"IOT_MQTT_URL",
                  fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword, broker_->port())},
                 {"IOT_REDIS_URL", redis_->Url()},
@@ -173,27 +173,14 @@ class ShadowMqttTest : public ::testing::Test {
                 {"IOT_RULE_FORWARDING_ADDR", "none"},
                 {"IOT_SERVICE_API_KEY", kServiceKey},
                 {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gw-shadow-e2e"},
-                {"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"},
-                {"IOT_DEVICE_GATEWAY_GRPC_PORT", std::to_string(gateway_port)},
-                {"IOT_DEVICE_GATEWAY_METRICS_PORT", "0"},
-                {"IOT_DEVICE_GATEWAY_LISTEN_ADDRESS", "127.0.0.1"},
-                {"IOT_DEVICE_GATEWAY_PROBE_INTERVAL", "200ms"}},
-        .log_file = broker_->dir() / "gateway.log",
-        .run_as_user = {}});
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          auto health = common::CheckHealth(fmt::format("127.0.0.1:{}", gateway_port));
-          return health.ok() && *health;
-        },
-        seconds(60)))
-        << gateway_->Log();
+                {"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}},
+        .args = {},
+        .grpc_port = gateway_port});
+    ASSERT_TRUE(gateway_->WaitServing()) << gateway_->process().Log();
     shadow_channel_ = grpc::CreateChannel(shadow_->address(), grpc::InsecureChannelCredentials());
   }
 
   static void TearDownTestSuite() {
-    if (gateway_) {
-      gateway_->Stop();
-    }
     gateway_.reset();
     shadow_.reset();
     thing_model_.reset();
@@ -252,7 +239,7 @@ class ShadowMqttTest : public ::testing::Test {
   static inline std::unique_ptr<iot::testing::ThingModelProcess> thing_model_;
   static inline std::shared_ptr<grpc::Channel> tm_channel_;
   static inline std::unique_ptr<iot::testing::ServiceProcess> shadow_;
-  static inline std::unique_ptr<iot::testing::Process> gateway_;
+  static inline std::unique_ptr<iot::testing::ServiceProcess> gateway_;
   static inline std::shared_ptr<grpc::Channel> shadow_channel_;
 
   std::unique_ptr<sh::Shadows::Stub> shadows_;
@@ -264,12 +251,13 @@ TEST_F(ShadowMqttTest, ReportedOverMqttDesiredPushedAndCaughtUp) {
   ASSERT_TRUE(device_->Connect());
   device_->Publish("properties/report", Report({{"voltage", 230}, {"relay_state", "ON"}}));
   EXPECT_TRUE(WaitUntil([&] { return Reported().contains("voltage"); }, seconds(10)))
-      << gateway_->Log();
+      << gateway_->process().Log();
   EXPECT_EQ(Reported(), json({{"voltage", 230}, {"relay_state", "ON"}}));
 
   ASSERT_TRUE(SetDesired({{"relay_state", "OFF"}, {"report_interval", 30}}).ok());
   auto set = device_->Await("properties/set/request_id=");
-  ASSERT_TRUE(set.has_value()) << "no property set reached the device\n" << gateway_->Log();
+  ASSERT_TRUE(set.has_value()) << "no property set reached the device\n"
+                               << gateway_->process().Log();
   const std::string prefix = "$oc/devices/" + device_id_ + "/sys/properties/set/request_id=";
   const std::string request_id = set->topic.substr(prefix.size());
   EXPECT_TRUE(request_id.starts_with("shadow-")) << set->topic;
@@ -297,7 +285,8 @@ TEST_F(ShadowMqttTest, OfflineDeviceReceivesTheDeltaWhenItConnects) {
   ASSERT_TRUE(SetDesired({{"report_interval", 120}}).ok());
   ASSERT_TRUE(device_->Connect());
   auto set = device_->Await("properties/set/request_id=shadow-");
-  ASSERT_TRUE(set.has_value()) << "pending delta not pushed on connect\n" << gateway_->Log();
+  ASSERT_TRUE(set.has_value()) << "pending delta not pushed on connect\n"
+                               << gateway_->process().Log();
   EXPECT_EQ(json::parse(set->payload)["services"][0]["properties"],
             json({{"report_interval", 120}}));
 }
@@ -313,7 +302,7 @@ TEST_F(ShadowMqttTest, DeviceShadowGetIsAnsweredOverMqtt) {
   device_->Publish("shadow/get/request_id=get-1",
                    {{"object_device_id", device_id_}, {"service_id", "meter"}});
   auto response = device_->Await("shadow/get/response/request_id=get-1");
-  ASSERT_TRUE(response.has_value()) << gateway_->Log();
+  ASSERT_TRUE(response.has_value()) << gateway_->process().Log();
   const json body = json::parse(response->payload);
   EXPECT_EQ(body["object_device_id"], device_id_);
   ASSERT_EQ(body["shadow"].size(), 1U);
@@ -353,7 +342,7 @@ TEST_F(ShadowMqttTest, EveryReportOverMqttIsMergedAndTheRateIsPrinted) {
   for (auto& [id, device] : devices) {
     EXPECT_TRUE(WaitUntil([&] { return Version(id) == kReports; }, seconds(60)))
         << id << " at version " << Version(id) << "\n"
-        << gateway_->Log();
+        << gateway_->process().Log();
   }
   const double mqtt_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -53,7 +53,7 @@ bool ThingModelProcess::WaitServing(std::chrono::milliseconds timeout) {
 
 ServiceProcess::ServiceProcess(ServiceProcessOptions options)
     : options_(std::move(options)), dir_("iot-" + options_.binary) {
-  grpc_port_ = FreePort();
+  grpc_port_ = options_.grpc_port != 0 ? options_.grpc_port : FreePort();
   metrics_port_ = FreePort();
   address_ = "127.0.0.1:" + std::to_string(grpc_port_);
   const std::string& prefix = options_.env_prefix;

@@ -51,6 +51,9 @@ struct ServiceProcessOptions {
   std::string env_prefix;  ///< e.g. "IOT_SHADOW"
   std::map<std::string, std::string> env;
   std::vector<std::string> args;  ///< extra command-line arguments
+  /// 0: a free port. Set it when a peer needs the address before this service starts (e.g.
+  /// the gateway and shadow each need the other's): take one from FreePort().
+  uint16_t grpc_port = 0;
 };
 
 class ServiceProcess {
