@@ -132,22 +132,6 @@ double Median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-/// Waits until the broker's log has a line containing `text` (false after `timeout`).
-bool WaitForLog(const std::filesystem::path& log, const std::string& text,
-                std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    std::ifstream in(log);
-    const std::string content((std::istreambuf_iterator<char>(in)),
-                              std::istreambuf_iterator<char>());
-    if (content.find(text) != std::string::npos) {
-      return true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
-
 TestClient::Options DeviceOptions(uint16_t port, const std::string& id, bool with_auth) {
   const std::string ts = Hour();
   TestClient::Options options{.port = port, .client_id = fmt::format("{}_0_0_{}", id, ts)};
@@ -218,10 +202,10 @@ int main(int argc, char** argv) {
       "plugin_opt_service_accounts {}\nmax_queued_messages 1000000\n",
       iot::testing::LibraryPath("libiot_auth.so").string(), redis.Url(), kKey, accounts));
   iot::testing::TestMosquitto plain("allow_anonymous true\nmax_queued_messages 1000000\n");
-  if (!WaitForLog(with_plugin.dir() / "mosquitto.log", "projection loaded",
-                  std::chrono::seconds(10))) {
-    std::printf("(the plugin logged no \"projection loaded\" line within 10 s)\n");
-  }
+  // The plugin loads the projection in the background (tens of thousands of devices a second;
+  // its log line is not flushed in time to wait for it).
+  std::this_thread::sleep_for(std::chrono::seconds(2) +
+                              std::chrono::milliseconds(devices * rounds / 20));
 
   std::vector<double> raw;
   std::vector<double> loaded;

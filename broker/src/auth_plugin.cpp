@@ -12,7 +12,6 @@
 namespace iot::broker {
 namespace {
 
-constexpr size_t kRecheckBatch = 1000;
 constexpr int kPresenceQos = 1;
 constexpr int kDownResultQos = 1;
 
@@ -408,33 +407,37 @@ void AuthPlugin::OnDeviceChanged(const std::string& device_id) {
     std::lock_guard lock(shared_mutex_);
     connected = connected_.contains(device_id);
   }
-  if (!connected) {
-    directory_->Invalidate(device_id);
-    return;
-  }
-  if (auto result = directory_->Refresh({device_id})) {
+  if (auto result = directory_->Reload(device_id, /*force=*/connected)) {
     ApplyRefresh(*result);
-  } else {
-    // Could not confirm: at least do not let a stale entry admit it again.
-    directory_->Invalidate(device_id);
   }
 }
 
-void AuthPlugin::RecheckConnected() {
-  std::vector<std::string> ids;
+void AuthPlugin::OnSubscription(bool live) { directory_->SetLive(live); }
+
+void AuthPlugin::Resync(bool after_subscribe) {
+  std::vector<std::string> connected;
   {
     std::lock_guard lock(shared_mutex_);
-    ids.assign(connected_.begin(), connected_.end());
+    connected.assign(connected_.begin(), connected_.end());
   }
-  for (size_t start = 0; start < ids.size(); start += kRecheckBatch) {
-    const size_t end = std::min(ids.size(), start + kRecheckBatch);
-    const std::vector<std::string> batch(ids.begin() + static_cast<std::ptrdiff_t>(start),
-                                         ids.begin() + static_cast<std::ptrdiff_t>(end));
-    if (auto result = directory_->Refresh(batch)) {
-      ApplyRefresh(*result);
-    } else {
-      return;
-    }
+  const auto start = std::chrono::steady_clock::now();
+  const auto result = directory_->Resync(connected);
+  if (!result) {
+    Log(LogLevel::kWarning,
+        "credential projection: Redis failed during the resync; devices not "
+        "re-read are checked against Redis again when they connect");
+    return;
+  }
+  ApplyRefresh(*result);
+  if (after_subscribe) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+    Log(LogLevel::kInfo,
+        fmt::format("credential projection loaded: {} devices in {} ms{}", directory_->size(), ms,
+                    directory_->complete() ? ""
+                                           : " (capacity reached: others are read from Redis "
+                                             "when they connect)"));
   }
 }
 

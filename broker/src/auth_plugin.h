@@ -94,11 +94,14 @@ class AuthPlugin {
   void OnReload();
 
   // ---- From the change watcher's thread ----
-  /// A device's record changed: re-read it if the device is connected, else drop it from the
-  /// cache.
+  /// A device's record changed: re-read it (if held, connected or the projection is complete)
+  /// and queue a kick if it is connected and now frozen or deleted.
   void OnDeviceChanged(const std::string& device_id);
-  /// Re-read every connected device; queue kicks for the frozen and the deleted.
-  void RecheckConnected();
+  /// The `tm:changes` subscription went live or was lost (DeviceDirectory::SetLive).
+  void OnSubscription(bool live);
+  /// Reload the credential projection and re-read every connected device; queue kicks for the
+  /// frozen and the deleted. `after_subscribe`: the first load after a (re)subscription.
+  void Resync(bool after_subscribe);
 
   /// Connected devices (for tests and logs).
   [[nodiscard]] size_t connected_devices() const;

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -84,7 +85,9 @@ void ChangeWatcher::Run() {
         return;
       }
     }
-    if (Session()) {
+    const bool subscribed = Session();
+    callbacks_.on_subscription(false);
+    if (subscribed) {
       backoff.Reset();
       outage_logged = false;
     } else if (!outage_logged) {
@@ -126,15 +129,20 @@ bool ChangeWatcher::Session() {
     }
   }
   callbacks_.log(false, fmt::format("{} subscriber: subscribed", kChannel));
+  callbacks_.on_subscription(true);
   // Changes made while we were not subscribed were missed.
-  callbacks_.on_resync();
-  auto next_resync = std::chrono::steady_clock::now() + resync_interval_;
+  callbacks_.on_resync(true);
+  auto now = std::chrono::steady_clock::now();
+  auto next_resync = now + resync_interval_;
+  auto next_ping = now + kHeartbeat;
+  auto last_reply = now;
 
   while (true) {
     void* raw = nullptr;
     while (redisGetReplyFromReader(context.get(), &raw) == REDIS_OK && raw != nullptr) {
       const ReplyPtr reply(static_cast<redisReply*>(raw));
       raw = nullptr;
+      last_reply = std::chrono::steady_clock::now();
       if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
           reply->element[0]->type == REDIS_REPLY_STRING &&
           std::string_view(reply->element[0]->str, reply->element[0]->len) == "message" &&
@@ -151,10 +159,28 @@ bool ChangeWatcher::Session() {
         return true;
       }
     }
-    const auto now = std::chrono::steady_clock::now();
+    now = std::chrono::steady_clock::now();
     if (now >= next_resync) {
-      callbacks_.on_resync();
+      callbacks_.on_resync(false);
+      now = std::chrono::steady_clock::now();
       next_resync = now + resync_interval_;
+      last_reply = std::max(last_reply, now - kHeartbeat);  // the PINGs wait behind the resync
+    }
+    if (now - last_reply > kHeartbeatTimeout) {
+      callbacks_.log(
+          true, fmt::format("{} subscriber: no answer from Redis for {} ms; reconnecting", kChannel,
+                            kHeartbeatTimeout.count()));
+      return true;
+    }
+    if (now >= next_ping) {
+      int done = 0;
+      redisAppendCommand(context.get(), "PING");
+      while (done == 0) {
+        if (redisBufferWrite(context.get(), &done) != REDIS_OK) {
+          return true;
+        }
+      }
+      next_ping = now + kHeartbeat;
     }
     pollfd fd{.fd = context->fd, .events = POLLIN, .revents = 0};
     const int ready = poll(&fd, 1, static_cast<int>(kPollSlice.count()));

@@ -18,9 +18,12 @@ class ChangeWatcher {
   struct Callbacks {
     /// A `{"kind":"device",...}` change of `device_id`.
     std::function<void(const std::string& device_id)> on_device_change;
-    /// Time to re-read everything cached: after every (re)subscribe (messages may have been
-    /// missed) and every `resync_interval`.
-    std::function<void()> on_resync;
+    /// The subscription is live (SUBSCRIBE acknowledged) or lost (connection closed, or no
+    /// answer to the heartbeat PING for kHeartbeatTimeout).
+    std::function<void(bool live)> on_subscription;
+    /// Time to re-read everything cached: after every (re)subscribe (`subscribed` true: messages
+    /// may have been missed) and every `resync_interval`.
+    std::function<void(bool subscribed)> on_resync;
     /// Warnings and errors; `error` false for informational lines.
     std::function<void(bool error, const std::string& message)> log;
   };
@@ -37,6 +40,10 @@ class ChangeWatcher {
   void Stop();
 
   static constexpr const char* kChannel = "tm:changes";
+  /// A silent connection (no FIN, e.g. a partition) is noticed within kHeartbeatTimeout: the
+  /// subscription PINGs every kHeartbeat.
+  static constexpr std::chrono::milliseconds kHeartbeat{1000};
+  static constexpr std::chrono::milliseconds kHeartbeatTimeout{3000};
 
  private:
   void Run();

@@ -1,6 +1,9 @@
 #include "device_directory.h"
 
+#include <algorithm>
 #include <charconv>
+#include <iterator>
+#include <unordered_set>
 
 namespace iot::broker {
 namespace {
@@ -54,10 +57,12 @@ Lookup DeviceDirectory::Find(const std::string& device_id) {
   std::optional<DeviceRecord> cached;
   bool have_cached = false;
   std::chrono::steady_clock::time_point fetched;
+  uint64_t read_seq = 0;
   {
     std::lock_guard lock(mutex_);
     if (const auto it = entries_.find(device_id); it != entries_.end()) {
-      if (now - it->second.fetched < options_.ttl) {
+      lru_.splice(lru_.begin(), lru_, it->second.lru);
+      if (Trusted(it->second, now)) {
         const auto& record = it->second.record;
         return Lookup{.status = record ? LookupStatus::kFound : LookupStatus::kNotFound,
                       .record = record,
@@ -67,12 +72,13 @@ Lookup DeviceDirectory::Find(const std::string& device_id) {
       fetched = it->second.fetched;
       have_cached = true;
     }
+    read_seq = ++read_seq_;
   }
 
   auto reply = redis_->Command({"HGETALL", DeviceKey(device_id)});
   if (reply.ok() && !reply->is_error()) {
     auto record = ParseRecord(*reply);
-    Store(device_id, record, clock_());
+    Store(device_id, record, clock_(), read_seq);
     return Lookup{.status = record ? LookupStatus::kFound : LookupStatus::kNotFound,
                   .record = std::move(record),
                   .stale = false};
@@ -91,6 +97,7 @@ std::optional<RefreshResult> DeviceDirectory::Refresh(const std::vector<std::str
   for (const auto& id : device_ids) {
     commands.push_back({"HGETALL", DeviceKey(id)});
   }
+  const uint64_t read_seq = NextReadSeq();
   auto replies = redis_->Pipeline(commands);
   if (!replies.ok() || replies->size() != commands.size()) {
     return std::nullopt;
@@ -103,15 +110,110 @@ std::optional<RefreshResult> DeviceDirectory::Refresh(const std::vector<std::str
   RefreshResult result;
   result.projection_ready = (*replies)[0].integer == 1;
   const auto now = clock_();
+  result.devices.reserve(device_ids.size());
   for (size_t i = 0; i < device_ids.size(); ++i) {
     auto record = ParseRecord((*replies)[i + 1]);
     // A missing key while the projection is rebuilt says nothing: keep what we had.
     if (record || result.projection_ready) {
-      Store(device_ids[i], record, now);
+      Store(device_ids[i], record, now, read_seq);
     }
     result.devices.push_back(RefreshedDevice{.device_id = device_ids[i], .record = record});
   }
   return result;
+}
+
+std::optional<RefreshResult> DeviceDirectory::Resync(const std::vector<std::string>& also) {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mutex_);
+    ids.reserve(entries_.size() + also.size());
+    for (const auto& [id, entry] : entries_) {
+      ids.push_back(id);
+    }
+  }
+  std::unordered_set<std::string> seen(ids.begin(), ids.end());
+  for (const auto& id : also) {
+    if (seen.insert(id).second) {
+      ids.push_back(id);
+    }
+  }
+  bool truncated = false;
+  const std::string pattern = DeviceKey("*");
+  const std::string count = std::to_string(options_.batch);
+  std::string cursor = "0";
+  do {
+    auto reply = redis_->Command({"SCAN", cursor, "MATCH", pattern, "COUNT", count});
+    if (!reply.ok() || reply->type != common::RedisReply::Type::kArray ||
+        reply->elements.size() != 2) {
+      return std::nullopt;
+    }
+    cursor = reply->elements[0].str;
+    for (const auto& key : reply->elements[1].elements) {
+      std::string id = key.str.substr(kDeviceKeyPrefix.size());
+      if (seen.contains(id)) {
+        continue;
+      }
+      if (ids.size() >= options_.capacity) {
+        truncated = true;
+        break;
+      }
+      seen.insert(id);
+      ids.push_back(std::move(id));
+    }
+  } while (cursor != "0" && !truncated);
+
+  RefreshResult result;
+  result.projection_ready = true;
+  result.devices.reserve(ids.size());
+  for (size_t start = 0; start < ids.size(); start += options_.batch) {
+    const size_t end = std::min(ids.size(), start + options_.batch);
+    auto batch = Refresh(std::vector<std::string>(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                                                  ids.begin() + static_cast<std::ptrdiff_t>(end)));
+    if (!batch) {
+      return std::nullopt;
+    }
+    result.projection_ready = result.projection_ready && batch->projection_ready;
+    std::move(batch->devices.begin(), batch->devices.end(), std::back_inserter(result.devices));
+  }
+  std::lock_guard lock(mutex_);
+  complete_ = !truncated;
+  return result;
+}
+
+std::optional<RefreshResult> DeviceDirectory::Reload(const std::string& device_id, bool force) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!force && !complete_ && !entries_.contains(device_id)) {
+      return RefreshResult{};
+    }
+  }
+  auto result = Refresh({device_id});
+  if (!result) {
+    // Could not confirm the change: at least do not let the old record admit the device.
+    Invalidate(device_id);
+  }
+  return result;
+}
+
+void DeviceDirectory::SetLive(bool live) {
+  std::lock_guard lock(mutex_);
+  if (live) {
+    live_ = true;
+    live_since_ = read_seq_;
+    return;
+  }
+  if (!live_) {
+    return;
+  }
+  live_ = false;
+  // Records the subscription kept current were current until now: from here on they are as old
+  // as the TTL (Find asks Redis again), and usable while Redis is down for `max_stale`.
+  const auto expired = clock_() - options_.ttl;
+  for (auto& [id, entry] : entries_) {
+    if (entry.read_seq > live_since_) {
+      entry.fetched = expired;
+    }
+  }
 }
 
 void DeviceDirectory::Invalidate(const std::string& device_id) {
@@ -127,20 +229,44 @@ size_t DeviceDirectory::size() const {
   return entries_.size();
 }
 
+bool DeviceDirectory::complete() const {
+  std::lock_guard lock(mutex_);
+  return complete_;
+}
+
+uint64_t DeviceDirectory::NextReadSeq() {
+  std::lock_guard lock(mutex_);
+  return ++read_seq_;
+}
+
+bool DeviceDirectory::Trusted(const Entry& entry, std::chrono::steady_clock::time_point now) const {
+  if (live_ && entry.record && entry.read_seq > live_since_) {
+    return true;
+  }
+  return now - entry.fetched < options_.ttl;
+}
+
 void DeviceDirectory::Store(const std::string& device_id, std::optional<DeviceRecord> record,
-                            std::chrono::steady_clock::time_point now) {
+                            std::chrono::steady_clock::time_point now, uint64_t read_seq) {
   std::lock_guard lock(mutex_);
   if (const auto it = entries_.find(device_id); it != entries_.end()) {
-    lru_.erase(it->second.lru);
-    entries_.erase(it);
+    if (it->second.read_seq > read_seq) {
+      return;
+    }
+    it->second.record = std::move(record);
+    it->second.fetched = now;
+    it->second.read_seq = read_seq;
+    return;
   }
   while (!lru_.empty() && entries_.size() >= options_.capacity) {
     entries_.erase(lru_.back());
     lru_.pop_back();
   }
   lru_.push_front(device_id);
-  entries_.emplace(device_id,
-                   Entry{.record = std::move(record), .fetched = now, .lru = lru_.begin()});
+  entries_.emplace(
+      device_id,
+      Entry{
+          .record = std::move(record), .fetched = now, .read_seq = read_seq, .lru = lru_.begin()});
 }
 
 }  // namespace iot::broker

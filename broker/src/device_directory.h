@@ -1,7 +1,15 @@
 #pragma once
 
-// Device credentials from the thing-model projection in Redis (docs/redis-projection.md), behind
-// a bounded, short-lived cache.
+// Device credentials from the thing-model projection in Redis (docs/redis-projection.md), held in
+// memory so that a CONNECT of a known device needs no Redis round trip on the broker's thread.
+//
+// The change watcher loads the projection in the background (SCAN `tm:dev:*` + pipelined
+// HGETALL, up to `capacity` devices) each time it (re)subscribes to `tm:changes`, re-reads a
+// device on each of its changes and everything held every resync interval. A record read while
+// the subscription is live stays trusted until a change replaces it; any other record (read
+// before the subscription, or while it is down) only for `ttl`, after which Find reads Redis
+// again. A device not held (created a moment ago, or beyond capacity: least recently used
+// records make room) costs one Redis read on the broker thread.
 
 #include <chrono>
 #include <cstddef>
@@ -65,25 +73,47 @@ class DeviceDirectory {
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
   struct Options {
-    size_t capacity = 10000;
+    /// Records held (known, unknown and deleted devices alike).
+    size_t capacity = 100000;
+    /// How long a record not kept current by `tm:changes` is trusted; also every "no such
+    /// device" answer.
     std::chrono::milliseconds ttl{5000};
     std::chrono::milliseconds max_stale{std::chrono::minutes{5}};
+    /// Devices per pipeline when loading.
+    size_t batch = 1000;
   };
 
   DeviceDirectory(std::unique_ptr<common::RedisClient> redis, Options options, Clock clock = {});
 
-  /// The device's record: from the cache while fresh, else from Redis (one round trip). When
-  /// Redis fails, a cached record up to `max_stale` old is returned with `stale`; otherwise
-  /// kUnavailable.
+  /// The device's record: from memory while trusted (see above), else from Redis (one round
+  /// trip). When Redis fails, a held record up to `max_stale` old is returned with `stale`;
+  /// otherwise kUnavailable.
   Lookup Find(const std::string& device_id);
 
-  /// Re-reads `device_ids` from Redis in one pipeline and refreshes their cache entries.
+  /// Re-reads `device_ids` from Redis in one pipeline and stores their records.
   /// nullopt when Redis is unavailable.
   std::optional<RefreshResult> Refresh(const std::vector<std::string>& device_ids);
+
+  /// Loads the projection: every device held, `also` (connected devices), then devices found by
+  /// SCAN `tm:dev:*` until `capacity` is reached, in pipelines of `batch`. Returns every device
+  /// read (for kicks), or nullopt when Redis failed part-way (what was read is kept).
+  std::optional<RefreshResult> Resync(const std::vector<std::string>& also = {});
+
+  /// A `tm:changes` message for the device: re-reads it when it is held, when the whole
+  /// projection fits in memory (a created device is then known before it connects) or when
+  /// `force` (connected). An empty result when skipped; nullopt (and the record dropped) when
+  /// Redis failed.
+  std::optional<RefreshResult> Reload(const std::string& device_id, bool force);
+
+  /// The `tm:changes` subscription is live (true: records read from now on are kept current by
+  /// its messages) or lost (every record falls back to `ttl`).
+  void SetLive(bool live);
 
   void Invalidate(const std::string& device_id);
 
   [[nodiscard]] size_t size() const;
+  /// The last Resync found every device of the projection (none left out for capacity).
+  [[nodiscard]] bool complete() const;
 
   /// Parses an HGETALL reply; nullopt for an empty (missing) hash.
   static std::optional<DeviceRecord> ParseRecord(const common::RedisReply& reply);
@@ -92,11 +122,19 @@ class DeviceDirectory {
   struct Entry {
     std::optional<DeviceRecord> record;
     std::chrono::steady_clock::time_point fetched;
+    /// Order of the read that produced it (see read_seq_).
+    uint64_t read_seq = 0;
     std::list<std::string>::iterator lru;
   };
 
+  /// Stores a record unless a read issued later already stored one (a slow broker-thread read
+  /// must not undo the change watcher's newer one).
   void Store(const std::string& device_id, std::optional<DeviceRecord> record,
-             std::chrono::steady_clock::time_point now);
+             std::chrono::steady_clock::time_point now, uint64_t read_seq);
+  /// The number of the next Redis read; taken before the read is issued.
+  uint64_t NextReadSeq();
+  /// True when `entry` may be used without asking Redis (mutex_ held).
+  bool Trusted(const Entry& entry, std::chrono::steady_clock::time_point now) const;
 
   const std::unique_ptr<common::RedisClient> redis_;
   const Options options_;
@@ -104,7 +142,12 @@ class DeviceDirectory {
 
   mutable std::mutex mutex_;
   std::unordered_map<std::string, Entry> entries_;
-  std::list<std::string> lru_;  ///< Most recently stored first.
+  std::list<std::string> lru_;  ///< Most recently used first.
+  uint64_t read_seq_ = 0;
+  /// Reads numbered above this were made while the subscription was live.
+  bool live_ = false;
+  uint64_t live_since_ = 0;
+  bool complete_ = false;
 };
 
 }  // namespace iot::broker

@@ -326,7 +326,8 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* opti
       *std::move(url), timeout, recheck,
       ChangeWatcher::Callbacks{
           .on_device_change = [plugin](const std::string& id) { plugin->OnDeviceChanged(id); },
-          .on_resync = [plugin] { plugin->RecheckConnected(); },
+          .on_subscription = [plugin](bool live) { plugin->OnSubscription(live); },
+          .on_resync = [plugin](bool subscribed) { plugin->Resync(subscribed); },
           .log =
               [broker](bool error, const std::string& message) {
                 broker->Log(error ? LogLevel::kWarning : LogLevel::kInfo, message);

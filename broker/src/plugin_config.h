@@ -38,16 +38,19 @@ struct PluginConfig {
   /// IOT_SECRET_KEY text (64 hex characters or base64 of 32 bytes), opens sealed device secrets.
   std::string secret_key;
   std::vector<ServiceAccount> service_accounts;
-  /// Credential cache: entries are fresh for `cache_ttl`; when Redis is unreachable a known
-  /// device's entry is still used up to `cache_max_stale` old (unknown devices are refused).
+  /// The in-memory credential projection (DeviceDirectory): at most `cache_size` devices; a
+  /// record not kept current by `tm:changes` is trusted for `cache_ttl`; when Redis is
+  /// unreachable a known device's record is still used up to `cache_max_stale` old (unknown
+  /// devices are refused).
   std::chrono::milliseconds cache_ttl{5000};
-  size_t cache_size = 10000;
+  size_t cache_size = 100000;
   std::chrono::milliseconds cache_max_stale{std::chrono::minutes{5}};
   /// Bounds every Redis connect and command made on the broker thread.
   std::chrono::milliseconds redis_timeout{200};
   /// Sign type 1: how far the client id's hour may be from the broker's clock.
   std::chrono::seconds time_skew{3600};
-  /// How often every connected device's record is re-read (besides `tm:changes`).
+  /// How often the whole projection and every connected device are re-read (besides
+  /// `tm:changes`).
   std::chrono::milliseconds recheck_interval{std::chrono::seconds{60}};
   /// Uplink partitions (`iot/up/{partition}/...`, topic_rules.h); announced to the gateways as
   /// the retained `$iot/config/uplink_partitions`.

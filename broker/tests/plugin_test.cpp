@@ -10,11 +10,13 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "iot/common/crypto.h"
@@ -664,6 +666,167 @@ TEST_F(PluginTest, PeriodicRecheckCatchesAMissedNotification) {
   auto device = Connect(Device("p1_quiet", "s"));
   Redis({"HSET", "tm:dev:p1_quiet", "frozen", "1"});  // no PUBLISH on tm:changes
   EXPECT_TRUE(device->WaitDisconnected(kKickDeadline));
+}
+
+// ---- The credential projection in memory ----
+
+/// Waits for the plugin's "credential projection loaded" line; returns it.
+std::string WaitForProjectionLine(const std::function<std::string()>& log) {
+  std::string line;
+  WaitUntil(
+      [&] {
+        const std::string text = log();
+        const size_t at = text.find("credential projection loaded");
+        if (at == std::string::npos) {
+          return false;
+        }
+        line = text.substr(at, text.find('\n', at) - at);
+        return true;
+      },
+      kWait);
+  return line;
+}
+
+class ProjectionTest : public PluginTest {
+ protected:
+  std::string WaitForLoad() {
+    return WaitForProjectionLine([this] { return BrokerLog(); });
+  }
+
+  /// HGETALLs Redis has served since the last CONFIG RESETSTAT.
+  int64_t HgetallCalls() {
+    auto reply = redis_client_->Command({"INFO", "commandstats"});
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    const std::string text = reply.ok() ? reply->str : "";
+    const size_t at = text.find("cmdstat_hgetall:calls=");
+    if (at == std::string::npos) {
+      return 0;
+    }
+    return std::stoll(text.substr(at + std::string("cmdstat_hgetall:calls=").size()));
+  }
+};
+
+TEST_F(ProjectionTest, LoadedAtStartSoKnownDevicesConnectWithoutAskingRedis) {
+  AddDevice("p1_a", "sa");
+  AddDevice("p1_b", "sb");
+  AddDevice("p1_frozen", "sf", /*frozen=*/true);
+  StartBroker("plugin_opt_cache_ttl_ms 100");
+  EXPECT_THAT(WaitForLoad(), HasSubstr("loaded: 3 devices"));
+  // Past the TTL: records kept current by tm:changes do not expire.
+  std::this_thread::sleep_for(200ms);
+
+  Redis({"CONFIG", "RESETSTAT"});
+  EXPECT_EQ(TryConnect(Device("p1_a", "sa")), 0);
+  EXPECT_EQ(TryConnect(Device("p1_b", "sb")), 0);
+  EXPECT_EQ(TryConnect(Device("p1_b", "wrong")), kV311NotAuthorized);
+  EXPECT_EQ(TryConnect(Device("p1_frozen", "sf")), kV311NotAuthorized);
+  EXPECT_EQ(HgetallCalls(), 0) << "a device in the projection needs no Redis read";
+
+  // Created a moment ago, its change not yet seen: one Redis read, then known.
+  AddDevice("p1_new", "sn");
+  EXPECT_EQ(TryConnect(Device("p1_new", "sn")), 0);
+  EXPECT_EQ(HgetallCalls(), 1);
+  EXPECT_EQ(TryConnect(Device("p1_new", "sn")), 0);
+  EXPECT_EQ(HgetallCalls(), 1);
+  EXPECT_EQ(TryConnect(Device("p1_nobody", "s")), kV311NotAuthorized);
+}
+
+TEST_F(ProjectionTest, ChangesAreAppliedToTheDevicesHeld) {
+  AddDevice("p1_chg", "old-secret");
+  StartBroker();
+  WaitForLoad();
+  EXPECT_EQ(TryConnect(Device("p1_chg", "old-secret")), 0);
+
+  // The secret is reset: the new one works as soon as the change is seen, the old one no more.
+  auto box = common::SecretBox::FromKeyText(kSecretKey);
+  Redis({"HSET", "tm:dev:p1_chg", "secret", box->Seal("new-secret", "p1_chg"), "version", "2"});
+  NotifyChange("p1_chg", "upsert", false);
+  EXPECT_TRUE(WaitUntil([&] { return TryConnect(Device("p1_chg", "new-secret")) == 0; }, kWait));
+  EXPECT_EQ(TryConnect(Device("p1_chg", "old-secret")), kV311NotAuthorized);
+
+  // Frozen while not connected: refused from the next connect on.
+  Redis({"HSET", "tm:dev:p1_chg", "frozen", "1", "version", "3"});
+  NotifyChange("p1_chg", "upsert", true);
+  EXPECT_TRUE(WaitUntil(
+      [&] { return TryConnect(Device("p1_chg", "new-secret")) == kV311NotAuthorized; }, kWait));
+
+  // Created and announced: the plugin reads it when the change arrives, so its connect needs no
+  // Redis read of its own.
+  Redis({"CONFIG", "RESETSTAT"});
+  AddDevice("p1_born", "sb");
+  NotifyChange("p1_born", "upsert", false);
+  ASSERT_TRUE(WaitUntil([&] { return HgetallCalls() == 1; }, kWait));
+  EXPECT_EQ(TryConnect(Device("p1_born", "sb")), 0);
+  EXPECT_EQ(HgetallCalls(), 1);
+
+  // Deleted: refused.
+  Redis({"DEL", "tm:dev:p1_born"});
+  NotifyChange("p1_born", "delete", false);
+  EXPECT_TRUE(
+      WaitUntil([&] { return TryConnect(Device("p1_born", "sb")) == kV311NotAuthorized; }, kWait));
+}
+
+TEST_F(ProjectionTest, PeriodicResyncReplacesWhatAMissedChangeLeftStale) {
+  AddDevice("p1_rs", "old-secret");
+  StartBroker("plugin_opt_recheck_interval_ms 300");
+  WaitForLoad();
+  EXPECT_EQ(TryConnect(Device("p1_rs", "old-secret")), 0);
+
+  auto box = common::SecretBox::FromKeyText(kSecretKey);
+  Redis({"HSET", "tm:dev:p1_rs", "secret", box->Seal("new-secret", "p1_rs"), "frozen", "0",
+         "version", "2"});  // no PUBLISH on tm:changes
+  // Well before the 5 s TTL: the resync, not an expiry, replaced the record.
+  EXPECT_TRUE(WaitUntil([&] { return TryConnect(Device("p1_rs", "new-secret")) == 0; }, 3s));
+  EXPECT_EQ(TryConnect(Device("p1_rs", "old-secret")), kV311NotAuthorized);
+}
+
+TEST_F(ProjectionTest, LostSubscriptionMeansNoRecordIsTrustedBeyondTheTtl) {
+  AddDevice("p1_sub", "s");
+  StartBroker();
+  WaitForLoad();
+  auto device = Connect(Device("p1_sub", "s"));
+
+  // The subscriber's connection is closed and the device frozen while it is away (its
+  // notification is lost): the resubscription's reload finds it.
+  Redis({"CLIENT", "KILL", "TYPE", "pubsub"});
+  Redis({"HSET", "tm:dev:p1_sub", "frozen", "1", "version", "2"});
+  EXPECT_TRUE(device->WaitDisconnected(kKickDeadline));
+  EXPECT_EQ(TryConnect(Device("p1_sub", "s")), kV311NotAuthorized);
+}
+
+TEST_F(ProjectionTest, CapacityBoundsTheDevicesHeldAndTheRestAreReadFromRedis) {
+  for (int i = 0; i < 6; ++i) {
+    AddDevice(fmt::format("p1_c{}", i), "s");
+  }
+  StartBroker("plugin_opt_cache_size 3");
+  const std::string line = WaitForLoad();
+  EXPECT_THAT(line, HasSubstr("loaded: 3 devices"));
+  EXPECT_THAT(line, HasSubstr("capacity reached"));
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_EQ(TryConnect(Device(fmt::format("p1_c{}", i), "s")), 0) << i;
+    }
+  }
+  // Least recently used records made room: the last three connected are held, the first not.
+  Redis({"CONFIG", "RESETSTAT"});
+  EXPECT_EQ(TryConnect(Device("p1_c5", "s")), 0);
+  EXPECT_EQ(HgetallCalls(), 0);
+  EXPECT_EQ(TryConnect(Device("p1_c0", "s")), 0);
+  EXPECT_EQ(HgetallCalls(), 1);
+}
+
+TEST_F(ProjectionTest, RedisDownAfterTheLoadRefusesUnknownAndFrozenDevices) {
+  AddDevice("p1_held", "s");
+  AddDevice("p1_cold", "s", /*frozen=*/true);
+  StartBroker();
+  WaitForLoad();
+  redis_->Stop();
+  EXPECT_EQ(TryConnect(Device("p1_unknown", "s")), kV311NotAuthorized);
+  EXPECT_EQ(TryConnect(Device("p1_cold", "s")), kV311NotAuthorized);
+  EXPECT_EQ(TryConnect(Device("p1_held", "wrong")), kV311NotAuthorized);
+  // Known and not frozen: still admitted during the outage (cache_max_stale).
+  EXPECT_EQ(TryConnect(Device("p1_held", "s")), 0);
+  EXPECT_THAT(BrokerLog(), HasSubstr("stale"));
 }
 
 // ---- Redis outage ----
