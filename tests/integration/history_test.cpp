@@ -128,6 +128,29 @@ TEST_F(HistoryTest, IngestedPropertiesAreStoredAndPagedInTimeOrder) {
   EXPECT_EQ(window.back().value_json(), "4");
 }
 
+TEST_F(HistoryTest, ValuesNeedingCopyEscapesComeBackAsReported) {
+  // The rows go to PostgreSQL as COPY text lines built by the service: backslashes (JSON's own
+  // escapes), tabs, newlines and non-ASCII must survive the round trip.
+  const nlohmann::json note = "tab\there\nnew line \\ back \"quoted\" caf\u00e9 \u0001";
+  const grpc::Status status = platform_->Ingest(
+      {{.message_id = "esc-1",
+        .device_id = "h-esc",
+        .time_ms = base_,
+        .properties = {{"note", note}, {"path", "C:\\dir\\file"}, {"tab\tin name", 1.5}}}});
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(WaitForValues("h-esc", 1, "note"));
+  const auto notes = AllValues(Request("h-esc", "note"), 10);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(notes[0].value_json()), note);
+  const auto paths = AllValues(Request("h-esc", "path"), 10);
+  ASSERT_EQ(paths.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(paths[0].value_json()), "C:\\dir\\file");
+  // A raw tab is only possible outside the JSON value: in a name.
+  const auto volts = AllValues(Request("h-esc", "tab\tin name"), 10);
+  ASSERT_EQ(volts.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(volts[0].value_json()), 1.5);
+}
+
 TEST_F(HistoryTest, BucketsCarryCountMinMaxAvgAndPage) {
   IngestSeries("h-bucket", 10);
   ASSERT_TRUE(WaitForValues("h-bucket", 10));

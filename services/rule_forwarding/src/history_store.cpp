@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 
 #include <pqxx/pqxx>
-#include <pqxx/stream_to>
+#include <pqxx/tablewriter>
 
 namespace iot::rule_forwarding {
 namespace {
@@ -16,23 +16,78 @@ bool IsDuplicateObject(const pqxx::sql_error& e) {
   return e.sqlstate() == "42P07" || e.sqlstate() == "23505";
 }
 
+/// Appends `text` to a line of COPY's text format: backslash and control characters escaped.
+void AppendCopyField(std::string& line, std::string_view text) {
+  size_t plain = 0;
+  while (plain < text.size() && static_cast<unsigned char>(text[plain]) >= 0x20 &&
+         text[plain] != '\\') {
+    ++plain;
+  }
+  line.append(text.substr(0, plain));
+  for (const char c : text.substr(plain)) {
+    switch (c) {
+      case '\\':
+        line += "\\\\";
+        break;
+      case '\n':
+        line += "\\n";
+        break;
+      case '\r':
+        line += "\\r";
+        break;
+      case '\t':
+        line += "\\t";
+        break;
+      case '\b':
+        line += "\\b";
+        break;
+      case '\f':
+        line += "\\f";
+        break;
+      case '\v':
+        line += "\\v";
+        break;
+      default:
+        line += c;
+    }
+  }
+}
+
 }  // namespace
 
 void CopyHistoryRows(pqxx::transaction_base& tx, const std::string& table,
                      std::span<const HistoryRow> rows) {
-  pqxx::stream_to stream(tx, table,
-                         std::vector<std::string>{"tenant_id", "device_id", "service_id",
-                                                  "property", "ts", "dedupe_key", "num", "value"});
-  std::string num;
+  // The lines are built here: pqxx::stream_to escapes every field a character at a time, which
+  // was the largest single cost of rule-forwarding at ~30k rows/s. tablewriter is the
+  // deprecated way to write raw COPY lines in libpqxx 6 (stream_to keeps that private).
+  const std::vector<std::string> columns = {"tenant_id", "device_id",  "service_id", "property",
+                                            "ts",        "dedupe_key", "num",        "value"};
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  pqxx::tablewriter writer(tx, table, columns.begin(), columns.end());
+#pragma GCC diagnostic pop
+  std::string line;
   for (const HistoryRow& row : rows) {
-    if (row.num) {
-      num = fmt::format("{}", *row.num);
+    line.clear();
+    for (const std::string* field :
+         {&row.tenant_id, &row.device_id, &row.service_id, &row.property}) {
+      AppendCopyField(line, *field);
+      line += '\t';
     }
-    stream << std::make_tuple(
-        row.tenant_id, row.device_id, row.service_id, row.property, PgTimestamp(row.time_ms),
-        row.dedupe_key, row.num ? num.c_str() : static_cast<const char*>(nullptr), row.value_json);
+    AppendCopyField(line, PgTimestamp(row.time_ms));
+    line += '\t';
+    AppendCopyField(line, row.dedupe_key);
+    line += '\t';
+    if (row.num) {
+      fmt::format_to(std::back_inserter(line), "{}", *row.num);
+    } else {
+      line += "\\N";
+    }
+    line += '\t';
+    AppendCopyField(line, row.value_json);
+    writer.write_raw_line(line);
   }
-  stream.complete();
+  writer.complete();
 }
 
 PgHistoryStore::PgHistoryStore(std::shared_ptr<common::PgPool> pool, HistoryRetention retention)
