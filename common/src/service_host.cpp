@@ -12,6 +12,9 @@
 namespace iot::common {
 namespace {
 
+/// Idle gRPC worker threads a service keeps (see ServiceHost::Start).
+constexpr int kMaxIdleGrpcThreads = 32;
+
 sigset_t TerminationSignals() {
   sigset_t set;
   sigemptyset(&set);
@@ -87,6 +90,11 @@ void ServiceHost::Start() {
   }
   interceptors_.clear();
   builder.experimental().SetInterceptorCreators(std::move(creators));
+  // The sync server ends a worker thread that finishes a call while MAX_POLLERS (default 2)
+  // others poll, and starts one when none is left: with a few calls that wait (a sync command,
+  // a publish awaiting its PUBACK) in flight, that is a thread created and ended per call.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                              kMaxIdleGrpcThreads);
   server_ = builder.BuildAndStart();
   if (!server_ || bound_port == 0) {
     throw std::runtime_error("cannot listen for gRPC on " + config_.listen_address + ":" +
