@@ -23,9 +23,6 @@ constexpr int64_t kMaxExpireSeconds = 172'800;
 constexpr int64_t kMaxTtlMinutes = 30 * 24 * 60;
 constexpr size_t kMaxIdLength = 64;
 constexpr size_t kMaxTopicLength = 128;
-/// The Redis registration outlives the wait a little: a response racing the timeout still
-/// finds its way to the replica, which records it as late.
-constexpr milliseconds kRegistrationSlack{5'000};
 
 /// IoTDA ids are UUIDs.
 std::string NewRequestId() {
@@ -218,7 +215,12 @@ DispatchService::DispatchService(std::shared_ptr<RequestStore> store,
       publisher_(std::move(publisher)),
       router_(std::move(router)),
       metrics_(std::move(metrics)),
-      options_(options) {}
+      options_(std::move(options)),
+      inserts_([this](const std::vector<NewRequest>& batch) { return store_->InsertMany(batch); },
+               options_.max_batch),
+      completions_(
+          [this](const std::vector<ResponseRecord>& batch) { return store_->CompleteMany(batch); },
+          options_.max_batch) {}
 
 absl::Status DispatchService::Start() {
   return router_->Start([this](const Completion& c) { Resolve(c); }, [this] { ResyncWaiters(); });
@@ -246,8 +248,12 @@ absl::StatusOr<DeviceInfo> DispatchService::DeviceOf(const common::Principal& ca
   return device;
 }
 
-std::shared_ptr<DispatchService::Waiter> DispatchService::AddWaiter(const std::string& id) {
+std::shared_ptr<DispatchService::Waiter> DispatchService::AddWaiter(const std::string& id,
+                                                                    const std::string& device_id,
+                                                                    Kind kind) {
   auto waiter = std::make_shared<Waiter>();
+  waiter->device_id = device_id;
+  waiter->kind = kind;
   std::lock_guard lock(waiters_mu_);
   waiters_[id] = waiter;
   return waiter;
@@ -270,10 +276,30 @@ bool DispatchService::Resolve(const Completion& completion) {
   }
   {
     std::lock_guard lock(waiter->mu);
+    if (waiter->completion) {
+      return false;  // a duplicate
+    }
     waiter->completion = completion;
   }
   waiter->cv.notify_all();
   return true;
+}
+
+bool DispatchService::ResolveEarly(const DeviceResponse& response) {
+  std::shared_ptr<Waiter> waiter;
+  {
+    std::lock_guard lock(waiters_mu_);
+    auto it = waiters_.find(response.request_id);
+    if (it == waiters_.end() || it->second->device_id != response.device_id) {
+      return false;
+    }
+    waiter = it->second;
+  }
+  return Resolve({.request_id = response.request_id,
+                  .kind = waiter->kind,
+                  .status = std::string(ResultStatus(response.payload_json)),
+                  .payload_json = response.payload_json,
+                  .owner = options_.replica_id});
 }
 
 void DispatchService::ResyncWaiters() {
@@ -291,7 +317,8 @@ void DispatchService::ResyncWaiters() {
       Resolve({.request_id = id,
                .kind = found->kind,
                .status = found->status,
-               .payload_json = *found->result});
+               .payload_json = *found->result,
+               .owner = options_.replica_id});
     }
   }
 }
@@ -316,6 +343,7 @@ absl::StatusOr<SyncResult> DispatchService::SendSync(
   record.command_name = request.command_name;
   record.body = request.body_json;
   record.status = status::kSent;
+  record.owner = options_.replica_id;
   switch (request.kind) {
     case Kind::kCommand: {
       auto paras =
@@ -354,22 +382,17 @@ absl::StatusOr<SyncResult> DispatchService::SendSync(
   }
 
   const auto started = std::chrono::steady_clock::now();
-  auto waiter = AddWaiter(record.request_id);
+  auto waiter = AddWaiter(record.request_id, record.device_id, record.kind);
   struct Cleanup {
     DispatchService* self;
     const std::string& id;
-    ~Cleanup() {
-      self->RemoveWaiter(id);
-      self->router_->Unregister(id);
-    }
+    ~Cleanup() { self->RemoveWaiter(id); }
   } cleanup{this, record.request_id};
-  if (absl::Status s = router_->Register(record.request_id, *timeout + kRegistrationSlack);
+  // Recorded (with this replica as its owner, for the response's routing) before it is sent;
+  // concurrent calls share one statement.
+  if (absl::Status s = inserts_.Submit(
+          NewRequest{.record = record, .expire_in = std::nullopt, .deadline_in = *timeout});
       !s.ok()) {
-    // Responses reaching this replica still complete the call; others cannot find it.
-    common::LogWarn("request not registered for routing",
-                    {{"request_id", record.request_id}, {"error", std::string(s.message())}});
-  }
-  if (absl::Status s = store_->Insert(record, std::nullopt, *timeout); !s.ok()) {
     return s;
   }
   Count(record.kind, status::kSent);
@@ -408,7 +431,8 @@ absl::StatusOr<SyncResult> DispatchService::SendSync(
         completion = Completion{.request_id = record.request_id,
                                 .kind = record.kind,
                                 .status = found->status,
-                                .payload_json = *found->result};
+                                .payload_json = *found->result,
+                                .owner = options_.replica_id};
       }
     }
     if (!completion) {
@@ -640,35 +664,50 @@ absl::StatusOr<Page<RequestRecord>> DispatchService::List(const common::Principa
 }
 
 absl::Status DispatchService::CompleteRequests(const std::vector<DeviceResponse>& responses) {
+  // A call waiting here gets its response at once. The response is recorded before this
+  // returns OK, and the gateway retries until then (at least once), so the recorded final
+  // status cannot be lost even if this process dies after answering the call.
+  std::vector<bool> local;
+  std::vector<ResponseRecord> records;
   for (const DeviceResponse& response : responses) {
-    auto completed = store_->Complete(response, ResultStatus(response.payload_json));
+    local.push_back(ResolveEarly(response));
+    records.push_back(ResponseRecord{
+        .response = response, .final_status = std::string(ResultStatus(response.payload_json))});
+  }
+  // Concurrent calls share one statement.
+  auto results = completions_.Submit(std::move(records));
+  absl::Status failed;
+  for (size_t i = 0; i < responses.size(); ++i) {
+    auto& completed = results[i];
     if (!completed.ok()) {
-      return completed.status();
+      failed.Update(completed.status());
+      continue;
     }
-    std::string route = "stored";
-    if (!*completed) {
-      route = "unknown";
-    } else {
+    std::string route = local[i] ? "local" : "unknown";
+    if (*completed) {
       Count((*completed)->kind, (*completed)->status);
-      if (IsSync((*completed)->kind)) {
-        if (Resolve(**completed)) {
-          route = "local";
-        } else {
-          auto forwarded = router_->Forward(**completed);
-          if (!forwarded.ok()) {
-            // The waiting replica reads it back after its timeout (ResyncWaiters / Find).
-            common::LogWarn("response not forwarded",
-                            {{"request_id", response.request_id},
-                             {"error", std::string(forwarded.status().message())}});
-          } else if (*forwarded) {
-            route = "forwarded";
-          }
-        }
+      if (!local[i]) {
+        route = IsSync((*completed)->kind) ? Route(**completed) : "stored";
       }
     }
     metrics_->responses.Add({{"route", route}}).Increment();
   }
-  return absl::OkStatus();
+  return failed;
+}
+
+std::string DispatchService::Route(const Completion& completion) {
+  if (Resolve(completion)) {
+    return "local";
+  }
+  auto forwarded = router_->Forward(completion);
+  if (!forwarded.ok()) {
+    // The waiting replica reads it back after its timeout (ResyncWaiters / Find).
+    common::LogWarn("response not forwarded",
+                    {{"request_id", completion.request_id},
+                     {"error", std::string(forwarded.status().message())}});
+    return "stored";
+  }
+  return *forwarded ? "forwarded" : "stored";
 }
 
 absl::Status DispatchService::DeviceOnline(const std::string& device_id) {

@@ -109,6 +109,7 @@ void Wire(common::ServiceContext& context) {
   auto metrics = std::make_shared<DispatchMetrics>(context.host.metrics());
   DispatchOptions options;
   options.async_response_timeout = Millis(settings, "async_response_timeout_ms");
+  options.replica_id = settings["replica_id"];
   auto service =
       std::make_shared<DispatchService>(store, directory, publisher, router, metrics, options);
   auto auth = std::make_shared<common::Authenticator>(

@@ -55,7 +55,8 @@ class FakeStore final : public RequestStore {
     return Completion{.request_id = response.request_id,
                       .kind = it->second.kind,
                       .status = std::string(final_status),
-                      .payload_json = response.payload_json};
+                      .payload_json = response.payload_json,
+                      .owner = it->second.owner};
   }
   absl::StatusOr<RequestRecord> Get(const std::string& tenant, const std::string& device, Kind,
                                     const std::string& id) override {
@@ -163,8 +164,6 @@ class FakeRouter final : public ResponseRouter {
     return absl::OkStatus();
   }
   void Stop() override {}
-  absl::Status Register(const std::string&, milliseconds) override { return absl::OkStatus(); }
-  void Unregister(const std::string&) override {}
   absl::StatusOr<bool> Forward(const Completion& completion) override {
     forwarded.push_back(completion);
     return true;
@@ -233,7 +232,8 @@ TEST_F(DispatchServiceTest, RoutedCompletionAndTimeoutWithTheCallersDeadline) {
       router_->Deliver({.request_id = d.request_id,
                         .kind = Kind::kCommand,
                         .status = "FAILED",
-                        .payload_json = R"({"result_code":3})"});
+                        .payload_json = R"({"result_code":3})",
+                        .owner = ""});
     });
   };
   auto routed = Command("{}", std::chrono::seconds(10));

@@ -4,7 +4,9 @@
 
 #include <charconv>
 #include <pqxx/pqxx>
+#include <unordered_map>
 
+#include "iot/common/crypto.h"
 #include "iot/common/logging.h"
 #include "iot/common/status.h"
 
@@ -82,6 +84,23 @@ void AddSentHistory(pqxx::work& w, const std::string& request_id) {
       request_id);
 }
 
+/// A PostgreSQL array literal of `values` ('{"a","b\\"c"}'), for a text[] or bigint[]
+/// parameter.
+std::string TextArray(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (const std::string& value : values) {
+    out += out.size() > 1 ? ",\"" : "\"";
+    for (const char c : value) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+      }
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
 std::string Joined(const std::vector<std::string_view>& statuses) {
   std::string out;
   for (std::string_view s : statuses) {
@@ -95,25 +114,69 @@ std::string Joined(const std::vector<std::string_view>& statuses) {
 absl::Status PgRequestStore::Insert(const RequestRecord& request,
                                     std::optional<milliseconds> expire_in,
                                     std::optional<milliseconds> deadline_in) {
-  // One statement (the request and its first history entry): one round trip, atomic.
-  return pool_->Run([&](pqxx::connection& c) {
+  return InsertMany({{.record = request, .expire_in = expire_in, .deadline_in = deadline_in}})
+      .front();
+}
+
+std::vector<absl::Status> PgRequestStore::InsertMany(const std::vector<NewRequest>& requests) {
+  // One statement for the batch (the requests and their first history entries): one round
+  // trip, atomic, planned once per connection.
+  static const std::string kSql = fmt::format(
+      "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+      "  $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], "
+      "  $12::text[], $13::bigint[], $14::text[], $15::bigint[], $16::bigint[], $17::text[]) "
+      "  WITH ORDINALITY AS v(request_id, tenant_id, device_id, kind, service_id, command_name, "
+      "  name, body, raw, topic, payload, send_strategy, expire_seconds, status, expire_ms, "
+      "  deadline_ms, owner, n)), "
+      "inserted AS (INSERT INTO command_dispatch.requests (request_id, tenant_id, device_id, "
+      "  kind, service_id, command_name, name, body, raw, topic, payload, send_strategy, "
+      "  expire_seconds, status, expire_at, deadline_at, sent_at, owner) "
+      "  SELECT request_id, tenant_id, device_id, kind, service_id, command_name, name, body, "
+      "    nullif(decode(raw, 'hex'), ''::bytea), topic, decode(payload, 'hex'), send_strategy, "
+      "    expire_seconds, status, {}, {}, CASE WHEN status = 'SENT' THEN now() END, owner "
+      "  FROM v ORDER BY n RETURNING request_id, status) "
+      "INSERT INTO command_dispatch.status_history (request_id, status) "
+      "SELECT request_id, status FROM inserted",
+      fmt::format(kInterval, "expire_ms"), fmt::format(kInterval, "deadline_ms"));
+  const auto column = [&](auto get) {
+    std::vector<std::string> values;
+    values.reserve(requests.size());
+    for (const NewRequest& r : requests) {
+      values.push_back(get(r));
+    }
+    return TextArray(values);
+  };
+  const absl::Status status = pool_->Run([&](pqxx::connection& c) {
+    c.prepare("cd_insert_many", kSql);
     pqxx::nontransaction n(c);
-    n.exec_params(
-        fmt::format(
-            "WITH inserted AS (INSERT INTO command_dispatch.requests (request_id, tenant_id, "
-            "device_id, kind, service_id, command_name, name, body, raw, topic, payload, "
-            "send_strategy, expire_seconds, status, expire_at, deadline_at, sent_at) VALUES ($1, "
-            "$2, $3, $4, $5, $6, $7, $8, nullif($9, ''::bytea), $10, $11, $12, $13, $14, {}, {}, "
-            "CASE WHEN $14 = 'SENT' THEN now() END) RETURNING request_id, status) "
-            "INSERT INTO command_dispatch.status_history (request_id, status) "
-            "SELECT request_id, status FROM inserted",
-            fmt::format(kInterval, "$15"), fmt::format(kInterval, "$16")),
-        request.request_id, request.tenant_id, request.device_id,
-        std::string(KindName(request.kind)), request.service_id, request.command_name, request.name,
-        request.body, pqxx::binarystring(request.raw), request.topic,
-        pqxx::binarystring(request.payload), request.send_strategy, request.expire_seconds,
-        request.status, MillisOrNone(expire_in), MillisOrNone(deadline_in));
+    n.exec_prepared(
+        "cd_insert_many", column([](const NewRequest& r) { return r.record.request_id; }),
+        column([](const NewRequest& r) { return r.record.tenant_id; }),
+        column([](const NewRequest& r) { return r.record.device_id; }),
+        column([](const NewRequest& r) { return std::string(KindName(r.record.kind)); }),
+        column([](const NewRequest& r) { return r.record.service_id; }),
+        column([](const NewRequest& r) { return r.record.command_name; }),
+        column([](const NewRequest& r) { return r.record.name; }),
+        column([](const NewRequest& r) { return r.record.body; }),
+        column([](const NewRequest& r) { return common::HexEncode(r.record.raw); }),
+        column([](const NewRequest& r) { return r.record.topic; }),
+        column([](const NewRequest& r) { return common::HexEncode(r.record.payload); }),
+        column([](const NewRequest& r) { return r.record.send_strategy; }),
+        column([](const NewRequest& r) { return std::to_string(r.record.expire_seconds); }),
+        column([](const NewRequest& r) { return r.record.status; }),
+        column([](const NewRequest& r) { return std::to_string(MillisOrNone(r.expire_in)); }),
+        column([](const NewRequest& r) { return std::to_string(MillisOrNone(r.deadline_in)); }),
+        column([](const NewRequest& r) { return r.record.owner; }));
   });
+  if (status.ok() || requests.size() == 1) {
+    return std::vector<absl::Status>(requests.size(), status);
+  }
+  // One bad request (a taken id) fails the statement: each on its own says which.
+  std::vector<absl::Status> out;
+  for (const NewRequest& r : requests) {
+    out.push_back(InsertMany({r}).front());
+  }
+  return out;
 }
 
 absl::StatusOr<bool> PgRequestStore::Move(const std::string& request_id, const Transition& t) {
@@ -140,48 +203,89 @@ absl::StatusOr<bool> PgRequestStore::Move(const std::string& request_id, const T
 
 absl::StatusOr<std::optional<Completion>> PgRequestStore::Complete(const DeviceResponse& response,
                                                                    std::string_view final_status) {
-  // One statement: lock the open request, record the response and its history. An async
+  return CompleteMany({{.response = response, .final_status = std::string(final_status)}}).front();
+}
+
+std::vector<absl::StatusOr<std::optional<Completion>>> PgRequestStore::CompleteMany(
+    const std::vector<ResponseRecord>& responses) {
+  // One statement: lock the open requests, record the responses and their history. An async
   // command answered before its delivery was recorded gets SENT and DELIVERED first (the
   // answer proves it); a closed request keeps its status and records the late response.
-  return pool_->Call([&](pqxx::connection& c) -> std::optional<Completion> {
+  static const std::string kSql =
+      "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
+      "    AS v(request_id, device_id, result, final)), "
+      "o AS (SELECT r.request_id, r.status AS old, v.result, v.final "
+      "    FROM command_dispatch.requests r JOIN v USING (request_id, device_id) "
+      "    WHERE r.response_at IS NULL AND r.kind <> 'message' ORDER BY r.request_id "
+      "    FOR UPDATE OF r), "
+      "u AS (UPDATE command_dispatch.requests r SET result = o.result, response_at = now(), "
+      "    status = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN o.final ELSE r.status END, "
+      "    finished_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN now() "
+      "      ELSE r.finished_at END, "
+      "    deadline_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN NULL "
+      "      ELSE r.deadline_at END, "
+      "    delivered_at = CASE WHEN r.kind = 'async_command' "
+      "      THEN coalesce(r.delivered_at, now()) ELSE r.delivered_at END "
+      "  FROM o WHERE r.request_id = o.request_id "
+      "  RETURNING r.request_id, r.kind, o.old, r.status, r.sent_at, r.owner), "
+      "h AS (INSERT INTO command_dispatch.status_history (request_id, status, at, detail) "
+      "  SELECT request_id, 'SENT', sent_at, '' FROM u "
+      "    WHERE old = 'SENT' AND kind = 'async_command' "
+      "  UNION ALL SELECT request_id, 'DELIVERED', now(), '' FROM u "
+      "    WHERE old = 'SENT' AND kind = 'async_command' "
+      "  UNION ALL SELECT request_id, "
+      "    CASE WHEN old IN ('SENT', 'DELIVERED') THEN status ELSE old END, now(), "
+      "    CASE WHEN old IN ('SENT', 'DELIVERED') THEN '' ELSE 'late response recorded' END "
+      "    FROM u) "
+      "SELECT request_id, kind, old, owner FROM u";
+  using Result = absl::StatusOr<std::optional<Completion>>;
+  // A request answered twice in the batch is recorded once; the repeat is a duplicate.
+  std::vector<std::string> ids;
+  std::vector<std::string> devices;
+  std::vector<std::string> results;
+  std::vector<std::string> finals;
+  std::unordered_map<std::string, size_t> first;
+  for (size_t i = 0; i < responses.size(); ++i) {
+    const DeviceResponse& r = responses[i].response;
+    if (first.emplace(r.request_id, i).second) {
+      ids.push_back(r.request_id);
+      devices.push_back(r.device_id);
+      results.push_back(r.payload_json);
+      finals.push_back(responses[i].final_status);
+    }
+  }
+  auto rows = pool_->Call([&](pqxx::connection& c) {
+    c.prepare("cd_complete_many", kSql);
     pqxx::nontransaction n(c);
-    const pqxx::result r = n.exec_params(
-        "WITH o AS (SELECT request_id, status AS old FROM command_dispatch.requests "
-        "    WHERE request_id = $1 AND device_id = $2 AND response_at IS NULL "
-        "      AND kind <> 'message' FOR UPDATE), "
-        "u AS (UPDATE command_dispatch.requests r SET result = $3, response_at = now(), "
-        "    status = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN $4 ELSE r.status END, "
-        "    finished_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN now() "
-        "      ELSE r.finished_at END, "
-        "    deadline_at = CASE WHEN o.old IN ('SENT', 'DELIVERED') THEN NULL "
-        "      ELSE r.deadline_at END, "
-        "    delivered_at = CASE WHEN r.kind = 'async_command' "
-        "      THEN coalesce(r.delivered_at, now()) ELSE r.delivered_at END "
-        "  FROM o WHERE r.request_id = o.request_id "
-        "  RETURNING r.request_id, r.kind, o.old, r.status, r.sent_at), "
-        "h AS (INSERT INTO command_dispatch.status_history (request_id, status, at, detail) "
-        "  SELECT request_id, 'SENT', sent_at, '' FROM u "
-        "    WHERE old = 'SENT' AND kind = 'async_command' "
-        "  UNION ALL SELECT request_id, 'DELIVERED', now(), '' FROM u "
-        "    WHERE old = 'SENT' AND kind = 'async_command' "
-        "  UNION ALL SELECT request_id, "
-        "    CASE WHEN old IN ('SENT', 'DELIVERED') THEN status ELSE old END, now(), "
-        "    CASE WHEN old IN ('SENT', 'DELIVERED') THEN '' ELSE 'late response recorded' END "
-        "    FROM u) "
-        "SELECT kind, old FROM u",
-        response.request_id, response.device_id, response.payload_json, std::string(final_status));
-    if (r.empty()) {
-      return std::nullopt;
-    }
-    const std::string old = r[0][1].as<std::string>();
-    if (old != status::kSent && old != status::kDelivered) {
-      return std::nullopt;
-    }
-    return Completion{.request_id = response.request_id,
-                      .kind = ParseKind(r[0][0].as<std::string>()).value_or(Kind::kCommand),
-                      .status = std::string(final_status),
-                      .payload_json = response.payload_json};
+    return n.exec_prepared("cd_complete_many", TextArray(ids), TextArray(devices),
+                           TextArray(results), TextArray(finals));
   });
+  if (!rows.ok() && responses.size() > 1) {
+    // A deadlock with another replica's batch, say: each on its own.
+    std::vector<Result> out;
+    for (const ResponseRecord& r : responses) {
+      out.push_back(CompleteMany({r}).front());
+    }
+    return out;
+  }
+  std::vector<Result> out(responses.size(), Result(std::nullopt));
+  if (!rows.ok()) {
+    out.front() = rows.status();
+    return out;
+  }
+  for (const auto& row : *rows) {
+    const size_t i = first.at(row[0].as<std::string>());
+    const std::string old = row[2].as<std::string>();
+    if (old != status::kSent && old != status::kDelivered) {
+      continue;  // late: recorded, nobody to complete
+    }
+    out[i] = Completion{.request_id = responses[i].response.request_id,
+                        .kind = ParseKind(row[1].as<std::string>()).value_or(Kind::kCommand),
+                        .status = responses[i].final_status,
+                        .payload_json = responses[i].response.payload_json,
+                        .owner = row[3].as<std::string>()};
+  }
+  return out;
 }
 
 absl::StatusOr<RequestRecord> PgRequestStore::Get(const std::string& tenant_id,

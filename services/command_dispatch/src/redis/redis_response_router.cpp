@@ -6,7 +6,6 @@
 namespace iot::command_dispatch {
 namespace {
 
-std::string RequestKey(const std::string& request_id) { return "cmd:req:" + request_id; }
 std::string ReplicaChannel(const std::string& replica_id) { return "cmd:resp:" + replica_id; }
 
 }  // namespace
@@ -20,7 +19,8 @@ RedisResponseRouter::RedisResponseRouter(std::shared_ptr<common::RedisClient> re
 absl::Status RedisResponseRouter::Start(Deliver deliver, Resync resync) {
   auto subscriber = common::RedisSubscriber::Start(
       redis_url_, {ReplicaChannel(replica_id_)},
-      [deliver = std::move(deliver)](const std::string& /*channel*/, const std::string& message) {
+      [deliver = std::move(deliver), replica_id = replica_id_](const std::string& /*channel*/,
+                                                               const std::string& message) {
         const auto json = nlohmann::json::parse(message, nullptr, false);
         if (!json.is_object() || !json.contains("request_id") || !json.contains("kind")) {
           common::LogWarn("malformed routed response", {{"message", message}});
@@ -30,7 +30,8 @@ absl::Status RedisResponseRouter::Start(Deliver deliver, Resync resync) {
         deliver({.request_id = json.value("request_id", ""),
                  .kind = kind.value_or(Kind::kCommand),
                  .status = json.value("status", ""),
-                 .payload_json = json.value("payload_json", "")});
+                 .payload_json = json.value("payload_json", ""),
+                 .owner = replica_id});
       },
       std::move(resync));
   if (!subscriber.ok()) {
@@ -42,24 +43,8 @@ absl::Status RedisResponseRouter::Start(Deliver deliver, Resync resync) {
 
 void RedisResponseRouter::Stop() { subscriber_.reset(); }
 
-absl::Status RedisResponseRouter::Register(const std::string& request_id,
-                                           std::chrono::milliseconds ttl) {
-  return common::CheckReply(redis_->Command({"SET", RequestKey(request_id), replica_id_, "PX",
-                                             std::to_string(ttl.count())}))
-      .status();
-}
-
-void RedisResponseRouter::Unregister(const std::string& request_id) {
-  // Best effort: the key expires by itself.
-  (void)redis_->Command({"DEL", RequestKey(request_id)});
-}
-
 absl::StatusOr<bool> RedisResponseRouter::Forward(const Completion& completion) {
-  auto owner = common::CheckReply(redis_->Command({"GET", RequestKey(completion.request_id)}));
-  if (!owner.ok()) {
-    return owner.status();
-  }
-  if (owner->is_nil() || owner->str == replica_id_) {
+  if (completion.owner.empty() || completion.owner == replica_id_) {
     return false;
   }
   const std::string message = nlohmann::json{
@@ -69,7 +54,7 @@ absl::StatusOr<bool> RedisResponseRouter::Forward(const Completion& completion) 
       {"payload_json",
        completion.payload_json}}.dump();
   auto published =
-      common::CheckReply(redis_->Command({"PUBLISH", ReplicaChannel(owner->str), message}));
+      common::CheckReply(redis_->Command({"PUBLISH", ReplicaChannel(completion.owner), message}));
   if (!published.ok()) {
     return published.status();
   }

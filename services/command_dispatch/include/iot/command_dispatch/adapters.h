@@ -56,16 +56,14 @@ class ThingModelDirectory final : public DeviceDirectory {
   std::unordered_map<std::string, std::shared_ptr<const thing_model::Validator>> models_;
 };
 
-/// ResponseRouter on Redis: `cmd:req:{request_id}` names the replica waiting (with a TTL);
-/// completions for it are published on `cmd:resp:{replica_id}`, which that replica subscribes.
+/// ResponseRouter on Redis: completions are published on `cmd:resp:{owner}`, which the owner
+/// replica subscribes (the owner is recorded with the request in PostgreSQL).
 class RedisResponseRouter final : public ResponseRouter {
  public:
   RedisResponseRouter(std::shared_ptr<common::RedisClient> redis, std::string redis_url,
                       std::string replica_id);
   absl::Status Start(Deliver deliver, Resync resync) override;
   void Stop() override;
-  absl::Status Register(const std::string& request_id, std::chrono::milliseconds ttl) override;
-  void Unregister(const std::string& request_id) override;
   absl::StatusOr<bool> Forward(const Completion& completion) override;
 
   [[nodiscard]] const std::string& replica_id() const { return replica_id_; }

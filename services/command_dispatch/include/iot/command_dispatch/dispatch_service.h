@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "iot/command_dispatch/batcher.h"
 #include "iot/command_dispatch/ports.h"
 #include "iot/common/auth.h"
 
@@ -28,6 +29,10 @@ struct DispatchOptions {
   std::chrono::milliseconds default_message_ttl{24 * 3600 * 1000};
   /// The sweeper leaves an open request this long past its deadline to the replica waiting.
   std::chrono::milliseconds sweep_grace{2'000};
+  /// This replica (recorded as the owner of its sync requests: responses are routed to it).
+  std::string replica_id;
+  /// At most this many new requests (responses) go into one statement.
+  size_t max_batch = 64;
 };
 
 /// A sync command, property set or property get to send.
@@ -114,6 +119,8 @@ class DispatchService {
 
  private:
   struct Waiter {
+    std::string device_id;
+    Kind kind = Kind::kCommand;
     std::mutex mu;
     std::condition_variable cv;
     std::optional<Completion> completion;
@@ -121,10 +128,16 @@ class DispatchService {
 
   absl::StatusOr<DeviceInfo> DeviceOf(const common::Principal& caller,
                                       const std::string& device_id);
-  std::shared_ptr<Waiter> AddWaiter(const std::string& request_id);
+  std::shared_ptr<Waiter> AddWaiter(const std::string& request_id, const std::string& device_id,
+                                    Kind kind);
   void RemoveWaiter(const std::string& request_id);
-  /// True when a call of this replica waited for it.
+  /// True when a call of this replica waited for it (and had no completion yet).
   bool Resolve(const Completion& completion);
+  /// Resolve() for a device's response to a call of this replica, before it is recorded.
+  bool ResolveEarly(const DeviceResponse& response);
+  /// A recorded completion of a sync request to its waiting call, here or on its owner
+  /// replica; the route for the metrics.
+  std::string Route(const Completion& completion);
   /// After a lost pub/sub connection: completions recorded meanwhile are read back.
   void ResyncWaiters();
   /// Sends the device's pending items; `failure` (if given) says why one was not sent.
@@ -137,6 +150,9 @@ class DispatchService {
   std::shared_ptr<ResponseRouter> router_;
   std::shared_ptr<DispatchMetrics> metrics_;
   DispatchOptions options_;
+  /// Sync requests and device responses are recorded in group commits (Batcher).
+  Batcher<NewRequest, absl::Status> inserts_;
+  Batcher<ResponseRecord, absl::StatusOr<std::optional<Completion>>> completions_;
 
   std::mutex waiters_mu_;
   std::unordered_map<std::string, std::shared_ptr<Waiter>> waiters_;

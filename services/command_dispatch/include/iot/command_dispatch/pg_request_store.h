@@ -19,6 +19,10 @@ class PgRequestStore final : public RequestStore {
   absl::StatusOr<bool> Move(const std::string& request_id, const Transition& t) override;
   absl::StatusOr<std::optional<Completion>> Complete(const DeviceResponse& response,
                                                      std::string_view final_status) override;
+  /// One prepared statement per batch (unnest of arrays).
+  std::vector<absl::Status> InsertMany(const std::vector<NewRequest>& requests) override;
+  std::vector<absl::StatusOr<std::optional<Completion>>> CompleteMany(
+      const std::vector<ResponseRecord>& responses) override;
   absl::StatusOr<RequestRecord> Get(const std::string& tenant_id, const std::string& device_id,
                                     Kind kind, const std::string& request_id) override;
   absl::StatusOr<Page<RequestRecord>> List(const std::string& tenant_id,

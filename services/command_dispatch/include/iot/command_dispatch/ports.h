@@ -31,6 +31,19 @@ struct Transition {
 /// What `send` made of a claimed pending item (RequestStore::DrainPending).
 enum class SendOutcome { kDelivered, kOffline, kFailed };
 
+/// A request to record (RequestStore::InsertMany).
+struct NewRequest {
+  RequestRecord record;
+  std::optional<std::chrono::milliseconds> expire_in;
+  std::optional<std::chrono::milliseconds> deadline_in;
+};
+
+/// A device's response to record with the final status it gives (RequestStore::CompleteMany).
+struct ResponseRecord {
+  DeviceResponse response;
+  std::string final_status;
+};
+
 /// Port: the durable record of every request (PostgreSQL).
 class RequestStore {
  public:
@@ -48,6 +61,25 @@ class RequestStore {
   /// nullopt is returned, as for an unknown id, a message, or a response already recorded.
   virtual absl::StatusOr<std::optional<Completion>> Complete(const DeviceResponse& response,
                                                              std::string_view final_status) = 0;
+  /// Insert() of several requests at once (one statement where the store can: concurrent
+  /// calls' group commit). One status per request, in order.
+  virtual std::vector<absl::Status> InsertMany(const std::vector<NewRequest>& requests) {
+    std::vector<absl::Status> out;
+    for (const NewRequest& r : requests) {
+      out.push_back(Insert(r.record, r.expire_in, r.deadline_in));
+    }
+    return out;
+  }
+  /// Complete() of several responses at once, as InsertMany(). A response repeated in the
+  /// batch is recorded once (the repeat gets nullopt, as a duplicate does).
+  virtual std::vector<absl::StatusOr<std::optional<Completion>>> CompleteMany(
+      const std::vector<ResponseRecord>& responses) {
+    std::vector<absl::StatusOr<std::optional<Completion>>> out;
+    for (const ResponseRecord& r : responses) {
+      out.push_back(Complete(r.response, r.final_status));
+    }
+    return out;
+  }
   /// The request of `tenant_id`'s device (history included); NOT_FOUND otherwise.
   virtual absl::StatusOr<RequestRecord> Get(const std::string& tenant_id,
                                             const std::string& device_id, Kind kind,
@@ -107,7 +139,8 @@ class DevicePublisher {
   virtual absl::StatusOr<bool> Publish(const Downlink& downlink) = 0;
 };
 
-/// Port: gets a device's response to the replica whose call waits for it (Redis).
+/// Port: gets a device's response to the replica whose call waits for it (Redis pub/sub; the
+/// waiting replica is recorded with the request, Completion::owner).
 class ResponseRouter {
  public:
   using Deliver = std::function<void(const Completion&)>;
@@ -117,11 +150,8 @@ class ResponseRouter {
   /// Starts receiving the completions other replicas route here.
   virtual absl::Status Start(Deliver deliver, Resync resync) = 0;
   virtual void Stop() = 0;
-  /// Announces that this replica waits for `request_id` for up to `ttl`.
-  virtual absl::Status Register(const std::string& request_id, std::chrono::milliseconds ttl) = 0;
-  virtual void Unregister(const std::string& request_id) = 0;
-  /// Hands `completion` to the replica that registered it; false when none did (or it is
-  /// this one).
+  /// Hands `completion` to its owner replica; false when it names none (or this one) or the
+  /// owner does not listen.
   virtual absl::StatusOr<bool> Forward(const Completion& completion) = 0;
 };
 

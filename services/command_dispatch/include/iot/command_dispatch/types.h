@@ -69,6 +69,7 @@ struct RequestRecord {
   std::string delivered_time;
   std::string response_time;
   std::string finished_time;
+  std::string owner;                  ///< sync kinds: the replica whose call waits for it
   std::vector<StatusChange> history;  ///< filled by Show only
 };
 
@@ -91,6 +92,7 @@ struct Completion {
   Kind kind = Kind::kCommand;
   std::string status;  ///< SUCCESSFUL or FAILED
   std::string payload_json;
+  std::string owner;  ///< the replica whose call waits for it (RequestRecord::owner)
 };
 
 }  // namespace iot::command_dispatch
