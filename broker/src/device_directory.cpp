@@ -52,6 +52,15 @@ std::optional<DeviceRecord> DeviceDirectory::ParseRecord(const common::RedisRepl
   return record;
 }
 
+std::optional<DeviceRecord> DeviceDirectory::Parse(const common::RedisReply& reply,
+                                                   const std::string& device_id) const {
+  auto record = ParseRecord(reply);
+  if (record && options_.open_secret && !record->sealed_secret.empty()) {
+    record->secret = options_.open_secret(record->sealed_secret, device_id);
+  }
+  return record;
+}
+
 Lookup DeviceDirectory::Find(const std::string& device_id) {
   const auto now = clock_();
   std::optional<DeviceRecord> cached;
@@ -77,7 +86,7 @@ Lookup DeviceDirectory::Find(const std::string& device_id) {
 
   auto reply = redis_->Command({"HGETALL", DeviceKey(device_id)});
   if (reply.ok() && !reply->is_error()) {
-    auto record = ParseRecord(*reply);
+    auto record = Parse(*reply, device_id);
     Store(device_id, record, clock_(), read_seq);
     return Lookup{.status = record ? LookupStatus::kFound : LookupStatus::kNotFound,
                   .record = std::move(record),
@@ -112,7 +121,7 @@ std::optional<RefreshResult> DeviceDirectory::Refresh(const std::vector<std::str
   const auto now = clock_();
   result.devices.reserve(device_ids.size());
   for (size_t i = 0; i < device_ids.size(); ++i) {
-    auto record = ParseRecord((*replies)[i + 1]);
+    auto record = Parse((*replies)[i + 1], device_ids[i]);
     // A missing key while the projection is rebuilt says nothing: keep what we had.
     if (record || result.projection_ready) {
       Store(device_ids[i], record, now, read_seq);

@@ -35,6 +35,10 @@ struct DeviceRecord {
   bool frozen = false;
   /// SecretBox-sealed secret; empty for a certificate-only device.
   std::string sealed_secret;
+  /// `sealed_secret` opened when the record was read (Options::open_secret), so that a connect
+  /// does not decrypt it; nullopt when not opened (no opener, or it failed: opening again tells
+  /// why).
+  std::optional<std::string> secret;
   /// Lowercase hex SHA-256 of the certificate (DER); empty if none.
   std::string fingerprint;
   int64_t version = 0;
@@ -81,6 +85,8 @@ class DeviceDirectory {
     std::chrono::milliseconds max_stale{std::chrono::minutes{5}};
     /// Devices per pipeline when loading.
     size_t batch = 1000;
+    /// Opens a sealed secret (sealed, device id); nullopt when it cannot.
+    std::function<std::optional<std::string>(const std::string&, const std::string&)> open_secret;
   };
 
   DeviceDirectory(std::unique_ptr<common::RedisClient> redis, Options options, Clock clock = {});
@@ -127,6 +133,9 @@ class DeviceDirectory {
     std::list<std::string>::iterator lru;
   };
 
+  /// ParseRecord, plus the opened secret.
+  std::optional<DeviceRecord> Parse(const common::RedisReply& reply,
+                                    const std::string& device_id) const;
   /// Stores a record unless a read issued later already stored one (a slow broker-thread read
   /// must not undo the change watcher's newer one).
   void Store(const std::string& device_id, std::optional<DeviceRecord> record,

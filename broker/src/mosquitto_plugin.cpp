@@ -311,9 +311,16 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* opti
   spdlog::set_default_logger(
       std::make_shared<spdlog::logger>("iot_auth", std::make_shared<BrokerSink>(state->broker)));
   state->directory = std::make_shared<DeviceDirectory>(
-      *std::move(redis), DeviceDirectory::Options{.capacity = config->cache_size,
-                                                  .ttl = config->cache_ttl,
-                                                  .max_stale = config->cache_max_stale});
+      *std::move(redis),
+      DeviceDirectory::Options{
+          .capacity = config->cache_size,
+          .ttl = config->cache_ttl,
+          .max_stale = config->cache_max_stale,
+          .open_secret = [opener = *box](const std::string& sealed, const std::string& device_id)
+              -> std::optional<std::string> {
+            auto secret = opener.Open(sealed, device_id);
+            return secret.ok() ? std::optional<std::string>(*std::move(secret)) : std::nullopt;
+          }});
   const std::string description = DescribeConfig(*config);
   const bool no_service_accounts = config->service_accounts.empty();
   const auto timeout = config->redis_timeout;

@@ -583,6 +583,21 @@ TEST_F(PluginTest, PresenceEventsOnConnectAndDisconnect) {
   EXPECT_EQ(presence[0].qos, 1);
 }
 
+TEST_F(PluginTest, PresenceOfDeviceIdsThatNeedEscapingIsValidJson) {
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/#", 1), 1);
+  for (const std::string id : {R"(p1_q"u\o)", "p1_\xc3\xbcml\xc3\xa4ut"}) {
+    AddDevice(id, "s");
+    auto device = Connect(Device(id, "s"));
+    ASSERT_TRUE(
+        WaitUntil([&] { return gateway->messages_on("$iot/presence/" + id).size() == 1; }, kWait))
+        << id;
+    const auto event = Json::parse(gateway->messages_on("$iot/presence/" + id)[0].payload);
+    EXPECT_EQ(event["device_id"], id);
+    EXPECT_EQ(event["node_id"], id.substr(3));
+  }
+}
+
 TEST_F(PluginTest, ReconnectReplacesTheOldConnectionInOrder) {
   AddDevice("p1_re", "s");
   auto gateway = Gateway();
@@ -827,6 +842,17 @@ TEST_F(ProjectionTest, RedisDownAfterTheLoadRefusesUnknownAndFrozenDevices) {
   // Known and not frozen: still admitted during the outage (cache_max_stale).
   EXPECT_EQ(TryConnect(Device("p1_held", "s")), 0);
   EXPECT_THAT(BrokerLog(), HasSubstr("stale"));
+}
+
+TEST_F(ProjectionTest, SecretSealedWithAnotherKeyIsRefusedAndLogged) {
+  auto other = common::SecretBox::FromKeyText(std::string(64, 'a'));
+  ASSERT_TRUE(other.ok());
+  Redis({"HSET", "tm:dev:p1_badkey", "tenant_id", "t1", "product_id", "p1", "node_id", "badkey",
+         "frozen", "0", "secret", other->Seal("s", "p1_badkey"), "version", "1"});
+  StartBroker();
+  WaitForLoad();
+  EXPECT_EQ(TryConnect(Device("p1_badkey", "s")), kV311NotAuthorized);
+  EXPECT_THAT(BrokerLog(), HasSubstr("cannot open the sealed secret of device 'p1_badkey'"));
 }
 
 // ---- Redis outage ----
