@@ -55,9 +55,20 @@ std::optional<DeviceRecord> DeviceDirectory::ParseRecord(const common::RedisRepl
 std::optional<DeviceRecord> DeviceDirectory::Parse(const common::RedisReply& reply,
                                                    const std::string& device_id) const {
   auto record = ParseRecord(reply);
-  if (record && options_.open_secret && !record->sealed_secret.empty()) {
-    record->secret = options_.open_secret(record->sealed_secret, device_id);
+  if (!record || !options_.open_secret || record->sealed_secret.empty()) {
+    return record;
   }
+  {
+    // A resync re-reads every record: open only secrets that changed.
+    std::lock_guard lock(mutex_);
+    if (const auto it = entries_.find(device_id);
+        it != entries_.end() && it->second.record && it->second.record->secret &&
+        it->second.record->sealed_secret == record->sealed_secret) {
+      record->secret = it->second.record->secret;
+      return record;
+    }
+  }
+  record->secret = options_.open_secret(record->sealed_secret, device_id);
   return record;
 }
 

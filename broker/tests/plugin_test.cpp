@@ -809,6 +809,24 @@ TEST_F(ProjectionTest, LostSubscriptionMeansNoRecordIsTrustedBeyondTheTtl) {
   EXPECT_EQ(TryConnect(Device("p1_sub", "s")), kV311NotAuthorized);
 }
 
+TEST_F(ProjectionTest, SilentRedisIsNoticedByTheHeartbeatAndTheProjectionReloaded) {
+  AddDevice("p1_hb", "s");
+  StartBroker();
+  WaitForLoad();
+  // Redis stops answering without closing the connection (as behind a partition).
+  Redis({"CLIENT", "PAUSE", "4000", "ALL"});
+  EXPECT_TRUE(WaitUntil(
+      [&] { return BrokerLog().find("no answer from Redis") != std::string::npos; }, kWait));
+  // Once Redis answers again, the subscriber is back and reloads the projection.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        const std::string log = BrokerLog();
+        return log.rfind("credential projection loaded") > log.find("no answer from Redis");
+      },
+      kWait));
+  EXPECT_EQ(TryConnect(Device("p1_hb", "s")), 0);
+}
+
 TEST_F(ProjectionTest, CapacityBoundsTheDevicesHeldAndTheRestAreReadFromRedis) {
   for (int i = 0; i < 6; ++i) {
     AddDevice(fmt::format("p1_c{}", i), "s");
