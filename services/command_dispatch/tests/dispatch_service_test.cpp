@@ -1,11 +1,13 @@
 // DispatchService with in-memory fakes of its ports: validation, the sync wait and its
-// completion (local and routed), the queue drain order, immediate vs delayed async commands.
+// completion (local, early, routed to the owner), the queue drain order, immediate vs delayed
+// async commands; the Batcher's group commit.
 #include "iot/command_dispatch/dispatch_service.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -42,9 +44,12 @@ class FakeStore final : public RequestStore {
   }
   absl::StatusOr<std::optional<Completion>> Complete(const DeviceResponse& response,
                                                      std::string_view final_status) override {
+    if (before_complete) {
+      before_complete(response);
+    }
     std::lock_guard lock(mu_);
     auto it = rows_.find(response.request_id);
-    if (it == rows_.end() || it->second.result) {
+    if (it == rows_.end() || it->second.device_id != response.device_id || it->second.result) {
       return std::nullopt;
     }
     it->second.result = response.payload_json;
@@ -106,6 +111,9 @@ class FakeStore final : public RequestStore {
     std::lock_guard lock(mu_);
     return rows_.at(id).status;
   }
+
+  /// Runs (outside the store's lock) before each response is recorded.
+  std::function<void(const DeviceResponse&)> before_complete;
 
  private:
   std::mutex mu_;
@@ -175,11 +183,17 @@ class FakeRouter final : public ResponseRouter {
   ResponseRouter::Deliver deliver_;
 };
 
+DispatchOptions Options() {
+  DispatchOptions options;
+  options.replica_id = "replica-a";
+  return options;
+}
+
 class DispatchServiceTest : public ::testing::Test {
  protected:
   DispatchServiceTest()
       : service_(store_, std::make_shared<FakeDevices>(), publisher_, router_,
-                 std::make_shared<DispatchMetrics>(registry_)) {
+                 std::make_shared<DispatchMetrics>(registry_), Options()) {
     EXPECT_TRUE(service_.Start().ok());
   }
 
@@ -222,6 +236,8 @@ TEST_F(DispatchServiceTest, ResponseCompletesTheWaitingCall) {
   auto result = Command(R"({"delay":1})", std::chrono::seconds(10));
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->response_json, R"({"result_code":0})");
+  threads_.back().join();  // the gateway's call returns once the response is recorded
+  threads_.pop_back();
   EXPECT_EQ(store_->StatusOf(result->request_id), "SUCCESSFUL");
   EXPECT_TRUE(router_->forwarded.empty()) << "answered locally";
 }
@@ -250,6 +266,57 @@ TEST_F(DispatchServiceTest, RoutedCompletionAndTimeoutWithTheCallersDeadline) {
       service_.CompleteRequests({{.device_id = "dev1", .request_id = id, .payload_json = "{}"}})
           .ok());
   EXPECT_TRUE(router_->forwarded.empty());
+}
+
+TEST_F(DispatchServiceTest, LocalCallIsAnsweredBeforeItsResponseIsRecorded) {
+  std::promise<void> answered;
+  std::shared_future<void> answered_future = answered.get_future().share();
+  store_->before_complete = [answered_future](const DeviceResponse& r) {
+    if (r.device_id == "dev1") {
+      answered_future.wait();
+    }
+  };
+  std::promise<absl::Status> recorded;
+  auto recorded_future = recorded.get_future();
+  publisher_->on_publish = [&](const Downlink& d) {
+    threads_.emplace_back([&, d] {
+      // Another device's answer to the same id is not this call's.
+      (void)service_.CompleteRequests(
+          {{.device_id = "dev2", .request_id = d.request_id, .payload_json = "{}"}});
+      recorded.set_value(service_.CompleteRequests({{.device_id = d.device_id,
+                                                     .request_id = d.request_id,
+                                                     .payload_json = R"({"result_code":1})"}}));
+    });
+  };
+  auto result = Command("{}", std::chrono::seconds(10));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->response_json, R"({"result_code":1})");
+  EXPECT_EQ(recorded_future.wait_for(milliseconds(50)), std::future_status::timeout)
+      << "the gateway's call returns only once the response is recorded";
+  EXPECT_EQ(store_->StatusOf(result->request_id), "SENT");
+  answered.set_value();
+  EXPECT_TRUE(recorded_future.get().ok());
+  EXPECT_EQ(store_->StatusOf(result->request_id), "FAILED");
+}
+
+TEST_F(DispatchServiceTest, ResponseToAnotherReplicasCallGoesToItsRecordedOwner) {
+  RequestRecord theirs;
+  theirs.request_id = "r-b";
+  theirs.tenant_id = "t1";
+  theirs.device_id = "dev1";
+  theirs.status = "SENT";
+  theirs.owner = "replica-b";
+  ASSERT_TRUE(store_->Insert(theirs, std::nullopt, std::nullopt).ok());
+  auto mine = Command("{}", milliseconds(20));  // times out: recorded with this replica
+  ASSERT_EQ(mine.status().code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(
+      service_
+          .CompleteRequests({{.device_id = "dev1", .request_id = "r-b", .payload_json = "{}"},
+                             {.device_id = "dev1", .request_id = "r-b", .payload_json = "{}"}})
+          .ok());
+  ASSERT_EQ(router_->forwarded.size(), 1u) << "a repeated response is recorded and routed once";
+  EXPECT_EQ(router_->forwarded[0].owner, "replica-b");
+  EXPECT_EQ(router_->forwarded[0].status, "SUCCESSFUL");
 }
 
 TEST_F(DispatchServiceTest, RejectsBeforeSendingAnything) {
@@ -299,6 +366,53 @@ TEST_F(DispatchServiceTest, QueueDrainsInOrderOnConnectAndImmediateFailsOffline)
   EXPECT_EQ(publisher_->sent[1].request_id, delayed->request_id);
   ASSERT_TRUE(service_.DeviceOnline("dev1").ok());
   EXPECT_EQ(publisher_->sent.size(), 2u) << "nothing twice";
+}
+
+TEST(BatcherTest, ConcurrentCallersShareBatchesAndGetTheirOwnResults) {
+  std::mutex mu;
+  std::vector<size_t> sizes;
+  std::atomic<int> applying{0};
+  Batcher<int, int> batcher(
+      [&](const std::vector<int>& items) {
+        EXPECT_EQ(applying.fetch_add(1), 0) << "one batch at a time";
+        std::this_thread::sleep_for(milliseconds(5));
+        {
+          std::lock_guard lock(mu);
+          sizes.push_back(items.size());
+        }
+        std::vector<int> out;
+        for (const int i : items) {
+          out.push_back(i * 10);
+        }
+        applying.fetch_sub(1);
+        return out;
+      },
+      4);
+  std::vector<std::thread> callers;
+  std::atomic<int> wrong{0};
+  for (int c = 0; c < 8; ++c) {
+    callers.emplace_back([&, c] {
+      for (int n = 0; n < 5; ++n) {
+        const int item = c * 100 + n;
+        if (batcher.Submit(item) != item * 10) {
+          wrong.fetch_add(1);
+        }
+      }
+    });
+  }
+  const std::vector<int> several = batcher.Submit(std::vector<int>{1, 2, 3, 4, 5, 6});
+  for (auto& t : callers) {
+    t.join();
+  }
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(several, (std::vector<int>{10, 20, 30, 40, 50, 60}));
+  size_t total = 0;
+  for (const size_t n : sizes) {
+    EXPECT_LE(n, 4u);
+    total += n;
+  }
+  EXPECT_EQ(total, 46u);
+  EXPECT_LT(sizes.size(), 46u) << "concurrent items went together";
 }
 
 TEST(ResultStatusTest, ResultCodeDecides) {
