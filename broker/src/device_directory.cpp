@@ -133,9 +133,12 @@ std::optional<RefreshResult> DeviceDirectory::Refresh(const std::vector<std::str
   result.devices.reserve(device_ids.size());
   for (size_t i = 0; i < device_ids.size(); ++i) {
     auto record = Parse((*replies)[i + 1], device_ids[i]);
-    // A missing key while the projection is rebuilt says nothing: keep what we had.
     if (record || result.projection_ready) {
       Store(device_ids[i], record, now, read_seq);
+    } else {
+      // A missing key while the projection is rebuilt says nothing: keep what we had, but no
+      // longer as current (Find asks Redis again once its TTL is over).
+      Untrust(device_ids[i]);
     }
     result.devices.push_back(RefreshedDevice{.device_id = device_ids[i], .record = record});
   }
@@ -252,6 +255,13 @@ size_t DeviceDirectory::size() const {
 bool DeviceDirectory::complete() const {
   std::lock_guard lock(mutex_);
   return complete_;
+}
+
+void DeviceDirectory::Untrust(const std::string& device_id) {
+  std::lock_guard lock(mutex_);
+  if (const auto it = entries_.find(device_id); it != entries_.end()) {
+    it->second.read_seq = std::min(it->second.read_seq, live_since_);
+  }
 }
 
 uint64_t DeviceDirectory::NextReadSeq() {

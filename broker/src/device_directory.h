@@ -140,6 +140,8 @@ class DeviceDirectory {
   /// must not undo the change watcher's newer one).
   void Store(const std::string& device_id, std::optional<DeviceRecord> record,
              std::chrono::steady_clock::time_point now, uint64_t read_seq);
+  /// Keeps the record but no longer trusts it beyond its TTL.
+  void Untrust(const std::string& device_id);
   /// The number of the next Redis read; taken before the read is issued.
   uint64_t NextReadSeq();
   /// True when `entry` may be used without asking Redis (mutex_ held).

@@ -827,6 +827,22 @@ TEST_F(ProjectionTest, SilentRedisIsNoticedByTheHeartbeatAndTheProjectionReloade
   EXPECT_EQ(TryConnect(Device("p1_hb", "s")), 0);
 }
 
+TEST_F(ProjectionTest, WhileTheProjectionIsRebuiltAMissingKeyKicksNobodyAndAdmitsNobody) {
+  AddDevice("p1_gone", "s");
+  AddDevice("p1_online", "s");
+  StartBroker("plugin_opt_cache_ttl_ms 300");
+  WaitForLoad();
+  auto online = Connect(Device("p1_online", "s"));
+
+  // Redis flushed: thing-model has not rewritten these keys nor marked the projection ready.
+  Redis({"DEL", "tm:projection:ready", "tm:dev:p1_gone", "tm:dev:p1_online"});
+  NotifyChange("p1_gone", "delete", false);
+  NotifyChange("p1_online", "delete", false);
+  EXPECT_TRUE(
+      WaitUntil([&] { return TryConnect(Device("p1_gone", "s")) == kV311NotAuthorized; }, kWait));
+  EXPECT_FALSE(online->WaitDisconnected(1s));
+}
+
 TEST_F(ProjectionTest, CapacityBoundsTheDevicesHeldAndTheRestAreReadFromRedis) {
   for (int i = 0; i < 6; ++i) {
     AddDevice(fmt::format("p1_c{}", i), "s");
