@@ -167,6 +167,13 @@ UplinkMessage Message(UplinkKind kind, const std::string& device, std::string pa
                        .received_at_unix_ms = 1000};
 }
 
+/// The voltage a forwarding record's property report carried.
+int RecordedVoltage(const rule_forwarding::v1::ForwardRecord& record) {
+  return Json::parse(
+             record.envelope_json())["notify_data"]["body"]["services"][0]["properties"]["voltage"]
+      .get<int>();
+}
+
 class ProcessorTest : public ::testing::Test {
  protected:
   ProcessorTest() : metrics_(registry_), processor_(ids_, metrics_) {
@@ -381,10 +388,7 @@ TEST_F(PipelineTest, OwnersDownForAWhileLoseNothingAndKeepPerDeviceOrder) {
   }
   std::map<std::string, std::vector<int>> recorded;
   for (const auto& record : owners_->records) {
-    recorded[record.device().device_id()].push_back(
-        Json::parse(
-            record.envelope_json())["notify_data"]["body"]["services"][0]["properties"]["voltage"]
-            .get<int>());
+    recorded[record.device().device_id()].push_back(RecordedVoltage(record));
   }
   ASSERT_EQ(seen.size(), 4U);
   ASSERT_EQ(recorded.size(), 4U);
@@ -513,10 +517,7 @@ TEST_F(PipelineTest, BatchesQueuedBehindACallGoTogetherInOrderAfterRetries) {
   pipeline->Stop(std::chrono::steady_clock::now() + seconds(5));
   std::vector<int> values;
   for (const auto& record : owners_->records) {
-    values.push_back(
-        Json::parse(
-            record.envelope_json())["notify_data"]["body"]["services"][0]["properties"]["voltage"]
-            .get<int>());
+    values.push_back(RecordedVoltage(record));
   }
   EXPECT_THAT(values, ::testing::ElementsAre(0, 1, 2, 3, 4));
   // The first call, then the merged one (and the fifth alone if it came late); the failed

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <set>
 
+#include "fake_outbox.h"
+
 namespace iot::rule_forwarding {
 namespace {
 
@@ -75,27 +77,7 @@ class FakeDestination final : public Destination {
   std::vector<std::string> ids_;
 };
 
-class FakeOutbox final : public Outbox {
- public:
-  absl::Status Add(std::vector<DispatchItem>& items) override {
-    std::lock_guard lock(mu_);
-    for (DispatchItem& item : items) {
-      item.outbox_id = ++last_;
-      types_.push_back(item.action_type);
-    }
-    return absl::OkStatus();
-  }
-  absl::Status Remove(const std::vector<int64_t>& /*ids*/) override { return absl::OkStatus(); }
-  std::vector<std::string> types() {
-    std::lock_guard lock(mu_);
-    return types_;
-  }
-
- private:
-  std::mutex mu_;
-  int64_t last_ = 0;
-  std::vector<std::string> types_;
-};
+using fakes::FakeOutbox;
 
 IngestRecord Property(const std::string& message_id) {
   return IngestRecord{

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "fake_outbox.h"
 #include "iot/rule_forwarding/dispatcher.h"
 
 namespace iot::rule_forwarding {
@@ -76,33 +77,7 @@ class FakeSink final : public DeadLetterSink {
   std::vector<DeadLetterRecord> letters_;
 };
 
-class FakeOutbox final : public Outbox {
- public:
-  absl::Status Add(std::vector<DispatchItem>& items) override {
-    std::lock_guard lock(mu_);
-    for (DispatchItem& item : items) {
-      item.outbox_id = ++last_;
-      stored_.insert(item.outbox_id);
-    }
-    return absl::OkStatus();
-  }
-  absl::Status Remove(const std::vector<int64_t>& ids) override {
-    std::lock_guard lock(mu_);
-    for (int64_t id : ids) {
-      stored_.erase(id);
-    }
-    return absl::OkStatus();
-  }
-  std::set<int64_t> stored() {
-    std::lock_guard lock(mu_);
-    return stored_;
-  }
-
- private:
-  std::mutex mu_;
-  int64_t last_ = 0;
-  std::set<int64_t> stored_;
-};
+using fakes::FakeOutbox;
 
 DispatchItem Item(const std::string& type, const std::string& id, const std::string& rule = "r1",
                   int action = 0) {
