@@ -19,9 +19,12 @@ std::string DeviceKey(const std::string& device_id) {
 
 }  // namespace
 
-DeviceDirectory::DeviceDirectory(std::unique_ptr<common::RedisClient> redis, Options options,
+DeviceDirectory::DeviceDirectory(std::unique_ptr<common::RedisClient> redis,
+                                 std::unique_ptr<common::RedisClient> background, Options options,
                                  Clock clock)
     : redis_(std::move(redis)),
+      background_owned_(std::move(background)),
+      background_(background_owned_ ? *background_owned_ : *redis_),
       options_(options),
       clock_(clock ? std::move(clock) : Clock([] { return std::chrono::steady_clock::now(); })) {}
 
@@ -118,7 +121,7 @@ std::optional<RefreshResult> DeviceDirectory::Refresh(const std::vector<std::str
     commands.push_back({"HGETALL", DeviceKey(id)});
   }
   const uint64_t read_seq = NextReadSeq();
-  auto replies = redis_->Pipeline(commands);
+  auto replies = background_.Pipeline(commands);
   if (!replies.ok() || replies->size() != commands.size()) {
     return std::nullopt;
   }
@@ -165,7 +168,7 @@ std::optional<RefreshResult> DeviceDirectory::Resync(const std::vector<std::stri
   const std::string count = std::to_string(options_.batch);
   std::string cursor = "0";
   do {
-    auto reply = redis_->Command({"SCAN", cursor, "MATCH", pattern, "COUNT", count});
+    auto reply = background_.Command({"SCAN", cursor, "MATCH", pattern, "COUNT", count});
     if (!reply.ok() || reply->type != common::RedisReply::Type::kArray ||
         reply->elements.size() != 2) {
       return std::nullopt;

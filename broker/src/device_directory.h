@@ -89,7 +89,12 @@ class DeviceDirectory {
     std::function<std::optional<std::string>(const std::string&, const std::string&)> open_secret;
   };
 
-  DeviceDirectory(std::unique_ptr<common::RedisClient> redis, Options options, Clock clock = {});
+  /// `redis` serves Find on the broker thread (tight timeout); `background` the loads and
+  /// re-reads of the change watcher's thread (a longer timeout: a pipeline of a thousand
+  /// records on a busy machine), or `redis` when null.
+  DeviceDirectory(std::unique_ptr<common::RedisClient> redis,
+                  std::unique_ptr<common::RedisClient> background, Options options,
+                  Clock clock = {});
 
   /// The device's record: from memory while trusted (see above), else from Redis (one round
   /// trip). When Redis fails, a held record up to `max_stale` old is returned with `stale`;
@@ -148,6 +153,8 @@ class DeviceDirectory {
   bool Trusted(const Entry& entry, std::chrono::steady_clock::time_point now) const;
 
   const std::unique_ptr<common::RedisClient> redis_;
+  const std::unique_ptr<common::RedisClient> background_owned_;
+  common::RedisClient& background_;
   const Options options_;
   const Clock clock_;
 

@@ -9,6 +9,8 @@
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -28,6 +30,11 @@
 
 namespace iot::broker {
 namespace {
+
+/// Bounds each command of the projection's loads (SCAN, pipelines of 1,000 HGETALLs) made on
+/// the change watcher's thread, where no client waits for it; short enough that a Redis gone
+/// silent during a load is still noticed within seconds (ChangeWatcher::kHeartbeatTimeout).
+constexpr std::chrono::milliseconds kBackgroundRedisTimeout{1000};
 
 int MosquittoLevel(LogLevel level) {
   switch (level) {
@@ -301,7 +308,13 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* opti
       .command_timeout = config->redis_timeout,
       .pool_size = 2,
   });
-  if (!box.ok() || !url.ok() || !redis.ok()) {
+  auto background_redis = common::RedisClient::Create(common::RedisOptions{
+      .url = config->redis_url,
+      .connect_timeout = config->redis_timeout,
+      .command_timeout = std::max(config->redis_timeout, kBackgroundRedisTimeout),
+      .pool_size = 1,
+  });
+  if (!box.ok() || !url.ok() || !redis.ok() || !background_redis.ok()) {
     WriteLog(LogLevel::kError, "invalid configuration, not starting: secret key or Redis URL");
     return MOSQ_ERR_INVAL;
   }
@@ -311,7 +324,7 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* opti
   spdlog::set_default_logger(
       std::make_shared<spdlog::logger>("iot_auth", std::make_shared<BrokerSink>(state->broker)));
   state->directory = std::make_shared<DeviceDirectory>(
-      *std::move(redis),
+      *std::move(redis), *std::move(background_redis),
       DeviceDirectory::Options{
           .capacity = config->cache_size,
           .ttl = config->cache_ttl,
