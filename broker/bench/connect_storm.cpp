@@ -92,6 +92,7 @@ class Storm {
       result.p50 = latencies_[latencies_.size() / 2];
       result.p99 = latencies_[std::min(latencies_.size() - 1, latencies_.size() * 99 / 100)];
     }
+    result.latencies = latencies_;
     return result;
   }
 
@@ -226,9 +227,14 @@ std::string ConnectPacket(const StormClient& client) {
 }
 
 StormResult ConnectStorm(uint16_t port, const std::vector<StormClient>& clients, int window,
-                         std::chrono::milliseconds timeout) {
+                         std::chrono::milliseconds timeout,
+                         const std::function<void(const StormResult&)>& hold) {
   Storm storm(port, clients);
-  return storm.Run(window, timeout);
+  StormResult result = storm.Run(window, timeout);
+  if (hold) {
+    hold(result);
+  }
+  return result;
 }
 
 }  // namespace iot::broker_bench

@@ -25,16 +25,6 @@ constexpr auto kConnackTimeout = std::chrono::seconds(10);
 constexpr int kPollTimeoutMs = 10;
 constexpr int kKeepaliveSeconds = 60;
 
-/// `YYYYMMDDHH` (UTC) for the client id and the password's HMAC key.
-std::string HourStamp() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  ::gmtime_r(&now, &utc);
-  char text[16] = {};
-  std::strftime(text, sizeof(text), "%Y%m%d%H", &utc);
-  return text;
-}
-
 std::int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
       .count();
@@ -238,6 +228,15 @@ struct Client {
 };
 
 }  // namespace
+
+std::string HourStamp() {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);
+  char text[16] = {};
+  std::strftime(text, sizeof(text), "%Y%m%d%H", &utc);
+  return text;
+}
 
 struct Fleet::Impl {
   struct Worker {

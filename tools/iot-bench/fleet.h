@@ -16,6 +16,9 @@
 
 namespace iotbench {
 
+/// `YYYYMMDDHH` (UTC) for a device's client id and the password's HMAC key.
+std::string HourStamp();
+
 struct DeviceCredentials {
   std::string device_id;
   std::string secret;

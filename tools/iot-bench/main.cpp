@@ -132,8 +132,13 @@ std::optional<iotbench::Endpoint> ParseBroker(const std::string& url, const std:
 
 int Run(BenchConfig& config, const std::string& scenario, const std::string& json_path,
         const std::map<std::string, int>& pid_overrides, bool keep, std::size_t max_devices) {
+  // Ingest and commands hold libmosquitto clients (kFilesPerDevice descriptors each); the
+  // connect storm holds one socket per device.
   const int most =
-      std::max({scenario == "connections" || scenario == "all" ? config.connections : 0,
+      std::max({scenario == "connections" || scenario == "all"
+                    ? (config.connections + static_cast<int>(kFilesPerDevice) - 1) /
+                          static_cast<int>(kFilesPerDevice)
+                    : 0,
                 scenario == "ingest" || scenario == "all" ? config.ingest_devices : 0,
                 scenario == "commands" || scenario == "all" ? config.command_devices : 0});
   if (static_cast<std::size_t>(most) > max_devices) {
