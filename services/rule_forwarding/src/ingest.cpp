@@ -151,18 +151,22 @@ std::vector<DispatchItem> Route(const RuleSet& rules, const IngestRecord& record
 IngestService::IngestService(RulesSource rules, std::shared_ptr<Dedupe> dedupe,
                              std::shared_ptr<Dispatcher> dispatcher,
                              std::shared_ptr<IngestMetrics> metrics, std::shared_ptr<Outbox> outbox,
-                             std::shared_ptr<Destination> history)
+                             std::shared_ptr<Destination> history,
+                             std::vector<std::shared_ptr<Destination>> direct)
     : rules_(std::move(rules)),
       dedupe_(std::move(dedupe)),
       dispatcher_(std::move(dispatcher)),
       metrics_(std::move(metrics)),
       outbox_(std::move(outbox)),
-      history_(std::move(history)) {}
+      history_(std::move(history)),
+      direct_(std::move(direct)) {}
 
-absl::Status IngestService::StoreHistory(std::vector<DispatchItem>& items) {
+absl::Status IngestService::DeliverNow(Destination& destination, bool built_in_only,
+                                       std::vector<DispatchItem>& items) {
   std::vector<DispatchItem> direct;
   std::erase_if(items, [&](DispatchItem& item) {
-    if (item.action_type != "history" || !item.delivery.rule_id.empty()) {
+    if (item.action_type != destination.type() ||
+        (built_in_only && !item.delivery.rule_id.empty())) {
       return false;
     }
     direct.push_back(std::move(item));
@@ -176,7 +180,7 @@ absl::Status IngestService::StoreHistory(std::vector<DispatchItem>& items) {
   for (DispatchItem& item : direct) {
     deliveries.push_back(std::move(item.delivery));
   }
-  const absl::Status status = history_->Deliver(deliveries);
+  const absl::Status status = destination.Deliver(deliveries);
   if (status.ok() || IsRetryable(status)) {
     return status;  // a transient failure: the gateway retries the batch (backpressure)
   }
@@ -234,16 +238,25 @@ absl::Status IngestService::Ingest(const std::vector<IngestRecord>& records) {
       items.push_back(std::move(item));
     }
   }
-  if (history_) {
-    // The history write cannot be taken back: refuse a batch the queues cannot take first (its
-    // retry would store every row again, through the slower duplicate path).
+  if (history_ || !direct_.empty()) {
+    // What is delivered now cannot be taken back: refuse a batch the queues cannot take first
+    // (its retry would deliver it again; the history through its slower duplicate path).
     if (absl::Status s = dispatcher_->CheckRoom(items); !s.ok()) {
       dedupe_->Release(claimed);
       return s;
     }
-    if (absl::Status s = StoreHistory(items); !s.ok()) {
-      dedupe_->Release(claimed);
-      return s;
+    // The history last: a retry after a failure of the others stores no row twice.
+    for (const auto& destination : direct_) {
+      if (absl::Status s = DeliverNow(*destination, false, items); !s.ok()) {
+        dedupe_->Release(claimed);
+        return s;
+      }
+    }
+    if (history_) {
+      if (absl::Status s = DeliverNow(*history_, true, items); !s.ok()) {
+        dedupe_->Release(claimed);
+        return s;
+      }
     }
   }
   if (outbox_) {

@@ -54,13 +54,18 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
     }
   };
   auto rules = std::make_shared<RulesService>(store, dispatcher->destinations(), on_change);
-  // The built-in history is written before Ingest answers, without the outbox round trips.
-  const auto history = dispatcher->destinations().find("history");
+  // The built-in history and consumer-group appends are done before Ingest answers, without
+  // the outbox round trips (both are idempotent on the delivery id).
+  const auto& registered = dispatcher->destinations();
+  const auto history = registered.find("history");
+  const auto groups = registered.find("consumer_group");
   auto ingest = std::make_shared<IngestService>(
       [cache] { return cache->snapshot(); },
       std::make_shared<RedisDedupe>(context.redis, Ms(s, "dedupe_ttl_ms")), dispatcher,
       std::make_shared<IngestMetrics>(context.host.metrics()), outbox,
-      history != dispatcher->destinations().end() ? history->second : nullptr);
+      history != registered.end() ? history->second : nullptr,
+      groups != registered.end() ? std::vector<std::shared_ptr<Destination>>{groups->second}
+                                 : std::vector<std::shared_ptr<Destination>>{});
   auto auth = std::make_shared<common::Authenticator>(
       std::make_shared<common::RedisKeyResolver>(context.redis));
 

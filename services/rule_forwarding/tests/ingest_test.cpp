@@ -96,7 +96,7 @@ IngestRecord Property(const std::string& message_id) {
 
 class IngestTest : public ::testing::Test {
  protected:
-  void Build(size_t queue_capacity = 100) {
+  void Build(size_t queue_capacity = 100, bool rule_action_direct = false) {
     DestinationRegistry registry;
     registry.emplace("history", history_);
     registry.emplace("postgres", rule_target_);
@@ -124,8 +124,12 @@ class IngestTest : public ::testing::Test {
                     .create_time = {},
                     .update_time = {}};
     rules_ = RuleSet::Build({rule});
+    std::vector<std::shared_ptr<Destination>> direct;
+    if (rule_action_direct) {
+      direct.push_back(rule_target_);
+    }
     ingest_ = std::make_shared<IngestService>([this] { return rules_; }, dedupe_, dispatcher_,
-                                              nullptr, outbox_, history_);
+                                              nullptr, outbox_, history_, direct);
   }
 
   std::shared_ptr<FakeDestination> history_ = std::make_shared<FakeDestination>("history");
@@ -188,6 +192,33 @@ TEST_F(IngestTest, FullQueuesRefuseTheBatchBeforeTheHistoryIsWritten) {
   ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
   ASSERT_TRUE(ingest_->Ingest({Property("m2")}).ok());
   EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history", "m2:history"}));
+}
+
+TEST_F(IngestTest, DirectActionsAreDeliveredBeforeTheHistoryAndNeverQueued) {
+  Build(/*queue_capacity=*/100, /*rule_action_direct=*/true);
+  ASSERT_TRUE(ingest_->Ingest({Property("m1"), Property("m2")}).ok());
+  EXPECT_EQ(rule_target_->ids(), (std::vector<std::string>{"m1:r1:0", "m2:r1:0"}));
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history", "m2:history"}));
+  EXPECT_TRUE(outbox_->types().empty());
+  EXPECT_EQ(dispatcher_->pending(), 0u);
+
+  // Redis down for the action: nothing of the batch is kept, the history is not written yet.
+  rule_target_->FailNext(absl::UnavailableError("redis down"));
+  const absl::Status failed = ingest_->Ingest({Property("m3")});
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_EQ(history_->ids().size(), 2u);
+  ASSERT_TRUE(ingest_->Ingest({Property("m3")}).ok());
+  EXPECT_EQ(rule_target_->ids().back(), "m3:r1:0");
+  EXPECT_EQ(history_->ids().back(), "m3:history");
+
+  // A permanent failure (a deleted group): the dispatcher retries and dead-letters it.
+  rule_target_->FailNext(absl::FailedPreconditionError("group deleted"));
+  ASSERT_TRUE(ingest_->Ingest({Property("m4")}).ok());
+  EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres"}));
+  EXPECT_EQ(history_->ids().back(), "m4:history");
+  dispatcher_->Start();
+  ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
+  EXPECT_EQ(rule_target_->ids().back(), "m4:r1:0");
 }
 
 }  // namespace

@@ -3,9 +3,10 @@
 // InternalIngest: records from the device-gateway → dedupe → rules → dispatcher.
 //
 // When Ingest answers OK: once the batch's property values are in the telemetry history (the
-// built-in `history` delivery, written directly through the history writer's group commit) and
-// every other delivery the batch produced is stored in the durable outbox (PostgreSQL, one
-// INSERT per batch) and queued in the dispatcher (memory, bounded). From then on the service
+// built-in `history` delivery, written directly through the history writer's group commit), its
+// consumer-group deliveries are appended to their Redis streams, and every other delivery the
+// batch produced is stored in the durable outbox (PostgreSQL, one INSERT per batch) and queued
+// in the dispatcher (memory, bounded). From then on the service
 // owns them: delivered, or recorded as a dead letter; what a replica leaves behind (crash,
 // SIGTERM) is taken over from the outbox by another replica. A full queue or history buffer
 // answers RESOURCE_EXHAUSTED, Redis or PostgreSQL down UNAVAILABLE, so the gateway retries
@@ -91,10 +92,13 @@ class IngestService {
 
   /// `outbox` may be null (nothing durable: tests, benchmarks). `history` (may be null): the
   /// built-in history deliveries go to it before Ingest answers, instead of through the outbox
-  /// and the dispatcher (which then only sees rules' actions).
+  /// and the dispatcher. `direct`: destinations whose rule-action deliveries are made the same
+  /// way (consumer groups: a Redis stream append, idempotent on the delivery id), before the
+  /// history; the dispatcher then only sees the other actions.
   IngestService(RulesSource rules, std::shared_ptr<Dedupe> dedupe,
                 std::shared_ptr<Dispatcher> dispatcher, std::shared_ptr<IngestMetrics> metrics,
-                std::shared_ptr<Outbox> outbox, std::shared_ptr<Destination> history = nullptr);
+                std::shared_ptr<Outbox> outbox, std::shared_ptr<Destination> history = nullptr,
+                std::vector<std::shared_ptr<Destination>> direct = {});
 
   /// Takes a batch (see the file comment for what OK means). INVALID_ARGUMENT naming
   /// `records[i].<field>` for a record without message id, tenant or resource; a record whose
@@ -102,9 +106,12 @@ class IngestService {
   absl::Status Ingest(const std::vector<IngestRecord>& records);
 
  private:
-  /// Moves the built-in history deliveries out of `items` and stores them; on a permanent
-  /// failure they go back into `items` (to the dispatcher). Transient failures are returned.
-  absl::Status StoreHistory(std::vector<DispatchItem>& items);
+  /// Moves the deliveries of `destination`'s type (only the built-in ones, without a rule, when
+  /// `built_in_only`) out of `items` and delivers them; on a permanent failure they go back into
+  /// `items` (to the dispatcher, which retries and dead-letters). Transient failures are
+  /// returned.
+  static absl::Status DeliverNow(Destination& destination, bool built_in_only,
+                                 std::vector<DispatchItem>& items);
 
   RulesSource rules_;
   std::shared_ptr<Dedupe> dedupe_;
@@ -112,6 +119,7 @@ class IngestService {
   std::shared_ptr<IngestMetrics> metrics_;
   std::shared_ptr<Outbox> outbox_;
   std::shared_ptr<Destination> history_;
+  std::vector<std::shared_ptr<Destination>> direct_;
 };
 
 }  // namespace iot::rule_forwarding
