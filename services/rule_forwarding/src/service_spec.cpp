@@ -3,6 +3,7 @@
 #include "iot/common/auth.h"
 #include "iot/common/crypto.h"
 #include "iot/common/logging.h"
+#include "iot/common/redis.h"
 #include "iot/rule_forwarding/destinations.h"
 #include "iot/rule_forwarding/dispatcher.h"
 #include "iot/rule_forwarding/history_subscriptions.h"
@@ -108,6 +109,7 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   const std::string p = "IOT_RULE_FORWARDING_";
   nlohmann::json settings;
   settings["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 10'000, 1, 10'000'000);
+  settings["redis_pool_size"] = env.Int(p + "REDIS_POOL_SIZE", 8, 1, 256);
   settings["max_batch"] = env.Int(p + "MAX_BATCH", 100, 1, 10'000);
   // One Redis pipeline per batch; a rule's deliveries all go through one worker, in order.
   settings["consumer_group_batch"] = env.Int(p + "CONSUMER_GROUP_BATCH", 1000, 1, 10'000);
@@ -134,6 +136,14 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
 
 void Wire(common::ServiceContext& context) {
   const nlohmann::json& s = context.settings;
+  // Every concurrent Ingest call claims its message ids and appends to consumer groups through
+  // this client: more connections than the services' default 2.
+  auto redis = common::RedisClient::Create(
+      {.url = context.backend.redis_url, .pool_size = s["redis_pool_size"].get<size_t>()});
+  if (!redis.ok()) {
+    throw common::ConfigError("IOT_REDIS_URL: " + std::string(redis.status().message()));
+  }
+  context.redis = std::shared_ptr<common::RedisClient>(*std::move(redis));
   // Republish to a device's down topic: through the gateway, to devices of the rule's tenant.
   auto downlink = MakeGatewayDownlink(
       s["thing_model_addr"].get<std::string>(), s["device_gateway_addr"].get<std::string>(),
