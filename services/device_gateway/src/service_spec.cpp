@@ -83,9 +83,10 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   s["rule_forwarding_addr"] = env.String("IOT_RULE_FORWARDING_ADDR", "127.0.0.1:50055");
   s["service_api_key"] = env.Required("IOT_SERVICE_API_KEY");
   const std::string p = "IOT_DEVICE_GATEWAY_";
-  s["shards"] = env.Int(p + "SHARDS", 4, 1, 256);
+  s["shards"] = env.Int(p + "SHARDS", 16, 1, 256);
   s["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 256, 1, 1'000'000);
   s["batch_size"] = env.Int(p + "BATCH_SIZE", 100, 1, 10'000);
+  s["owner_batches"] = env.Int(p + "OWNER_BATCHES", 4, 1, 64);
   s["rate_limit"] = env.Int(p + "RATE_LIMIT", 50, 1, 1'000'000);
   s["max_payload_bytes"] = env.Int(p + "MAX_PAYLOAD_BYTES", 1024 * 1024, 1, 256 * 1024 * 1024);
   s["max_report_bytes"] = env.Int(p + "MAX_REPORT_BYTES", 64 * 1024, 1, 256 * 1024 * 1024);
@@ -111,6 +112,7 @@ void Wire(common::ServiceContext& context) {
           .shards = s["shards"].get<size_t>(),
           .queue_capacity = s["queue_capacity"].get<size_t>(),
           .max_batch = s["batch_size"].get<size_t>(),
+          .owner_batches = s["owner_batches"].get<size_t>(),
           .retry_initial = std::chrono::milliseconds(100),
           .retry_max = std::chrono::seconds(5),
           .message_id_prefix = fmt::format("{}-{:x}", context.backend.mqtt_client_id, NowUnixMs())},

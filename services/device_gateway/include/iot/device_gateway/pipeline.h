@@ -43,7 +43,7 @@ namespace iot::device_gateway {
 using WorkItem = std::variant<UplinkMessage, RejectedUplink, PresenceEvent>;
 
 struct PipelineOptions {
-  size_t shards = 4;
+  size_t shards = 16;
   size_t queue_capacity = 256;  ///< per shard
   size_t max_batch = 100;
   /// Batches an owner lane of a shard queues while its call is in flight; they go together in
