@@ -5,7 +5,7 @@
 #include "iot/common/auth.h"
 #include "iot/common/status.h"
 #include "iot/device_gateway/v1/device_gateway.grpc.pb.h"
-#include "iot/thing_model/grpc_handlers.h"
+#include "iot/thing_model/model_cache.h"
 #include "iot/thing_model/v1/thing_model.grpc.pb.h"
 
 namespace iot::shadow {

@@ -1,10 +1,9 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
-#include <unordered_map>
 
 #include "iot/common/auth.h"
+#include "iot/thing_model/model_cache.h"
 #include "iot/thing_model/thing_model_service.h"
 #include "iot/thing_model/v1/thing_model.grpc.pb.h"
 
@@ -86,19 +85,6 @@ class DevicesHandler final : public pb::Devices::Service {
  private:
   std::shared_ptr<ThingModelService> service_;
   std::shared_ptr<common::Authenticator> auth_;
-};
-
-/// Compiled models by (product, version): a version never changes once written.
-class ModelCache {
- public:
-  absl::StatusOr<std::shared_ptr<const CompiledModel>> Get(const std::string& product_id,
-                                                           int32_t version,
-                                                           const std::string& product_json);
-
- private:
-  static constexpr size_t kMaxModels = 1000;
-  std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<const CompiledModel>> models_;
 };
 
 class InternalHandler final : public pb::InternalThingModel::Service {
