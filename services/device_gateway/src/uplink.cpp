@@ -121,7 +121,11 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
         fmt::format("payload of {} bytes exceeds the limit of {}", payload.size(), limit);
     return rejected;
   }
-  if (!rate_limiter.Allow(parsed->device_id)) {
+  const bool response = parsed->kind == UplinkKind::kCommandResponse ||
+                        parsed->kind == UplinkKind::kPropertiesSetResponse ||
+                        parsed->kind == UplinkKind::kPropertiesGetResponse;
+  if (!rate_limiter.Allow(response ? std::string(parsed->device_id) + "\x1fresponses"
+                                   : std::string(parsed->device_id))) {
     rejected.reason = RejectReason::kRateLimited;
     rejected.detail = fmt::format("over {} messages/s", limits.rate_per_second);
     return rejected;

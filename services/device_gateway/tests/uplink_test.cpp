@@ -61,6 +61,24 @@ TEST(AdmitUplinkTest, AppliesTheSizeLimits) {
   EXPECT_EQ(std::get<RejectedUplink>(big).reason, RejectReason::kTooLarge);
 }
 
+TEST(AdmitUplinkTest, ResponsesHaveTheirOwnRateBudget) {
+  RateLimiter limiter(2);
+  const UplinkLimits limits{.rate_per_second = 2};
+  const auto admitted = [&](const std::string& topic) {
+    return std::holds_alternative<UplinkMessage>(AdmitUplink(topic, "{}", limits, limiter, 0));
+  };
+  EXPECT_TRUE(admitted("iot/up/0/d_1/sys/messages/up"));
+  EXPECT_TRUE(admitted("iot/up/0/d_1/sys/messages/up"));
+  EXPECT_FALSE(admitted("iot/up/0/d_1/sys/messages/up"));  // over 2/s
+  // The answers the device owes still pass, within their own 2/s.
+  EXPECT_TRUE(admitted("iot/up/0/d_1/sys/commands/response/request_id=1"));
+  EXPECT_TRUE(admitted("iot/up/0/d_1/sys/properties/set/response/request_id=2"));
+  auto third = AdmitUplink("iot/up/0/d_1/sys/properties/get/response/request_id=3", "{}", limits,
+                           limiter, 0);
+  ASSERT_TRUE(std::holds_alternative<RejectedUplink>(third));
+  EXPECT_EQ(std::get<RejectedUplink>(third).reason, RejectReason::kRateLimited);
+}
+
 TEST(RateLimiterTest, TokenBucketPerDevice) {
   FakeClock clock;
   RateLimiter limiter(10, 1000, clock.fn());

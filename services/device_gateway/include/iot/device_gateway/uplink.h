@@ -51,7 +51,9 @@ std::string_view RejectReasonName(RejectReason reason);
 struct UplinkLimits {
   size_t max_payload_bytes = 1024 * 1024;
   size_t max_report_bytes = 64 * 1024;
-  /// Messages per second per device (token bucket; the burst is one second's worth).
+  /// Messages per second per device (token bucket; the burst is one second's worth). Responses
+  /// to the platform's own requests (command, property set/get) have a bucket of their own at
+  /// the same rate, so that a device's reports do not make it drop the answers it owes.
   double rate_per_second = 50;
 };
 
