@@ -10,6 +10,7 @@
 #include <pqxx/pqxx>
 
 #include "iot/common/health_client.h"
+#include "iot/common/mqtt.h"
 #include "iot/shadow/service_spec.h"
 #include "iot/testing/http.h"
 #include "iot/testing/process.h"
@@ -172,6 +173,18 @@ TEST(ServiceProcessTest, StartsWithPostgresDownAndTurnsServingWhenItComesUp) {
   EXPECT_EQ(p.process().Stop(), 0);
 }
 
+/// What the iot_auth plugin publishes at start (broker/README.md, Uplink), on a plain broker:
+/// the gateway consumes nothing, and is not ready, before it knows the partition count.
+void AnnounceUplinkPartitions(const iot::testing::TestMosquitto& broker) {
+  auto client = common::MqttClient::Create({.url = broker.Url(), .client_id = "announcer"});
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Start().ok());
+  ASSERT_TRUE((*client)->WaitConnected(seconds(10)));
+  auto rc = (*client)->PublishAndWait("$iot/config/uplink_partitions", "4", 1, seconds(10));
+  ASSERT_TRUE(rc.ok()) << rc.status();
+  (*client)->Stop();
+}
+
 TEST(ServiceProcessTest, GatewayWaitsForTheBrokerAndFollowsIt) {
   iot::testing::TestMosquitto broker;
   broker.Stop();
@@ -181,10 +194,13 @@ TEST(ServiceProcessTest, GatewayWaitsForTheBrokerAndFollowsIt) {
   ASSERT_TRUE(WaitUntil([&] { return p.Health().has_value(); }, seconds(30)));
   EXPECT_EQ(p.Health(), std::optional<bool>(false));
   broker.Start();
+  EXPECT_FALSE(p.WaitServing(seconds(2))) << "ready without knowing the uplink partitions";
+  AnnounceUplinkPartitions(broker);
   EXPECT_TRUE(p.WaitServing()) << p.process().Log();
   broker.Stop();
   EXPECT_TRUE(WaitUntil([&] { return p.Health() == std::optional<bool>(false); }, seconds(30)));
   broker.Start();
+  AnnounceUplinkPartitions(broker);
   EXPECT_TRUE(p.WaitServing()) << p.process().Log();
   EXPECT_EQ(p.process().Stop(), 0);
 }
