@@ -135,6 +135,8 @@ figures = [
     ("ingest ratio platform/raw", "ingest.ratio_platform_to_raw"),
     ("ingest subscription p50 ms", "ingest.platform.subscription.latency.p50_ms"),
     ("ingest history rows/s", "ingest.platform.history.rows_per_s"),
+    ("ingest history latency p50 ms (sampled)", "ingest.platform.sampled_latency.history.p50_ms"),
+    ("ingest shadow latency p50 ms (sampled)", "ingest.platform.sampled_latency.shadow.p50_ms"),
     ("ingest lost", "ingest.platform.lost"),
     ("commands raw p50 ms", "commands.raw.latency.p50_ms"),
     ("commands platform p50 ms", "commands.platform.latency.p50_ms"),

@@ -284,6 +284,11 @@ TEST_F(BenchTest, SmallRunLosesNothingAndWritesAWellFormedReport) {
   for (const char* part : {"subscription", "history", "shadow"}) {
     ASSERT_TRUE(ingest["platform"].contains(part)) << part;
   }
+  // Sampled per-message latency into history and shadow: a summary with a count each.
+  const Json& sampled = ingest["platform"]["sampled_latency"];
+  EXPECT_EQ(sampled["sampled_devices"], 5) << sampled.dump(2);
+  EXPECT_GT(sampled["history"]["count"].get<int>(), 0) << sampled.dump(2);
+  EXPECT_TRUE(sampled["shadow"].contains("count")) << sampled.dump(2);
   ExpectFigure(ingest["ratio_platform_to_raw"], "ingest ratio");
 
   // Commands: the raw round trips all answered; the platform's where available.

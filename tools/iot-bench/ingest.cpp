@@ -6,7 +6,9 @@
 // Report sequence numbers are phase * 1,000,000 + k, so the phases never count each other.
 #include <fmt/format.h>
 
+#include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "iot/common/mqtt.h"
@@ -24,6 +26,8 @@ constexpr int kProbePhase = 3;
 constexpr auto kCallTimeout = std::chrono::seconds(30);
 /// Longest wait for the probe report before the platform phase: the raw phase's backlog first.
 constexpr auto kProbeWait = std::chrono::seconds(180);
+/// Devices whose history and shadow are polled for per-message latency (LatencySampler).
+constexpr std::size_t kLatencySamples = 5;
 const std::string kRf = "iot.rule_forwarding.v1.";
 
 /// Unique arrivals of one phase's reports, duplicates, latency and the last arrival.
@@ -405,6 +409,105 @@ Json CheckShadow(const BenchContext& context, const std::vector<DeviceCredential
   return out;
 }
 
+/// Per-message latency into history and into shadow, sampled: a few devices polled every
+/// 50 ms while the platform phase runs. A history row of the report's `ts` property, or a new
+/// `ts` in the shadow's reported properties, first seen at time t took t − ts (resolution: the
+/// poll interval plus one call; shadow reports overwritten between two polls are not seen).
+class LatencySampler {
+ public:
+  LatencySampler(const BenchContext& context, std::vector<std::string> device_ids,
+                 std::chrono::system_clock::time_point since)
+      : history_(context.config.rule_forwarding_addr, context.config.api_key),
+        shadow_(context.config.shadow_addr, context.config.api_key),
+        device_ids_(std::move(device_ids)),
+        since_(Rfc3339(since)),
+        thread_([this] { Run(); }) {}
+  ~LatencySampler() { Stop(); }
+  LatencySampler(const LatencySampler&) = delete;
+  LatencySampler& operator=(const LatencySampler&) = delete;
+
+  void Stop() {
+    stopping_.store(true);
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+
+  /// {"history": latency summary, "shadow": ..., "sampled_devices", "poll_interval_ms"}.
+  [[nodiscard]] Json Summary() const {
+    return {{"history", history_latency_.Summary()},
+            {"shadow", shadow_latency_.Summary()},
+            {"sampled_devices", device_ids_.size()},
+            {"poll_interval_ms", kPollInterval.count()}};
+  }
+
+ private:
+  static constexpr std::chrono::milliseconds kPollInterval{50};
+
+  void Run() {
+    const std::string shadow_service = "iot.shadow.v1.Shadows";
+    const bool with_history = history_.Check(kRf + "History", "ListPropertyHistory").ok();
+    const bool with_shadow = shadow_.Check(shadow_service, "ShowDeviceShadow").ok();
+    std::map<std::string, std::set<std::int64_t>> seen;
+    std::map<std::string, std::int64_t> last_shadow;
+    while (!stopping_.load()) {
+      const auto round = Clock::now();
+      for (const auto& id : device_ids_) {
+        if (with_history) {
+          auto page = history_.Call(kRf + "History", "ListPropertyHistory",
+                                    {{"device_id", id},
+                                     {"service_id", "bench"},
+                                     {"property", "ts"},
+                                     {"start_time", since_},
+                                     {"limit", 1000}},
+                                    kCallTimeout);
+          const std::int64_t now = UnixMillis();
+          if (page.ok()) {
+            for (const auto& row : (*page)["values"]) {
+              const Json value = Json::parse(row.value("value_json", ""), nullptr, false);
+              if (value.is_number_integer() && seen[id].insert(value.get<std::int64_t>()).second) {
+                history_latency_.Add(static_cast<double>(now - value.get<std::int64_t>()));
+              }
+            }
+          }
+        }
+        if (with_shadow) {
+          auto response = shadow_.Call(shadow_service, "ShowDeviceShadow",
+                                       {{"device_id", id}, {"service_id", "bench"}}, kCallTimeout);
+          const std::int64_t now = UnixMillis();
+          if (response.ok()) {
+            for (const auto& data : (*response)["shadow"]) {
+              const Json reported =
+                  Json::parse(data.value("reported", Json::object()).value("properties_json", ""),
+                              nullptr, false);
+              const std::int64_t ts =
+                  reported.is_object() ? reported.value("ts", std::int64_t{0}) : 0;
+              auto& last = last_shadow[id];
+              if (ts > 0 && ts != last) {
+                // The first value seen is whatever the device reported before: not a sample.
+                if (last != 0) {
+                  shadow_latency_.Add(static_cast<double>(now - ts));
+                }
+                last = ts;
+              }
+            }
+          }
+        }
+      }
+      std::this_thread::sleep_until(round + kPollInterval);
+    }
+  }
+
+  DynamicClient history_;
+  DynamicClient shadow_;
+  const std::vector<std::string> device_ids_;
+  const std::string since_;
+  Latencies history_latency_;
+  Latencies shadow_latency_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
 /// Waits (at most 30 s) until the gateway is idle again, so that the platform phase does not
 /// start while it still works through the raw phase's reports.
 double WaitGatewayIdle(const BenchContext& context) {
@@ -506,6 +609,11 @@ nlohmann::json RunIngest(BenchContext& context) {
     }
     platform["probe_seen"] = subscription.probe_seen();
   }
+  std::vector<std::string> sampled;
+  for (std::size_t i = 0; i < devices->size() && sampled.size() < kLatencySamples; ++i) {
+    sampled.push_back((*devices)[i].device_id);
+  }
+  LatencySampler latency(context, sampled, std::chrono::system_clock::now());
   const auto started = Clock::now();
   const PublishResult published =
       fleet.Publish(config.ingest_messages, Reports(kPlatformPhase), context.Deadline());
@@ -522,6 +630,8 @@ nlohmann::json RunIngest(BenchContext& context) {
   const auto delivered = Clock::now();
   platform["history"] = CheckHistory(context, *devices, config.ingest_messages, since, started);
   platform["shadow"] = CheckShadow(context, *devices, config.ingest_messages, started);
+  latency.Stop();
+  platform["sampled_latency"] = latency.Summary();
   platform["cpu"] = context.sampler.Summary(started, delivered);
   subscription.Stop();
   fleet.Disconnect();
