@@ -159,7 +159,11 @@ void PartitionOwner::Start() {
 void PartitionOwner::Stop() {
   {
     std::lock_guard lock(run_mu_);
+    if (stopped_) {
+      return;  // idempotent: the destructor after a shutdown touches nothing
+    }
     stopping_ = true;
+    stopped_ = true;
   }
   run_changed_.notify_all();
   if (thread_.joinable()) {

@@ -176,7 +176,10 @@ void Wire(common::ServiceContext& context) {
       std::make_unique<PartitionLeases>(
           context.redis, s["share_group"],
           fmt::format("{}-{}-{:x}", backend.mqtt_client_id, ::getpid(), NowUnixMs()), lease),
-      sessions->hooks(), *partition_metrics);
+      // The hooks keep the sessions alive as long as the owner.
+      PartitionHooks{.start = [sessions](uint32_t p) { sessions->hooks().start(p); },
+                     .stop = [sessions](uint32_t p) { return sessions->hooks().stop(p); }},
+      *partition_metrics);
 
   // The control connection: the broker's partition count and its dropped-message count.
   for (const std::string_view topic : {kPartitionsTopic, kBrokerDroppedTopic}) {

@@ -118,7 +118,7 @@ class PartitionOwner {
   /// Starts the ownership thread (one tick at once, then every `tick`).
   void Start();
   /// Stops the thread and stop()s every partition held; the leases stay (see ReleaseAll). The
-  /// caller then waits for the sessions to stop (PartitionSessions::StopAll).
+  /// caller then waits for the sessions to stop (PartitionSessions::StopAll). Idempotent.
   void Stop();
   /// After Stop() and once what was taken is handed on: frees every lease and leaves, so that
   /// other replicas take over at once instead of after the lease.
@@ -160,6 +160,7 @@ class PartitionOwner {
   std::mutex run_mu_;
   std::condition_variable run_changed_;
   bool stopping_ = false;
+  bool stopped_ = false;  ///< Stop() ran.
   std::thread thread_;
 };
 
