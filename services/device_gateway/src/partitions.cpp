@@ -453,13 +453,4 @@ bool PartitionSessions::AllSubscribed() const {
   return true;
 }
 
-size_t PartitionSessions::connected() const {
-  std::lock_guard lock(mu_);
-  size_t n = 0;
-  for (const auto& [partition, session] : sessions_) {
-    n += session->connected() ? 1U : 0U;
-  }
-  return n;
-}
-
 }  // namespace iot::device_gateway

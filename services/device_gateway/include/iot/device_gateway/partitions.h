@@ -187,7 +187,6 @@ class PartitionSessions {
   /// Stops every session and waits until they are closed.
   void StopAll();
 
-  [[nodiscard]] size_t connected() const;
   /// Every session is connected with its subscriptions acknowledged.
   [[nodiscard]] bool AllSubscribed() const;
 
