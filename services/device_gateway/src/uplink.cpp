@@ -124,8 +124,10 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
   const bool response = parsed->kind == UplinkKind::kCommandResponse ||
                         parsed->kind == UplinkKind::kPropertiesSetResponse ||
                         parsed->kind == UplinkKind::kPropertiesGetResponse;
-  if (!rate_limiter.Allow(response ? std::string(parsed->device_id) + "\x1fresponses"
-                                   : std::string(parsed->device_id))) {
+  // Responses count in a bucket of their own, keyed apart from the device's messages.
+  const std::string response_key =
+      response ? std::string(parsed->device_id) + "\x1fresponses" : std::string();
+  if (!rate_limiter.Allow(response ? std::string_view(response_key) : parsed->device_id)) {
     rejected.reason = RejectReason::kRateLimited;
     rejected.detail = fmt::format("over {} messages/s", limits.rate_per_second);
     return rejected;
