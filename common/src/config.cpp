@@ -182,6 +182,7 @@ BackendConfig BackendConfig::Read(EnvReader& env, const std::string& prefix,
   c.mqtt_url = env.String("IOT_MQTT_URL", "mqtt://127.0.0.1:1883");
   c.mqtt_username = env.String(prefix + "_MQTT_USERNAME", "");
   c.mqtt_password = env.String(prefix + "_MQTT_PASSWORD", "");
+  c.mqtt_ca_file = env.String("IOT_MQTT_CA_FILE", "");
   std::array<char, 256> host{};
   gethostname(host.data(), host.size() - 1);
   c.mqtt_client_id = env.String(prefix + "_MQTT_CLIENT_ID", service + "-" + host.data());

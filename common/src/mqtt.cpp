@@ -87,13 +87,17 @@ struct MqttCallbacks {
 };
 
 absl::StatusOr<std::unique_ptr<MqttClient>> MqttClient::Create(MqttOptions options) {
-  auto url = ParseUrl(options.url, 1883);
+  auto url = ParseUrl(options.url);
   if (!url.ok()) {
     return url.status();
   }
-  if (url->scheme != "mqtt") {
+  if (url->scheme != "mqtt" && url->scheme != "mqtts") {
     return absl::InvalidArgumentError(
-        absl::StrCat("MQTT URL '", MaskUrl(options.url), "' must start with mqtt://"));
+        absl::StrCat("MQTT URL '", MaskUrl(options.url), "' must start with mqtt:// or mqtts://"));
+  }
+  const bool tls = url->scheme == "mqtts";
+  if (url->port == 0) {
+    url->port = tls ? 8883 : 1883;
   }
   if (options.client_id.empty() && !options.clean_start) {
     return absl::InvalidArgumentError("MQTT clean_start = false needs a client_id");
@@ -131,6 +135,15 @@ absl::StatusOr<std::unique_ptr<MqttClient>> MqttClient::Create(MqttOptions optio
                                   client->password_.empty() ? nullptr : client->password_.c_str());
     if (rc != MOSQ_ERR_SUCCESS) {
       return MosquittoStatus(rc, "MQTT username/password");
+    }
+  }
+  if (tls) {
+    // Verifies the broker's certificate and host name (libmosquitto's defaults).
+    const int rc = mosquitto_tls_set(mosq, o.tls_ca_file.empty() ? nullptr : o.tls_ca_file.c_str(),
+                                     o.tls_ca_file.empty() ? "/etc/ssl/certs" : nullptr, nullptr,
+                                     nullptr, nullptr);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      return MosquittoStatus(rc, absl::StrCat("MQTT TLS CA file '", o.tls_ca_file, "'"));
     }
   }
   mosquitto_connect_v5_callback_set(mosq, &MqttCallbacks::Connect);

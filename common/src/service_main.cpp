@@ -73,6 +73,7 @@ nlohmann::json EffectiveConfig(const ServerConfig& server, const BackendConfig& 
     config["mqtt_username"] = backend.mqtt_username;
     config["mqtt_password"] = backend.mqtt_password.empty() ? "" : "***";
     config["mqtt_client_id"] = backend.mqtt_client_id;
+    config["mqtt_ca_file"] = backend.mqtt_ca_file;
     config["mqtt_session_expiry_ms"] = backend.mqtt_session_expiry.count();
   }
   for (const auto& [key, value] : own.items()) {
@@ -157,6 +158,7 @@ int Serve(const ServiceSpec& spec, const ServerConfig& server, const BackendConf
     options.client_id = backend.mqtt_client_id;
     options.username = backend.mqtt_username;
     options.password = backend.mqtt_password;
+    options.tls_ca_file = backend.mqtt_ca_file;
     options.clean_start = backend.mqtt_session_expiry.count() == 0;
     options.session_expiry_seconds = static_cast<uint32_t>(
         std::chrono::duration_cast<std::chrono::seconds>(backend.mqtt_session_expiry).count());

@@ -82,6 +82,8 @@ struct BackendConfig {
   std::string mqtt_url;
   std::string mqtt_username;
   std::string mqtt_password;
+  /// IOT_MQTT_CA_FILE: for `mqtts://`, the CAs to trust (PEM); empty: the system's.
+  std::string mqtt_ca_file;
   /// Unique per replica (persistent sessions are keyed by it): default `<service>-<hostname>`.
   std::string mqtt_client_id;
   /// With > 0 the MQTT session is persistent (clean start off): the broker queues QoS 1

@@ -22,7 +22,7 @@ struct mosquitto;
 namespace iot::common {
 
 struct MqttOptions {
-  /// `mqtt://[user[:password]@]host[:port]`; port defaults to 1883.
+  /// `mqtt://[user[:password]@]host[:port]` (port 1883) or `mqtts://...` (TLS, port 8883).
   std::string url{};
   /// Empty: the broker assigns one (only with clean_start).
   std::string client_id{};
@@ -37,6 +37,8 @@ struct MqttOptions {
   int keepalive_seconds = 30;
   /// Most QoS 1/2 messages in flight each way (MQTT5 Receive Maximum and send quota).
   int max_inflight = 100;
+  /// `mqtts://`: PEM file of the CAs to trust; empty: the system's (/etc/ssl/certs).
+  std::string tls_ca_file{};
 };
 
 struct MqttMessage {
