@@ -61,7 +61,8 @@ AuthPlugin::AuthPlugin(PluginConfig config, common::SecretBox secret_box,
       directory_(std::move(directory)),
       broker_(broker),
       clock_(clock ? std::move(clock)
-                   : SystemClock([] { return std::chrono::system_clock::now(); })) {
+                   : SystemClock([] { return std::chrono::system_clock::now(); })),
+      id_nonce_(common::HexEncode(common::RandomBytes(8))) {
   for (const auto& account : config_.service_accounts) {
     service_accounts_.emplace(account.name, &account);
   }
@@ -262,9 +263,17 @@ void AuthPlugin::OnDisconnect(SessionKey key) {
 // ---- Authorisation ----
 
 bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topic,
-                            std::string_view username) {
+                            std::string_view username, const AclMessage* message) {
   const auto it = sessions_.find(key);
   if (it == sessions_.end()) {
+    // A write without a connection the plugin knows is a delayed will (Will Delay Interval)
+    // of a device that authenticated before (mosquitto clears the will of a connection that
+    // did not): relayed like the others.
+    if (access == Access::kWrite && message != nullptr && !username.empty() &&
+        !service_accounts_.contains(std::string(username)) && DeviceMayPublish(username, topic)) {
+      RelayWill(std::string(username), topic, *message);
+      return false;
+    }
     // An offline persistent session: only queueing (read) is checked for it, by the identity it
     // authenticated with. Everything else needs a live, authenticated connection.
     if (access != Access::kRead || username.empty()) {
@@ -282,6 +291,13 @@ bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topi
   }
   switch (access) {
     case Access::kWrite:
+      if (session.closing && message != nullptr) {
+        // Mosquitto checks a will after the disconnect event: the connection is closing.
+        if (DeviceMayPublish(session.identity, topic)) {
+          RelayWill(session.identity, topic, *message);
+        }
+        return false;
+      }
       return DeviceMayPublish(session.identity, topic);
     case Access::kRead:
       return DeviceMayReceive(session.identity, topic);
@@ -296,13 +312,17 @@ bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topi
 // ---- Downlink relay ----
 
 MessageVerdict AuthPlugin::OnMessage(SessionKey key, std::string_view topic,
-                                     std::string_view payload, int qos, std::string* deliver_as) {
+                                     std::string_view payload, int qos, std::string* deliver_as,
+                                     std::string* message_id) {
   const auto it = sessions_.find(key);
   if (!IsDownlinkTopic(topic)) {
     if (deliver_as != nullptr && it != sessions_.end() && it->second.role == Role::kDevice) {
       // The ACL check allowed the publish, so the topic is the device's own.
       *deliver_as =
           UplinkRelayTopic(it->second.identity, topic, config_.uplink_partitions).value_or("");
+      if (message_id != nullptr && !deliver_as->empty()) {
+        *message_id = NextMessageId();
+      }
     }
     return MessageVerdict::kPass;
   }
@@ -357,14 +377,33 @@ void AuthPlugin::PublishPresence(std::string_view event, const std::string& devi
     text.push_back(',');
   }
   fmt::format_to(std::back_inserter(text), "\"seq\":{}}}", ++presence_seq_);
+  // One id for both copies: it names the event, whichever topic a consumer reads it from.
+  const UserProperties id = {{std::string(kMessageIdProperty), NextMessageId()}};
   for (const std::string& topic :
        {std::string(kPresencePrefix) + device_id,
         PartitionedPresenceTopic(device_id, config_.uplink_partitions)}) {
-    if (!broker_.Publish("", topic, text, kPresenceQos)) {
+    if (!broker_.Publish("", topic, text, kPresenceQos, /*retain=*/false, id)) {
       Log(LogLevel::kError,
           fmt::format("cannot publish presence {} of '{}' on {}", event, device_id, topic));
     }
   }
+}
+
+std::string AuthPlugin::NextMessageId() {
+  return fmt::format("{}-{}", id_nonce_, ++next_message_id_);
+}
+
+void AuthPlugin::RelayWill(const std::string& device_id, std::string_view topic,
+                           const AclMessage& message) {
+  const auto relay = UplinkRelayTopic(device_id, topic, config_.uplink_partitions);
+  if (!relay) {
+    return;
+  }
+  const bool sent = broker_.Publish("", *relay, message.payload, message.qos, /*retain=*/false,
+                                    {{std::string(kMessageIdProperty), NextMessageId()}});
+  Log(sent ? LogLevel::kInfo : LogLevel::kError,
+      fmt::format("{} the will of device '{}' on {}", sent ? "relayed" : "could not relay",
+                  device_id, topic));
 }
 
 void AuthPlugin::PublishDownResult(const std::string& device_id, std::string_view device_topic,

@@ -27,6 +27,14 @@ namespace iot::broker {
 enum class LogLevel { kDebug, kInfo, kNotice, kWarning, kError };
 
 /// What the plugin needs from the broker. Called on the broker thread only, except Log.
+/// MQTT v5 user properties (name, value).
+using UserProperties = std::vector<std::pair<std::string, std::string>>;
+
+/// The MQTT v5 user property carrying the id the plugin gives every device uplink and presence
+/// event it relays (the gateway's kMessageIdProperty): the same on every delivery of the message,
+/// after a consumer's crash and, with persistence, a broker restart (README.md, Message ids).
+inline constexpr std::string_view kMessageIdProperty = "iot-message-id";
+
 class BrokerApi {
  public:
   virtual ~BrokerApi() = default;
@@ -34,7 +42,8 @@ class BrokerApi {
   /// else to that one connected client whether or not it subscribed. `retain` (only without a
   /// client id) stores it as the topic's retained message.
   virtual bool Publish(const std::string& client_id, const std::string& topic,
-                       std::string_view payload, int qos, bool retain = false) = 0;
+                       std::string_view payload, int qos, bool retain = false,
+                       const UserProperties& properties = {}) = 0;
   /// Disconnects the client with this id (no will). False if there is none.
   virtual bool Kick(const std::string& client_id) = 0;
   /// Thread-safe; lines from other threads may be written later, on the broker thread.
@@ -57,6 +66,12 @@ struct ConnectRequest {
 
 enum class Access { kRead, kWrite, kSubscribe, kUnsubscribe };
 
+/// What an ACL check of a publish or a will is about.
+struct AclMessage {
+  std::string_view payload;
+  int qos = 0;
+};
+
 enum class MessageVerdict {
   kPass,
   /// Drop the message; an MQTT v5 QoS 1/2 publisher gets reason code 0x87 (not authorized).
@@ -77,13 +92,18 @@ class AuthPlugin {
   /// `username` is the client's as the broker knows it: it is what identifies an offline
   /// persistent session (mosquitto checks read access when it queues a message for one, after
   /// this plugin has forgotten the connection).
+  /// A write check of a device connection that is closing (or already forgotten) is its will
+  /// (`message`: its payload and QoS): one on its own up-topics is relayed to the gateways like
+  /// any uplink, with a message id, and the original is refused (README.md, Wills).
   bool OnAclCheck(SessionKey session, Access access, std::string_view topic,
-                  std::string_view username = {});
+                  std::string_view username = {}, const AclMessage* message = nullptr);
   /// MOSQ_EVT_MESSAGE: relays `$iot/down/...` from service accounts. For a device's own uplink
   /// sets `*deliver_as` to the topic the broker must deliver it on instead (`iot/up/...`,
-  /// kUplinkPrefix); left empty when the topic stays as it is.
+  /// kUplinkPrefix) and `*message_id` to the id to stamp it with (kMessageIdProperty); both are
+  /// left empty when the topic stays as it is.
   MessageVerdict OnMessage(SessionKey session, std::string_view topic, std::string_view payload,
-                           int qos, std::string* deliver_as = nullptr);
+                           int qos, std::string* deliver_as = nullptr,
+                           std::string* message_id = nullptr);
   /// MOSQ_EVT_DISCONNECT (also for connections that never authenticated).
   void OnDisconnect(SessionKey session);
   /// MOSQ_EVT_TICK: applies kicks queued by the change watcher, forgets closed sessions; the
@@ -131,6 +151,10 @@ class AuthPlugin {
                        std::string_view reason);
   void PublishDownResult(const std::string& device_id, std::string_view device_topic,
                          std::string_view status, const std::string& client_id);
+  /// A new message id: `{boot nonce}-{counter}`, unique across broker restarts.
+  std::string NextMessageId();
+  /// Relays the will of `device_id` on its own up-topic `topic` to the gateways.
+  void RelayWill(const std::string& device_id, std::string_view topic, const AclMessage& message);
   /// Watcher thread: queues kicks from re-read records.
   void ApplyRefresh(const RefreshResult& result);
   void QueueKick(const std::string& device_id, std::string reason);
@@ -148,6 +172,8 @@ class AuthPlugin {
   std::unordered_map<std::string, SessionKey> device_sessions_;  ///< device id -> current.
   std::vector<SessionKey> closing_;
   uint64_t presence_seq_ = 0;
+  const std::string id_nonce_;  ///< Random per broker process: ids of different boots differ.
+  uint64_t next_message_id_ = 0;
   bool reloading_ = false;  ///< Between MOSQ_EVT_RELOAD and the next tick.
   bool partitions_announced_ = false;
 

@@ -5,6 +5,7 @@
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <mqtt_protocol.h>
 #include <openssl/x509.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
@@ -63,10 +64,20 @@ class MosquittoBroker final : public BrokerApi {
   MosquittoBroker() : broker_thread_(std::this_thread::get_id()) {}
 
   bool Publish(const std::string& client_id, const std::string& topic, std::string_view payload,
-               int qos, bool retain) override {
+               int qos, bool retain, const UserProperties& user_properties) override {
+    mosquitto_property* properties = nullptr;
+    for (const auto& [name, value] : user_properties) {
+      if (mosquitto_property_add_string_pair(&properties, MQTT_PROP_USER_PROPERTY, name.c_str(),
+                                             value.c_str()) != MOSQ_ERR_SUCCESS) {
+        mosquitto_property_free_all(&properties);
+        return false;
+      }
+    }
+    // The broker owns `properties` from here, whatever the outcome.
     return mosquitto_broker_publish_copy(client_id.empty() ? nullptr : client_id.c_str(),
                                          topic.c_str(), static_cast<int>(payload.size()),
-                                         payload.data(), qos, retain, nullptr) == MOSQ_ERR_SUCCESS;
+                                         payload.data(), qos, retain,
+                                         properties) == MOSQ_ERR_SUCCESS;
   }
 
   bool Kick(const std::string& client_id) override {
@@ -200,14 +211,72 @@ int HandleAclCheck(int /*event*/, void* event_data, void* userdata) {
   try {
     const std::string_view topic = event->topic == nullptr ? "" : event->topic;
     const char* username = mosquitto_client_username(event->client);
+    const AclMessage message{
+        .payload = std::string_view(static_cast<const char*>(event->payload),
+                                    event->payload == nullptr ? 0 : event->payloadlen),
+        .qos = event->qos};
     return state->plugin->OnAclCheck(event->client, access, topic,
-                                     username == nullptr ? "" : username)
+                                     username == nullptr ? "" : username,
+                                     access == Access::kWrite ? &message : nullptr)
                ? MOSQ_ERR_SUCCESS
                : MOSQ_ERR_ACL_DENIED;
   } catch (const std::exception& e) {
     WriteLog(LogLevel::kError, fmt::format("ACL check failed with an exception: {}", e.what()));
     return MOSQ_ERR_ACL_DENIED;
   }
+}
+
+/// Replaces any kMessageIdProperty a device set itself (it must not choose the id owners
+/// deduplicate on) with `id`. The broker owns `*properties`.
+int StampMessageId(mosquitto_property** properties, const std::string& id) {
+  const std::string name(kMessageIdProperty);
+  bool forged = false;
+  for (const mosquitto_property* p = *properties; p != nullptr; p = mosquitto_property_next(p)) {
+    char* key = nullptr;
+    char* value = nullptr;
+    if (mosquitto_property_identifier(p) == MQTT_PROP_USER_PROPERTY &&
+        mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &key, &value, false) !=
+            nullptr) {
+      forged = forged || name == key;
+      mosquitto_free(key);
+      mosquitto_free(value);
+    }
+  }
+  if (forged) {
+    // A publish carries only these properties to the message hook (mosquitto 2.0.11 keeps
+    // content type, correlation data, payload format, response topic and user properties).
+    mosquitto_property* kept = nullptr;
+    for (const mosquitto_property* p = *properties; p != nullptr; p = mosquitto_property_next(p)) {
+      const int identifier = mosquitto_property_identifier(p);
+      char* text = nullptr;
+      char* key = nullptr;
+      void* data = nullptr;
+      uint16_t length = 0;
+      uint8_t byte = 0;
+      if (identifier == MQTT_PROP_USER_PROPERTY &&
+          mosquitto_property_read_string_pair(p, identifier, &key, &text, false) != nullptr) {
+        if (name != key) {
+          mosquitto_property_add_string_pair(&kept, identifier, key, text);
+        }
+      } else if ((identifier == MQTT_PROP_CONTENT_TYPE || identifier == MQTT_PROP_RESPONSE_TOPIC) &&
+                 mosquitto_property_read_string(p, identifier, &text, false) != nullptr) {
+        mosquitto_property_add_string(&kept, identifier, text);
+      } else if (identifier == MQTT_PROP_CORRELATION_DATA &&
+                 mosquitto_property_read_binary(p, identifier, &data, &length, false) != nullptr) {
+        mosquitto_property_add_binary(&kept, identifier, data, length);
+      } else if (identifier == MQTT_PROP_PAYLOAD_FORMAT_INDICATOR &&
+                 mosquitto_property_read_byte(p, identifier, &byte, false) != nullptr) {
+        mosquitto_property_add_byte(&kept, identifier, byte);
+      }
+      mosquitto_free(text);
+      mosquitto_free(key);
+      mosquitto_free(data);
+    }
+    mosquitto_property_free_all(properties);
+    *properties = kept;
+  }
+  return mosquitto_property_add_string_pair(properties, MQTT_PROP_USER_PROPERTY, name.c_str(),
+                                            id.c_str());
 }
 
 int HandleMessage(int /*event*/, void* event_data, void* userdata) {
@@ -218,9 +287,18 @@ int HandleMessage(int /*event*/, void* event_data, void* userdata) {
     const std::string_view payload(static_cast<const char*>(event->payload),
                                    event->payload == nullptr ? 0 : event->payloadlen);
     std::string deliver_as;
-    if (state->plugin->OnMessage(event->client, topic, payload, event->qos, &deliver_as) !=
-        MessageVerdict::kPass) {
+    std::string message_id;
+    if (state->plugin->OnMessage(event->client, topic, payload, event->qos, &deliver_as,
+                                 &message_id) != MessageVerdict::kPass) {
       return MOSQ_ERR_ACL_DENIED;
+    }
+    if (!message_id.empty()) {
+      // The broker stores and persists the message with its properties: the id survives
+      // redelivery and, with persistence, a restart (README.md, Message ids).
+      const int rc = StampMessageId(&event->properties, message_id);
+      if (rc != MOSQ_ERR_SUCCESS) {
+        return rc;
+      }
     }
     if (!deliver_as.empty()) {
       // The broker owns the topic string: replace it with one of its own allocation.

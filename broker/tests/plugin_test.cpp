@@ -11,8 +11,10 @@
 #include <csignal>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -21,6 +23,7 @@
 
 #include "iot/common/crypto.h"
 #include "iot/common/redis.h"
+#include "iot/testing/pki.h"
 #include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
@@ -466,6 +469,147 @@ TEST_F(PluginTest, OfflinePersistentSessionGetsWhatTheBrokerQueued) {
   ASSERT_TRUE(restarted->WaitForCount(3, kWait)) << broker_->dir();
   for (const auto& m : restarted->messages()) {
     EXPECT_EQ(m.topic, Up("p1_queued", "sys/properties/report"));
+  }
+}
+
+// ---- Message ids (README.md, Message ids) ----
+
+constexpr char kMessageId[] = "iot-message-id";
+
+TEST_F(PluginTest, EveryRelayedUplinkCarriesAnIdThatTheDeviceCannotChoose) {
+  AddDevice("p1_ids", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
+  auto v311 = Connect(Device("p1_ids", "s"));
+  EXPECT_EQ(v311->Publish("$oc/devices/p1_ids/sys/messages/up", "one", 1), 0);
+  EXPECT_EQ(v311->Publish("$oc/devices/p1_ids/sys/messages/up", "two", 1), 0);
+  v311.reset();
+  // An MQTT 5 device that sets the id itself, next to a property of its own.
+  auto v5 = Connect(Device("p1_ids", "s", 0, Now(), 5));
+  EXPECT_EQ(v5->Publish("$oc/devices/p1_ids/sys/messages/up", "forged", 1, kWait,
+                        {{kMessageId, "chosen-by-the-device"}, {"trace", "t-1"}}),
+            0);
+  ASSERT_TRUE(gateway->WaitForCount(3, kWait)) << BrokerLog();
+  std::set<std::string> ids;
+  for (const auto& m : gateway->messages()) {
+    EXPECT_EQ(m.topic, Up("p1_ids", "sys/messages/up"));
+    const std::string id = m.Property(kMessageId);
+    EXPECT_FALSE(id.empty()) << m.payload;
+    EXPECT_NE(id, "chosen-by-the-device");
+    ids.insert(id);
+    size_t count = 0;
+    for (const auto& [name, value] : m.user_properties) {
+      count += name == kMessageId ? 1U : 0U;
+    }
+    EXPECT_EQ(count, 1U) << m.payload;  // one id, the plugin's
+  }
+  EXPECT_EQ(ids.size(), 3U);
+  EXPECT_EQ(gateway->messages()[2].Property("trace"), "t-1");  // the device's own stays
+}
+
+TEST_F(PluginTest, PresenceEventsCarryOneIdOnBothTopics) {
+  AddDevice("p1_pid", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/p1_pid", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/presence/+/p1_pid", 1), 1);
+  Connect(Device("p1_pid", "s")).reset();
+  ASSERT_TRUE(gateway->WaitForCount(4, kWait));
+  std::map<std::string, std::set<std::string>> ids;  // event -> ids over both topics
+  for (const auto& m : gateway->messages()) {
+    ids[Json::parse(m.payload)["event"]].insert(m.Property(kMessageId));
+  }
+  ASSERT_EQ(ids["connected"].size(), 1U);
+  ASSERT_EQ(ids["disconnected"].size(), 1U);
+  EXPECT_FALSE(ids["connected"].begin()->empty());
+  EXPECT_NE(*ids["connected"].begin(), *ids["disconnected"].begin());
+}
+
+TEST_F(PluginTest, MessageIdsSurviveABrokerRestart) {
+  // What the broker keeps for an offline session keeps its id through a restart: the message
+  // store is persisted with the messages' properties.
+  iot::testing::TempDir store("iot-persistence");
+  StartBroker(fmt::format("persistence true\npersistence_location {}/", store.path().string()));
+  AddDevice("p1_keep", "s");
+  const std::string filter =
+      fmt::format("iot/up/{}/#", broker::UplinkPartition("p1_keep", kPartitions));
+  // The gateway's partition session, away (MQTT 3.1.1: the session outlives the connection).
+  TestClient::Options offline{.port = broker_->port(),
+                              .client_id = "gateway-p-offline",
+                              .username = std::string(kGatewayUser),
+                              .password = std::string(kGatewayPassword),
+                              .protocol = 4,
+                              .clean_session = false};
+  ASSERT_EQ(Connect(offline)->Subscribe(filter, 1), 1);
+  auto live = Gateway("gateway-live");
+  ASSERT_EQ(live->Subscribe(filter, 1), 1);
+  {
+    auto device = Connect(Device("p1_keep", "s"));
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(device->Publish("$oc/devices/p1_keep/sys/messages/up", std::to_string(i), 1), 0);
+    }
+  }
+  ASSERT_TRUE(live->WaitForCount(3, kWait));
+  std::map<std::string, std::string> before;  // payload -> id, as delivered before the restart
+  for (const auto& m : live->messages()) {
+    before[m.payload] = m.Property(kMessageId);
+  }
+  live.reset();
+  broker_->Stop();  // SIGTERM: mosquitto saves its store
+  broker_->Start();
+  offline.protocol = 5;  // resumes the same session, and sees properties
+  auto back = Connect(offline);
+  ASSERT_TRUE(back->WaitForCount(3, kWait)) << BrokerLog();
+  std::map<std::string, std::string> after;
+  for (const auto& m : back->messages()) {
+    after[m.payload] = m.Property(kMessageId);
+  }
+  ASSERT_EQ(before.size(), 3U);
+  EXPECT_EQ(after, before);
+  for (const auto& [payload, id] : after) {
+    EXPECT_FALSE(id.empty()) << payload;
+  }
+}
+
+// ---- Wills (README.md, Wills) ----
+
+TEST_F(PluginTest, AWillOnTheDevicesOwnUpTopicReachesTheGatewaysLikeAnyUplink) {
+  AddDevice("p1_will", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("$oc/devices/+/sys/#", 1), 1);
+  TestClient::Options options = Device("p1_will", "s");
+  options.will_topic = "$oc/devices/p1_will/sys/events/up";
+  options.will_payload = R"({"services":[{"service_id":"meter","event_type":"power_lost"}]})";
+  auto device = Connect(options);
+  device->Drop();  // lost power: the broker sends the will
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.topic == Up("p1_will", "sys/events/up"); }, kWait))
+      << BrokerLog();
+  const auto relayed = gateway->messages_on(Up("p1_will", "sys/events/up"));
+  ASSERT_EQ(relayed.size(), 1U);
+  EXPECT_EQ(relayed[0].payload, options.will_payload);
+  EXPECT_EQ(relayed[0].qos, 1);
+  EXPECT_FALSE(relayed[0].Property(kMessageId).empty());
+  // Not parked on the device topic.
+  EXPECT_TRUE(gateway->messages_on("$oc/devices/p1_will/sys/events/up").empty());
+  EXPECT_THAT(BrokerLog(), HasSubstr("relayed the will of device 'p1_will'"));
+
+  // A will on someone else's topic goes nowhere.
+  AddDevice("p1_bad_will", "s");
+  TestClient::Options bad = Device("p1_bad_will", "s");
+  bad.will_topic = "$oc/devices/p1_will/sys/events/up";
+  bad.will_payload = "forged";
+  Connect(bad)->Drop();
+  // Its disconnect presence is published after the will would have been: wait for that.
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/p1_bad_will", 1), 1);
+  AddDevice("p1_marker", "s");
+  auto marker = Connect(Device("p1_marker", "s"));
+  EXPECT_EQ(marker->Publish("$oc/devices/p1_marker/sys/messages/up", "after", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.topic == Up("p1_marker", "sys/messages/up"); },
+      kWait));
+  for (const auto& m : gateway->messages()) {
+    EXPECT_NE(m.payload, "forged") << m.topic;
   }
 }
 
@@ -927,60 +1071,7 @@ TEST_F(PluginTest, RedisDownRefusesUnknownDevicesAndKeepsServing) {
 
 // ---- TLS ----
 
-/// A CA, a server certificate for 127.0.0.1 and device certificates, made with the openssl CLI.
-class TestPki {
- public:
-  TestPki() {
-    Run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", Path("ca.key"), "-out", Path("ca.crt"), "-days", "2", "-subj",
-         "/CN=iot-test-ca"});
-    std::ofstream(dir_.path() / "server.ext") << "subjectAltName=IP:127.0.0.1\n";
-    Issue("server", "127.0.0.1", Path("server.ext"));
-  }
-
-  /// Issues `name`.crt/.key signed by the CA; returns the lowercase hex SHA-256 of its DER.
-  std::string Issue(const std::string& name, const std::string& common_name,
-                    const std::string& extfile = "") {
-    Run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", Path(name + ".key"), "-out", Path(name + ".csr"), "-subj",
-         "/CN=" + common_name});
-    std::vector<std::string> sign = {"openssl",
-                                     "x509",
-                                     "-req",
-                                     "-in",
-                                     Path(name + ".csr"),
-                                     "-CA",
-                                     Path("ca.crt"),
-                                     "-CAkey",
-                                     Path("ca.key"),
-                                     "-CAcreateserial",
-                                     "-out",
-                                     Path(name + ".crt"),
-                                     "-days",
-                                     "2"};
-    if (!extfile.empty()) {
-      sign.insert(sign.end(), {"-extfile", extfile});
-    }
-    Run(sign);
-    Run({"openssl", "x509", "-in", Path(name + ".crt"), "-outform", "DER", "-out",
-         Path(name + ".der")});
-    return common::Sha256Hex(ReadFile(dir_.path() / (name + ".der")));
-  }
-
-  [[nodiscard]] std::string Path(const std::string& file) const {
-    return (dir_.path() / file).string();
-  }
-
- private:
-  void Run(const std::vector<std::string>& argv) {
-    const auto log = dir_.path() / "openssl.log";
-    if (iot::testing::RunCommand(argv, log) != 0) {
-      throw std::runtime_error("openssl failed: " + ReadFile(log));
-    }
-  }
-
-  iot::testing::TempDir dir_{"iot-pki"};
-};
+using iot::testing::TestPki;
 
 TEST_F(PluginTest, CertificateDevicesAndPasswordDevicesOverTls) {
   TestPki pki;

@@ -1,7 +1,10 @@
 #include "test_client.h"
 
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <sys/socket.h>
 
+#include <cstdlib>
 #include <stdexcept>
 
 namespace iot::broker_test {
@@ -44,16 +47,28 @@ struct TestClientCallbacks {
   }
 
   static void OnMessage(struct mosquitto* /*mosq*/, void* obj,
-                        const struct mosquitto_message* message,
-                        const mosquitto_property* /*props*/) {
+                        const struct mosquitto_message* message, const mosquitto_property* props) {
     TestClient& self = Self(obj);
+    UserProperties user;
+    for (const mosquitto_property* p = props; p != nullptr; p = mosquitto_property_next(p)) {
+      char* name = nullptr;
+      char* value = nullptr;
+      if (mosquitto_property_identifier(p) == MQTT_PROP_USER_PROPERTY &&
+          mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, false) !=
+              nullptr) {
+        user.emplace_back(name, value);
+        std::free(name);
+        std::free(value);
+      }
+    }
     std::lock_guard lock(self.mutex_);
     self.messages_.push_back(
         ReceivedMessage{.topic = message->topic,
                         .payload = std::string(static_cast<const char*>(message->payload),
                                                static_cast<size_t>(message->payloadlen)),
                         .qos = message->qos,
-                        .retain = message->retain});
+                        .retain = message->retain,
+                        .user_properties = std::move(user)});
     self.changed_.notify_all();
   }
 };
@@ -77,6 +92,11 @@ TestClient::TestClient(Options options) : options_(std::move(options)) {
     mosquitto_tls_set(mosq_, options_.ca_file.c_str(), nullptr,
                       options_.cert_file.empty() ? nullptr : options_.cert_file.c_str(),
                       options_.key_file.empty() ? nullptr : options_.key_file.c_str(), nullptr);
+  }
+  if (!options_.will_topic.empty()) {
+    mosquitto_will_set_v5(mosq_, options_.will_topic.c_str(),
+                          static_cast<int>(options_.will_payload.size()),
+                          options_.will_payload.data(), options_.will_qos, false, nullptr);
   }
   mosquitto_connect_v5_callback_set(mosq_, TestClientCallbacks::OnConnect);
   mosquitto_disconnect_v5_callback_set(mosq_, TestClientCallbacks::OnDisconnect);
@@ -121,10 +141,17 @@ void TestClient::Run() {
 }
 
 int TestClient::Publish(const std::string& topic, const std::string& payload, int qos,
-                        std::chrono::milliseconds timeout) {
+                        std::chrono::milliseconds timeout, const UserProperties& properties) {
   int mid = 0;
-  if (mosquitto_publish_v5(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()),
-                           payload.data(), qos, false, nullptr) != MOSQ_ERR_SUCCESS) {
+  mosquitto_property* props = nullptr;
+  for (const auto& [name, value] : properties) {
+    mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, name.c_str(),
+                                       value.c_str());
+  }
+  const int rc = mosquitto_publish_v5(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()),
+                                      payload.data(), qos, false, props);
+  mosquitto_property_free_all(&props);
+  if (rc != MOSQ_ERR_SUCCESS) {
     return kTimedOut;
   }
   if (qos == 0) {
@@ -169,6 +196,24 @@ void TestClient::Disconnect() {
     changed_.wait_for(lock, std::chrono::seconds(2), [this] { return closed_; });
   }
   StopThread();
+}
+
+void TestClient::Drop() {
+  StopThread();
+  // The socket closes without a DISCONNECT: the broker sees a lost connection.
+  ::shutdown(mosquitto_socket(mosq_), SHUT_RDWR);
+  std::lock_guard lock(mutex_);
+  connected_ = false;
+  closed_ = true;
+}
+
+std::string ReceivedMessage::Property(const std::string& name) const {
+  for (const auto& [key, value] : user_properties) {
+    if (key == name) {
+      return value;
+    }
+  }
+  return "";
 }
 
 bool TestClient::connected() const {

@@ -18,11 +18,17 @@ struct mosquitto;
 
 namespace iot::broker_test {
 
+using UserProperties = std::vector<std::pair<std::string, std::string>>;
+
 struct ReceivedMessage {
   std::string topic;
   std::string payload;
   int qos = 0;
   bool retain = false;
+  UserProperties user_properties{};  ///< MQTT v5
+
+  /// The value of user property `name` ("" when absent).
+  [[nodiscard]] std::string Property(const std::string& name) const;
 };
 
 class TestClient {
@@ -39,6 +45,10 @@ class TestClient {
     std::string ca_file{};
     std::string cert_file{};
     std::string key_file{};
+    /// A will, when `will_topic` is not empty.
+    std::string will_topic{};
+    std::string will_payload{};
+    int will_qos = 1;
   };
 
   static constexpr int kTimedOut = -1;
@@ -54,13 +64,17 @@ class TestClient {
   /// Publishes; for QoS > 0 waits for the PUBACK and returns its reason code (v5; 0 for
   /// v3.1.1), for QoS 0 returns 0 once queued. kTimedOut on timeout or connection loss.
   int Publish(const std::string& topic, const std::string& payload, int qos,
-              std::chrono::milliseconds timeout = std::chrono::seconds(10));
+              std::chrono::milliseconds timeout = std::chrono::seconds(10),
+              const UserProperties& properties = {});
   /// Subscribes and returns the granted QoS or failure code of the SUBACK (0x80 in v3.1.1,
   /// a v5 reason code such as 0x87), or kTimedOut.
   int Subscribe(const std::string& filter, int qos,
                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
   /// Sends DISCONNECT and stops the network thread.
   void Disconnect();
+  /// Closes the connection without DISCONNECT, as a device that loses power: the broker sends
+  /// its will.
+  void Drop();
 
   [[nodiscard]] bool connected() const;
   /// True once the connection is gone (kicked, closed), false after `timeout`.
