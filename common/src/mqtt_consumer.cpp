@@ -212,6 +212,28 @@ class MqttConsumer::Connection {
     return absl::OkStatus();
   }
 
+  /// Closes gracefully: TLS close_notify, FIN, then reads and drops what the broker still sends
+  /// until it closes too (or `deadline`). Closing with unread data in the receive buffer would
+  /// send a RST instead, and a broker that gets a RST drops what it had not read yet — the
+  /// last PUBACKs, which it would then deliver again to the session's next connection.
+  void Close(Clock::time_point deadline) {
+    if (ssl_ != nullptr) {
+      (void)SSL_shutdown(ssl_);
+    }
+    ::shutdown(fd_, SHUT_WR);
+    std::array<char, 16 * 1024> buffer{};
+    while (Clock::now() < deadline) {
+      pollfd pfd{fd_, POLLIN, 0};
+      if (::poll(&pfd, 1, MillisUntil(deadline)) <= 0) {
+        continue;
+      }
+      const ssize_t n = ::recv(fd_, buffer.data(), buffer.size(), 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        return;
+      }
+    }
+  }
+
   /// Reads what is there (up to kReadBudget) into `reader`. `closed`: the peer closed.
   absl::Status Read(mqtt::PacketReader& reader, bool& closed) {
     std::array<char, 16 * 1024> buffer{};
@@ -623,6 +645,7 @@ bool MqttConsumer::Session(bool first) {
         pollfd pfd{fd, POLLOUT, 0};
         ::poll(&pfd, 1, MillisUntil(grace));
       }
+      connection.Close(grace);
       return end(state.accepted);
     }
     const auto now = Clock::now();
