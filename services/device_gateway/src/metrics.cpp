@@ -18,15 +18,21 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& registry)
                           .Register(registry)),
       queue_depth(prometheus::BuildGauge()
                       .Name("iot_gateway_uplink_queue_depth")
-                      .Help("Device messages queued in the gateway, not yet handed on")
+                      .Help("Device messages taken from the broker and not yet finished (not "
+                            "yet acknowledged to it)")
                       .Register(registry)
                       .Add({})),
-      lost(prometheus::BuildCounter()
-               .Name("iot_gateway_uplink_lost_total")
-               .Help("Messages acknowledged to the broker but not handed on (shutdown drain "
-                     "timed out)")
-               .Register(registry)
-               .Add({})),
+      unacknowledged(prometheus::BuildCounter()
+                         .Name("iot_gateway_uplink_unacknowledged_total")
+                         .Help("Messages left unfinished when the gateway stopped: not "
+                               "acknowledged, the broker delivers them again")
+                         .Register(registry)
+                         .Add({})),
+      dead_letters(prometheus::BuildCounter()
+                       .Name("iot_gateway_dead_letters_total")
+                       .Help("Records no owner would take, stored in device_gateway.dead_letters, "
+                             "by target")
+                       .Register(registry)),
       call_duration(prometheus::BuildHistogram()
                         .Name("iot_gateway_downstream_call_duration_seconds")
                         .Help("Latency of calls to the owners of device data, by target")
@@ -37,7 +43,7 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& registry)
                       .Register(registry)),
       call_dropped(prometheus::BuildCounter()
                        .Name("iot_gateway_downstream_dropped_total")
-                       .Help("Batches an owner refused for good (INVALID_ARGUMENT), by target")
+                       .Help("Shadow gets refused for good (no answer published), by target")
                        .Register(registry)),
       downlink(prometheus::BuildCounter()
                    .Name("iot_gateway_downlink_publish_total")
@@ -56,6 +62,11 @@ void GatewayMetrics::Accepted(std::string_view kind) {
 
 void GatewayMetrics::Rejected(RejectReason reason, double count) {
   uplink_rejected.Add({{"reason", std::string(RejectReasonName(reason))}}).Increment(count);
+}
+
+void GatewayMetrics::Rejected(std::string_view owner_reason) {
+  uplink_rejected.Add({{"reason", owner_reason.empty() ? "rejected" : std::string(owner_reason)}})
+      .Increment();
 }
 
 }  // namespace iot::device_gateway

@@ -340,12 +340,13 @@ void PartitionOwner::Tick() {
 
 // ---- PartitionSessions ----
 
-PartitionSessions::PartitionSessions(common::MqttOptions base, std::string group,
-                                     HandlerFactory handlers, Barrier barrier)
+PartitionSessions::PartitionSessions(common::MqttConsumerOptions base, std::string group,
+                                     HandlerFactory handlers,
+                                     std::chrono::milliseconds drain_timeout)
     : base_(std::move(base)),
       group_(std::move(group)),
       handlers_(std::move(handlers)),
-      barrier_(std::move(barrier)) {}
+      drain_timeout_(drain_timeout) {}
 
 PartitionSessions::~PartitionSessions() { StopAll(); }
 
@@ -370,19 +371,21 @@ void PartitionSessions::JoinStopping(uint32_t partition) {
 
 void PartitionSessions::Start(uint32_t partition) {
   JoinStopping(partition);  // one session per client id at a time
-  common::MqttOptions options = base_;
+  common::MqttConsumerOptions options = base_;
   options.client_id = fmt::format("{}-p{}", group_, partition);
-  options.clean_start = false;
-  auto client = common::MqttClient::Create(options);
-  if (!client.ok()) {
-    common::LogError("partition session not created",
-                     {{"partition", partition}, {"error", std::string(client.status().message())}});
+  // Retained messages are never device uplink: none at subscribe time (retain handling 2).
+  options.subscriptions = {
+      {.filter = fmt::format("iot/up/{}/#", partition), .qos = 1, .retain_handling = 2},
+      {.filter = fmt::format("iot/presence/{}/+", partition), .qos = 1, .retain_handling = 2}};
+  auto created = common::MqttConsumer::Create(options);
+  if (!created.ok()) {
+    common::LogError(
+        "partition session not created",
+        {{"partition", partition}, {"error", std::string(created.status().message())}});
     return;
   }
-  std::shared_ptr<common::MqttClient> session = *std::move(client);
-  session->SetMessageHandler(handlers_(partition));
-  (void)session->Subscribe(fmt::format("iot/up/{}/#", partition), 1);
-  (void)session->Subscribe(fmt::format("iot/presence/{}/+", partition), 1);
+  std::shared_ptr<common::MqttConsumer> session = *std::move(created);
+  session->SetHandler(handlers_(partition, session));
   if (absl::Status st = session->Start(); !st.ok()) {
     common::LogError("partition session not started",
                      {{"partition", partition}, {"error", std::string(st.message())}});
@@ -393,7 +396,7 @@ void PartitionSessions::Start(uint32_t partition) {
 }
 
 std::function<bool()> PartitionSessions::Stop(uint32_t partition) {
-  std::shared_ptr<common::MqttClient> session;
+  std::shared_ptr<common::MqttConsumer> session;
   {
     std::lock_guard lock(mu_);
     if (auto it = sessions_.find(partition); it != sessions_.end()) {
@@ -402,22 +405,33 @@ std::function<bool()> PartitionSessions::Stop(uint32_t partition) {
     }
   }
   JoinStopping(partition);
-  // Stopping waits for the handler to return, which may wait for room in the pipeline: off the
-  // caller's thread. The barrier is taken once nothing more can be submitted.
   auto done = std::make_shared<std::atomic<bool>>(false);
-  auto handed_on = std::make_shared<std::function<bool()>>();
-  std::thread thread([session, done, handed_on, barrier = barrier_] {
-    if (session) {
-      session->Stop();
+  if (!session) {
+    done->store(true);
+    return [done] { return done->load(); };
+  }
+  // Nothing more is taken; what was taken is finished by the pipeline and acknowledged on this
+  // connection, then the session closes (off the caller's thread, which renews the leases).
+  session->Pause();
+  std::thread thread([this, session, done, partition] {
+    const auto deadline = std::chrono::steady_clock::now() + drain_timeout_;
+    while (!session->WaitDrained(std::chrono::milliseconds(100))) {
+      if (abandon_.load() || std::chrono::steady_clock::now() >= deadline) {
+        common::LogWarn(
+            "uplink partition session closed with messages not acknowledged: the broker delivers "
+            "them again",
+            {{"partition", partition}, {"unacknowledged", session->unacknowledged()}});
+        break;
+      }
     }
-    *handed_on = barrier();
+    session->Stop();
     done->store(true, std::memory_order_release);
   });
   {
     std::lock_guard lock(mu_);
     stopping_[partition] = Stopping{.thread = std::move(thread)};
   }
-  return [done, handed_on] { return done->load(std::memory_order_acquire) && (*handed_on)(); };
+  return [done] { return done->load(std::memory_order_acquire); };
 }
 
 void PartitionSessions::StopAll() {
@@ -428,6 +442,7 @@ void PartitionSessions::StopAll() {
       partitions.push_back(partition);
     }
   }
+  abandon_ = true;
   for (const uint32_t partition : partitions) {
     (void)Stop(partition);
   }
@@ -446,7 +461,7 @@ void PartitionSessions::StopAll() {
 bool PartitionSessions::AllSubscribed() const {
   std::lock_guard lock(mu_);
   for (const auto& [partition, session] : sessions_) {
-    if (!session->WaitSubscribed(std::chrono::milliseconds(0))) {
+    if (!session->subscribed()) {
       return false;
     }
   }

@@ -1,6 +1,10 @@
 #include "iot/device_gateway/pipeline.h"
 
+#include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
+
 #include <functional>
+#include <optional>
 
 #include "iot/common/backoff.h"
 #include "iot/common/logging.h"
@@ -10,6 +14,8 @@ namespace iot::device_gateway {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+namespace dg = device_gateway::v1;
+using Rejections = std::vector<dg::RejectedRecord>;
 
 const std::string& DeviceOf(const WorkItem& item) {
   return std::visit([](const auto& value) -> const std::string& { return value.device_id; }, item);
@@ -18,7 +24,73 @@ const std::string& DeviceOf(const WorkItem& item) {
 /// The device an item names, for items whose topic named none.
 bool HasDevice(const WorkItem& item) { return !DeviceOf(item).empty(); }
 
+// The records of each batch request, for splitting one an owner refuses.
+const auto& ItemsOf(const shadow::v1::ReportPropertiesRequest& r) { return r.reports(); }
+auto* MutableItemsOf(shadow::v1::ReportPropertiesRequest& r) { return r.mutable_reports(); }
+const auto& ItemsOf(const command_dispatch::v1::CompleteRequestsRequest& r) {
+  return r.responses();
+}
+auto* MutableItemsOf(command_dispatch::v1::CompleteRequestsRequest& r) {
+  return r.mutable_responses();
+}
+const auto& ItemsOf(const rule_forwarding::v1::IngestRequest& r) { return r.records(); }
+auto* MutableItemsOf(rule_forwarding::v1::IngestRequest& r) { return r.mutable_records(); }
+const auto& ItemsOf(const dg::PresenceEvents& r) { return r.events(); }
+auto* MutableItemsOf(dg::PresenceEvents& r) { return r.mutable_events(); }
+
+template <typename Request>
+int Count(const Request& request) {
+  return ItemsOf(request).size();
+}
+int Count(const shadow::v1::PropertySetResult& /*single*/) { return 1; }
+
+template <typename Request>
+Request Slice(const Request& request, int begin, int end) {
+  Request out;
+  auto* items = MutableItemsOf(out);
+  for (int i = begin; i < end; ++i) {
+    *items->Add() = ItemsOf(request)[i];
+  }
+  return out;
+}
+shadow::v1::PropertySetResult Slice(const shadow::v1::PropertySetResult& single, int, int) {
+  return single;
+}
+
+template <typename Request>
+const auto& OnlyItem(const Request& request) {
+  return ItemsOf(request)[0];
+}
+const shadow::v1::PropertySetResult& OnlyItem(const shadow::v1::PropertySetResult& single) {
+  return single;
+}
+
+/// `$oc/devices/{id}/sys/...` of a device response.
+std::string ResponseTopic(const command_dispatch::v1::DeviceResponse& response) {
+  const char* kind = "commands/response";
+  if (response.kind() == command_dispatch::v1::RESPONSE_KIND_PROPERTIES_SET) {
+    kind = "properties/set/response";
+  } else if (response.kind() == command_dispatch::v1::RESPONSE_KIND_PROPERTIES_GET) {
+    kind = "properties/get/response";
+  }
+  return fmt::format("$oc/devices/{}/sys/{}/request_id={}", response.device().device_id(), kind,
+                     response.request_id());
+}
+
+/// What an owner's refused record was, found in what was sent to it.
+struct Sent {
+  dg::DeviceRef device;
+  std::string topic;
+  int64_t at_unix_ms = 0;
+  bool validation_failed = false;  ///< itself a validation_failed record
+};
+
 }  // namespace
+
+bool Retryable(absl::StatusCode code) {
+  return code != absl::StatusCode::kInvalidArgument &&
+         code != absl::StatusCode::kFailedPrecondition && code != absl::StatusCode::kOutOfRange;
+}
 
 bool UplinkPipeline::HasWork(Owner owner, const Outputs& out) {
   switch (owner) {
@@ -53,6 +125,18 @@ void UplinkPipeline::MergeInto(Owner owner, const Outputs& from, Outputs& to) {
   }
 }
 
+std::string_view UplinkPipeline::OwnerName(Owner owner) {
+  switch (owner) {
+    case Owner::kShadow:
+      return "shadow";
+    case Owner::kCommands:
+      return "command-dispatch";
+    case Owner::kRules:
+      return "rule-forwarding";
+  }
+  return "unknown";
+}
+
 std::string_view TargetName(Target target) {
   switch (target) {
     case Target::kThingModelPresence:
@@ -78,19 +162,22 @@ std::string_view TargetName(Target target) {
 UplinkPipeline::UplinkPipeline(PipelineOptions options, std::shared_ptr<DeviceCache> devices,
                                std::shared_ptr<Downstream> downstream,
                                std::shared_ptr<DeviceStatusSink> device_status,
-                               std::shared_ptr<DevicePublisher> publisher, GatewayMetrics& metrics)
+                               std::shared_ptr<DevicePublisher> publisher,
+                               std::shared_ptr<DeadLetterStore> dead_letters,
+                               GatewayMetrics& metrics)
     : options_(std::move(options)),
       devices_(std::move(devices)),
       downstream_(std::move(downstream)),
       device_status_(std::move(device_status)),
       publisher_(std::move(publisher)),
+      dead_letters_(std::move(dead_letters)),
       metrics_(metrics),
       ids_(options_.message_id_prefix),
-      processor_(ids_, metrics_) {
+      processor_(metrics_) {
   options_.shards = std::max<size_t>(options_.shards, 1);
-  options_.queue_capacity = std::max<size_t>(options_.queue_capacity, 1);
   options_.max_batch = std::max<size_t>(options_.max_batch, 1);
   options_.owner_batches = std::max<size_t>(options_.owner_batches, 1);
+  options_.max_attempts = std::max(options_.max_attempts, 1);
   for (size_t i = 0; i < options_.shards; ++i) {
     auto shard = std::make_unique<Shard>();
     for (size_t o = 0; o < kOwners; ++o) {
@@ -109,45 +196,29 @@ UplinkPipeline::UplinkPipeline(PipelineOptions options, std::shared_ptr<DeviceCa
 
 UplinkPipeline::~UplinkPipeline() { Stop(Clock::now()); }
 
-bool UplinkPipeline::Submit(WorkItem item) {
+bool UplinkPipeline::Submit(WorkItem item, Ack ack) {
+  std::visit(
+      [this](auto& value) {
+        if (value.message_id.empty()) {
+          value.message_id = ids_.Next();
+        }
+      },
+      item);
   Shard& shard = *shards_[std::hash<std::string>{}(DeviceOf(item)) % shards_.size()];
-  std::unique_lock lock(shard.mu);
   {
-    std::lock_guard stop_lock(stop_mu_);
-    if (stopping_) {
-      metrics_.lost.Increment();
-      common::LogError("gateway stopped: message not handed on", {{"device_id", DeviceOf(item)}});
-      return false;
-    }
-  }
-  while (shard.queue.size() >= options_.queue_capacity) {
-    Clock::time_point deadline;
-    bool stopping = false;
+    std::lock_guard lock(shard.mu);
     {
       std::lock_guard stop_lock(stop_mu_);
-      deadline = submit_deadline_;
-      stopping = stopping_;
+      if (stopping_) {
+        return false;  // not acknowledged: the broker delivers it again
+      }
     }
-    if (stopping || Clock::now() >= deadline) {
-      metrics_.lost.Increment();
-      common::LogError("gateway stopping with its queue full: message not handed on",
-                       {{"device_id", DeviceOf(item)}});
-      return false;
-    }
-    // Re-checks the shutdown deadline at least every 100 ms.
-    shard.changed.wait_for(lock, std::chrono::milliseconds(100));
+    shard.queue.push_back({.item = std::move(item), .ack = std::move(ack)});
   }
-  shard.queue.push_back(std::move(item));
-  ++shard.submitted;
+  ++pending_;
   metrics_.queue_depth.Increment();
   shard.changed.notify_all();
   return true;
-}
-
-void UplinkPipeline::BeginShutdown(Clock::time_point deadline) {
-  std::lock_guard lock(stop_mu_);
-  submit_closed_ = true;
-  submit_deadline_ = std::min(submit_deadline_, deadline);
 }
 
 void UplinkPipeline::Stop(Clock::time_point deadline) {
@@ -158,7 +229,6 @@ void UplinkPipeline::Stop(Clock::time_point deadline) {
     } else {
       stopping_ = true;
       drain_deadline_ = deadline;
-      submit_deadline_ = std::min(submit_deadline_, deadline);
     }
   }
   stop_changed_.notify_all();
@@ -170,7 +240,7 @@ void UplinkPipeline::Stop(Clock::time_point deadline) {
       shard->sender.join();
     }
     // The sender hands nothing more on: the lanes finish what they hold (or give up at the
-    // deadline, counting it) and stop.
+    // deadline) and stop.
     for (auto& lane : shard->lanes) {
       {
         std::lock_guard lock(lane->mu);
@@ -186,41 +256,14 @@ void UplinkPipeline::Stop(Clock::time_point deadline) {
     shard->queue.clear();
   }
   if (left > 0) {
-    metrics_.lost.Increment(static_cast<double>(left));
+    pending_ -= left;
+    metrics_.unacknowledged.Increment(static_cast<double>(left));
     metrics_.queue_depth.Decrement(static_cast<double>(left));
-    common::LogError("gateway stopped before handing on every queued message", {{"lost", left}});
+    common::LogWarn(
+        "gateway stopped before handing on every message it took: they are not acknowledged, "
+        "the broker delivers them again",
+        {{"messages", left}});
   }
-}
-
-size_t UplinkPipeline::queued() {
-  size_t total = 0;
-  for (auto& shard : shards_) {
-    std::lock_guard lock(shard->mu);
-    total += shard->queue.size();
-  }
-  return total;
-}
-
-std::function<bool()> UplinkPipeline::Barrier() {
-  std::vector<std::pair<const Shard*, uint64_t>> marks;
-  for (const auto& shard : shards_) {
-    std::lock_guard lock(shard->mu);
-    marks.emplace_back(shard.get(), shard->submitted);
-  }
-  return [this, marks = std::move(marks)] {
-    {
-      std::lock_guard lock(stop_mu_);
-      if (stopping_) {
-        return true;
-      }
-    }
-    for (const auto& [shard, mark] : marks) {
-      if (shard->finished.load(std::memory_order_acquire) < mark) {
-        return false;
-      }
-    }
-    return true;
-  };
 }
 
 bool UplinkPipeline::Stopped() {
@@ -236,40 +279,105 @@ bool UplinkPipeline::Wait(std::chrono::milliseconds delay) {
   return !(stopping_ && Clock::now() >= drain_deadline_);
 }
 
-template <typename Call>
-bool UplinkPipeline::Deliver(Target target, Call&& call) {
+absl::Status UplinkPipeline::Attempt(Target target, const std::function<absl::Status()>& call) {
   const std::string name(TargetName(target));
   common::Backoff backoff(options_.retry_initial, options_.retry_max);
+  int refusals = 0;
   while (true) {
     const auto start = Clock::now();
     const absl::Status status = call();
     metrics_.call_duration.Add({{"target", name}}, common::LatencyBuckets())
         .Observe(std::chrono::duration<double>(Clock::now() - start).count());
     if (status.ok()) {
-      return true;
+      return status;
     }
-    metrics_.call_errors
-        .Add({{"target", name}, {"code", std::string(absl::StatusCodeToString(status.code()))}})
-        .Increment();
-    if (status.code() == absl::StatusCode::kInvalidArgument) {
-      metrics_.call_dropped.Add({{"target", name}}).Increment();
-      common::LogError("owner refused a batch for good; skipped",
-                       {{"target", name}, {"error", std::string(status.message())}});
-      return true;
+    const std::string code(absl::StatusCodeToString(status.code()));
+    metrics_.call_errors.Add({{"target", name}, {"code", code}}).Increment();
+    if (!Retryable(status.code()) && ++refusals >= options_.max_attempts) {
+      return status;
     }
     const auto delay = backoff.Next();
     if (backoff.attempts() == 1 || backoff.attempts() % 20 == 0) {
-      common::LogWarn("owner unavailable, retrying",
+      common::LogWarn(Retryable(status.code()) ? "owner unavailable, retrying"
+                                               : "owner refused a request, trying again",
                       {{"target", name},
-                       {"code", std::string(absl::StatusCodeToString(status.code()))},
+                       {"code", code},
                        {"error", std::string(status.message())},
                        {"attempts", backoff.attempts()},
                        {"retry_in_ms", delay.count()}});
     }
     if (!Wait(delay)) {
+      return absl::CancelledError("gateway stopped");
+    }
+  }
+}
+
+template <typename Request>
+bool UplinkPipeline::DeadLetterOf(Target target, const Request& request,
+                                  const absl::Status& refusal, int attempts) {
+  const auto& item = OnlyItem(request);
+  DeadLetter letter{.target = target,
+                    .code = std::string(absl::StatusCodeToString(refusal.code())),
+                    .error = std::string(refusal.message()),
+                    .attempts = attempts,
+                    .message_id = item.message_id(),
+                    .device = item.device(),
+                    .request_json = {}};
+  (void)google::protobuf::util::MessageToJsonString(request, &letter.request_json);
+  common::Backoff backoff(options_.retry_initial, options_.retry_max);
+  while (true) {
+    const absl::Status stored = dead_letters_->Put(letter);
+    if (stored.ok()) {
+      break;
+    }
+    if (backoff.attempts() % 20 == 0) {
+      common::LogWarn("dead letter not stored yet, retrying",
+                      {{"target", std::string(TargetName(target))},
+                       {"message_id", letter.message_id},
+                       {"error", std::string(stored.message())}});
+    }
+    if (!Wait(backoff.Next())) {
       return false;
     }
   }
+  metrics_.dead_letters.Add({{"target", std::string(TargetName(target))}}).Increment();
+  common::LogError("owner refused a record for good: stored in device_gateway.dead_letters",
+                   {{"target", std::string(TargetName(target))},
+                    {"device_id", letter.device.device_id()},
+                    {"message_id", letter.message_id},
+                    {"code", letter.code},
+                    {"error", letter.error}});
+  return true;
+}
+
+template <typename Request>
+bool UplinkPipeline::DeliverBatch(Target target, const Request& request,
+                                  const std::function<OwnerAnswer(const Request&)>& call,
+                                  Rejections& rejected) {
+  OwnerAnswer answer = dg::IngestAck();
+  const absl::Status status = Attempt(target, [&] {
+    answer = call(request);
+    return answer.status();
+  });
+  if (status.ok()) {
+    rejected.insert(rejected.end(), answer->rejected().begin(), answer->rejected().end());
+    return true;
+  }
+  if (status.code() == absl::StatusCode::kCancelled) {
+    return false;  // stopped (a CANCELLED answer is retried, never returned)
+  }
+  const int count = Count(request);
+  if (count > 1) {
+    // One bad record must not take the others with it: each half gets its own tries.
+    common::LogWarn("owner refused a batch: splitting it to find what it refuses",
+                    {{"target", std::string(TargetName(target))},
+                     {"records", count},
+                     {"code", std::string(absl::StatusCodeToString(status.code()))},
+                     {"error", std::string(status.message())}});
+    return DeliverBatch(target, Slice(request, 0, count / 2), call, rejected) &&
+           DeliverBatch(target, Slice(request, count / 2, count), call, rejected);
+  }
+  return DeadLetterOf(target, request, status, options_.max_attempts);
 }
 
 std::optional<std::shared_ptr<const DeviceInfo>> UplinkPipeline::Resolve(const WorkItem& item) {
@@ -299,37 +407,77 @@ std::optional<std::shared_ptr<const DeviceInfo>> UplinkPipeline::Resolve(const W
   }
 }
 
-bool UplinkPipeline::FlushShadow(const Outputs& out) {
-  if (out.shadow_reports.reports_size() > 0 && !Deliver(Target::kShadowReport, [&] {
-        return downstream_->ReportProperties(out.shadow_reports);
-      })) {
+bool UplinkPipeline::RecordPresence(const DeviceInfo& device, const PresenceEvent& event,
+                                    bool& known) {
+  dg::PresenceEvents one;
+  auto* record = one.add_events();
+  record->set_message_id(event.message_id);
+  SetDeviceRef(device, record->mutable_device());
+  record->set_online(event.online);
+  record->set_event_time(event.time);
+  record->set_reason(event.reason);
+  record->set_client_address(event.client_address);
+  known = true;
+  Rejections ignored;
+  return DeliverBatch<dg::PresenceEvents>(
+      Target::kThingModelPresence, one,
+      [&](const dg::PresenceEvents&) -> OwnerAnswer {
+        const absl::Status status = device_status_->ReportPresence(event);
+        if (status.code() == absl::StatusCode::kNotFound) {
+          known = false;
+          return dg::IngestAck();
+        }
+        if (!status.ok()) {
+          return status;
+        }
+        return dg::IngestAck();
+      },
+      ignored);
+}
+
+bool UplinkPipeline::FlushShadow(const Outputs& out, Rejections& rejected) {
+  if (out.shadow_reports.reports_size() > 0 &&
+      !DeliverBatch<shadow::v1::ReportPropertiesRequest>(
+          Target::kShadowReport, out.shadow_reports,
+          [&](const auto& request) { return downstream_->ReportProperties(request); }, rejected)) {
     return false;
   }
   for (const auto& result : out.shadow_set_results) {
-    if (!Deliver(Target::kShadowPropertySet,
-                 [&] { return downstream_->CompletePropertySet(result); })) {
+    if (!DeliverBatch<shadow::v1::PropertySetResult>(
+            Target::kShadowPropertySet, result,
+            [&](const auto& request) { return downstream_->CompletePropertySet(request); },
+            rejected)) {
       return false;
     }
   }
-  if (out.presence.events_size() > 0 && !Deliver(Target::kShadowPresence, [&] {
-        return downstream_->ShadowPresence(out.presence);
-      })) {
+  if (out.presence.events_size() > 0 &&
+      !DeliverBatch<dg::PresenceEvents>(
+          Target::kShadowPresence, out.presence,
+          [&](const auto& request) { return downstream_->ShadowPresence(request); }, rejected)) {
     return false;
   }
   std::vector<DeviceReply> replies;
   for (const auto& get : out.shadow_gets) {
     std::optional<std::string> body;
-    if (!Deliver(Target::kShadowGet, [&]() -> absl::Status {
-          auto shadow = downstream_->GetDeviceShadow(get);
-          if (shadow.ok()) {
-            body = *std::move(shadow);
-            return absl::OkStatus();
-          }
-          // No shadow for the device: nothing to answer.
-          return shadow.status().code() == absl::StatusCode::kNotFound ? absl::OkStatus()
-                                                                       : shadow.status();
-        })) {
+    const absl::Status status = Attempt(Target::kShadowGet, [&]() -> absl::Status {
+      auto shadow = downstream_->GetDeviceShadow(get);
+      if (shadow.ok()) {
+        body = *std::move(shadow);
+        return absl::OkStatus();
+      }
+      // No shadow for the device: nothing to answer.
+      return shadow.status().code() == absl::StatusCode::kNotFound ? absl::OkStatus()
+                                                                   : shadow.status();
+    });
+    if (status.code() == absl::StatusCode::kCancelled) {
       return false;
+    }
+    if (!status.ok()) {
+      metrics_.call_dropped.Add({{"target", std::string(TargetName(Target::kShadowGet))}})
+          .Increment();
+      common::LogWarn(
+          "shadow get refused: not answered",
+          {{"device_id", get.device().device_id()}, {"error", std::string(status.message())}});
     }
     if (body) {
       replies.push_back({.device_topic = DownlinkTopic(DownlinkKind::kShadowResponse,
@@ -352,51 +500,157 @@ bool UplinkPipeline::FlushShadow(const Outputs& out) {
   return true;
 }
 
-bool UplinkPipeline::FlushCommands(const Outputs& out) {
-  if (out.responses.responses_size() > 0 && !Deliver(Target::kCommandResponses, [&] {
-        return downstream_->CompleteRequests(out.responses);
-      })) {
+bool UplinkPipeline::FlushCommands(const Outputs& out, Rejections& rejected) {
+  if (out.responses.responses_size() > 0 &&
+      !DeliverBatch<command_dispatch::v1::CompleteRequestsRequest>(
+          Target::kCommandResponses, out.responses,
+          [&](const auto& request) { return downstream_->CompleteRequests(request); }, rejected)) {
     return false;
   }
-  return out.presence.events_size() == 0 || Deliver(Target::kCommandPresence, [&] {
-           return downstream_->CommandPresence(out.presence);
-         });
+  return out.presence.events_size() == 0 ||
+         DeliverBatch<dg::PresenceEvents>(
+             Target::kCommandPresence, out.presence,
+             [&](const auto& request) { return downstream_->CommandPresence(request); }, rejected);
 }
 
 bool UplinkPipeline::Flush(Owner owner, const Outputs& out) {
+  Rejections rejected;
+  bool handed_on = true;
   switch (owner) {
     case Owner::kShadow:
-      return FlushShadow(out);
+      handed_on = FlushShadow(out, rejected);
+      break;
     case Owner::kCommands:
-      return FlushCommands(out);
+      handed_on = FlushCommands(out, rejected);
+      break;
     case Owner::kRules:
-      return out.records.records_size() == 0 ||
-             Deliver(Target::kRuleIngest, [&] { return downstream_->Ingest(out.records); });
+      handed_on = out.records.records_size() == 0 ||
+                  DeliverBatch<rule_forwarding::v1::IngestRequest>(
+                      Target::kRuleIngest, out.records,
+                      [&](const auto& request) { return downstream_->Ingest(request); }, rejected);
+      break;
+  }
+  return handed_on && Refused(owner, out, rejected);
+}
+
+bool UplinkPipeline::Refused(Owner owner, const Outputs& sent, const Rejections& rejected) {
+  if (rejected.empty()) {
+    return true;
+  }
+  // Where each refused record came from: its device, topic and time for validation_failed.
+  const auto find = [&](const std::string& message_id) -> std::optional<Sent> {
+    for (const auto& report : sent.shadow_reports.reports()) {
+      if (report.message_id() == message_id) {
+        return Sent{.device = report.device(),
+                    .topic = fmt::format("$oc/devices/{}/sys/properties/report",
+                                         report.device().device_id()),
+                    .at_unix_ms = report.received_at_unix_ms(),
+                    .validation_failed = false};
+      }
+    }
+    for (const auto& result : sent.shadow_set_results) {
+      if (result.message_id() == message_id) {
+        return Sent{.device = result.device(),
+                    .topic = fmt::format("$oc/devices/{}/sys/properties/set/response/request_id={}",
+                                         result.device().device_id(), result.request_id()),
+                    .at_unix_ms = result.received_at_unix_ms(),
+                    .validation_failed = false};
+      }
+    }
+    for (const auto& response : sent.responses.responses()) {
+      if (response.message_id() == message_id) {
+        return Sent{.device = response.device(),
+                    .topic = ResponseTopic(response),
+                    .at_unix_ms = response.received_at_unix_ms(),
+                    .validation_failed = false};
+      }
+    }
+    for (const auto& event : sent.presence.events()) {
+      if (event.message_id() == message_id) {
+        return Sent{.device = event.device(),
+                    .topic = "",
+                    .at_unix_ms = ParseDeviceTime(event.event_time()).value_or(NowUnixMs()),
+                    .validation_failed = false};
+      }
+    }
+    for (const auto& record : sent.records.records()) {
+      if (record.message_id() == message_id) {
+        return Sent{.device = record.device(),
+                    .topic = record.topic(),
+                    .at_unix_ms = record.event_time_unix_ms(),
+                    .validation_failed = record.event() == "validation_failed"};
+      }
+    }
+    return std::nullopt;
+  };
+  Outputs derived;
+  for (const auto& record : rejected) {
+    metrics_.Rejected(record.reason());
+    if (RejectionLogAllowed()) {
+      common::LogWarn("owner refused a record", {{"owner", std::string(OwnerName(owner))},
+                                                 {"device_id", record.device_id()},
+                                                 {"message_id", record.message_id()},
+                                                 {"reason", record.reason()},
+                                                 {"detail", record.detail()}});
+    }
+    const auto origin = find(record.message_id());
+    // A refused validation_failed record is not answered with another one.
+    if (origin && !origin->validation_failed) {
+      processor_.OwnerRejected(origin->device, OwnerName(owner), record, origin->topic,
+                               origin->at_unix_ms, derived);
+    }
+  }
+  if (derived.records.records_size() == 0) {
+    return true;
+  }
+  Rejections again;
+  if (!DeliverBatch<rule_forwarding::v1::IngestRequest>(
+          Target::kRuleIngest, derived.records,
+          [&](const auto& request) { return downstream_->Ingest(request); }, again)) {
+    return false;
+  }
+  for (const auto& record : again) {
+    metrics_.Rejected(record.reason());
   }
   return true;
 }
 
 void UplinkPipeline::Done(Batch& batch, bool ok) {
   if (!ok) {
-    batch.lost.store(true);
+    batch.unfinished.store(true);
   }
   if (batch.remaining.fetch_sub(1) != 1) {
     return;
   }
-  if (Shard* shard = batch.shard; shard != nullptr) {
-    // Lanes finish batches out of order (a lane with nothing to do finishes at once): count a
-    // batch only when every earlier one of the shard is finished too.
-    std::lock_guard lock(shard->finish_mu);
+  // Lanes finish batches out of order (a lane with nothing to do finishes at once): a batch is
+  // acknowledged only once every earlier one of the shard is finished too.
+  std::vector<std::shared_ptr<Batch>> finished;
+  {
+    std::lock_guard lock(batch.shard->finish_mu);
     batch.complete = true;
-    while (!shard->unfinished.empty() && shard->unfinished.front()->complete) {
-      shard->finished.fetch_add(shard->unfinished.front()->messages, std::memory_order_release);
-      shard->unfinished.pop_front();
+    auto& unfinished = batch.shard->unfinished;
+    while (!unfinished.empty() && unfinished.front()->complete) {
+      finished.push_back(std::move(unfinished.front()));
+      unfinished.pop_front();
     }
   }
-  metrics_.queue_depth.Decrement(static_cast<double>(batch.messages));
-  if (batch.lost.load()) {
-    metrics_.lost.Increment(static_cast<double>(batch.messages));
-    common::LogError("gateway stopped with messages not handed on", {{"lost", batch.messages}});
+  for (const auto& done : finished) {
+    const size_t messages = done->acks.size();
+    pending_ -= messages;
+    metrics_.queue_depth.Decrement(static_cast<double>(messages));
+    if (done->unfinished.load()) {
+      metrics_.unacknowledged.Increment(static_cast<double>(messages));
+      common::LogWarn(
+          "gateway stopped with messages not handed on: they are not acknowledged, the broker "
+          "delivers them again",
+          {{"messages", messages}});
+      continue;
+    }
+    for (const Ack& ack : done->acks) {
+      if (ack) {
+        ack();
+      }
+    }
   }
 }
 
@@ -445,7 +699,7 @@ void UplinkPipeline::RunLane(Lane& lane) {
         stopped = !Flush(lane.owner, merged);
       }
     }
-    // Once stopped for good, whatever else arrives is counted as lost, not handed on.
+    // Once stopped for good, whatever else arrives is left unacknowledged.
     for (const auto& batch : taken) {
       Done(*batch, !stopped);
     }
@@ -454,7 +708,7 @@ void UplinkPipeline::RunLane(Lane& lane) {
 }
 
 void UplinkPipeline::Run(Shard& shard) {
-  std::vector<WorkItem> batch;
+  std::vector<Queued> batch;
   while (true) {
     {
       std::unique_lock lock(shard.mu);
@@ -470,17 +724,20 @@ void UplinkPipeline::Run(Shard& shard) {
         shard.queue.pop_front();
       }
     }
-    shard.changed.notify_all();  // room for Submit()
     auto handed = std::make_shared<Batch>();
     handed->shard = &shard;
-    handed->messages = batch.size();
+    handed->acks.reserve(batch.size());
+    for (auto& queued : batch) {
+      handed->acks.push_back(std::move(queued.ack));
+    }
     {
       std::lock_guard lock(shard.finish_mu);
       shard.unfinished.push_back(handed);
     }
     Outputs& out = handed->out;
     bool stopped = false;
-    for (const WorkItem& item : batch) {
+    for (const Queued& queued : batch) {
+      const WorkItem& item = queued.item;
       if (!HasDevice(item)) {
         // A relayed topic without a device: counted when refused, nobody to tell.
         continue;
@@ -497,14 +754,7 @@ void UplinkPipeline::Run(Shard& shard) {
       }
       if (const auto* presence = std::get_if<PresenceEvent>(&item)) {
         bool known = true;
-        if (!Deliver(Target::kThingModelPresence, [&]() -> absl::Status {
-              absl::Status status = device_status_->ReportPresence(*presence);
-              if (status.code() == absl::StatusCode::kNotFound) {
-                known = false;
-                return absl::OkStatus();
-              }
-              return status;
-            })) {
+        if (!RecordPresence(**device, *presence, known)) {
           stopped = true;
           break;
         }
@@ -521,6 +771,7 @@ void UplinkPipeline::Run(Shard& shard) {
                          {{"device_id", DeviceOf(item)}, {"error", e.what()}});
       }
     }
+    batch.clear();
     if (stopped) {
       handed->remaining.store(1);
       Done(*handed, false);
@@ -529,7 +780,6 @@ void UplinkPipeline::Run(Shard& shard) {
     for (auto& lane : shard.lanes) {
       (void)HandOff(*lane, handed);
     }
-    batch.clear();
   }
 }
 

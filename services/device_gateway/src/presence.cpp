@@ -70,7 +70,8 @@ absl::StatusOr<PresenceEvent> ParsePresence(std::string_view topic, std::string_
   if (time.empty()) {
     return common::InvalidField("time", "is required");
   }
-  return PresenceEvent{.device_id = device_id,
+  return PresenceEvent{.message_id = {},
+                       .device_id = device_id,
                        .online = event == "connected",
                        .time = time,
                        .reason = body.value("reason", ""),

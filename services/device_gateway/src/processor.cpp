@@ -43,11 +43,6 @@ class LogThrottle {
   int used_ = 0;
 };
 
-LogThrottle& RejectionLog() {
-  static LogThrottle throttle(20);
-  return throttle;
-}
-
 command_dispatch::v1::ResponseKind ResponseKindOf(UplinkKind kind) {
   switch (kind) {
     case UplinkKind::kCommandResponse:
@@ -104,6 +99,11 @@ void Outputs::Clear() {
   replies.clear();
 }
 
+bool RejectionLogAllowed() {
+  static LogThrottle throttle(20);
+  return throttle.Allow();
+}
+
 std::string MessageIds::Next() { return fmt::format("{}-{}", prefix_, ++next_); }
 
 void SetDeviceRef(const DeviceInfo& device, device_gateway::v1::DeviceRef* ref) {
@@ -113,33 +113,43 @@ void SetDeviceRef(const DeviceInfo& device, device_gateway::v1::DeviceRef* ref) 
   ref->set_node_id(device.node_id);
 }
 
-void UplinkProcessor::AddRecord(const DeviceInfo& device, std::string_view resource,
-                                std::string_view event, std::string_view topic,
-                                int64_t event_unix_ms, std::string body_json, Outputs& out) const {
+void UplinkProcessor::AddRecord(const device_gateway::v1::DeviceRef& device, std::string message_id,
+                                std::string_view resource, std::string_view event,
+                                std::string_view topic, int64_t event_unix_ms,
+                                std::string_view body_json, Outputs& out) {
   auto* record = out.records.add_records();
-  record->set_message_id(ids_.Next());
-  SetDeviceRef(device, record->mutable_device());
+  record->set_message_id(std::move(message_id));
+  *record->mutable_device() = device;
   record->set_resource(std::string(resource));
   record->set_event(std::string(event));
   record->set_topic(std::string(topic));
   record->set_event_time_unix_ms(event_unix_ms);
-  const Json header = {{"device_id", device.device_id},
-                       {"product_id", device.product_id},
-                       {"node_id", device.node_id},
-                       {"tenant_id", device.tenant_id}};
+  const Json header = {{"device_id", device.device_id()},
+                       {"product_id", device.product_id()},
+                       {"node_id", device.node_id()},
+                       {"tenant_id", device.tenant_id()}};
   record->set_envelope_json(fmt::format(
       R"({{"resource":{},"event":{},"event_time":"{}","notify_data":{{"header":{},"body":{}}}}})",
       Json(resource).dump(), Json(event).dump(), CompactUtc(event_unix_ms), header.dump(),
       body_json));
 }
 
-void UplinkProcessor::Reject(const DeviceInfo& device, RejectReason reason, std::string_view topic,
-                             std::string_view detail, int64_t received_at_unix_ms, Outputs& out,
-                             double count) const {
+void UplinkProcessor::AddRecord(const DeviceInfo& device, std::string message_id,
+                                std::string_view resource, std::string_view event,
+                                std::string_view topic, int64_t event_unix_ms,
+                                std::string_view body_json, Outputs& out) {
+  device_gateway::v1::DeviceRef ref;
+  SetDeviceRef(device, &ref);
+  AddRecord(ref, std::move(message_id), resource, event, topic, event_unix_ms, body_json, out);
+}
+
+void UplinkProcessor::Reject(const DeviceInfo& device, std::string_view message_id,
+                             RejectReason reason, std::string_view topic, std::string_view detail,
+                             int64_t received_at_unix_ms, Outputs& out, double count) const {
   if (count > 0) {
     metrics_.Rejected(reason, count);
   }
-  if (RejectionLog().Allow()) {
+  if (RejectionLogAllowed()) {
     common::LogWarn("device uplink rejected", {{"device_id", device.device_id},
                                                {"topic", std::string(topic)},
                                                {"reason", std::string(RejectReasonName(reason))},
@@ -149,21 +159,35 @@ void UplinkProcessor::Reject(const DeviceInfo& device, RejectReason reason, std:
                      {"reason", RejectReasonName(reason)},
                      {"detail", detail},
                      {"received_time", CompactUtc(received_at_unix_ms)}};
-  AddRecord(device, "device.event", "validation_failed", topic, received_at_unix_ms, Dump(body),
-            out);
+  AddRecord(device, std::string(message_id).append(kValidationFailedSuffix), "device.event",
+            "validation_failed", topic, received_at_unix_ms, Dump(body), out);
+}
+
+void UplinkProcessor::OwnerRejected(const device_gateway::v1::DeviceRef& device,
+                                    std::string_view owner,
+                                    const device_gateway::v1::RejectedRecord& rejected,
+                                    std::string_view topic, int64_t at_unix_ms,
+                                    Outputs& out) const {
+  const Json body = {{"topic", topic},
+                     {"reason", rejected.reason()},
+                     {"detail", rejected.detail()},
+                     {"refused_by", owner},
+                     {"received_time", CompactUtc(at_unix_ms)}};
+  AddRecord(device, fmt::format("{}{}/{}", rejected.message_id(), kRejectedSuffix, owner),
+            "device.event", "validation_failed", topic, at_unix_ms, Dump(body), out);
 }
 
 void UplinkProcessor::Process(const DeviceInfo& device, const RejectedUplink& rejected,
                               Outputs& out) const {
   // Counted by the MQTT handler when it refused the message.
-  Reject(device, rejected.reason, rejected.topic, rejected.detail, rejected.received_at_unix_ms,
-         out, /*count=*/0);
+  Reject(device, rejected.message_id, rejected.reason, rejected.topic, rejected.detail,
+         rejected.received_at_unix_ms, out, /*count=*/0);
 }
 
 void UplinkProcessor::Process(const DeviceInfo& device, const PresenceEvent& event,
                               Outputs& out) const {
   auto* presence = out.presence.add_events();
-  presence->set_message_id(ids_.Next());
+  presence->set_message_id(event.message_id);
   SetDeviceRef(device, presence->mutable_device());
   presence->set_online(event.online);
   presence->set_event_time(event.time);
@@ -172,7 +196,7 @@ void UplinkProcessor::Process(const DeviceInfo& device, const PresenceEvent& eve
   const int64_t at = ParseDeviceTime(event.time).value_or(NowUnixMs());
   Json body = {{"status", event.online ? "ONLINE" : "OFFLINE"}, {"reason", event.reason}};
   body[event.online ? "last_online_time" : "last_offline_time"] = CompactUtc(at);
-  AddRecord(device, "device.status", "update", "", at, Dump(body), out);
+  AddRecord(device, event.message_id, "device.status", "update", "", at, Dump(body), out);
 }
 
 void UplinkProcessor::Process(const DeviceInfo& device, const UplinkMessage& message,
@@ -197,7 +221,7 @@ void UplinkProcessor::Process(const DeviceInfo& device, const UplinkMessage& mes
       ShadowGet(device, message, out);
       return;
     case UplinkKind::kGatewayPropertiesReport:
-      Reject(device, RejectReason::kUnsupported, message.topic,
+      Reject(device, message.message_id, RejectReason::kUnsupported, message.topic,
              "sub-device property reports are not supported yet", message.received_at_unix_ms, out);
       return;
   }
@@ -216,7 +240,8 @@ void UplinkProcessor::PropertiesReport(const DeviceInfo& device, const UplinkMes
     for (size_t i = 0; i < result.errors.size() && i < kMaxErrorsInRecord; ++i) {
       texts.push_back(result.errors[i].ToString());
     }
-    Reject(device, whole ? RejectReason::kMalformed : RejectReason::kInvalidProperty, message.topic,
+    Reject(device, message.message_id,
+           whole ? RejectReason::kMalformed : RejectReason::kInvalidProperty, message.topic,
            JoinErrors(texts, result.error_count()), message.received_at_unix_ms, out,
            whole ? 1.0 : static_cast<double>(result.error_count()));
   }
@@ -255,11 +280,11 @@ void UplinkProcessor::PropertiesReport(const DeviceInfo& device, const UplinkMes
     return;  // nothing valid
   }
   auto* report = out.shadow_reports.add_reports();
-  report->set_message_id(ids_.Next());
+  report->set_message_id(message.message_id);
   SetDeviceRef(device, report->mutable_device());
   report->set_services_json(services);
   report->set_received_at_unix_ms(message.received_at_unix_ms);
-  AddRecord(device, "device.property", "report", message.topic,
+  AddRecord(device, message.message_id, "device.property", "report", message.topic,
             event_time.value_or(message.received_at_unix_ms), R"({"services":)" + services + "}",
             out);
 }
@@ -268,7 +293,7 @@ void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& mes
                               Outputs& out) const {
   const Json body = Json::parse(message.payload, nullptr, false);
   if (!body.is_object() || !body.contains("services") || !body["services"].is_array()) {
-    Reject(device, RejectReason::kMalformed, message.topic,
+    Reject(device, message.message_id, RejectReason::kMalformed, message.topic,
            "events/up needs a JSON object with a services array", message.received_at_unix_ms, out);
     return;
   }
@@ -332,8 +357,9 @@ void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& mes
     if (errors.size() > kMaxErrorsInRecord) {
       errors.resize(kMaxErrorsInRecord);
     }
-    Reject(device, RejectReason::kInvalidEvent, message.topic, JoinErrors(errors, errors.size()),
-           message.received_at_unix_ms, out, static_cast<double>(invalid));
+    Reject(device, message.message_id, RejectReason::kInvalidEvent, message.topic,
+           JoinErrors(errors, errors.size()), message.received_at_unix_ms, out,
+           static_cast<double>(invalid));
   }
   if (valid.empty()) {
     return;
@@ -342,7 +368,7 @@ void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& mes
   if (body.contains("object_device_id") && body["object_device_id"].is_string()) {
     forwarded["object_device_id"] = body["object_device_id"];
   }
-  AddRecord(device, "device.event", "report", message.topic,
+  AddRecord(device, message.message_id, "device.event", "report", message.topic,
             event_time.value_or(message.received_at_unix_ms), Dump(forwarded), out);
 }
 
@@ -354,8 +380,8 @@ void UplinkProcessor::MessageUp(const DeviceInfo& device, const UplinkMessage& m
     content = message.payload;
   }
   const Json body = {{"topic", message.topic}, {"content", std::move(content)}};
-  AddRecord(device, "device.message", "report", message.topic, message.received_at_unix_ms,
-            Dump(body), out);
+  AddRecord(device, message.message_id, "device.message", "report", message.topic,
+            message.received_at_unix_ms, Dump(body), out);
 }
 
 void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& message,
@@ -363,15 +389,15 @@ void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& me
   Json body =
       message.payload.empty() ? Json::object() : Json::parse(message.payload, nullptr, false);
   if (!body.is_object()) {
-    Reject(device, RejectReason::kMalformed, message.topic, "a response must be a JSON object",
-           message.received_at_unix_ms, out);
+    Reject(device, message.message_id, RejectReason::kMalformed, message.topic,
+           "a response must be a JSON object", message.received_at_unix_ms, out);
     return;
   }
   const std::string payload_json = Dump(body);
   if (message.kind == UplinkKind::kPropertiesSetResponse &&
       message.request_id.starts_with(kShadowRequestPrefix)) {
     shadow::v1::PropertySetResult result;
-    result.set_message_id(ids_.Next());
+    result.set_message_id(message.message_id);
     SetDeviceRef(device, result.mutable_device());
     result.set_request_id(message.request_id);
     result.set_payload_json(payload_json);
@@ -379,7 +405,7 @@ void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& me
     out.shadow_set_results.push_back(std::move(result));
   } else {
     auto* response = out.responses.add_responses();
-    response->set_message_id(ids_.Next());
+    response->set_message_id(message.message_id);
     SetDeviceRef(device, response->mutable_device());
     response->set_kind(ResponseKindOf(message.kind));
     response->set_request_id(message.request_id);
@@ -389,8 +415,8 @@ void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& me
   const Json record = {{"request_id", message.request_id},
                        {"type", ResponseTypeName(message.kind)},
                        {"response", std::move(body)}};
-  AddRecord(device, "device.command", "response", message.topic, message.received_at_unix_ms,
-            Dump(record), out);
+  AddRecord(device, message.message_id, "device.command", "response", message.topic,
+            message.received_at_unix_ms, Dump(record), out);
 }
 
 void UplinkProcessor::ShadowGet(const DeviceInfo& device, const UplinkMessage& message,
@@ -398,8 +424,8 @@ void UplinkProcessor::ShadowGet(const DeviceInfo& device, const UplinkMessage& m
   const Json body =
       message.payload.empty() ? Json::object() : Json::parse(message.payload, nullptr, false);
   if (!body.is_object()) {
-    Reject(device, RejectReason::kMalformed, message.topic, "a shadow get must be a JSON object",
-           message.received_at_unix_ms, out);
+    Reject(device, message.message_id, RejectReason::kMalformed, message.topic,
+           "a shadow get must be a JSON object", message.received_at_unix_ms, out);
     return;
   }
   shadow::v1::DeviceShadowGetRequest request;

@@ -11,6 +11,7 @@
 #include "iot/device_gateway/downlink.h"
 #include "iot/device_gateway/metrics.h"
 #include "iot/device_gateway/partitions.h"
+#include "iot/device_gateway/pg_dead_letters.h"
 #include "iot/device_gateway/pipeline.h"
 #include "iot/device_gateway/presence.h"
 #include "iot/device_gateway/uplink.h"
@@ -28,35 +29,52 @@ struct Intake {
   RateLimiter rate_limiter;
 };
 
-/// The handler of one partition's session: presence and device uplink into the pipeline.
-common::MqttClient::MessageHandler UplinkHandler(std::shared_ptr<UplinkPipeline> pipeline,
-                                                 std::shared_ptr<GatewayMetrics> metrics,
-                                                 const UplinkLimits& limits) {
+/// The handler of one partition's consumer: presence and device uplink into the pipeline, each
+/// acknowledged to the broker once the pipeline finished it. Never blocks.
+common::MqttConsumer::Handler UplinkHandler(std::shared_ptr<UplinkPipeline> pipeline,
+                                            std::shared_ptr<GatewayMetrics> metrics,
+                                            const UplinkLimits& limits,
+                                            std::weak_ptr<common::MqttConsumer> consumer) {
   auto intake = std::make_shared<Intake>(
       Intake{.limits = limits, .rate_limiter = RateLimiter(limits.rate_per_second)});
-  return [pipeline, metrics, intake](const common::MqttMessage& m) {
+  return [pipeline, metrics, intake, consumer](common::MqttDelivery&& m) {
+    UplinkPipeline::Ack ack;
+    if (m.token != 0) {
+      ack = [session = consumer.lock(), token = m.token] {
+        if (session) {
+          session->Ack(token);
+        }
+      };
+    }
+    const std::string* id = m.UserProperty(kMessageIdProperty);
+    std::string message_id = id != nullptr ? *id : std::string();
     if (m.topic.starts_with(kSharedPresencePrefix)) {
       auto event = ParsePresence(m.topic, m.payload);
       if (!event.ok()) {
         metrics->Rejected(RejectReason::kMalformed);
         common::LogWarn("presence event rejected",
                         {{"topic", m.topic}, {"error", std::string(event.status().message())}});
+        if (ack) {
+          ack();  // nothing to hand on
+        }
         return;
       }
+      event->message_id = std::move(message_id);
       metrics->Accepted("presence");
-      pipeline->Submit(*std::move(event));
+      pipeline->Submit(*std::move(event), std::move(ack));
       return;
     }
-    auto admitted =
-        AdmitUplink(m.topic, m.payload, intake->limits, intake->rate_limiter, NowUnixMs());
+    auto admitted = AdmitUplink(m.topic, std::move(m.payload), intake->limits, intake->rate_limiter,
+                                NowUnixMs());
+    std::visit([&](auto& item) { item.message_id = std::move(message_id); }, admitted);
     if (auto* rejected = std::get_if<RejectedUplink>(&admitted)) {
       metrics->Rejected(rejected->reason);
-      pipeline->Submit(std::move(*rejected));  // becomes a validation_failed record
+      pipeline->Submit(std::move(*rejected), std::move(ack));  // a validation_failed record
       return;
     }
     auto& message = std::get<UplinkMessage>(admitted);
     metrics->Accepted(UplinkKindName(message.kind));
-    pipeline->Submit(std::move(message));
+    pipeline->Submit(std::move(message), std::move(ack));
   };
 }
 
@@ -67,8 +85,8 @@ common::ServiceSpec Spec() {
           .env_prefix = "IOT_DEVICE_GATEWAY",
           .grpc_port = 50051,
           .metrics_port = 9101,
-          .pg_schema = "",
-          .migrations = nullptr,
+          .pg_schema = "device_gateway",  // dead letters
+          .migrations = EmbeddedMigrations,
           .uses_redis = true,
           .uses_mqtt = true,
           // Persistent session: the broker queues device uplink while the gateway restarts.
@@ -84,9 +102,13 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   s["service_api_key"] = env.Required("IOT_SERVICE_API_KEY");
   const std::string p = "IOT_DEVICE_GATEWAY_";
   s["shards"] = env.Int(p + "SHARDS", 16, 1, 256);
-  s["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 256, 1, 1'000'000);
+  s["receive_maximum"] = env.Int(p + "RECEIVE_MAXIMUM", 1000, 1, 65535);
+  s["mqtt_keepalive_s"] = std::chrono::duration_cast<std::chrono::seconds>(
+                              env.Duration(p + "MQTT_KEEPALIVE", std::chrono::seconds(30)))
+                              .count();
   s["batch_size"] = env.Int(p + "BATCH_SIZE", 100, 1, 10'000);
   s["owner_batches"] = env.Int(p + "OWNER_BATCHES", 4, 1, 64);
+  s["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 3, 1, 100);
   s["rate_limit"] = env.Int(p + "RATE_LIMIT", 50, 1, 1'000'000);
   s["max_payload_bytes"] = env.Int(p + "MAX_PAYLOAD_BYTES", 1024 * 1024, 1, 256 * 1024 * 1024);
   s["max_report_bytes"] = env.Int(p + "MAX_REPORT_BYTES", 64 * 1024, 1, 256 * 1024 * 1024);
@@ -110,11 +132,11 @@ void Wire(common::ServiceContext& context) {
   auto pipeline = std::make_shared<UplinkPipeline>(
       PipelineOptions{
           .shards = s["shards"].get<size_t>(),
-          .queue_capacity = s["queue_capacity"].get<size_t>(),
           .max_batch = s["batch_size"].get<size_t>(),
           .owner_batches = s["owner_batches"].get<size_t>(),
           .retry_initial = std::chrono::milliseconds(100),
           .retry_max = std::chrono::seconds(5),
+          .max_attempts = s["max_attempts"].get<int>(),
           .message_id_prefix = fmt::format("{}-{:x}", context.backend.mqtt_client_id, NowUnixMs())},
       devices,
       MakeGrpcDownstream(
@@ -123,7 +145,8 @@ void Wire(common::ServiceContext& context) {
            .rule_forwarding = s["rule_forwarding_addr"],
            .service_key = service_key,
            .timeout = std::chrono::milliseconds(s["call_timeout_ms"].get<int64_t>())}),
-      MakeThingModelStatusSink(s["thing_model_addr"], service_key), publisher, *metrics);
+      MakeThingModelStatusSink(s["thing_model_addr"], service_key), publisher,
+      MakePgDeadLetterStore(context.postgres), *metrics);
 
   auto subscriber = common::RedisSubscriber::Start(
       context.backend.redis_url, {"tm:changes"},
@@ -152,27 +175,34 @@ void Wire(common::ServiceContext& context) {
         "(24h), or the broker would drop a partition's messages while it changes hands");
     expiry = std::chrono::hours(24);
   }
+  const auto keepalive = s["mqtt_keepalive_s"].get<int64_t>();
+  if (keepalive < 5 || keepalive > 65535) {
+    throw common::ConfigError("IOT_DEVICE_GATEWAY_MQTT_KEEPALIVE: between 5s and 65535s");
+  }
+  const auto drain_timeout = std::chrono::seconds(60);
   auto sessions = std::make_shared<PartitionSessions>(
-      common::MqttOptions{.url = backend.mqtt_url,
-                          .client_id = {},
-                          .username = backend.mqtt_username,
-                          .password = backend.mqtt_password,
-                          .clean_start = false,
-                          .session_expiry_seconds = static_cast<uint32_t>(expiry.count()),
-                          .keepalive_seconds = 30,
-                          .max_inflight = 100},
+      common::MqttConsumerOptions{
+          .url = backend.mqtt_url,
+          .client_id = {},
+          .username = backend.mqtt_username,
+          .password = backend.mqtt_password,
+          .session_expiry_seconds = static_cast<uint32_t>(expiry.count()),
+          .keepalive_seconds = static_cast<uint16_t>(keepalive),
+          .receive_maximum = static_cast<uint16_t>(s["receive_maximum"].get<int>()),
+          .subscriptions = {},
+          .tls_ca_file = backend.mqtt_ca_file},
       s["share_group"],
-      [pipeline, metrics, limits](uint32_t) { return UplinkHandler(pipeline, metrics, limits); },
-      [pipeline]() -> std::function<bool()> {
-        return [pipeline, handed_on = pipeline->Barrier()] { return handed_on(); };
-      });
+      [pipeline, metrics, limits](uint32_t, std::weak_ptr<common::MqttConsumer> consumer) {
+        return UplinkHandler(pipeline, metrics, limits, std::move(consumer));
+      },
+      drain_timeout);
   auto partition_metrics = std::make_shared<PartitionMetrics>(context.host.metrics());
   const std::chrono::milliseconds lease(s["partition_lease_ms"].get<int64_t>());
   if (lease < std::chrono::milliseconds(300)) {
     throw common::ConfigError("IOT_DEVICE_GATEWAY_PARTITION_LEASE: at least 300ms");
   }
   auto owner = std::make_shared<PartitionOwner>(
-      PartitionOwner::Options{.tick = lease / 4, .drain_timeout = std::chrono::seconds(60)},
+      PartitionOwner::Options{.tick = lease / 4, .drain_timeout = drain_timeout},
       std::make_unique<PartitionLeases>(
           context.redis, s["share_group"],
           fmt::format("{}-{}-{:x}", backend.mqtt_client_id, ::getpid(), NowUnixMs()), lease),
@@ -222,15 +252,15 @@ void Wire(common::ServiceContext& context) {
     return absl::OkStatus();
   });
 
-  // Stop reading MQTT first (the broker keeps what follows in the sessions), hand on what is
-  // queued within the drain timeout, then free the partitions for the other replicas.
+  // Take nothing more from the broker (what follows stays in the sessions), hand on and
+  // acknowledge what was taken within the drain timeout, close the sessions (the broker
+  // delivers whatever is still unacknowledged again), then free the partitions for the others.
   const auto drain = context.server.drain_timeout;
   context.host.OnShutdown([pipeline, owner, sessions, partition_metrics, changes, drain] {
     const auto deadline = std::chrono::steady_clock::now() + drain / 2;
-    pipeline->BeginShutdown(deadline);
     owner->Stop();
-    sessions->StopAll();
     pipeline->Stop(deadline);
+    sessions->StopAll();
     owner->ReleaseAll();
   });
 }

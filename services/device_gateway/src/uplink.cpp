@@ -88,7 +88,8 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
                                                         const UplinkLimits& limits,
                                                         RateLimiter& rate_limiter,
                                                         int64_t received_at_unix_ms) {
-  RejectedUplink rejected{.reason = RejectReason::kUnknownTopic,
+  RejectedUplink rejected{.message_id = {},
+                          .reason = RejectReason::kUnknownTopic,
                           .device_id = {},
                           .topic = std::string(relay_topic),
                           .detail = {},
@@ -137,7 +138,8 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
     rejected.detail = "sub-device property reports are not supported yet";
     return rejected;
   }
-  return UplinkMessage{.kind = parsed->kind,
+  return UplinkMessage{.message_id = {},
+                       .kind = parsed->kind,
                        .device_id = std::string(parsed->device_id),
                        .topic = *device_topic,
                        .request_id = std::string(parsed->request_id),

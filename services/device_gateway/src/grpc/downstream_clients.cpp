@@ -35,10 +35,10 @@ class GrpcDownstream final : public Downstream {
         service_key_(a.service_key),
         timeout_(a.timeout) {}
 
-  absl::Status ReportProperties(const shadow::v1::ReportPropertiesRequest& request) override {
+  OwnerAnswer ReportProperties(const shadow::v1::ReportPropertiesRequest& request) override {
     return Call(shadow_, &shadow::v1::InternalShadow::Stub::ReportProperties, request);
   }
-  absl::Status CompletePropertySet(const shadow::v1::PropertySetResult& result) override {
+  OwnerAnswer CompletePropertySet(const shadow::v1::PropertySetResult& result) override {
     return Call(shadow_, &shadow::v1::InternalShadow::Stub::CompletePropertySet, result);
   }
   absl::StatusOr<std::string> GetDeviceShadow(
@@ -56,19 +56,19 @@ class GrpcDownstream final : public Downstream {
     }
     return response.payload_json();
   }
-  absl::Status ShadowPresence(const dg::PresenceEvents& events) override {
+  OwnerAnswer ShadowPresence(const dg::PresenceEvents& events) override {
     return Call(shadow_, &shadow::v1::InternalShadow::Stub::ReportPresence, events);
   }
-  absl::Status CompleteRequests(
+  OwnerAnswer CompleteRequests(
       const command_dispatch::v1::CompleteRequestsRequest& request) override {
     return Call(commands_, &command_dispatch::v1::InternalCommandDispatch::Stub::CompleteRequests,
                 request);
   }
-  absl::Status CommandPresence(const dg::PresenceEvents& events) override {
+  OwnerAnswer CommandPresence(const dg::PresenceEvents& events) override {
     return Call(commands_, &command_dispatch::v1::InternalCommandDispatch::Stub::ReportPresence,
                 events);
   }
-  absl::Status Ingest(const rule_forwarding::v1::IngestRequest& request) override {
+  OwnerAnswer Ingest(const rule_forwarding::v1::IngestRequest& request) override {
     return Call(rules_, &rule_forwarding::v1::InternalIngest::Stub::Ingest, request);
   }
 
@@ -80,14 +80,18 @@ class GrpcDownstream final : public Downstream {
 
   /// A not-configured owner takes everything (nobody to hand it to).
   template <typename Stub, typename Method, typename Request>
-  absl::Status Call(const std::unique_ptr<Stub>& stub, Method method, const Request& request) {
+  OwnerAnswer Call(const std::unique_ptr<Stub>& stub, Method method, const Request& request) {
+    dg::IngestAck ack;
     if (!stub) {
-      return absl::OkStatus();
+      return ack;
     }
     grpc::ClientContext context;
     Prepare(context);
-    dg::IngestAck ack;
-    return common::FromGrpcStatus(((*stub).*method)(&context, request, &ack));
+    if (absl::Status status = common::FromGrpcStatus(((*stub).*method)(&context, request, &ack));
+        !status.ok()) {
+      return status;
+    }
+    return ack;
   }
 
   std::unique_ptr<shadow::v1::InternalShadow::Stub> shadow_;

@@ -31,21 +31,46 @@ enum class Target {
 };
 std::string_view TargetName(Target target);
 
-/// Port: one call per owner RPC. Each returns the owner's answer: OK, or an error that the
-/// pipeline retries (everything but INVALID_ARGUMENT, and NOT_FOUND where noted).
+/// What an owner answered to a batch: OK with the records it refused for good
+/// (IngestAck.rejected; it durably took all the others), or an error (it took nothing).
+using OwnerAnswer = absl::StatusOr<device_gateway::v1::IngestAck>;
+
+/// Port: one call per owner RPC. The pipeline retries errors (pipeline.h says which for how
+/// long).
 class Downstream {
  public:
   virtual ~Downstream() = default;
-  virtual absl::Status ReportProperties(const shadow::v1::ReportPropertiesRequest& request) = 0;
-  virtual absl::Status CompletePropertySet(const shadow::v1::PropertySetResult& result) = 0;
-  /// The body to publish on `.../sys/shadow/get/response/request_id=...`.
+  virtual OwnerAnswer ReportProperties(const shadow::v1::ReportPropertiesRequest& request) = 0;
+  virtual OwnerAnswer CompletePropertySet(const shadow::v1::PropertySetResult& result) = 0;
+  /// The body to publish on `.../sys/shadow/get/response/request_id=...`; NOT_FOUND: no shadow.
   virtual absl::StatusOr<std::string> GetDeviceShadow(
       const shadow::v1::DeviceShadowGetRequest& request) = 0;
-  virtual absl::Status ShadowPresence(const device_gateway::v1::PresenceEvents& events) = 0;
-  virtual absl::Status CompleteRequests(
+  virtual OwnerAnswer ShadowPresence(const device_gateway::v1::PresenceEvents& events) = 0;
+  virtual OwnerAnswer CompleteRequests(
       const command_dispatch::v1::CompleteRequestsRequest& request) = 0;
-  virtual absl::Status CommandPresence(const device_gateway::v1::PresenceEvents& events) = 0;
-  virtual absl::Status Ingest(const rule_forwarding::v1::IngestRequest& request) = 0;
+  virtual OwnerAnswer CommandPresence(const device_gateway::v1::PresenceEvents& events) = 0;
+  virtual OwnerAnswer Ingest(const rule_forwarding::v1::IngestRequest& request) = 0;
+};
+
+/// A record no owner would take, kept for an operator (table device_gateway.dead_letters):
+/// the one-record request as it was sent, and why it was refused.
+struct DeadLetter {
+  Target target = Target::kRuleIngest;
+  std::string code;   ///< gRPC status code name of the last refusal, e.g. INVALID_ARGUMENT
+  std::string error;  ///< its message
+  int attempts = 0;
+  std::string message_id;
+  device_gateway::v1::DeviceRef device;
+  /// The request carrying only this record, as protobuf JSON (replayable).
+  std::string request_json;
+};
+
+/// Port: the durable store of dead letters. Put() is idempotent on (target, message_id): a
+/// record redelivered after a crash is stored once.
+class DeadLetterStore {
+ public:
+  virtual ~DeadLetterStore() = default;
+  virtual absl::Status Put(const DeadLetter& letter) = 0;
 };
 
 struct DownstreamAddresses {

@@ -10,8 +10,9 @@
 // partition), a partition whose replica died is taken over with everything the broker queued
 // for its session meanwhile, and the replicas split the partitions evenly
 // (ceil(partitions / live replicas) each). A replica hands a partition over only after
-// everything it took from it has been handed on (drained), so the next holder cannot overtake
-// it. broker/README.md, Uplink, has the whole picture.
+// everything it took from it has been handed on and acknowledged to the broker (drained), so
+// the next holder neither overtakes it nor gets it again. broker/README.md, Uplink, has the
+// whole picture.
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -32,7 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "iot/common/mqtt.h"
+#include "iot/common/mqtt_consumer.h"
 #include "iot/common/redis.h"
 
 namespace iot::device_gateway {
@@ -81,7 +82,8 @@ struct PartitionHooks {
   /// Start consuming `partition` (connect its session).
   std::function<void(uint32_t partition)> start;
   /// Stop consuming `partition`. Returns a predicate that turns true once nothing more from it
-  /// can be submitted and everything submitted from it has been handed on to the owners.
+  /// can be taken and everything taken from it has been handed on to the owners and
+  /// acknowledged to the broker (or the wait for that timed out).
   std::function<std::function<bool()>(uint32_t partition)> stop;
 };
 
@@ -166,17 +168,20 @@ class PartitionOwner {
 
 /// The MQTT sessions of the partitions this replica holds: client id `{group}-p{partition}`,
 /// persistent (clean start off), subscribed to `iot/up/{partition}/#` and
-/// `iot/presence/{partition}/+` at QoS 1. Thread-safe.
+/// `iot/presence/{partition}/+` at QoS 1, each an MqttConsumer that acknowledges a message only
+/// once the handler's pipeline says it is handed on. Thread-safe.
 class PartitionSessions {
  public:
-  /// The message handler of one partition's session (runs on that session's network thread).
-  using HandlerFactory = std::function<common::MqttClient::MessageHandler(uint32_t partition)>;
-  /// A predicate that turns true once everything submitted before the call is handed on.
-  using Barrier = std::function<std::function<bool()>()>;
+  /// The message handler of one partition's consumer (runs on its network thread and must not
+  /// block); acknowledgements go to `consumer`.
+  using HandlerFactory = std::function<common::MqttConsumer::Handler(
+      uint32_t partition, std::weak_ptr<common::MqttConsumer> consumer)>;
 
-  /// `base`: URL, credentials, session expiry, in-flight window; the client id is set here.
-  PartitionSessions(common::MqttOptions base, std::string group, HandlerFactory handlers,
-                    Barrier barrier);
+  /// `base`: URL, credentials, session expiry, keepalive, Receive Maximum; client id and
+  /// subscriptions are set here. A stopping session waits at most `drain_timeout` for what it
+  /// delivered to be acknowledged.
+  PartitionSessions(common::MqttConsumerOptions base, std::string group, HandlerFactory handlers,
+                    std::chrono::milliseconds drain_timeout);
   /// StopAll()s.
   ~PartitionSessions();
   PartitionSessions(const PartitionSessions&) = delete;
@@ -184,7 +189,8 @@ class PartitionSessions {
 
   /// For PartitionOwner.
   PartitionHooks hooks();
-  /// Stops every session and waits until they are closed.
+  /// Stops every session now, drained or not (what is unacknowledged the broker delivers
+  /// again), and waits until they are closed.
   void StopAll();
 
   /// Every session is connected with its subscriptions acknowledged.
@@ -200,13 +206,14 @@ class PartitionSessions {
   /// Joins a finished or pending stop of `partition` (before its session starts again).
   void JoinStopping(uint32_t partition);
 
-  const common::MqttOptions base_;
+  const common::MqttConsumerOptions base_;
   const std::string group_;
   const HandlerFactory handlers_;
-  const Barrier barrier_;
+  const std::chrono::milliseconds drain_timeout_;
+  std::atomic<bool> abandon_{false};  ///< StopAll(): stopping sessions stop waiting
 
   mutable std::mutex mu_;
-  std::map<uint32_t, std::shared_ptr<common::MqttClient>> sessions_;
+  std::map<uint32_t, std::shared_ptr<common::MqttConsumer>> sessions_;
   std::map<uint32_t, Stopping> stopping_;
 };
 

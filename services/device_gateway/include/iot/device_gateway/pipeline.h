@@ -1,8 +1,9 @@
 #pragma once
 
-// Per-device ordered, batched, retried hand-over of uplink to its owners.
+// Per-device ordered, batched, retried hand-over of uplink to its owners, and the moment a
+// message may be acknowledged to the broker.
 //
-// Messages are sharded by device id into bounded queues with one sender thread per shard, so a
+// Messages are sharded by device id into queues with one sender thread per shard, so a
 // device's messages reach every owner in the order the broker delivered them. A sender takes
 // up to `max_batch` queued messages, resolves each device (DeviceCache) and turns them into
 // per-owner batches (UplinkProcessor). Each shard has one lane per owner (shadow,
@@ -10,13 +11,25 @@
 // owner with one batch at a time, in order — the batches that queued up while a call was in
 // flight go together in the next call (group commit). So the owners of a shard work in
 // parallel and the sender resolves the next batch meanwhile, while each owner still sees a
-// device's messages in order: one call in flight per owner and shard, and a call is retried,
-// with exponential backoff, until the owner answers OK — UNAVAILABLE and UNIMPLEMENTED
-// included, and nothing later of the shard overtakes it. Only INVALID_ARGUMENT (the owner
-// refuses the batch for good) is counted, logged and skipped. A full lane blocks its sender, a
-// full shard queue blocks Submit(), which blocks the MQTT handler: the gateway stops reading
-// and the broker keeps the messages in its session queue. What a shard holds is bounded by
-// queue_capacity + max_batch × (1 + 2 × owner_batches) messages.
+// device's messages in order: one call in flight per owner and shard, and nothing later of the
+// shard overtakes a call.
+//
+// A batch is finished once every owner answered OK for its part (records an owner lists in
+// IngestAck.rejected are counted, logged and forwarded as validation_failed, never retried) or
+// its refused records went to the dead letters. A message is acknowledged (its Ack called:
+// the MQTT PUBACK) only when its batch and every earlier batch of the shard are finished: what
+// the gateway acknowledged, its owners have. Until then the broker keeps it, and delivers it
+// again to the next holder of the partition if this process dies.
+//
+// Errors: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL and the
+// rest are retried with exponential backoff for as long as it takes. INVALID_ARGUMENT,
+// FAILED_PRECONDITION and OUT_OF_RANGE (the owner refuses the request itself) are tried
+// `max_attempts` times; then the batch is split in halves, each tried again, down to single
+// records, so that one bad record cannot take the others with it; a single record still
+// refused goes to the dead letters (DeadLetterStore) and the shard moves on.
+//
+// Submit() never blocks: the broker's Receive Maximum bounds what is in flight (at most that
+// many unacknowledged messages per partition session), not the queues.
 
 #include <array>
 #include <atomic>
@@ -44,60 +57,64 @@ using WorkItem = std::variant<UplinkMessage, RejectedUplink, PresenceEvent>;
 
 struct PipelineOptions {
   size_t shards = 16;
-  size_t queue_capacity = 256;  ///< per shard
   size_t max_batch = 100;
   /// Batches an owner lane of a shard queues while its call is in flight; they go together in
   /// the next call (so a call carries at most owner_batches × max_batch messages).
   size_t owner_batches = 4;
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{5000};
+  /// Tries of a request an owner refuses (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE)
+  /// before it is split, or its one record goes to the dead letters.
+  int max_attempts = 3;
+  /// For messages that came without the broker plugin's id.
   std::string message_id_prefix = "gw";
 };
 
 class UplinkPipeline {
  public:
+  /// Called once the message is finished: acknowledge it to the broker.
+  using Ack = std::function<void()>;
+
   UplinkPipeline(PipelineOptions options, std::shared_ptr<DeviceCache> devices,
                  std::shared_ptr<Downstream> downstream,
                  std::shared_ptr<DeviceStatusSink> device_status,
-                 std::shared_ptr<DevicePublisher> publisher, GatewayMetrics& metrics);
+                 std::shared_ptr<DevicePublisher> publisher,
+                 std::shared_ptr<DeadLetterStore> dead_letters, GatewayMetrics& metrics);
   ~UplinkPipeline();
   UplinkPipeline(const UplinkPipeline&) = delete;
   UplinkPipeline& operator=(const UplinkPipeline&) = delete;
 
-  /// Queues `item` on its device's shard; blocks while that shard is full. False (and the
-  /// item is counted as lost) once stopped or past the shutdown deadline.
-  bool Submit(WorkItem item);
+  /// Queues `item` on its device's shard and never blocks; `ack` runs once it is finished
+  /// (on a pipeline thread). False once stopped: `ack` never runs.
+  bool Submit(WorkItem item, Ack ack = {});
 
-  /// Shutdown step 1: Submit() keeps queueing while there is room but gives up at `deadline`
-  /// (so that the MQTT connection can be closed while an owner is down).
-  void BeginShutdown(std::chrono::steady_clock::time_point deadline);
-  /// Shutdown step 2: the senders deliver what is queued until `deadline`, then stop; what is
-  /// left is counted (iot_gateway_uplink_lost_total) and logged. Idempotent.
+  /// The senders hand on what is queued until `deadline`, then stop; what is left is not
+  /// acknowledged (iot_gateway_uplink_unacknowledged_total, logged): the broker delivers it
+  /// again. Idempotent.
   void Stop(std::chrono::steady_clock::time_point deadline);
 
-  [[nodiscard]] size_t queued();
-
-  /// A predicate that turns true once every message submitted before this call has been
-  /// handed on to its owners (or given up as lost), or once the pipeline is stopping: what an
-  /// uplink partition hand-over waits for (partitions.h). Per shard, a count of the messages
-  /// of its batches finished in order (a batch counts once it and every earlier one of the
-  /// shard is finished) is a watermark.
-  std::function<bool()> Barrier();
+  /// Messages submitted and not yet finished.
+  [[nodiscard]] size_t pending() const { return pending_.load(); }
 
  private:
   /// The owners a shard's batches are handed to, one lane each.
   enum class Owner { kShadow, kCommands, kRules };
   static constexpr size_t kOwners = 3;
 
+  struct Queued {
+    WorkItem item;
+    Ack ack;
+  };
+
   /// What one sender's batch produced, shared by the lanes until each has handed its part on.
   struct Shard;
   struct Batch {
     Outputs out;
-    Shard* shard = nullptr;  ///< Whose `finished` counts it (Barrier).
-    bool complete = false;   ///< Under shard->finish_mu.
-    size_t messages = 0;
+    Shard* shard = nullptr;
+    bool complete = false;  ///< Under shard->finish_mu.
+    std::vector<Ack> acks;  ///< One per message taken.
     std::atomic<size_t> remaining{kOwners};
-    std::atomic<bool> lost{false};
+    std::atomic<bool> unfinished{false};  ///< A lane gave up (stopped): acknowledge nothing.
   };
 
   struct Lane {
@@ -112,39 +129,52 @@ class UplinkPipeline {
   struct Shard {
     std::mutex mu;
     std::condition_variable changed;
-    std::deque<WorkItem> queue;
+    std::deque<Queued> queue;
     std::thread sender;
     std::array<std::unique_ptr<Lane>, kOwners> lanes;
-    uint64_t submitted = 0;  ///< Under mu.
     std::mutex finish_mu;
     /// Batches taken from the queue, oldest first, until they and all before are finished.
     std::deque<std::shared_ptr<Batch>> unfinished;
-    std::atomic<uint64_t> finished{0};  ///< Messages handed on or lost, in submit order.
   };
 
-  /// Whether `out` holds anything for `owner`.
   static bool HasWork(Owner owner, const Outputs& out);
-  /// Appends `owner`'s part of `from` to `to`.
   static void MergeInto(Owner owner, const Outputs& from, Outputs& to);
+  static std::string_view OwnerName(Owner owner);
 
   void Run(Shard& shard);
   void RunLane(Lane& lane);
-  /// Queues `batch` on `lane`, waiting for room; false (the batch is lost to this owner) when
-  /// the pipeline is stopped for good meanwhile.
   bool HandOff(Lane& lane, const std::shared_ptr<Batch>& batch);
-  /// One lane is done with `batch` (`ok`: its part was handed on); the last one counts it.
+  /// One lane is done with `batch` (`ok`: its part was handed on); the last one finishes it,
+  /// and acknowledges what became finished in order.
   void Done(Batch& batch, bool ok);
-  /// Calls `call` until it returns OK or a final error, or the pipeline is stopped for good.
-  /// False when it gave up because of the stop.
-  template <typename Call>
-  bool Deliver(Target target, Call&& call);
+
+  /// Calls `call` until OK, a non-retryable refusal `max_attempts` times (returned), or the
+  /// pipeline is stopped for good (CANCELLED).
+  absl::Status Attempt(Target target, const std::function<absl::Status()>& call);
+  /// Hands `request` to its owner through `call`: retried, split and dead-lettered as the
+  /// header says; the records the owner refused are appended to `rejected`. False when the
+  /// pipeline was stopped for good meanwhile.
+  template <typename Request>
+  bool DeliverBatch(Target target, const Request& request,
+                    const std::function<OwnerAnswer(const Request&)>& call,
+                    std::vector<device_gateway::v1::RejectedRecord>& rejected);
+  /// Stores the one record of `request` as a dead letter (retried until stored or stopped).
+  template <typename Request>
+  bool DeadLetterOf(Target target, const Request& request, const absl::Status& refusal,
+                    int attempts);
+  /// Counts and logs what `owner` refused of `sent`, and forwards it as validation_failed.
+  bool Refused(Owner owner, const Outputs& sent,
+               const std::vector<device_gateway::v1::RejectedRecord>& rejected);
+
   /// Hands `owner`'s part of `out` on (in the order the batches were made).
   bool Flush(Owner owner, const Outputs& out);
-  bool FlushShadow(const Outputs& out);
-  bool FlushCommands(const Outputs& out);
+  bool FlushShadow(const Outputs& out, std::vector<device_gateway::v1::RejectedRecord>& rejected);
+  bool FlushCommands(const Outputs& out, std::vector<device_gateway::v1::RejectedRecord>& rejected);
   /// The device of an item; nullptr when it does not exist (the item is then dropped).
   /// Retries transient failures; nullopt when stopped meanwhile.
   std::optional<std::shared_ptr<const DeviceInfo>> Resolve(const WorkItem& item);
+  /// thing-model's presence record first; false when stopped; `known` false: no such device.
+  bool RecordPresence(const DeviceInfo& device, const PresenceEvent& event, bool& known);
   bool Stopped();
   bool Wait(std::chrono::milliseconds delay);
 
@@ -153,19 +183,22 @@ class UplinkPipeline {
   std::shared_ptr<Downstream> downstream_;
   std::shared_ptr<DeviceStatusSink> device_status_;
   std::shared_ptr<DevicePublisher> publisher_;
+  std::shared_ptr<DeadLetterStore> dead_letters_;
   GatewayMetrics& metrics_;
   MessageIds ids_;
   UplinkProcessor processor_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<size_t> pending_{0};
 
   std::mutex stop_mu_;
   std::condition_variable stop_changed_;
-  bool submit_closed_ = false;
-  std::chrono::steady_clock::time_point submit_deadline_ =
-      std::chrono::steady_clock::time_point::max();
   std::chrono::steady_clock::time_point drain_deadline_ =
       std::chrono::steady_clock::time_point::max();
   bool stopping_ = false;
 };
+
+/// Whether the pipeline retries `code` for as long as it takes (else: max_attempts, then
+/// split and dead letters).
+bool Retryable(absl::StatusCode code);
 
 }  // namespace iot::device_gateway

@@ -11,6 +11,7 @@ namespace iot::device_gateway {
 /// A connect or disconnect of a device, as the broker plugin publishes it on
 /// `$iot/presence/{device_id}` (broker/README.md).
 struct PresenceEvent {
+  std::string message_id;  ///< the broker plugin's id of the event (uplink.h kMessageIdProperty)
   std::string device_id;
   bool online = false;
   std::string time;    ///< RFC 3339 with milliseconds

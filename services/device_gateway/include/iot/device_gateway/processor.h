@@ -4,6 +4,13 @@
 // property reports for shadow, IoTDA forwarding records for rule-forwarding, device responses
 // for command-dispatch (or shadow for "shadow-" property sets), shadow gets and platform replies
 // (time sync) to publish. Pure logic: no I/O.
+//
+// Message ids: what one device message becomes carries the message's own id (the broker
+// plugin's, the same on every redelivery), so owners recognise a redelivered message. Within
+// one owner an id is used once: a message's main record (report, event, message, response,
+// status) has the message id itself, the validation_failed record of its invalid part
+// `{id}/validation_failed`, and the validation_failed record of a record an owner refused
+// `{record id}/rejected/{owner}`.
 
 #include <atomic>
 #include <cstdint>
@@ -39,7 +46,8 @@ struct Outputs {
   void Clear();
 };
 
-/// Unique message ids: `{prefix}-{n}` (the prefix names the replica and its start).
+/// Ids for messages that came without the plugin's id (an older plugin, or none): `{prefix}-{n}`
+/// (the prefix names the replica and its start). They are new on every delivery.
 class MessageIds {
  public:
   explicit MessageIds(std::string prefix) : prefix_(std::move(prefix)) {}
@@ -50,10 +58,14 @@ class MessageIds {
   std::atomic<uint64_t> next_{0};
 };
 
+/// Suffix of the id of a validation_failed record.
+inline constexpr std::string_view kValidationFailedSuffix = "/validation_failed";
+inline constexpr std::string_view kRejectedSuffix = "/rejected";
+
 /// Thread-safe (const apart from the counters it increments).
 class UplinkProcessor {
  public:
-  UplinkProcessor(MessageIds& ids, GatewayMetrics& metrics) : ids_(ids), metrics_(metrics) {}
+  explicit UplinkProcessor(GatewayMetrics& metrics) : metrics_(metrics) {}
 
   /// A device message (already admitted by AdmitUplink). Rejections are counted, logged and
   /// become validation_failed records in `out`.
@@ -63,10 +75,16 @@ class UplinkProcessor {
   /// A presence event, after thing-model recorded it.
   void Process(const DeviceInfo& device, const PresenceEvent& event, Outputs& out) const;
 
-  /// A `device.event` / `validation_failed` record (and the count and log line).
-  void Reject(const DeviceInfo& device, RejectReason reason, std::string_view topic,
-              std::string_view detail, int64_t received_at_unix_ms, Outputs& out,
-              double count = 1) const;
+  /// A `device.event` / `validation_failed` record of message `message_id` (and the count and
+  /// log line).
+  void Reject(const DeviceInfo& device, std::string_view message_id, RejectReason reason,
+              std::string_view topic, std::string_view detail, int64_t received_at_unix_ms,
+              Outputs& out, double count = 1) const;
+  /// The `validation_failed` record of a record `owner` refused for good (counted and logged
+  /// by the caller).
+  void OwnerRejected(const device_gateway::v1::DeviceRef& device, std::string_view owner,
+                     const device_gateway::v1::RejectedRecord& rejected, std::string_view topic,
+                     int64_t at_unix_ms, Outputs& out) const;
 
  private:
   void PropertiesReport(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
@@ -74,15 +92,21 @@ class UplinkProcessor {
   void MessageUp(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void Response(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void ShadowGet(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
-  void AddRecord(const DeviceInfo& device, std::string_view resource, std::string_view event,
-                 std::string_view topic, int64_t event_unix_ms, std::string body_json,
-                 Outputs& out) const;
+  static void AddRecord(const device_gateway::v1::DeviceRef& device, std::string message_id,
+                        std::string_view resource, std::string_view event, std::string_view topic,
+                        int64_t event_unix_ms, std::string_view body_json, Outputs& out);
+  static void AddRecord(const DeviceInfo& device, std::string message_id, std::string_view resource,
+                        std::string_view event, std::string_view topic, int64_t event_unix_ms,
+                        std::string_view body_json, Outputs& out);
 
-  MessageIds& ids_;
   GatewayMetrics& metrics_;
 };
 
 /// Fills a DeviceRef.
 void SetDeviceRef(const DeviceInfo& device, device_gateway::v1::DeviceRef* ref);
+
+/// Whether a rejection may be logged now: at most 20 lines a second over the whole gateway, so
+/// that a flooding device cannot flood the log (the metric counts everything).
+bool RejectionLogAllowed();
 
 }  // namespace iot::device_gateway

@@ -16,5 +16,8 @@ common::ServiceSpec Spec();
 nlohmann::json ReadConfig(common::EnvReader& env);
 /// Registers handlers, start-up tasks and consumers on the host.
 void Wire(common::ServiceContext& context);
+/// The SQL migrations of schema `device_gateway` (dead letters), compiled in from
+/// migrations/*.sql.
+std::vector<common::Migration> EmbeddedMigrations();
 
 }  // namespace iot::device_gateway

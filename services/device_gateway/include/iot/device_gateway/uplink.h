@@ -26,6 +26,10 @@ inline constexpr std::string_view kUplinkRelayPrefix = "iot/up/";
 inline constexpr std::string_view kSharedPresencePrefix = "iot/presence/";
 /// Retained by the plugin: how many uplink partitions it uses (decimal).
 inline constexpr std::string_view kPartitionsTopic = "$iot/config/uplink_partitions";
+/// The MQTT v5 user property in which the broker plugin gives every device uplink and presence
+/// event it relays an id that stays the same when the broker delivers the message again (after
+/// a gateway crash, a partition hand-over or a broker restart): broker/README.md, Message ids.
+inline constexpr std::string_view kMessageIdProperty = "iot-message-id";
 
 /// `rest` after a leading `{partition}/` (decimal digits); nullopt when it has none.
 std::optional<std::string_view> AfterPartition(std::string_view rest);
@@ -85,6 +89,9 @@ class RateLimiter {
 
 /// A device message accepted by the MQTT handler, on its way to the device's shard.
 struct UplinkMessage {
+  /// The broker plugin's id of the message (kMessageIdProperty), the same on every delivery;
+  /// the ids of what the message becomes for the owners derive from it (processor.h).
+  std::string message_id;
   UplinkKind kind = UplinkKind::kMessageUp;
   std::string device_id;
   std::string topic;  ///< the device's topic, `$oc/devices/{id}/...`
@@ -96,6 +103,7 @@ struct UplinkMessage {
 /// A device message the MQTT handler refused, reported to applications as a
 /// `device.event` / `validation_failed` record once the device is resolved.
 struct RejectedUplink {
+  std::string message_id;  ///< as UplinkMessage::message_id
   RejectReason reason = RejectReason::kMalformed;
   std::string device_id;
   std::string topic;
