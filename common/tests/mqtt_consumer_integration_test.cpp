@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "consumer_test_support.h"
 #include "iot/common/mqtt.h"
 #include "iot/common/mqtt_consumer.h"
 #include "iot/common/url.h"
@@ -24,6 +25,8 @@
 namespace iot::common {
 namespace {
 
+using ::iot::common::consumer_test::ListenOnLoopback;
+using ::iot::common::consumer_test::Received;
 using ::iot::testing::WaitUntil;
 using ::testing::ElementsAreArray;
 using namespace std::chrono_literals;
@@ -41,17 +44,7 @@ std::string Unique(const std::string& name) {
 class CuttableProxy {
  public:
   explicit CuttableProxy(uint16_t upstream_port) : upstream_port_(upstream_port) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        ::listen(listen_fd_, 1) != 0 ||
-        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      throw std::runtime_error("proxy: cannot listen");
-    }
-    port_ = ntohs(address.sin_port);
+    listen_fd_ = ListenOnLoopback(port_);
     thread_ = std::thread([this] { Run(); });
   }
   ~CuttableProxy() {
@@ -135,32 +128,6 @@ class CuttableProxy {
   uint16_t port_ = 0;
   std::atomic<bool> cut_{false};
   std::thread thread_;
-};
-
-class Received {
- public:
-  MqttConsumer::Handler Handler() {
-    return [this](MqttDelivery&& delivery) {
-      std::lock_guard lock(mu_);
-      deliveries_.push_back(std::move(delivery));
-    };
-  }
-  std::vector<MqttDelivery> deliveries() const {
-    std::lock_guard lock(mu_);
-    return deliveries_;
-  }
-  std::vector<std::string> payloads() const {
-    std::vector<std::string> out;
-    for (const auto& d : deliveries()) {
-      out.push_back(d.payload);
-    }
-    return out;
-  }
-  size_t size() const { return deliveries().size(); }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<MqttDelivery> deliveries_;
 };
 
 /// The shared broker's credentials (its URL's), for a URL that names another port.

@@ -13,11 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include "consumer_test_support.h"
 #include "iot/testing/process.h"
 
 namespace iot::common {
 namespace {
 
+using ::iot::common::consumer_test::ListenOnLoopback;
+using ::iot::common::consumer_test::Received;
 using ::iot::testing::WaitUntil;
 using ::testing::ElementsAre;
 using namespace std::chrono_literals;
@@ -26,17 +29,7 @@ using namespace std::chrono_literals;
 class FakeBroker {
  public:
   FakeBroker() {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        ::listen(listen_fd_, 4) != 0 ||
-        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      throw std::runtime_error("fake broker: cannot listen");
-    }
-    port_ = ntohs(address.sin_port);
+    listen_fd_ = ListenOnLoopback(port_);
     thread_ = std::thread([this] { Run(); });
   }
   ~FakeBroker() {
@@ -181,26 +174,6 @@ class FakeBroker {
   std::vector<uint16_t> pubacks_;
   mqtt::ConnectPacket connect_;
   mqtt::SubscribePacket subscribe_;
-};
-
-/// What the consumer handed to the application.
-class Received {
- public:
-  MqttConsumer::Handler Handler() {
-    return [this](MqttDelivery&& delivery) {
-      std::lock_guard lock(mu_);
-      deliveries_.push_back(std::move(delivery));
-    };
-  }
-  std::vector<MqttDelivery> deliveries() const {
-    std::lock_guard lock(mu_);
-    return deliveries_;
-  }
-  size_t size() const { return deliveries().size(); }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<MqttDelivery> deliveries_;
 };
 
 std::shared_ptr<MqttConsumer> Start(const FakeBroker& broker, Received& received,
