@@ -160,6 +160,7 @@ TEST_F(ConnectivityTest, GatewayTurnsPresenceIntoDeviceStatusWithinASecond) {
                 fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword, broker_->port())},
                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
                {"IOT_REDIS_URL", redis_->Url()},
+               {"IOT_PG_URL", thing_model_->pg_url()},
                // Only thing-model runs here: the other owners get nothing.
                {"IOT_SHADOW_ADDR", "none"},
                {"IOT_COMMAND_DISPATCH_ADDR", "none"},

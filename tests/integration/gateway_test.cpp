@@ -18,6 +18,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <pqxx/pqxx>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -179,7 +180,7 @@ class FakeRules final : public rule_forwarding::v1::InternalIngest::Service {
  public:
   explicit FakeRules(Received& r) : r_(r) {}
   grpc::Status Ingest(grpc::ServerContext*, const rule_forwarding::v1::IngestRequest* request,
-                      dg::IngestAck*) override {
+                      dg::IngestAck* ack) override {
     if (outage.Failing()) {
       return outage.Status();
     }
@@ -187,11 +188,33 @@ class FakeRules final : public rule_forwarding::v1::InternalIngest::Service {
       std::this_thread::sleep_for(milliseconds(delay));
     }
     std::lock_guard lock(r_.mu);
-    r_.records.insert(r_.records.end(), request->records().begin(), request->records().end());
+    // A request holding a record of the poison device is refused whole, every time.
+    for (const auto& record : request->records()) {
+      if (record.device().device_id() == poison_device && record.event() == "report") {
+        ++poisoned_calls;
+        return {grpc::StatusCode::INVALID_ARGUMENT, "records[].envelope_json: poison (test)"};
+      }
+    }
+    for (const auto& record : request->records()) {
+      if (record.device().device_id() == refused_device && record.event() == "report") {
+        auto* rejected = ack->add_rejected();
+        rejected->set_message_id(record.message_id());
+        rejected->set_device_id(record.device().device_id());
+        rejected->set_reason("invalid_record");
+        rejected->set_detail("envelope_json: refused (test)");
+        continue;
+      }
+      r_.records.push_back(record);
+    }
+    ++calls;
     return grpc::Status::OK;
   }
   Outage outage;
   std::atomic<int> delay_ms{0};
+  std::atomic<int> calls{0};
+  std::atomic<int> poisoned_calls{0};
+  std::string refused_device;  ///< its reports are listed in IngestAck.rejected
+  std::string poison_device;   ///< a request with one of its reports fails INVALID_ARGUMENT
 
  private:
   Received& r_;
@@ -307,6 +330,7 @@ class GatewayTest : public ::testing::Test {
         {"IOT_COMMAND_DISPATCH_ADDR", owners_.address()},
         {"IOT_RULE_FORWARDING_ADDR", owners_.address()},
         {"IOT_SERVICE_API_KEY", kServiceKey},
+        {"IOT_PG_URL", thing_model_->pg_url()},  // schema device_gateway: dead letters
         {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", client_id},
         // Each test has its own share group, so no test sees another's queued messages.
         {"IOT_DEVICE_GATEWAY_SHARE_GROUP", share_group_},
@@ -627,13 +651,19 @@ TEST_F(GatewayTest, TwoReplicasSplitThePartitionsAndKeepEveryDevicesOrder) {
   std::vector<int> expected(static_cast<size_t>(total));
   std::iota(expected.begin(), expected.end(), 0);
   for (const auto& [id, client] : devices) {
-    EXPECT_EQ(order[id], expected) << id;  // each once, in order
+    const auto& got = order[id];
+    const auto mismatch = std::mismatch(got.begin(), got.end(), expected.begin(), expected.end());
+    EXPECT_EQ(got, expected) << id << ": " << got.size() << " received, " << expected.size()
+                             << " expected, first difference at "
+                             << (mismatch.first - got.begin()) << ": "
+                             << (mismatch.first == got.end() ? -1 : *mismatch.first) << " instead of "
+                             << (mismatch.second == expected.end() ? -1 : *mismatch.second);
   }
 }
 
-TEST_F(GatewayTest, KilledGatewayRestartedProcessesWhatTheBrokerQueued) {
+TEST_F(GatewayTest, KilledGatewayLosesNothingAndRedeliveriesKeepTheirIds) {
   auto gateway = Gateway("gw-kill", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
-  // A slow owner keeps messages in the gateway's queue: those are the loss window.
+  // A slow owner keeps messages in the gateway: taken from the broker, not yet acknowledged.
   owners_.rules.delay_ms = 20;
   auto [id, secret] = AddDevice();
   auto device = Device(id, secret);
@@ -656,7 +686,7 @@ TEST_F(GatewayTest, KilledGatewayRestartedProcessesWhatTheBrokerQueued) {
   owners_.rules.delay_ms = 0;
   ASSERT_TRUE(gateway->WaitServing()) << gateway->process().Log();
   // A sentinel after everything: one device's messages stay in order through one gateway, so
-  // once it arrives, everything the broker had queued for the gateway has arrived too.
+  // once it arrives, everything the broker had for the gateway has arrived too.
   constexpr int kSentinel = -1;
   ASSERT_TRUE(device
                   ->PublishAndWait("$oc/devices/" + id + "/sys/messages/up",
@@ -674,29 +704,196 @@ TEST_F(GatewayTest, KilledGatewayRestartedProcessesWhatTheBrokerQueued) {
       },
       seconds(60)))
       << gateway->process().Log();
-  std::set<int> unique;
+  std::map<int, std::set<std::string>> ids;  // content -> message ids it arrived with
   size_t total = 0;
   for (const auto& r : owners_.received.Records("device.message")) {
     if (content(r) == kSentinel) {
       continue;
     }
-    unique.insert(Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
+    ids[content(r)].insert(r.message_id());
     ++total;
   }
-  const int lost = published.load() - static_cast<int>(unique.size());
+  const int lost = published.load() - static_cast<int>(ids.size());
   std::printf(
       "[ gateway SIGKILL ] published (acknowledged by the broker): %d, handed on: %zu unique, "
-      "%zu duplicates, lost: %d (queue depth just before the kill: %.0f)\n",
-      published.load(), unique.size(), total - unique.size(), lost, queued_before_kill);
-  EXPECT_EQ(Metric(*gateway, "iot_gateway_broker_dropped_messages"), 0);
+      "%zu duplicates, lost: %d (taken and not yet acknowledged just before the kill: %.0f)\n",
+      published.load(), ids.size(), total - ids.size(), lost, queued_before_kill);
   RecordProperty("lost", lost);
-  RecordProperty("queue_depth_at_kill", static_cast<int>(queued_before_kill));
+  RecordProperty("duplicates", static_cast<int>(total - ids.size()));
+  EXPECT_EQ(Metric(*gateway, "iot_gateway_broker_dropped_messages"), 0);
   EXPECT_EQ(published.load(), kMessages);
-  // What can be lost is what the killed process had acknowledged and not handed on: for one
-  // device (one shard) at most its queue (256) plus the batches its owner lanes hold
-  // (100 x (1 + 2 x 4), pipeline.h).
-  EXPECT_LE(lost, 256 + 100 * (1 + 2 * 4));
-  EXPECT_GT(unique.size(), static_cast<size_t>(kMessages / 2));
+  // What the broker acknowledged to the device, the owners have: the gateway acknowledges a
+  // message to the broker only once every owner has it, so a killed gateway loses nothing.
+  EXPECT_EQ(lost, 0);
+  // A message the broker delivered again (the killed gateway had taken it) reaches the owners
+  // with the id the plugin gave it, so they recognise the duplicate.
+  std::set<std::string> all_ids;
+  for (const auto& [value, with] : ids) {
+    EXPECT_EQ(with.size(), 1U) << "message " << value << " arrived with different ids";
+    all_ids.insert(with.begin(), with.end());
+  }
+  EXPECT_EQ(all_ids.size(), ids.size());  // and no two messages share one
+  for (const auto& message_id : all_ids) {
+    EXPECT_FALSE(message_id.starts_with("gw-kill")) << message_id;  // the broker's, not ours
+  }
+}
+
+TEST_F(GatewayTest, OwnerOutageLongerThanTheKeepaliveKeepsTheSessionAndLosesNothing) {
+  // Keepalive 5 s: the broker drops a session it hears nothing from for 7.5 s. The owners stay
+  // down for longer than that while the device sends more than the gateway may hold (Receive
+  // Maximum 50): the gateway's sessions keep pinging, the broker keeps the rest queued.
+  auto gateway = Gateway("gw-keepalive", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"},
+                                          {"IOT_DEVICE_GATEWAY_MQTT_KEEPALIVE", "5s"},
+                                          {"IOT_DEVICE_GATEWAY_RECEIVE_MAXIMUM", "50"}});
+  auto [id, secret] = AddDevice();
+  auto device = Device(id, secret);
+  ASSERT_TRUE(
+      WaitUntil([&] { return !owners_.received.Records("device.status").empty(); }, seconds(10)));
+  owners_.rules.outage.Start(grpc::StatusCode::UNAVAILABLE);
+  owners_.shadow.outage.Start(grpc::StatusCode::UNAVAILABLE);
+  const auto outage_start = std::chrono::steady_clock::now();
+  constexpr int kReports = 200;
+  for (int i = 0; i < kReports; ++i) {
+    Publish(*device, "$oc/devices/" + id + "/sys/properties/report", Report(i));
+  }
+  // The gateway holds at most its Receive Maximum; the broker the rest.
+  EXPECT_LE(Metric(*gateway, "iot_gateway_uplink_queue_depth"), 50);
+  ASSERT_TRUE(WaitUntil(
+      [&] { return std::chrono::steady_clock::now() - outage_start > seconds(12); }, seconds(20)));
+  owners_.rules.outage.Stop();
+  owners_.shadow.outage.Stop();
+  ASSERT_TRUE(WaitUntil(
+      [&] { return owners_.received.Count(owners_.received.reports) == kReports; }, seconds(60)))
+      << owners_.received.Count(owners_.received.reports) << gateway->process().Log();
+  ASSERT_TRUE(WaitUntil(
+      [&] { return owners_.received.Records("device.property").size() == kReports; }, seconds(30)));
+  {
+    std::lock_guard lock(owners_.received.mu);
+    for (int i = 0; i < kReports; ++i) {
+      EXPECT_EQ(Json::parse(owners_.received.reports[static_cast<size_t>(i)]
+                                .services_json())[0]["properties"]["voltage"],
+                i);
+    }
+  }
+  // Neither side gave up on the session.
+  const std::string log = gateway->process().Log();
+  EXPECT_EQ(log.find("connection lost"), std::string::npos) << log;
+  EXPECT_EQ(log.find("no PINGRESP"), std::string::npos) << log;
+  EXPECT_EQ(iot::testing::ReadTextFile(broker_->dir() / "mosquitto.log").find("exceeded timeout"),
+            std::string::npos);
+  EXPECT_GT(owners_.rules.outage.failures.load(), 0);
+}
+
+TEST_F(GatewayTest, OneRefusedRecordInAMergedBatchRejectsOnlyItself) {
+  auto gateway = Gateway("gw-refused", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"},
+                                        {"IOT_DEVICE_GATEWAY_SHARDS", "1"}});
+  // Batches merge while rule-forwarding is slow: the refused device's records share calls with
+  // the others'.
+  owners_.rules.delay_ms = 30;
+  std::vector<std::pair<std::string, std::unique_ptr<common::MqttClient>>> devices;
+  for (int d = 0; d < 4; ++d) {
+    auto [id, secret] = AddDevice();
+    devices.emplace_back(id, Device(id, secret));
+  }
+  owners_.rules.refused_device = devices[0].first;
+  constexpr int kReports = 50;
+  for (int i = 0; i < kReports; ++i) {
+    for (auto& [id, client] : devices) {
+      ASSERT_TRUE(
+          client->Publish("$oc/devices/" + id + "/sys/messages/up", std::to_string(i), 1).ok());
+    }
+  }
+  std::map<std::string, std::vector<int>> taken;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return owners_.received.Records("device.message").size() == 3 * kReports &&
+               owners_.received.Records("device.event", "validation_failed").size() == kReports;
+      },
+      seconds(30)))
+      << owners_.received.Records("device.message").size() << gateway->process().Log();
+  for (const auto& r : owners_.received.Records("device.message")) {
+    taken[r.device().device_id()].push_back(
+        Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
+  }
+  std::vector<int> expected(kReports);
+  std::iota(expected.begin(), expected.end(), 0);
+  EXPECT_TRUE(taken[devices[0].first].empty());
+  for (size_t d = 1; d < devices.size(); ++d) {
+    EXPECT_EQ(taken[devices[d].first], expected) << devices[d].first;
+  }
+  for (const auto& r : owners_.received.Records("device.event", "validation_failed")) {
+    EXPECT_EQ(r.device().device_id(), devices[0].first);
+    const auto body = Json::parse(r.envelope_json())["notify_data"]["body"];
+    EXPECT_EQ(body["reason"], "invalid_record");
+    EXPECT_EQ(body["refused_by"], "rule-forwarding");
+    EXPECT_TRUE(r.message_id().ends_with("/rejected/rule-forwarding")) << r.message_id();
+  }
+  EXPECT_EQ(Metric(*gateway, "iot_gateway_uplink_rejected_total", {{"reason", "invalid_record"}}),
+            kReports);
+  EXPECT_GT(owners_.rules.calls.load(), 0);
+  EXPECT_NE(gateway->process().Log().find(devices[0].first), std::string::npos);
+  EXPECT_EQ(Metric(*gateway, "iot_gateway_dead_letters_total"), 0);
+}
+
+TEST_F(GatewayTest, APoisonBatchGoesToTheDeadLettersAndTheShardMovesOn) {
+  auto gateway = Gateway("gw-poison", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"},
+                                       {"IOT_DEVICE_GATEWAY_SHARDS", "1"},
+                                       {"IOT_DEVICE_GATEWAY_MAX_ATTEMPTS", "2"}});
+  owners_.rules.delay_ms = 20;
+  std::vector<std::pair<std::string, std::unique_ptr<common::MqttClient>>> devices;
+  for (int d = 0; d < 3; ++d) {
+    auto [id, secret] = AddDevice();
+    devices.emplace_back(id, Device(id, secret));
+  }
+  const std::string poison = devices[1].first;
+  owners_.rules.poison_device = poison;
+  constexpr int kReports = 20;
+  for (int i = 0; i < kReports; ++i) {
+    for (auto& [id, client] : devices) {
+      ASSERT_TRUE(
+          client->Publish("$oc/devices/" + id + "/sys/messages/up", std::to_string(i), 1).ok());
+    }
+  }
+  // The others' records all arrive, in order, although they shared requests with the poison.
+  ASSERT_TRUE(
+      WaitUntil([&] { return owners_.received.Records("device.message").size() == 2 * kReports; },
+                seconds(60)))
+      << owners_.received.Records("device.message").size() << gateway->process().Log();
+  std::map<std::string, std::vector<int>> taken;
+  for (const auto& r : owners_.received.Records("device.message")) {
+    taken[r.device().device_id()].push_back(
+        Json::parse(r.envelope_json())["notify_data"]["body"]["content"].get<int>());
+  }
+  std::vector<int> expected(kReports);
+  std::iota(expected.begin(), expected.end(), 0);
+  EXPECT_EQ(taken[devices[0].first], expected);
+  EXPECT_EQ(taken[devices[2].first], expected);
+  // The poison device's records are dead letters, one row each, in PostgreSQL.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Metric(*gateway, "iot_gateway_dead_letters_total",
+                      {{"target", "rule_forwarding.Ingest"}}) == kReports;
+      },
+      seconds(30)))
+      << gateway->process().Log();
+  pqxx::connection pg(thing_model_->pg_url());
+  pqxx::work tx(pg);
+  const auto rows = tx.exec_params(
+      "SELECT code, attempts, request->'records'->0->'device'->>'deviceId', message_id "
+      "FROM device_gateway.dead_letters WHERE device_id = $1 ORDER BY id",
+      poison);
+  ASSERT_EQ(rows.size(), static_cast<size_t>(kReports));
+  for (const auto& row : rows) {
+    EXPECT_EQ(row[0].as<std::string>(), "INVALID_ARGUMENT");
+    EXPECT_EQ(row[1].as<int>(), 2);
+    EXPECT_EQ(row[2].as<std::string>(), poison);
+  }
+  EXPECT_NE(gateway->process().Log().find("device_gateway.dead_letters"), std::string::npos);
+  // The shard moves on: a later message of the poison device's neighbour arrives.
+  Publish(*devices[0].second, "$oc/devices/" + devices[0].first + "/sys/messages/up", "99");
+  EXPECT_TRUE(WaitUntil(
+      [&] { return owners_.received.Records("device.message").size() == 2 * kReports + 1; },
+      seconds(30)));
 }
 
 TEST_F(GatewayTest, BrokerQueueLimitReachedIsVisibleAsMetricAndLog) {
@@ -707,14 +904,14 @@ TEST_F(GatewayTest, BrokerQueueLimitReachedIsVisibleAsMetricAndLog) {
           redis_->Url(), kSecretKey,
           iot::testing::ServiceAccountEntry("gateway", "salt", kGatewayPassword)) +
       "\nmax_queued_messages 5\nsys_interval 1\n");
-  auto gateway =
-      Gateway("gw-limit", {{"IOT_MQTT_URL", fmt::format("mqtt://gateway:{}@127.0.0.1:{}",
-                                                        kGatewayPassword, small.port())}});
+  auto gateway = Gateway("gw-limit", {{"IOT_MQTT_URL", fmt::format("mqtt://gateway:{}@127.0.0.1:{}",
+                                                                   kGatewayPassword, small.port())},
+                                      {"IOT_DEVICE_GATEWAY_RECEIVE_MAXIMUM", "100"}});
   EXPECT_EQ(Metric(*gateway, "iot_gateway_broker_dropped_messages"), 0);
   auto [id, secret] = AddDevice();
   auto device = Device(id, secret, nullptr, nullptr, small.Url());
   gateway->process().Signal(SIGSTOP);
-  // More than the gateway's receive maximum (100 in flight to an MQTT 5 client) + 5 queued.
+  // More than the gateway's Receive Maximum (100 in flight to it) + 5 queued.
   for (int i = 0; i < 300; ++i) {
     Publish(*device, "$oc/devices/" + id + "/sys/messages/up", fmt::format("{}", i));
   }

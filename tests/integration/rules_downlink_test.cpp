@@ -93,6 +93,7 @@ class RulesDownlinkTest : public ::testing::Test {
         .env_prefix = "IOT_DEVICE_GATEWAY",
         .env = {{"IOT_MQTT_URL", mqtt_url},
                 {"IOT_REDIS_URL", redis_->Url()},
+                {"IOT_PG_URL", thing_model_->pg_url()},
                 {"IOT_THING_MODEL_ADDR", thing_model_->address()},
                 {"IOT_SHADOW_ADDR", "none"},
                 {"IOT_COMMAND_DISPATCH_ADDR", "none"},

@@ -33,7 +33,7 @@ struct ServiceCase {
 
 const std::vector<ServiceCase>& AllServices() {
   static const std::vector<ServiceCase> kServices = {
-      {"device-gateway", "IOT_DEVICE_GATEWAY", ""},
+      {"device-gateway", "IOT_DEVICE_GATEWAY", "device_gateway"},
       {"thing-model", "IOT_THING_MODEL", "thing_model"},
       {"command-dispatch", "IOT_COMMAND_DISPATCH", "command_dispatch"},
       {"shadow", "IOT_SHADOW", "shadow"},

@@ -167,6 +167,7 @@ class ShadowMqttTest : public ::testing::Test {
         .env = {{"IOT_MQTT_URL",
                  fmt::format("mqtt://gateway:{}@127.0.0.1:{}", kGatewayPassword, broker_->port())},
                 {"IOT_REDIS_URL", redis_->Url()},
+                {"IOT_PG_URL", thing_model_->pg_url()},
                 {"IOT_THING_MODEL_ADDR", thing_model_->address()},
                 {"IOT_SHADOW_ADDR", shadow_->address()},
                 {"IOT_COMMAND_DISPATCH_ADDR", "none"},
