@@ -175,6 +175,8 @@ class MqttConsumer::Connection {
   [[nodiscard]] int fd() const { return fd_; }
   [[nodiscard]] bool pending() const { return out_pos_ < out_.size(); }
   [[nodiscard]] bool wants_write() const { return pending() || read_wants_write_; }
+  /// TLS records already decrypted and not read yet (poll(2) does not see them).
+  [[nodiscard]] bool buffered() const { return ssl_ != nullptr && SSL_pending(ssl_) > 0; }
 
   void Queue(std::string_view bytes) {
     if (out_pos_ == out_.size()) {
@@ -689,14 +691,15 @@ bool MqttConsumer::Session(bool first) {
     std::array<pollfd, 2> fds{
         pollfd{fd, static_cast<short>(POLLIN | (connection.wants_write() ? POLLOUT : 0)), 0},
         pollfd{wake_fd_, POLLIN, 0}};
-    if (::poll(fds.data(), fds.size(), MillisUntil(wake_at)) < 0 && errno != EINTR) {
+    const bool buffered = connection.buffered();
+    if (::poll(fds.data(), fds.size(), buffered ? 0 : MillisUntil(wake_at)) < 0 && errno != EINTR) {
       spdlog::error("mqtt {}: poll: {}", masked_url_, std::strerror(errno));
       return end(state.accepted);
     }
     if ((fds[1].revents & POLLIN) != 0) {
       DrainWake();
     }
-    if ((fds[0].revents & (POLLIN | POLLERR | POLLHUP)) == 0) {
+    if (!buffered && (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) == 0) {
       continue;
     }
     bool closed = false;

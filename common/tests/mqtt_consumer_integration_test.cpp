@@ -222,11 +222,11 @@ TEST(MqttConsumerBrokerTest, AKilledConsumersUnacknowledgedMessagesComeAgainAckn
   {
     CuttableProxy proxy(parsed->port);
     Received first;
-    // Keepalive 1 s: a PINGREQ every half second, which tells when the broker has read the
-    // PUBACKs written before it.
+    // Keepalive 3 s: a PINGREQ every 1.5 s, which tells when the broker has read the PUBACKs
+    // written before it (and slack for a busy machine's PINGRESP).
     auto consumer = StartConsumer(
         fmt::format("mqtt://127.0.0.1:{}", proxy.port()), client_id, topic, first,
-        /*keepalive=*/1, {}, {.username = parsed->user, .password = parsed->password});
+        /*keepalive=*/3, {}, {.username = parsed->user, .password = parsed->password});
     ASSERT_TRUE(consumer->WaitSubscribed(kTimeout));
     PublishNumbered(url, topic, 0, 10);
     ASSERT_TRUE(WaitUntil([&] { return first.size() == 10; }, kTimeout));
