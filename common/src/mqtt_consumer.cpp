@@ -650,13 +650,40 @@ bool MqttConsumer::Session(bool first) {
       connection.Close(grace);
       return end(state.accepted);
     }
+    // What was read and not handled yet, up to a QoS 1 PUBLISH the window has no room for.
+    bool held = false;
+    while (true) {
+      auto packet = reader.Peek();
+      if (!packet.ok()) {
+        spdlog::error("mqtt {}: '{}': {}", masked_url_, options_.client_id,
+                      std::string(packet.status().message()));
+        return end(state.accepted);
+      }
+      if (!*packet) {
+        break;
+      }
+      if ((*packet)->type == mqtt::PacketType::kPublish && ((*packet)->flags & 0x06) != 0) {
+        std::lock_guard lock(mu_);
+        held = window_.in_flight() >= options_.receive_maximum;
+      }
+      if (held) {
+        break;
+      }
+      reader.Skip();
+      if (!OnPacket(connection, **packet, state)) {
+        return end(state.accepted);
+      }
+    }
     const auto now = Clock::now();
     if (!state.accepted && now >= state.deadline) {
       spdlog::warn("mqtt {}: no CONNACK within {} ms", masked_url_,
                    options_.connect_timeout.count());
       return end(false);
     }
-    if (state.ping_deadline && now >= *state.ping_deadline) {
+    if (held) {
+      // Not reading, the PINGRESPs wait behind the held PUBLISH: liveness is not checked.
+      state.ping_deadline.reset();
+    } else if (state.ping_deadline && now >= *state.ping_deadline) {
       spdlog::warn("mqtt {}: '{}': no PINGRESP within the keepalive ({} s): reconnecting",
                    masked_url_, options_.client_id, state.keepalive.count());
       return end(true);
@@ -664,7 +691,7 @@ bool MqttConsumer::Session(bool first) {
     if (state.accepted && now >= state.next_ping) {
       connection.Queue(mqtt::EncodePingreq());
       state.next_ping = now + state.keepalive / 2;
-      if (!state.ping_deadline) {
+      if (!state.ping_deadline && !held) {
         state.ping_deadline = now + state.keepalive;
       }
     }
@@ -684,14 +711,17 @@ bool MqttConsumer::Session(bool first) {
       changed_.notify_all();
     }
 
+    // A held PUBLISH stops reading: TCP holds the broker back where mosquitto 2.0.11 itself
+    // would not (see the header); an acknowledgement wakes this thread up.
     const auto wake_at =
         state.accepted
             ? std::min(state.next_ping, state.ping_deadline.value_or(Clock::time_point::max()))
             : state.deadline;
+    const short read = held ? 0 : POLLIN;
     std::array<pollfd, 2> fds{
-        pollfd{fd, static_cast<short>(POLLIN | (connection.wants_write() ? POLLOUT : 0)), 0},
+        pollfd{fd, static_cast<short>(read | (connection.wants_write() ? POLLOUT : 0)), 0},
         pollfd{wake_fd_, POLLIN, 0}};
-    const bool buffered = connection.buffered();
+    const bool buffered = !held && connection.buffered();
     if (::poll(fds.data(), fds.size(), buffered ? 0 : MillisUntil(wake_at)) < 0 && errno != EINTR) {
       spdlog::error("mqtt {}: poll: {}", masked_url_, std::strerror(errno));
       return end(state.accepted);
@@ -699,7 +729,11 @@ bool MqttConsumer::Session(bool first) {
     if ((fds[1].revents & POLLIN) != 0) {
       DrainWake();
     }
-    if (!buffered && (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) == 0) {
+    if (held && (fds[0].revents & (POLLERR | POLLHUP)) != 0) {
+      spdlog::warn("mqtt {}: '{}' connection lost", masked_url_, options_.client_id);
+      return end(state.accepted);
+    }
+    if (held || (!buffered && (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) == 0)) {
       continue;
     }
     bool closed = false;
@@ -709,20 +743,6 @@ bool MqttConsumer::Session(bool first) {
                      st.ok() ? std::string("closed by the broker") : std::string(st.message()));
       }
       return end(state.accepted);
-    }
-    while (true) {
-      auto packet = reader.Next();
-      if (!packet.ok()) {
-        spdlog::error("mqtt {}: '{}': {}", masked_url_, options_.client_id,
-                      std::string(packet.status().message()));
-        return end(state.accepted);
-      }
-      if (!*packet) {
-        break;
-      }
-      if (!OnPacket(connection, **packet, state)) {
-        return end(state.accepted);
-      }
     }
   }
 }

@@ -365,6 +365,7 @@ std::string EncodeSuback(const SubackPacket& packet) {
 // ---- Framing ----
 
 void PacketReader::Append(std::string_view bytes) {
+  peeked_ = 0;
   if (pos_ > 0 && pos_ == buffer_.size()) {
     buffer_.clear();
     pos_ = 0;
@@ -376,6 +377,20 @@ void PacketReader::Append(std::string_view bytes) {
 }
 
 absl::StatusOr<std::optional<Packet>> PacketReader::Next() {
+  auto packet = Peek();
+  if (packet.ok() && packet->has_value()) {
+    Skip();
+  }
+  return packet;
+}
+
+void PacketReader::Skip() {
+  pos_ += peeked_;
+  peeked_ = 0;
+}
+
+absl::StatusOr<std::optional<Packet>> PacketReader::Peek() {
+  peeked_ = 0;
   Cursor in{std::string_view(buffer_).substr(pos_)};
   uint8_t first = 0;
   if (!in.U8(first)) {
@@ -405,7 +420,7 @@ absl::StatusOr<std::optional<Packet>> PacketReader::Next() {
   if (type == 0) {
     return Malformed("packet type 0");
   }
-  pos_ += in.pos;
+  peeked_ = in.pos;
   return Packet{.type = static_cast<PacketType>(type),
                 .flags = static_cast<uint8_t>(first & 0x0F),
                 .body = body};

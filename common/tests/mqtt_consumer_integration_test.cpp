@@ -249,6 +249,33 @@ TEST(MqttConsumerBrokerTest, AKilledConsumersUnacknowledgedMessagesComeAgainAckn
   EXPECT_THAT(second.payloads(), ElementsAreArray(Numbers(3, 10)));
 }
 
+TEST(MqttConsumerBrokerTest, HoldsNoMoreThanItsReceiveMaximumThoughMosquittoWouldSendMore) {
+  // Mosquitto 2.0.11 moves up to Receive Maximum queued messages into flight on every PUBACK of
+  // the oldest one: the consumer keeps the bound itself.
+  const std::string url = iot::testing::SharedMqttUrl();
+  const std::string topic = Unique("t/window");
+  Received got;
+  auto consumer = StartConsumer(url, Unique("window"), topic, got);  // Receive Maximum 100
+  ASSERT_TRUE(consumer->WaitSubscribed(kTimeout));
+  PublishNumbered(url, topic, 0, 300);
+  ASSERT_TRUE(WaitUntil([&] { return got.size() == 100; }, kTimeout));
+  EXPECT_FALSE(WaitUntil([&] { return got.size() > 100; }, 300ms));
+  consumer->Ack(got.deliveries()[0].token);
+  ASSERT_TRUE(WaitUntil([&] { return got.size() == 101; }, kTimeout));
+  EXPECT_FALSE(WaitUntil([&] { return got.size() > 101; }, 300ms));  // 2.0.11 sends up to 199
+  EXPECT_EQ(consumer->unacknowledged(), 100U);
+  // Acknowledged in order as they come: everything arrives, never more than 100 held.
+  size_t acked = 1;
+  while (acked < 300 && WaitUntil([&] { return got.size() > acked; }, kTimeout)) {
+    const auto deliveries = got.deliveries();
+    EXPECT_LE(deliveries.size() - acked, 100U);
+    for (; acked < deliveries.size(); ++acked) {
+      consumer->Ack(deliveries[acked].token);
+    }
+  }
+  EXPECT_THAT(got.payloads(), ElementsAreArray(Numbers(0, 300)));
+}
+
 TEST(MqttConsumerBrokerTest, ConsumesOverTlsWithTheGivenCaAndRefusesAnUnknownServer) {
   iot::testing::TestPki pki;
   const uint16_t tls_port = iot::testing::FreePort();

@@ -681,6 +681,8 @@ TEST_F(GatewayTest, KilledGatewayLosesNothingAndRedeliveriesKeepTheirIds) {
   ASSERT_TRUE(WaitUntil([&] { return owners_.received.Records("device.message").size() > 300; },
                         seconds(30)));
   const double queued_before_kill = Metric(*gateway, "iot_gateway_uplink_queue_depth");
+  // Never more than the sessions' Receive Maximum (1000) in the gateway.
+  EXPECT_LE(queued_before_kill, 1000);
   gateway->Restart(/*kill=*/true);
   publisher.join();
   owners_.rules.delay_ms = 0;

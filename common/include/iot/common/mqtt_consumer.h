@@ -8,8 +8,14 @@
 //
 // - CONNECT with clean start off, a session expiry and a Receive Maximum: the broker keeps the
 //   session (subscriptions, queued and unacknowledged messages) while the consumer is away, and
-//   never has more than Receive Maximum unacknowledged QoS 1 messages out to it. That is the
-//   backpressure: the handler never blocks, the broker stops sending.
+//   should never have more than Receive Maximum unacknowledged QoS 1 messages out to it. That is
+//   the backpressure: the handler never blocks, the broker stops sending. Mosquitto 2.0.11 does
+//   not quite keep to it: a PUBACK of the oldest message in flight moves up to Receive Maximum
+//   queued messages into flight (db__message_delete_outgoing counts only the messages in flight
+//   before the acknowledged one), so with in-order acknowledgements it sends ever more. So the
+//   consumer enforces the bound itself: it hands the application at most Receive Maximum
+//   unacknowledged messages, and while the next one must wait it stops reading the socket (TCP
+//   holds the broker back; what was read waits parsed, at most one read's worth).
 // - PUBACKs go out in the order the PUBLISHes arrived (MQTT 5 §4.6): the contiguous prefix of
 //   acknowledged messages. A message the application finished late holds back the ones after it.
 // - One network thread per consumer, poll(2) over the socket and a wake-up eventfd. PINGREQ on

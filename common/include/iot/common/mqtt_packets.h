@@ -117,11 +117,16 @@ class PacketReader {
   /// The next complete packet; nullopt when more bytes are needed; INVALID_ARGUMENT for a
   /// malformed fixed header (the stream cannot be resynchronised: close the connection).
   absl::StatusOr<std::optional<Packet>> Next();
+  /// Like Next(), but the packet stays first until Skip().
+  absl::StatusOr<std::optional<Packet>> Peek();
+  /// Consumes the packet the last Peek() returned.
+  void Skip();
   [[nodiscard]] size_t buffered() const { return buffer_.size() - pos_; }
 
  private:
   std::string buffer_;
   size_t pos_ = 0;
+  size_t peeked_ = 0;  ///< Size of the packet the last Peek() returned.
 };
 
 absl::StatusOr<ConnectPacket> DecodeConnect(std::string_view body);
