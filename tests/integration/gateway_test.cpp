@@ -654,9 +654,9 @@ TEST_F(GatewayTest, TwoReplicasSplitThePartitionsAndKeepEveryDevicesOrder) {
     const auto& got = order[id];
     const auto mismatch = std::mismatch(got.begin(), got.end(), expected.begin(), expected.end());
     EXPECT_EQ(got, expected) << id << ": " << got.size() << " received, " << expected.size()
-                             << " expected, first difference at "
-                             << (mismatch.first - got.begin()) << ": "
-                             << (mismatch.first == got.end() ? -1 : *mismatch.first) << " instead of "
+                             << " expected, first difference at " << (mismatch.first - got.begin())
+                             << ": " << (mismatch.first == got.end() ? -1 : *mismatch.first)
+                             << " instead of "
                              << (mismatch.second == expected.end() ? -1 : *mismatch.second);
   }
 }
