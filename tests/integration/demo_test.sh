@@ -160,6 +160,29 @@ if have_group shadow; then
   else
     fail "desired state not applied: $(shadow_json)"
   fi
+  # The device keeps them: its next periodic report carries the same values and the delta stays
+  # empty (the simulator used to draw every property afresh), and its identity does not change.
+  first=$(shadow_json)
+  event_time() { jq -r '.shadow[0].reported.event_time' <<<"$1"; }
+  reported_again() { [[ "$(event_time "$(shadow_json)")" != "$(event_time "$first")" ]]; }
+  if wait_for 20 reported_again; then
+    later=$(shadow_json)
+    if [[ "$(reported relay_state "$later")" == "$want" &&
+      "$(reported report_interval "$later")" == "$interval" &&
+      "$(jq -r '.shadow[0].delta_json' <<<"$later")" == "{}" ]]; then
+      ok "the next report keeps them: delta still empty"
+    else
+      fail "the next report changed them: $(jq -c '.shadow[0] | {reported, delta_json}' <<<"$later")"
+    fi
+    if [[ "$(reported serial "$later")" == "$(reported serial "$first")" &&
+      "$(reported firmware "$later")" == "$(reported firmware "$first")" ]]; then
+      ok "serial and firmware stay the same between reports"
+    else
+      fail "identity changed: $(reported serial "$first") $(reported firmware "$first") -> $(reported serial "$later") $(reported firmware "$later")"
+    fi
+  else
+    fail "no report after $(event_time "$first") within 20 s"
+  fi
   set_desired=(iotctl --addr "$IOT_SHADOW_ADDR" shadow set-desired "$DEVICE" --service meter)
   expect_error '*INVALID_ARGUMENT*voltage*' "desired voltage (read-only)" "${set_desired[@]}" -p voltage=1
   expect_error '*INVALID_ARGUMENT*bogus*' "desired bogus (not in the model)" "${set_desired[@]}" -p bogus=1

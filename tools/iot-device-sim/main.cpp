@@ -260,6 +260,10 @@ int main(int argc, char** argv) {
                  "Seconds between two property reports of a device")
       ->check(Range(0.01, 86400, "seconds"))
       ->capture_default_str();
+  app.add_option("--interval-property", o.sim.interval_property,
+                 "Writable number property that states the report interval: it starts out as "
+                 "--report-interval (\"\" = none)")
+      ->capture_default_str();
   app.add_option("--count", o.sim.count, "Reports per device, then exit (0: until stopped)")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();

@@ -10,7 +10,6 @@
 #include <cstring>
 #include <deque>
 #include <iostream>
-#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -69,6 +68,7 @@ class Device {
         credentials_(std::move(credentials)),
         stats_(stats),
         rng_(seed),
+        values_(model_, options.report_interval_seconds, options.interval_property, rng_),
         topic_prefix_("$oc/devices/" + credentials_.device_id + "/") {}
 
   ~Device() { DestroyClient(); }
@@ -361,25 +361,11 @@ class Device {
     }
   }
 
-  /// The current readable values of `service`: fresh values with the adopted ones on top.
-  Json CurrentValues(const iot::thing_model::Service& service) {
-    Json properties = GenerateReadableProperties(service, rng_);
-    if (auto it = adopted_.find(service.service_id); it != adopted_.end()) {
-      for (const auto& [name, value] : it->second.items()) {
-        const auto* spec = service.properties.Find(name);
-        if (spec != nullptr && (spec->method & iot::thing_model::kMethodRead) != 0) {
-          properties[name] = value;
-        }
-      }
-    }
-    return properties;
-  }
-
   void SendReport() {
     const std::string now = IotdaTime(std::chrono::system_clock::now());
     Json services = Json::array();
     for (const auto& service : model_->services()) {
-      Json properties = CurrentValues(service);
+      Json properties = values_.Readable(service.service_id);
       if (properties.empty()) {
         continue;
       }
@@ -389,6 +375,7 @@ class Device {
     const Json body = {{"services", services}};
     const int mid = Publish(topic_prefix_ + "sys/properties/report", body.dump());
     ++reports_sent_;
+    values_.Advance(rng_);
     if (mid >= 0) {
       stats_.reports_sent.fetch_add(1);
       inflight_reports_.insert(mid);
@@ -404,13 +391,13 @@ class Device {
     return true;
   }
 
-  void Respond(const std::string& topic, const Json& body,
-               std::atomic<std::uint64_t> SimStats::*counter) {
+  /// Queues an answer; returns when it goes out.
+  Clock::time_point Respond(const std::string& topic, const Json& body,
+                            std::atomic<std::uint64_t> SimStats::*counter) {
+    const auto due = Clock::now() + std::chrono::milliseconds(options_.response_delay_ms);
     pending_.push_back(
-        Pending{.due = Clock::now() + std::chrono::milliseconds(options_.response_delay_ms),
-                .topic = topic,
-                .payload = body.dump(),
-                .counter = counter});
+        Pending{.due = due, .topic = topic, .payload = body.dump(), .counter = counter});
+    return due;
   }
 
   void AnswerCommand(const std::string& request_id, const std::string& payload) {
@@ -433,6 +420,7 @@ class Device {
   void AnswerPropertySet(const std::string& request_id, const std::string& payload) {
     const Json request = Json::parse(payload, nullptr, false);
     Json body = {{"result_code", 0}, {"result_desc", "success"}};
+    std::size_t taken = 0;
     if (SimulateFailure()) {
       body = {{"result_code", 1}, {"result_desc", "simulated failure"}};
     } else if (request.is_object() && request.contains("services") &&
@@ -440,17 +428,20 @@ class Device {
       for (const auto& entry : request["services"]) {
         if (entry.is_object() && entry.contains("service_id") && entry["service_id"].is_string() &&
             entry.contains("properties") && entry["properties"].is_object()) {
-          Json& adopted = adopted_[entry["service_id"].get<std::string>()];
-          for (const auto& [name, value] : entry["properties"].items()) {
-            adopted[name] = value;
-          }
+          taken += values_.Set(entry["service_id"].get<std::string>(), entry["properties"]);
         }
       }
     } else {
       body = {{"result_code", 1}, {"result_desc", "malformed property set"}};
     }
-    Respond(topic_prefix_ + "sys/properties/set/response/request_id=" + request_id, body,
-            &SimStats::property_sets_answered);
+    const auto answered =
+        Respond(topic_prefix_ + "sys/properties/set/response/request_id=" + request_id, body,
+                &SimStats::property_sets_answered);
+    // As a device does: it reports its new values right after answering, so that the platform
+    // (the shadow's reported side) sees them at once rather than at the next periodic report.
+    if (taken > 0) {
+      next_report_ = std::min(next_report_, answered);
+    }
   }
 
   void AnswerPropertyGet(const std::string& request_id, const std::string& payload) {
@@ -467,8 +458,8 @@ class Device {
       Json services = Json::array();
       for (const auto& service : model_->services()) {
         if (service_id.empty() || service.service_id == service_id) {
-          services.push_back(
-              {{"service_id", service.service_id}, {"properties", CurrentValues(service)}});
+          services.push_back({{"service_id", service.service_id},
+                              {"properties", values_.Readable(service.service_id)}});
         }
       }
       body = {{"services", services}};
@@ -484,6 +475,7 @@ class Device {
   DeviceCredentials credentials_;
   SimStats& stats_;
   std::mt19937_64 rng_;
+  DeviceValues values_;  ///< after rng_, which makes the initial values
   const std::string topic_prefix_;
 
   mosquitto* mosq_ = nullptr;
@@ -502,7 +494,6 @@ class Device {
   Clock::time_point finishing_since_{};
   std::set<int> inflight_reports_;
   std::deque<Pending> pending_;
-  std::map<std::string, Json> adopted_;  ///< service_id -> properties set by the platform
 };
 
 void Worker(std::vector<std::unique_ptr<Device>>& devices, const std::atomic<bool>& stop) {

@@ -21,6 +21,9 @@ struct SimOptions {
   std::string host = "127.0.0.1";
   int port = 1883;
   double report_interval_seconds = 10;
+  /// A writable number property that states the report interval: it starts out as
+  /// report_interval_seconds (see DeviceValues). "" = none.
+  std::string interval_property = "report_interval";
   int count = 0;  ///< reports per device; 0 = until stopped
   int response_delay_ms = 0;
   double failure_rate = 0;
