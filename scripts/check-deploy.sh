@@ -10,6 +10,9 @@
 #                                        validation of every object against the Kubernetes
 #                                        OpenAPI types, unknown fields, internal references
 #   - compose vs Helm vs Prometheus      same services, ports and variable names
+#   - compose vs Helm vs Dockerfiles     same images (names, version = CMake = appVersion,
+#                                        labels, users), PostgreSQL/Redis images and settings,
+#                                        broker and Redis checks; CMD-SHELL healthchecks
 #   - deploy/prometheus, deploy/grafana  promtool check config; dashboard PromQL parses and
 #                                        uses only the platform's metric names
 # Tools are installed on first use into .tools/ (gitignored) and cached there:
@@ -468,6 +471,107 @@ if (errors.length) {
 }
 console.log(`consistency: compose, Helm and Prometheus targets agree on services, ports and variables; broker gets ${[...brokerVars].join(", ")}`);
 JS
+  cat >"$dir/images.mjs" <<'JS'
+// Compose and the Helm chart run the same images with the same checks: the platform and broker
+// images by the same names, at the version the sources and the Dockerfiles label, as the users
+// the Dockerfiles create; the same PostgreSQL and Redis images and settings; the broker's and
+// Redis's health checked the same way. Every compose healthcheck is CMD-SHELL (Podman's Docker
+// API splits exec-form arguments on spaces, so an exec-form check can pass without running).
+// Usage: node images.mjs COMPOSE_CONFIG.yml HELM_RENDERED.yml ROOT
+import fs from "node:fs";
+import YAML from "yaml";
+
+const [composeFile, helmFile, root] = process.argv.slice(2);
+const errors = [];
+const compose = YAML.parse(fs.readFileSync(composeFile, "utf8"));
+const helm = YAML.parseAllDocuments(fs.readFileSync(helmFile, "utf8")).map((d) => d.toJS()).filter(Boolean);
+const read = (p) => fs.readFileSync(`${root}/${p}`, "utf8");
+const chart = YAML.parse(read("helm/iot-platform/Chart.yaml"));
+const cmakeVersion = read("CMakeLists.txt").match(/project\(iot_platform VERSION ([0-9.]+)/)?.[1];
+const repo = (image) => image.replace(/^localhost\//, "").replace(/:[^:/]*$/, "");
+const tag = (image) => image.match(/:([^:/]*)$/)?.[1];
+
+// --- healthchecks in the CMD-SHELL form
+for (const [name, svc] of Object.entries(compose.services)) {
+  const test = svc.healthcheck?.test;
+  if (test && !(Array.isArray(test) && (test[0] === "CMD-SHELL" || test[0] === "NONE"))) {
+    errors.push(`compose ${name}: healthcheck ${JSON.stringify(test)} is not CMD-SHELL`);
+  }
+}
+
+// --- pods of the chart by component
+const workloads = helm.filter((o) => ["Deployment", "StatefulSet", "Job"].includes(o.kind));
+const byComponent = (c) => workloads.find((o) => o.metadata.labels?.["app.kubernetes.io/component"] === c);
+const container = (o) => o?.spec.template.spec.containers[0];
+
+// --- the platform and broker images: names, version, labels, users
+const dockerfiles = { platform: read("deploy/Dockerfile"), mosquitto: read("deploy/Dockerfile.mosquitto") };
+for (const [what, text] of Object.entries(dockerfiles)) {
+  const version = text.match(/^ARG VERSION=(\S+)$/m)?.[1];
+  const source = text.match(/^ARG SOURCE=(\S+)$/m)?.[1];
+  if (version !== cmakeVersion || version !== chart.appVersion) {
+    errors.push(`deploy/Dockerfile (${what}): ARG VERSION=${version}, CMake project ${cmakeVersion}, chart appVersion ${chart.appVersion}: must be equal`);
+  }
+  if (source !== chart.home) errors.push(`deploy/Dockerfile (${what}): ARG SOURCE=${source}, chart home ${chart.home}: must be equal`);
+  for (const label of ["version", "revision", "source"]) {
+    if (!text.includes(`org.opencontainers.image.${label}=`)) errors.push(`deploy/Dockerfile (${what}): no org.opencontainers.image.${label} label`);
+  }
+}
+const uidOf = (text) => Number(text.match(/^USER ([0-9]+):[0-9]+$/m)?.[1]);
+const platformServices = ["device-gateway", "thing-model", "command-dispatch", "shadow", "rule-forwarding"];
+const composeImage = compose.services["thing-model"].image;
+for (const name of [...platformServices, "bootstrap", "device-sim"]) {
+  if (compose.services[name] && compose.services[name].image !== composeImage) {
+    errors.push(`compose ${name}: image ${compose.services[name].image}, the other services ${composeImage}`);
+  }
+}
+const checkPlatformPod = (label, o) => {
+  const c = container(o);
+  if (!c) { errors.push(`helm: no ${label}`); return; }
+  if (repo(c.image) !== repo(composeImage)) errors.push(`helm ${label}: image ${c.image}, compose ${composeImage}`);
+  if (tag(c.image) !== chart.appVersion) errors.push(`helm ${label}: image tag ${tag(c.image)}, chart appVersion ${chart.appVersion}`);
+  const uid = c.securityContext?.runAsUser ?? o.spec.template.spec.securityContext?.runAsUser;
+  if (uid !== uidOf(dockerfiles.platform)) errors.push(`helm ${label}: runAsUser ${uid}, deploy/Dockerfile USER ${uidOf(dockerfiles.platform)}`);
+};
+for (const name of platformServices) checkPlatformPod(name, byComponent(name));
+checkPlatformPod("migrations Job", workloads.find((o) => o.kind === "Job"));
+
+const broker = byComponent("mosquitto");
+const brokerContainer = container(broker);
+if (repo(brokerContainer.image) !== repo(compose.services.mosquitto.image)) {
+  errors.push(`helm mosquitto: image ${brokerContainer.image}, compose ${compose.services.mosquitto.image}`);
+}
+const brokerUid = brokerContainer.securityContext?.runAsUser ?? broker.spec.template.spec.securityContext?.runAsUser;
+if (brokerUid !== uidOf(dockerfiles.mosquitto)) errors.push(`helm mosquitto: runAsUser ${brokerUid}, deploy/Dockerfile.mosquitto USER ${uidOf(dockerfiles.mosquitto)}`);
+const composeBrokerCheck = compose.services.mosquitto.healthcheck?.test?.[1];
+for (const probe of ["readinessProbe", "livenessProbe"]) {
+  const cmd = brokerContainer[probe]?.exec?.command?.join(" ");
+  if (cmd !== composeBrokerCheck) errors.push(`helm mosquitto ${probe}: ${cmd}, compose healthcheck: ${composeBrokerCheck}`);
+}
+
+// --- PostgreSQL and Redis: the same images and settings
+const pg = container(byComponent("postgresql"));
+if (pg?.image !== compose.services.postgres.image) errors.push(`helm postgresql image ${pg?.image}, compose ${compose.services.postgres.image}`);
+const pgEnv = Object.fromEntries((pg?.env || []).map((e) => [e.name, e.value]));
+for (const v of ["POSTGRES_DB", "POSTGRES_USER"]) {
+  if (pgEnv[v] !== compose.services.postgres.environment[v]) errors.push(`postgres ${v}: helm ${pgEnv[v]}, compose ${compose.services.postgres.environment[v]}`);
+}
+const redis = container(byComponent("redis"));
+if (redis?.image !== compose.services.redis.image) errors.push(`helm redis image ${redis?.image}, compose ${compose.services.redis.image}`);
+const composeRedis = compose.services.redis.command;
+const helmRedis = (redis?.args || []).join(" ");
+if (!helmRedis.startsWith(composeRedis.join(" "))) errors.push(`redis: helm args "${helmRedis}" do not start with compose's "${composeRedis.join(" ")}"`);
+if (redis?.readinessProbe?.exec?.command?.at(-1) !== compose.services.redis.healthcheck.test[1]) {
+  errors.push(`redis readiness: helm ${JSON.stringify(redis?.readinessProbe?.exec?.command)}, compose ${compose.services.redis.healthcheck.test[1]}`);
+}
+
+if (errors.length) {
+  for (const e of errors) console.error(`  ${e}`);
+  console.error(`images: ${errors.length} problem(s)`);
+  process.exit(1);
+}
+console.log(`images: compose and Helm run ${repo(composeImage)} and ${repo(compose.services.mosquitto.image)} ${chart.appVersion} (labels, users), ${pg.image}, ${redis.image}, the same broker and Redis checks; healthchecks are CMD-SHELL`);
+JS
   cat >"$dir/dashboard.mjs" <<'JS'
 // Grafana dashboard: valid JSON, unique panel ids, every query uses only metric names the
 // platform exports; writes the queries as a Prometheus rules file (Grafana variables replaced)
@@ -725,6 +829,11 @@ consistency() {
     "$ROOT/deploy/mosquitto/mosquitto.conf"
 }
 
+same_images() {
+  [[ -f $WORK/compose.yml && -f $WORK/helm-default-none.yaml ]] || { echo "needs the compose and helm checks"; return 1; }
+  node "$TOOLS/node/images.mjs" "$WORK/compose.yml" "$WORK/helm-default-none.yaml" "$ROOT"
+}
+
 prometheus_config() {
   "$BIN/promtool" check config "$ROOT/deploy/prometheus/prometheus.yml" || return 1
   mkdir -p "$WORK/prometheus"
@@ -766,6 +875,7 @@ main() {
   done
   check "helm rejects invalid values" helm_rejects_bad_values
   check "compose, Helm and Prometheus agree" consistency
+  check "compose and Helm: same images, versions, users, health checks" same_images
   check "promtool check config (native, compose)" prometheus_config
   check "Grafana dashboard queries" grafana_dashboard
   if ((failed)); then
