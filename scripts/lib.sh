@@ -131,6 +131,8 @@ IOT_DEB_PACKAGES=(
   # prometheus: the server itself, run as a local process by the Prometheus integration test
   # (its system service is never started). jq: scripts/demo.sh and the demo test read iotctl --json.
   prometheus jq
+  # ccache: CI's native build and the image build stage share compiled objects (.ci/run).
+  ccache
 )
 
 # Prints the packages of IOT_DEB_PACKAGES that are not installed (one a line).
