@@ -640,23 +640,21 @@ unhealthy() {
     pids+=("$pid")
     echo "froze $svc: pid $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-60)) in $name"
   done
-  start=$SECONDS
-  for name in "${names[@]}"; do
-    if wait_for 180 health_is "$name" unhealthy; then
-      ok "$name unhealthy $((SECONDS - start)) s after its process was frozen"
-    else
-      bad "$name still $(health_of "$name") 180 s after its process was frozen"
-    fi
-  done
+  # expect STATUS SECONDS WHEN: every frozen container reaches STATUS within SECONDS.
+  expect() {
+    local start=$SECONDS name
+    for name in "${names[@]}"; do
+      if wait_for "$2" health_is "$name" "$1"; then
+        ok "$name $1 $((SECONDS - start)) s after $3"
+      else
+        bad "$name still $(health_of "$name") $2 s after $3"
+      fi
+    done
+  }
+  expect unhealthy 180 "its process was frozen"
   for pid in "${pids[@]}"; do kill -CONT "$pid"; done
   start=$SECONDS
-  for name in "${names[@]}"; do
-    if wait_for 120 health_is "$name" healthy; then
-      ok "$name healthy again $((SECONDS - start)) s after it was thawed"
-    else
-      bad "$name still $(health_of "$name") 120 s after it was thawed"
-    fi
-  done
+  expect healthy 120 "it was thawed"
   # Without the broker the gateway and rule-forwarding went NOT_SERVING too: all recover.
   if wait_for 180 all_healthy; then
     ok "the whole stack healthy again $((SECONDS - start)) s after the thaw"
