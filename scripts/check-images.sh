@@ -726,11 +726,15 @@ finish() {
     echo "  remove it: IOT_CHECK_PROJECT=$PROJECT scripts/check-images.sh --down"
   elif [[ -d $STATE ]]; then
     [[ " ${STEP_NAMES[*]} " == *" down "* ]] || down || rc=1
-    ((rc == 0)) && rm -rf "$STATE"
   fi
   summary
   echo "check-images: $passed passed, $failed failed"
-  ((rc == 0)) && ((failed == 0)) && echo "check-images: OK" || echo "check-images: FAILED (logs: $STATE)"
+  if ((rc == 0 && failed == 0)); then
+    echo "check-images: OK"
+    [[ ${IOT_CHECK_KEEP:-0} == 1 ]] || rm -rf "$STATE"
+  else
+    echo "check-images: FAILED (logs: $STATE)"
+  fi
   exit "$rc"
 }
 trap finish EXIT
