@@ -298,8 +298,12 @@ ccache_dir() {
 }
 
 build_image() { # build_image DOCKERFILE TAG LOG
+  # The labels again on the command line: buildah 1.28 takes a cached LABEL layer built with
+  # another REVISION build argument for current (seen: a stale revision label).
   local -a args=(--pull=never --layers -f "$ROOT/$1" -t "$2"
-    --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION")
+    --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION"
+    --label "org.opencontainers.image.version=$VERSION"
+    --label "org.opencontainers.image.revision=$REVISION")
   local cache var
   cache=$(ccache_dir)
   if [[ -n $cache ]]; then
