@@ -6,7 +6,9 @@
 #include <prometheus/registry.h>
 
 #include <chrono>
+#include <unordered_set>
 
+#include "iot/common/logging.h"
 #include "iot/common/redis.h"
 #include "iot/common/status.h"
 
@@ -56,50 +58,54 @@ absl::Status CheckRecord(const IngestRecord& r, size_t i) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<bool>> RedisDedupe::Claim(const std::vector<std::string>& ids) {
+absl::StatusOr<std::vector<bool>> RedisDedupe::Done(const std::vector<std::string>& ids) {
+  std::vector<std::string> command;
+  command.reserve(ids.size() + 1);
+  command.emplace_back("MGET");
+  for (const std::string& id : ids) {
+    command.push_back(DedupeKey(id));
+  }
+  auto reply = common::CheckReply(redis_->Command(command));
+  if (!reply.ok()) {
+    return reply.status();
+  }
+  if (reply->elements.size() != ids.size()) {
+    return absl::UnavailableError("dedupe: unexpected MGET reply");
+  }
+  std::vector<bool> done;
+  done.reserve(ids.size());
+  for (const common::RedisReply& value : reply->elements) {
+    done.push_back(!value.is_nil());
+  }
+  return done;
+}
+
+absl::Status RedisDedupe::MarkDone(const std::vector<std::string>& ids) {
+  if (ids.empty()) {
+    return absl::OkStatus();
+  }
   std::vector<std::vector<std::string>> commands;
   commands.reserve(ids.size());
   const std::string ttl = std::to_string(ttl_.count());
   for (const std::string& id : ids) {
-    commands.push_back({"SET", DedupeKey(id), "1", "NX", "PX", ttl});
+    commands.push_back({"SET", DedupeKey(id), "1", "PX", ttl});
   }
-  auto replies = redis_->Pipeline(commands);
-  if (!replies.ok()) {
-    return replies.status();
-  }
-  std::vector<bool> fresh;
-  fresh.reserve(ids.size());
-  for (const common::RedisReply& reply : *replies) {
-    if (reply.is_error()) {
-      return absl::UnavailableError("dedupe: " + reply.str);
-    }
-    fresh.push_back(!reply.is_nil());
-  }
-  return fresh;
-}
-
-void RedisDedupe::Release(const std::vector<std::string>& ids) {
-  if (ids.empty()) {
-    return;
-  }
-  std::vector<std::string> command = {"DEL"};
-  for (const std::string& id : ids) {
-    command.push_back(DedupeKey(id));
-  }
-  (void)redis_->Command(command);
+  return redis_->Pipeline(commands).status();
 }
 
 IngestMetrics::IngestMetrics(prometheus::Registry& registry)
     : records(prometheus::BuildCounter()
                   .Name("iot_rf_ingested_records_total")
                   .Help("Forwarded records received from the gateway, by outcome (accepted, "
-                        "duplicate, invalid_envelope)")
+                        "duplicate, rejected)")
                   .Register(registry)),
       matches(prometheus::BuildCounter()
                   .Name("iot_rf_rule_matches_total")
                   .Help("Records that matched a rule (one per record and rule)")
                   .Register(registry)
-                  .Add({})) {}
+                  .Add({})),
+      rejections(registry, "iot_rf_rejected_records_total",
+                 "Records refused for good and returned in IngestAck.rejected, by reason") {}
 
 std::vector<DispatchItem> Route(const RuleSet& rules, const IngestRecord& record,
                                 const nlohmann::json& envelope, int64_t receive_time_ms,
@@ -192,76 +198,9 @@ absl::Status IngestService::DeliverNow(Destination& destination, bool built_in_o
   return absl::OkStatus();
 }
 
-absl::Status IngestService::Ingest(const std::vector<IngestRecord>& records) {
-  if (records.empty()) {
-    return absl::OkStatus();
-  }
-  for (size_t i = 0; i < records.size(); ++i) {
-    if (absl::Status s = CheckRecord(records[i], i); !s.ok()) {
-      return s;
-    }
-  }
-  const std::shared_ptr<const RuleSet> rules = rules_();
-  if (!rules) {
-    return absl::UnavailableError("rules are not loaded yet");
-  }
-  std::vector<std::string> ids;
-  ids.reserve(records.size());
-  for (const IngestRecord& r : records) {
-    ids.push_back(r.message_id);
-  }
-  auto fresh = dedupe_->Claim(ids);
-  if (!fresh.ok()) {
-    return fresh.status();
-  }
-  const bool with_history = history_ != nullptr || dispatcher_->Has("history");
-  const int64_t now = NowMs();
-  std::vector<DispatchItem> items;
-  std::vector<std::string> claimed;
-  double duplicates = 0;
-  double invalid = 0;
-  double matches = 0;
-  for (size_t i = 0; i < records.size(); ++i) {
-    if (!(*fresh)[i]) {
-      ++duplicates;
-      continue;
-    }
-    claimed.push_back(records[i].message_id);
-    const auto envelope = nlohmann::json::parse(records[i].envelope_json, nullptr, false);
-    if (envelope.is_discarded() || !envelope.is_object()) {
-      ++invalid;
-      continue;
-    }
-    auto routed = Route(*rules, records[i], envelope, now, with_history);
-    for (DispatchItem& item : routed) {
-      matches += item.delivery.rule_id.empty() || item.action_index != 0 ? 0 : 1;
-      items.push_back(std::move(item));
-    }
-  }
-  if (history_ || !direct_.empty()) {
-    // What is delivered now cannot be taken back: refuse a batch the queues cannot take first
-    // (its retry would deliver it again; the history through its slower duplicate path).
-    if (absl::Status s = dispatcher_->CheckRoom(items); !s.ok()) {
-      dedupe_->Release(claimed);
-      return s;
-    }
-    // The history last: a retry after a failure of the others stores no row twice.
-    for (const auto& destination : direct_) {
-      if (absl::Status s = DeliverNow(*destination, false, items); !s.ok()) {
-        dedupe_->Release(claimed);
-        return s;
-      }
-    }
-    if (history_) {
-      if (absl::Status s = DeliverNow(*history_, true, items); !s.ok()) {
-        dedupe_->Release(claimed);
-        return s;
-      }
-    }
-  }
+absl::Status IngestService::StoreAndQueue(std::vector<DispatchItem> items) {
   if (outbox_) {
     if (absl::Status s = outbox_->Add(items); !s.ok()) {
-      dedupe_->Release(claimed);
       return s;
     }
   }
@@ -271,23 +210,126 @@ absl::Status IngestService::Ingest(const std::vector<IngestRecord>& records) {
       stored.push_back(item.outbox_id);
     }
   }
-  if (absl::Status s = dispatcher_->Enqueue(std::move(items)); !s.ok()) {
-    if (!stored.empty()) {
-      // If this fails, the rows stay with this replica: delivered after its restart, and again
-      // for the gateway's retry - a duplicate, never a loss.
-      (void)outbox_->Remove(stored);
+  absl::Status queued = dispatcher_->Enqueue(std::move(items));
+  if (!queued.ok() && !stored.empty()) {
+    // Not deleted: a concurrent attempt of the same records may count on these rows. Any
+    // replica's sweep takes them over, and the gateway's retry takes them back at once.
+    if (absl::Status s = outbox_->Disown(stored); !s.ok()) {
+      common::LogWarn("cannot disown outbox rows; the gateway's retry takes them over",
+                      {{"rows", stored.size()}, {"error", std::string(s.message())}});
     }
-    dedupe_->Release(claimed);
+  }
+  return queued;
+}
+
+absl::StatusOr<common::Rejected> IngestService::Ingest(const std::vector<IngestRecord>& records) {
+  common::Rejected rejected;
+  if (records.empty()) {
+    return rejected;
+  }
+  const auto reject = [&](const IngestRecord& r, std::string reason, const absl::Status& why) {
+    common::RejectedRecord record{.message_id = r.message_id,
+                                  .device_id = r.device_id,
+                                  .reason = std::move(reason),
+                                  .detail = std::string(why.message())};
+    if (metrics_) {
+      metrics_->rejections.Reject(std::move(record), rejected);
+    } else {
+      rejected.push_back(std::move(record));
+    }
+  };
+  // The records to take, each once, with its parsed envelope.
+  std::vector<const IngestRecord*> taken;
+  std::vector<nlohmann::json> envelopes;
+  std::vector<std::string> ids;
+  taken.reserve(records.size());
+  envelopes.reserve(records.size());
+  ids.reserve(records.size());
+  double duplicates = 0;
+  std::unordered_set<std::string_view> seen;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const IngestRecord& r = records[i];
+    if (absl::Status s = CheckRecord(r, i); !s.ok()) {
+      reject(r, "malformed", s);
+      continue;
+    }
+    auto envelope = nlohmann::json::parse(r.envelope_json, nullptr, false);
+    if (envelope.is_discarded() || !envelope.is_object()) {
+      reject(r, "invalid_envelope",
+             common::InvalidField(fmt::format("records[{}].envelope_json", i),
+                                  "is not a JSON object"));
+      continue;
+    }
+    if (!seen.insert(r.message_id).second) {
+      ++duplicates;
+      continue;
+    }
+    taken.push_back(&r);
+    envelopes.push_back(std::move(envelope));
+    ids.push_back(r.message_id);
+  }
+  const std::shared_ptr<const RuleSet> rules = rules_();
+  if (!rules) {
+    return absl::UnavailableError("rules are not loaded yet");
+  }
+  // Without the marks (Redis down) every record is run again: still idempotent.
+  auto done =
+      ids.empty() ? absl::StatusOr<std::vector<bool>>(std::vector<bool>{}) : dedupe_->Done(ids);
+  if (!done.ok()) {
+    common::LogDebug("dedupe marks unavailable; the batch is run in full",
+                     {{"error", std::string(done.status().message())}});
+    done = std::vector<bool>(ids.size(), false);
+  }
+  const bool with_history = history_ != nullptr || dispatcher_->Has("history");
+  const int64_t now = NowMs();
+  std::vector<DispatchItem> items;
+  std::vector<std::string> accepted;
+  double matches = 0;
+  for (size_t k = 0; k < taken.size(); ++k) {
+    if ((*done)[k]) {
+      ++duplicates;
+      continue;
+    }
+    accepted.push_back(ids[k]);
+    for (DispatchItem& item : Route(*rules, *taken[k], envelopes[k], now, with_history)) {
+      matches += item.delivery.rule_id.empty() || item.action_index != 0 ? 0 : 1;
+      items.push_back(std::move(item));
+    }
+  }
+  if (history_ || !direct_.empty()) {
+    // What is delivered now is not taken back: refuse a batch the queues cannot take first
+    // (its retry would deliver it again, idempotently but for nothing).
+    if (absl::Status s = dispatcher_->CheckRoom(items); !s.ok()) {
+      return s;
+    }
+    for (const auto& destination : direct_) {
+      if (absl::Status s = DeliverNow(*destination, false, items); !s.ok()) {
+        return s;
+      }
+    }
+    if (history_) {
+      if (absl::Status s = DeliverNow(*history_, true, items); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (absl::Status s = StoreAndQueue(std::move(items)); !s.ok()) {
     return s;
+  }
+  // Every effect is durable: a redelivery from now on skips the rules. A lost mark costs a
+  // redelivery a second run of its (idempotent) effects, never a record.
+  if (absl::Status s = dedupe_->MarkDone(accepted); !s.ok()) {
+    common::LogDebug("dedupe marks not written", {{"error", std::string(s.message())}});
   }
   if (metrics_) {
     metrics_->records.Add({{"outcome", "accepted"}})
-        .Increment(static_cast<double>(claimed.size()) - invalid);
+        .Increment(static_cast<double>(accepted.size()));
     metrics_->records.Add({{"outcome", "duplicate"}}).Increment(duplicates);
-    metrics_->records.Add({{"outcome", "invalid_envelope"}}).Increment(invalid);
+    metrics_->records.Add({{"outcome", "rejected"}})
+        .Increment(static_cast<double>(rejected.size()));
     metrics_->matches.Increment(matches);
   }
-  return absl::OkStatus();
+  return rejected;
 }
 
 }  // namespace iot::rule_forwarding

@@ -162,7 +162,7 @@ grpc::Status RulesHandler::ListDeadLetters(grpc::ServerContext* context,
 }
 
 grpc::Status IngestHandler::Ingest(grpc::ServerContext* context, const pb::IngestRequest* request,
-                                   iot::device_gateway::v1::IngestAck* /*response*/) {
+                                   iot::device_gateway::v1::IngestAck* response) {
   IOT_AUTHORIZE(caller, Access::kInternal);
   std::vector<IngestRecord> records;
   records.reserve(static_cast<size_t>(request->records_size()));
@@ -178,7 +178,7 @@ grpc::Status IngestHandler::Ingest(grpc::ServerContext* context, const pb::Inges
                                    .event_time_unix_ms = r.event_time_unix_ms(),
                                    .envelope_json = r.envelope_json()});
   }
-  return ToGrpcStatus(service_->Ingest(records));
+  return common::Acknowledge(service_->Ingest(records), response);
 }
 
 }  // namespace iot::rule_forwarding

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <pqxx/pqxx>
+#include <unordered_map>
 
 #include "iot/common/logging.h"
 #include "iot/common/postgres.h"
@@ -67,30 +68,34 @@ absl::Status PgOutbox::Add(std::vector<DispatchItem>& items) {
   if (items.empty()) {
     return absl::OkStatus();
   }
-  // One statement, atomic by itself: no BEGIN/COMMIT round trips.
+  // One statement, atomic by itself: no BEGIN/COMMIT round trips. A delivery stored before (a
+  // retried or concurrent attempt of its record) keeps its row and changes owner: whichever
+  // attempt queued it last holds it, and a crashed holder's rows are swept as usual.
   auto ids = pool_->Call([&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    std::string sql = "INSERT INTO rule_forwarding.outbox (owner, item) VALUES ";
+    std::string sql = "INSERT INTO rule_forwarding.outbox (owner, delivery_id, item) VALUES ";
     const std::string owner = tx.quote(owner_);
     for (size_t i = 0; i < items.size(); ++i) {
-      sql += fmt::format("{}({}, {})", i == 0 ? "" : ", ", owner, tx.quote(ItemJson(items[i])));
+      sql += fmt::format("{}({}, {}, {})", i == 0 ? "" : ", ", owner,
+                         tx.quote(items[i].delivery.delivery_id), tx.quote(ItemJson(items[i])));
     }
-    sql += " RETURNING id";
+    sql +=
+        " ON CONFLICT (delivery_id) DO UPDATE SET owner = EXCLUDED.owner RETURNING delivery_id, id";
     auto result = tx.exec(sql);
-    std::vector<int64_t> out;
+    std::unordered_map<std::string, int64_t> out;
     out.reserve(result.size());
     for (const auto& row : result) {
-      out.push_back(row[0].as<int64_t>());
+      out.emplace(row[0].as<std::string>(), row[1].as<int64_t>());
     }
     return out;
   });
   if (!ids.ok()) {
     return ids.status();
   }
-  // RETURNING follows the VALUES order for a plain INSERT; ids are increasing within it.
-  std::sort(ids->begin(), ids->end());
-  for (size_t i = 0; i < items.size() && i < ids->size(); ++i) {
-    items[i].outbox_id = (*ids)[i];
+  for (DispatchItem& item : items) {
+    if (auto it = ids->find(item.delivery.delivery_id); it != ids->end()) {
+      item.outbox_id = it->second;
+    }
   }
   return absl::OkStatus();
 }

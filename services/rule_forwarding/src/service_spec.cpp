@@ -136,8 +136,8 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
 
 void Wire(common::ServiceContext& context) {
   const nlohmann::json& s = context.settings;
-  // Every concurrent Ingest call claims its message ids and appends to consumer groups through
-  // this client: more connections than the services' default 2.
+  // Every concurrent Ingest call checks and marks its records done and appends to consumer
+  // groups through this client: more connections than the services' default 2.
   auto redis = common::RedisClient::Create(
       {.url = context.backend.redis_url, .pool_size = s["redis_pool_size"].get<size_t>()});
   if (!redis.ok()) {

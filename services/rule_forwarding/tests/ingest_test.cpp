@@ -1,12 +1,16 @@
 // IngestService with fakes: the built-in history written before Ingest answers (not through the
-// outbox), rules' actions through the outbox and the dispatcher, and what a failure of either
-// leaves behind for the gateway's retry.
+// outbox), rules' actions through the outbox and the dispatcher, what a failure of either leaves
+// behind for the gateway's retry, records marked done only after their effects, overlapping
+// attempts of one record, and invalid records rejected alone.
 #include "iot/rule_forwarding/ingest.h"
 
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <future>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "fake_outbox.h"
 
@@ -17,24 +21,38 @@ using std::chrono::seconds;
 
 class FakeDedupe final : public Dedupe {
  public:
-  absl::StatusOr<std::vector<bool>> Claim(const std::vector<std::string>& ids) override {
+  absl::StatusOr<std::vector<bool>> Done(const std::vector<std::string>& ids) override {
     std::lock_guard lock(mu_);
-    std::vector<bool> fresh;
-    for (const std::string& id : ids) {
-      fresh.push_back(taken_.insert(id).second);
+    if (!down_.ok()) {
+      return down_;
     }
-    return fresh;
+    std::vector<bool> done;
+    for (const std::string& id : ids) {
+      done.push_back(done_.contains(id));
+    }
+    return done;
   }
-  void Release(const std::vector<std::string>& ids) override {
+  absl::Status MarkDone(const std::vector<std::string>& ids) override {
     std::lock_guard lock(mu_);
-    for (const std::string& id : ids) {
-      taken_.erase(id);
+    if (!down_.ok()) {
+      return down_;
     }
+    done_.insert(ids.begin(), ids.end());
+    return absl::OkStatus();
+  }
+  bool IsDone(const std::string& id) {
+    std::lock_guard lock(mu_);
+    return done_.contains(id);
+  }
+  void SetDown(absl::Status status) {
+    std::lock_guard lock(mu_);
+    down_ = std::move(status);
   }
 
  private:
   std::mutex mu_;
-  std::set<std::string> taken_;
+  absl::Status down_;
+  std::set<std::string> done_;
 };
 
 /// Records delivery ids; answers `next` once (then OK again).
@@ -46,6 +64,16 @@ class FakeDestination final : public Destination {
     return absl::OkStatus();
   }
   absl::Status Deliver(std::span<const Delivery> batch) override {
+    std::function<absl::Status()> hook;
+    {
+      std::lock_guard lock(mu_);
+      hook = std::exchange(before_next_, nullptr);
+    }
+    if (hook) {
+      if (absl::Status s = hook(); !s.ok()) {
+        return s;
+      }
+    }
     std::lock_guard lock(mu_);
     ++calls_;
     if (!next_.ok()) {
@@ -60,6 +88,11 @@ class FakeDestination final : public Destination {
     std::lock_guard lock(mu_);
     next_ = std::move(status);
   }
+  /// Runs `hook` at the start of the next Deliver (on its thread); its error fails that call.
+  void BeforeNext(std::function<absl::Status()> hook) {
+    std::lock_guard lock(mu_);
+    before_next_ = std::move(hook);
+  }
   std::vector<std::string> ids() {
     std::lock_guard lock(mu_);
     return ids_;
@@ -73,6 +106,7 @@ class FakeDestination final : public Destination {
   std::string type_;
   std::mutex mu_;
   absl::Status next_;
+  std::function<absl::Status()> before_next_;
   int calls_ = 0;
   std::vector<std::string> ids_;
 };
@@ -96,7 +130,8 @@ IngestRecord Property(const std::string& message_id) {
 
 class IngestTest : public ::testing::Test {
  protected:
-  void Build(size_t queue_capacity = 100, bool rule_action_direct = false) {
+  void Build(size_t queue_capacity = 100, bool rule_action_direct = false,
+             bool history_direct = true) {
     DestinationRegistry registry;
     registry.emplace("history", history_);
     registry.emplace("postgres", rule_target_);
@@ -128,8 +163,9 @@ class IngestTest : public ::testing::Test {
     if (rule_action_direct) {
       direct.push_back(rule_target_);
     }
-    ingest_ = std::make_shared<IngestService>([this] { return rules_; }, dedupe_, dispatcher_,
-                                              nullptr, outbox_, history_, direct);
+    ingest_ =
+        std::make_shared<IngestService>([this] { return rules_; }, dedupe_, dispatcher_, nullptr,
+                                        outbox_, history_direct ? history_ : nullptr, direct);
   }
 
   std::shared_ptr<FakeDestination> history_ = std::make_shared<FakeDestination>("history");
@@ -162,12 +198,14 @@ TEST_F(IngestTest, HistoryIsStoredBeforeTheAnswerAndOnlyRuleActionsUseTheOutbox)
 TEST_F(IngestTest, ATransientHistoryFailureIsTheGatewaysToRetry) {
   Build();
   history_->FailNext(absl::UnavailableError("postgres down"));
-  const absl::Status failed = ingest_->Ingest({Property("m1")});
+  const absl::Status failed = ingest_->Ingest({Property("m1")}).status();
   EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
   EXPECT_TRUE(outbox_->types().empty());
   EXPECT_EQ(dispatcher_->pending(), 0u);
-  // The ids were released: the retry is taken in full.
+  EXPECT_FALSE(dedupe_->IsDone("m1"));  // nothing is marked before its effects are durable
+  // The retry is taken in full.
   ASSERT_TRUE(ingest_->Ingest({Property("m1")}).ok());
+  EXPECT_TRUE(dedupe_->IsDone("m1"));
   EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history"}));
   EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres"}));
 }
@@ -185,7 +223,7 @@ TEST_F(IngestTest, APermanentHistoryFailureGoesToTheDispatcherToRetryAndDeadLett
 TEST_F(IngestTest, FullQueuesRefuseTheBatchBeforeTheHistoryIsWritten) {
   Build(/*queue_capacity=*/1);
   ASSERT_TRUE(ingest_->Ingest({Property("m1")}).ok());
-  const absl::Status full = ingest_->Ingest({Property("m2")});
+  const absl::Status full = ingest_->Ingest({Property("m2")}).status();
   EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
   EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history"}));
   dispatcher_->Start();
@@ -204,7 +242,7 @@ TEST_F(IngestTest, DirectActionsAreDeliveredBeforeTheHistoryAndNeverQueued) {
 
   // Redis down for the action: nothing of the batch is kept, the history is not written yet.
   rule_target_->FailNext(absl::UnavailableError("redis down"));
-  const absl::Status failed = ingest_->Ingest({Property("m3")});
+  const absl::Status failed = ingest_->Ingest({Property("m3")}).status();
   EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
   EXPECT_EQ(history_->ids().size(), 2u);
   ASSERT_TRUE(ingest_->Ingest({Property("m3")}).ok());
@@ -219,6 +257,109 @@ TEST_F(IngestTest, DirectActionsAreDeliveredBeforeTheHistoryAndNeverQueued) {
   dispatcher_->Start();
   ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
   EXPECT_EQ(rule_target_->ids().back(), "m4:r1:0");
+}
+
+TEST_F(IngestTest, ARetryOverlappingASlowFirstAttemptThatFailsLaterLosesNothing) {
+  // The gateway's call times out while the first attempt is stuck in the history; it retries,
+  // the retry succeeds, then the first attempt fails. Claiming ids first lost the record here:
+  // the retry was answered "duplicate" and the failure released nothing the retry had stored.
+  Build();
+  std::promise<void> stuck;
+  std::promise<void> fail;
+  history_->BeforeNext([&] {
+    stuck.set_value();
+    fail.get_future().wait();
+    return absl::UnavailableError("connection to PostgreSQL lost");
+  });
+  auto first = std::async(std::launch::async, [&] { return ingest_->Ingest({Property("m1")}); });
+  stuck.get_future().wait();
+  auto retry = ingest_->Ingest({Property("m1")});
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  fail.set_value();
+  EXPECT_EQ(first.get().status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history"}));
+  EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres"}));
+  EXPECT_TRUE(dedupe_->IsDone("m1"));
+  dispatcher_->Start();
+  ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
+  EXPECT_EQ(rule_target_->ids(), (std::vector<std::string>{"m1:r1:0"}));
+}
+
+TEST_F(IngestTest, ConcurrentAttemptsOfOneRecordShareItsOutboxRow) {
+  Build();
+  std::promise<void> stuck;
+  std::promise<void> go;
+  history_->BeforeNext([&] {
+    stuck.set_value();
+    go.get_future().wait();
+    return absl::OkStatus();
+  });
+  auto first = std::async(std::launch::async, [&] { return ingest_->Ingest({Property("m1")}); });
+  stuck.get_future().wait();
+  ASSERT_TRUE(ingest_->Ingest({Property("m1")}).ok());
+  go.set_value();
+  ASSERT_TRUE(first.get().ok());
+  // One row for the rule's delivery, however many attempts stored it.
+  EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres"}));
+  EXPECT_EQ(outbox_->stored().size(), 1u);
+}
+
+TEST_F(IngestTest, RowsOfABatchTheQueuesRefuseStayInTheOutboxForTakeover) {
+  // Without a direct history nothing checks the queues before the outbox: Enqueue refuses.
+  Build(/*queue_capacity=*/1, /*rule_action_direct=*/false, /*history_direct=*/false);
+  ASSERT_TRUE(ingest_->Ingest({Property("m1")}).ok());  // postgres + history: one each
+  const absl::Status full = ingest_->Ingest({Property("m2")}).status();
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted) << full;
+  // Not deleted (a concurrent attempt of m2 may count on them): disowned, swept by any replica.
+  EXPECT_EQ(outbox_->stored().size(), 4u);
+  EXPECT_EQ(outbox_->disowned().size(), 2u);
+  EXPECT_FALSE(dedupe_->IsDone("m2"));
+  dispatcher_->Start();
+  ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
+  // The gateway's retry takes the same rows back.
+  ASSERT_TRUE(ingest_->Ingest({Property("m2")}).ok());
+  EXPECT_EQ(outbox_->types().size(), 4u);
+  EXPECT_TRUE(outbox_->disowned().empty());
+  ASSERT_TRUE(dispatcher_->WaitIdle(seconds(10)));
+  EXPECT_EQ(rule_target_->ids(), (std::vector<std::string>{"m1:r1:0", "m2:r1:0"}));
+}
+
+TEST_F(IngestTest, AnInvalidRecordIsRejectedAloneAndTheRestIsTaken) {
+  Build();
+  IngestRecord no_tenant = Property("m2");
+  no_tenant.tenant_id.clear();
+  IngestRecord not_json = Property("m3");
+  not_json.envelope_json = "{not json";
+  IngestRecord no_id = Property("");
+  auto rejected =
+      ingest_->Ingest({Property("m1"), no_tenant, not_json, no_id, Property("m4"), Property("m1")});
+  ASSERT_TRUE(rejected.ok()) << rejected.status();
+  ASSERT_EQ(rejected->size(), 3u);
+  EXPECT_EQ((*rejected)[0].message_id, "m2");
+  EXPECT_EQ((*rejected)[0].device_id, "d1");
+  EXPECT_EQ((*rejected)[0].reason, "malformed");
+  EXPECT_EQ((*rejected)[0].detail, "records[1].device.tenant_id: is required");
+  EXPECT_EQ((*rejected)[1].message_id, "m3");
+  EXPECT_EQ((*rejected)[1].reason, "invalid_envelope");
+  EXPECT_EQ((*rejected)[1].detail, "records[2].envelope_json: is not a JSON object");
+  EXPECT_EQ((*rejected)[2].reason, "malformed");
+  EXPECT_TRUE((*rejected)[2].detail.starts_with("records[3].message_id")) << (*rejected)[2].detail;
+  // The valid records are taken, m1 once although the batch holds it twice.
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history", "m4:history"}));
+  EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres", "postgres"}));
+  EXPECT_FALSE(dedupe_->IsDone("m2"));
+}
+
+TEST_F(IngestTest, WithoutTheDoneMarksTheBatchRunsInFullAndKeepsOneOutboxRowPerDelivery) {
+  Build();
+  ASSERT_TRUE(ingest_->Ingest({Property("m1")}).ok());
+  dedupe_->SetDown(absl::UnavailableError("redis down"));
+  // A redelivery while the marks cannot be read: run again, idempotently.
+  ASSERT_TRUE(ingest_->Ingest({Property("m1"), Property("m2")}).ok());
+  EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history", "m1:history", "m2:history"}));
+  EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres", "postgres"}));
+  dedupe_->SetDown(absl::OkStatus());
+  EXPECT_FALSE(dedupe_->IsDone("m2"));  // the mark could not be written; m2 is taken all the same
 }
 
 }  // namespace

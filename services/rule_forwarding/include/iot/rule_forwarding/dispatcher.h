@@ -73,9 +73,13 @@ struct DispatchItem {
 class Outbox {
  public:
   virtual ~Outbox() = default;
-  /// Stores `items` and sets their outbox_id.
+  /// Stores `items` and sets their outbox_id; idempotent on the delivery id: an item whose
+  /// delivery is stored already (an earlier or concurrent attempt of the same record) gets that
+  /// row, now owned by this replica, instead of a second one.
   virtual absl::Status Add(std::vector<DispatchItem>& items) = 0;
   virtual absl::Status Remove(const std::vector<int64_t>& ids) = 0;
+  /// Puts deliveries up for takeover by any replica (they could not be queued here).
+  virtual absl::Status Disown(const std::vector<int64_t>& ids) = 0;
 };
 
 struct DispatcherOptions {

@@ -1,17 +1,24 @@
 #pragma once
 
-// InternalIngest: records from the device-gateway → dedupe → rules → dispatcher.
+// InternalIngest: records from the device-gateway → rules → history, consumer groups, outbox.
 //
-// When Ingest answers OK: once the batch's property values are in the telemetry history (the
-// built-in `history` delivery, written directly through the history writer's group commit), its
-// consumer-group deliveries are appended to their Redis streams, and every other delivery the
-// batch produced is stored in the durable outbox (PostgreSQL, one INSERT per batch) and queued
-// in the dispatcher (memory, bounded). From then on the service
-// owns them: delivered, or recorded as a dead letter; what a replica leaves behind (crash,
-// SIGTERM) is taken over from the outbox by another replica. A full queue or history buffer
-// answers RESOURCE_EXHAUSTED, Redis or PostgreSQL down UNAVAILABLE, so the gateway retries
-// (backpressure); the history is idempotent on the message id, so a retried batch stores
-// nothing twice. docs/rules.md.
+// When Ingest answers OK: every record of the batch but the rejected ones (returned: malformed,
+// or an envelope that is not JSON) is taken: its property values are in the telemetry history
+// (the built-in `history` delivery, written directly through the history writer's group
+// commit), its consumer-group deliveries are appended to their Redis streams, and every other
+// delivery it produced is stored in the durable outbox (PostgreSQL, one INSERT per batch) and
+// queued in the dispatcher (memory, bounded). From then on the service owns them: delivered,
+// or recorded as a dead letter; what a replica leaves behind (crash, SIGTERM) is taken over
+// from the outbox by another replica. A full queue or history buffer answers
+// RESOURCE_EXHAUSTED, Redis or PostgreSQL down UNAVAILABLE, so the gateway retries
+// (backpressure).
+//
+// Deduplication never claims a record before its work is done: every effect is idempotent on
+// the record's message id (history rows and stream entries on the delivery id, outbox rows
+// keyed by it), so a retry, a redelivery or a concurrent duplicate (two gateway replicas, a
+// retry overlapping a slow first attempt) redoes nothing twice and loses nothing; the `done`
+// mark written once a record's effects are durable only spares a later redelivery the rules.
+// docs/rules.md, "Delivery guarantees".
 
 #include <cstdint>
 #include <functional>
@@ -22,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "iot/common/rejections.h"
 #include "iot/rule_forwarding/dispatcher.h"
 #include "iot/rule_forwarding/rules.h"
 
@@ -49,35 +57,38 @@ struct IngestRecord {
   std::string envelope_json;
 };
 
-/// Port: remembers which message ids were taken (at-least-once from the gateway).
+/// Port: remembers which records were taken completely (at-least-once from the gateway), so a
+/// redelivery skips the rules. Only an optimisation: every effect is idempotent anyway.
 class Dedupe {
  public:
   virtual ~Dedupe() = default;
-  /// For each id, true when it is new (and now taken), false when it was seen before.
-  virtual absl::StatusOr<std::vector<bool>> Claim(const std::vector<std::string>& ids) = 0;
-  /// Forgets ids claimed by a batch that could not be taken after all.
-  virtual void Release(const std::vector<std::string>& ids) = 0;
+  /// For each id, true when the record was marked done.
+  virtual absl::StatusOr<std::vector<bool>> Done(const std::vector<std::string>& ids) = 0;
+  /// Marks the records done: called only once every effect of theirs is durable.
+  virtual absl::Status MarkDone(const std::vector<std::string>& ids) = 0;
 };
 
-/// `SET rf:msg:{id} 1 NX PX ttl`, one pipeline per batch.
+/// `rf:msg:{id}`: MGET to check, `SET ... PX ttl` (one pipeline per batch) to mark.
 class RedisDedupe final : public Dedupe {
  public:
   RedisDedupe(std::shared_ptr<common::RedisClient> redis, std::chrono::milliseconds ttl)
       : redis_(std::move(redis)), ttl_(ttl) {}
-  absl::StatusOr<std::vector<bool>> Claim(const std::vector<std::string>& ids) override;
-  void Release(const std::vector<std::string>& ids) override;
+  absl::StatusOr<std::vector<bool>> Done(const std::vector<std::string>& ids) override;
+  absl::Status MarkDone(const std::vector<std::string>& ids) override;
 
  private:
   std::shared_ptr<common::RedisClient> redis_;
   std::chrono::milliseconds ttl_;
 };
 
-/// iot_rf_ingested_records_total{outcome} (accepted, duplicate, invalid_envelope) and
+/// iot_rf_ingested_records_total{outcome} (accepted, duplicate, rejected),
+/// iot_rf_rejected_records_total{reason} (malformed, invalid_envelope) and
 /// iot_rf_rule_matches_total.
 struct IngestMetrics {
   explicit IngestMetrics(prometheus::Registry& registry);
   prometheus::Family<prometheus::Counter>& records;
   prometheus::Counter& matches;
+  common::RejectionCounter rejections;
 };
 
 /// The deliveries one record produces: one per action of every rule of its tenant whose scope
@@ -100,10 +111,11 @@ class IngestService {
                 std::shared_ptr<Outbox> outbox, std::shared_ptr<Destination> history = nullptr,
                 std::vector<std::shared_ptr<Destination>> direct = {});
 
-  /// Takes a batch (see the file comment for what OK means). INVALID_ARGUMENT naming
-  /// `records[i].<field>` for a record without message id, tenant or resource; a record whose
-  /// envelope is not JSON is counted and dropped (retrying cannot fix it).
-  absl::Status Ingest(const std::vector<IngestRecord>& records);
+  /// Takes a batch (see the file comment for what OK means) and returns the records it refused
+  /// for good, each counted and logged: `malformed` (no message id, tenant or resource; the
+  /// detail names `records[i].<field>`) and `invalid_envelope` (not a JSON object). A record
+  /// repeated within the batch is taken once.
+  absl::StatusOr<common::Rejected> Ingest(const std::vector<IngestRecord>& records);
 
  private:
   /// Moves the deliveries of `destination`'s type (only the built-in ones, without a rule, when
@@ -112,6 +124,11 @@ class IngestService {
   /// returned.
   static absl::Status DeliverNow(Destination& destination, bool built_in_only,
                                  std::vector<DispatchItem>& items);
+
+  /// Stores `items` in the outbox and queues them. Items of a record already stored by another
+  /// attempt are taken over (same rows): nothing a concurrent attempt stored can be lost by
+  /// this one's failure, which leaves its rows for the sweep instead of deleting them.
+  absl::Status StoreAndQueue(std::vector<DispatchItem> items);
 
   RulesSource rules_;
   std::shared_ptr<Dedupe> dedupe_;

@@ -36,8 +36,7 @@ class PgOutbox final : public Outbox {
   /// Takes over up to `limit` deliveries of replicas silent for longer than `lease` (or
   /// disowned), oldest first, as queueable items.
   absl::StatusOr<std::vector<DispatchItem>> TakeOver(std::chrono::milliseconds lease, size_t limit);
-  /// Puts deliveries back up for takeover (they could not be queued here).
-  absl::Status Disown(const std::vector<int64_t>& ids);
+  absl::Status Disown(const std::vector<int64_t>& ids) override;
   /// Ends this replica's ownership: what it leaves is taken over at the next sweep (shutdown).
   absl::Status Retire();
   [[nodiscard]] const std::string& owner() const { return owner_; }
