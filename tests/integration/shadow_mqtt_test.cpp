@@ -360,8 +360,8 @@ TEST_F(ShadowMqttTest, EveryReportOverMqttIsMergedAndTheRateIsPrinted) {
         .message_id = fmt::format("bare-{}", i),
         .fields = {{shadow::PropertyField('r', "meter", "voltage"),
                     shadow::Stamp(shadow::NowMs(), std::to_string(i))}}};
-    auto reply = (*redis)->Command(shadow::RedisLiveStore::MergeArgs(
-        sha->str, write, 64 * 1024, shadow::NowMs(), std::chrono::seconds(60)));
+    auto reply = (*redis)->Command(
+        shadow::RedisLiveStore::MergeArgs(sha->str, write, 64 * 1024, shadow::NowMs(), 64));
     ASSERT_TRUE(reply.ok() && !reply->is_error());
   }
   const double bare_s =

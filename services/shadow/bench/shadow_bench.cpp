@@ -109,7 +109,7 @@ bool SetUp() {
   }
   env->metrics = std::make_shared<iot::shadow::ShadowMetrics>(env->registry);
   env->service = std::make_shared<iot::shadow::ShadowService>(
-      std::make_shared<RedisLiveStore>(env->redis, 64 * 1024),
+      std::make_shared<RedisLiveStore>(env->redis, 64 * 1024, 64),
       std::make_shared<iot::shadow::PgDurableStore>(pool), std::make_shared<NoDirectory>(),
       std::make_shared<NoPublisher>(), env->metrics);
   env->write_behind =
@@ -200,8 +200,7 @@ void BM_BareRedisEvalsha(benchmark::State& state) {
       }
       write.fields.emplace_back(iot::shadow::ServiceTimeField('R', "meter"),
                                 iot::shadow::Stamp(now, iot::shadow::IotdaTime(now)));
-      commands.push_back(
-          RedisLiveStore::MergeArgs(sha->str, write, 64 * 1024, now, std::chrono::seconds(600)));
+      commands.push_back(RedisLiveStore::MergeArgs(sha->str, write, 64 * 1024, now, 64));
     }
     auto replies = g_env->redis->Pipeline(commands);
     if (!replies.ok() || replies->front().is_error()) {

@@ -37,6 +37,9 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
       env.Duration("IOT_SHADOW_DEVICE_CACHE_TTL", milliseconds(5000)).count();
   settings["push_timeout_ms"] = env.Duration("IOT_SHADOW_PUSH_TIMEOUT", milliseconds(3000)).count();
   settings["redis_pool_size"] = env.Int("IOT_SHADOW_REDIS_POOL_SIZE", 8, 1, 256);
+  // Messages remembered per device: more than a device may have in flight between the gateway
+  // and the broker's acknowledgement (its uplink rate limit is 50/s by default).
+  settings["dedupe_window"] = env.Int("IOT_SHADOW_DEDUPE_WINDOW", 64, 1, 4096);
   if (settings["flush_interval_ms"].get<int64_t>() <= 0) {
     env.AddError("IOT_SHADOW_FLUSH_INTERVAL", "must be positive");
   }
@@ -56,7 +59,7 @@ void Wire(common::ServiceContext& context) {
   auto metrics = std::make_shared<ShadowMetrics>(context.host.metrics());
   auto service = std::make_shared<ShadowService>(
       std::make_shared<RedisLiveStore>(std::shared_ptr<common::RedisClient>(*std::move(redis)),
-                                       max_bytes),
+                                       max_bytes, settings["dedupe_window"].get<size_t>()),
       std::make_shared<PgDurableStore>(context.postgres),
       MakeThingModelDirectory(settings["thing_model_addr"], service_key,
                               milliseconds(settings["device_cache_ttl_ms"].get<int64_t>())),

@@ -61,7 +61,9 @@ ShadowMetrics::ShadowMetrics(prometheus::Registry& registry)
                         .Add({})),
       property_set_results(CounterFamily(registry, "iot_shadow_property_set_results_total",
                                          "Property-set responses recorded")
-                               .Add({})) {}
+                               .Add({})),
+      rejections(registry, "iot_shadow_rejected_records_total",
+                 "Records refused for good and returned in IngestAck.rejected, by reason") {}
 
 ShadowService::ShadowService(std::shared_ptr<LiveStore> live, std::shared_ptr<DurableStore> durable,
                              std::shared_ptr<DeviceDirectory> directory,
@@ -74,7 +76,17 @@ ShadowService::ShadowService(std::shared_ptr<LiveStore> live, std::shared_ptr<Du
       metrics_(std::move(metrics)),
       options_(options) {}
 
-absl::Status ShadowService::ParseReport(const Report& report, LiveStore::ReportWrite& write) {
+void ShadowService::Reject(common::Rejected& out, const std::string& message_id,
+                           const std::string& device_id, std::string reason, std::string detail) {
+  metrics_->rejections.Reject({.message_id = message_id,
+                               .device_id = device_id,
+                               .reason = std::move(reason),
+                               .detail = std::move(detail)},
+                              out);
+}
+
+absl::Status ShadowService::ParseReport(const Report& report, LiveStore::ReportWrite& write,
+                                        size_t& refused) {
   write.device_id = report.device_id;
   write.tenant_id = report.tenant_id;
   write.message_id = report.message_id;
@@ -86,12 +98,12 @@ absl::Status ShadowService::ParseReport(const Report& report, LiveStore::ReportW
   for (const nlohmann::json& entry : services) {
     if (!entry.is_object() || !entry.contains("service_id") || !entry["service_id"].is_string() ||
         !entry.contains("properties") || !entry["properties"].is_object()) {
-      metrics_->properties_refused.Increment();
+      ++refused;
       continue;
     }
     const std::string& service_id = entry["service_id"].get_ref<const std::string&>();
     if (!CheckKey("service_id", service_id).ok()) {
-      metrics_->properties_refused.Increment();
+      ++refused;
       continue;
     }
     int64_t time_ms = received;
@@ -101,7 +113,7 @@ absl::Status ShadowService::ParseReport(const Report& report, LiveStore::ReportW
     size_t kept = 0;
     for (const auto& [name, value] : entry["properties"].items()) {
       if (!CheckKey(name, name).ok() || value.is_null()) {
-        metrics_->properties_refused.Increment();
+        ++refused;
         continue;
       }
       write.fields.emplace_back(PropertyField(field::kReported, service_id, name),
@@ -113,37 +125,62 @@ absl::Status ShadowService::ParseReport(const Report& report, LiveStore::ReportW
                                 Stamp(time_ms, IotdaTime(time_ms)));
     }
   }
+  metrics_->properties_refused.Increment(static_cast<double>(refused));
   return absl::OkStatus();
 }
 
-absl::Status ShadowService::ReportProperties(const std::vector<Report>& reports) {
+absl::StatusOr<common::Rejected> ShadowService::ReportProperties(
+    const std::vector<Report>& reports) {
+  common::Rejected rejected;
   std::vector<LiveStore::ReportWrite> writes;
+  std::vector<size_t> index;  // writes[k] is reports[index[k]]
   writes.reserve(reports.size());
-  for (const Report& report : reports) {
-    LiveStore::ReportWrite write;
-    if (absl::Status parsed = ParseReport(report, write); !parsed.ok()) {
+  index.reserve(reports.size());
+  for (size_t i = 0; i < reports.size(); ++i) {
+    const Report& report = reports[i];
+    const auto malformed = [&](const std::string& detail) {
       metrics_->reports_malformed.Increment();
-      common::LogWarn("malformed property report", {{"device_id", report.device_id},
-                                                    {"message_id", report.message_id},
-                                                    {"error", std::string(parsed.message())}});
+      Reject(rejected, report.message_id, report.device_id, "malformed", detail);
+    };
+    if (report.device_id.empty()) {
+      malformed(fmt::format("reports[{}].device.device_id: is required", i));
+      continue;
+    }
+    if (report.message_id.empty()) {
+      malformed(fmt::format("reports[{}].message_id: is required", i));
+      continue;
+    }
+    LiveStore::ReportWrite write;
+    size_t refused = 0;
+    if (absl::Status parsed = ParseReport(report, write, refused); !parsed.ok()) {
+      malformed(fmt::format("reports[{}].{}", i, std::string(parsed.message())));
       continue;
     }
     if (write.fields.empty()) {
-      metrics_->reports_unchanged.Increment();
+      if (refused > 0) {
+        metrics_->reports_malformed.Increment();
+        Reject(rejected, report.message_id, report.device_id, "invalid_property",
+               fmt::format("reports[{}].services_json: none of its {} properties can be kept "
+                           "(keys with '.', '$' or NUL, null values, malformed services)",
+                           i, refused));
+      } else {
+        metrics_->reports_unchanged.Increment();
+      }
       continue;
     }
     writes.push_back(std::move(write));
+    index.push_back(i);
   }
   if (writes.empty()) {
-    return absl::OkStatus();
+    return rejected;
   }
   auto results = live_->MergeReports(writes);
   if (!results.ok()) {
     return results.status();
   }
   std::set<std::string> restored;
-  for (size_t i = 0; i < results->size(); ++i) {
-    const LiveStore::WriteResult& result = (*results)[i];
+  for (size_t k = 0; k < results->size(); ++k) {
+    const LiveStore::WriteResult& result = (*results)[k];
     switch (result.outcome) {
       case LiveStore::Outcome::kApplied:
         metrics_->reports_applied.Increment();
@@ -157,20 +194,20 @@ absl::Status ShadowService::ReportProperties(const std::vector<Report>& reports)
         break;
       case LiveStore::Outcome::kTooLarge:
         metrics_->reports_too_large.Increment();
-        common::LogWarn(
-            "report refused: shadow document too large",
-            {{"device_id", writes[i].device_id}, {"limit_bytes", options_.max_document_bytes}});
+        Reject(rejected, writes[k].message_id, writes[k].device_id, "too_large",
+               fmt::format("reports[{}].services_json: the device's shadow would exceed {} bytes",
+                           index[k], options_.max_document_bytes));
         break;
     }
     // First write after Redis lost the device: bring the older durable state back under it.
-    if (result.created && restored.insert(writes[i].device_id).second) {
-      if (absl::Status s = RestoreFromDurable(writes[i].device_id); !s.ok()) {
+    if (result.created && restored.insert(writes[k].device_id).second) {
+      if (absl::Status s = RestoreFromDurable(writes[k].device_id); !s.ok()) {
         common::LogWarn("restore from PostgreSQL failed; the rebuild will retry",
-                        {{"device_id", writes[i].device_id}, {"error", std::string(s.message())}});
+                        {{"device_id", writes[k].device_id}, {"error", std::string(s.message())}});
       }
     }
   }
-  return absl::OkStatus();
+  return rejected;
 }
 
 absl::Status ShadowService::RestoreFromDurable(const std::string& device_id) {
@@ -205,9 +242,18 @@ absl::StatusOr<std::string> ShadowService::DeviceShadowGet(const std::string& de
   return DeviceGetResponse(*shadow, service_id).dump();
 }
 
-absl::Status ShadowService::CompletePropertySet(
+absl::StatusOr<common::Rejected> ShadowService::CompletePropertySet(
     const std::string& message_id, const std::string& tenant_id, const std::string& device_id,
     const std::string& request_id, const std::string& payload_json, int64_t received_at_ms) {
+  common::Rejected rejected;
+  for (const auto& [value, name] :
+       {std::pair{&device_id, "device.device_id"}, std::pair{&request_id, "request_id"},
+        std::pair{&message_id, "message_id"}}) {
+    if (value->empty()) {
+      Reject(rejected, message_id, device_id, "malformed", fmt::format("{}: is required", name));
+      return rejected;
+    }
+  }
   PropertySetRecord record;
   record.request_id = request_id;
   record.time_ms = received_at_ms > 0 ? received_at_ms : NowMs();
@@ -223,17 +269,14 @@ absl::Status ShadowService::CompletePropertySet(
     record.result_code = -1;
     record.result_desc = "malformed response";
   }
-  if (!message_id.empty()) {
-    auto first = live_->ClaimOnce("ps:" + device_id + ":" + message_id, options_.dedupe_ttl);
-    if (!first.ok()) {
-      return first.status();
-    }
-    if (!*first) {
-      return absl::OkStatus();
-    }
+  auto recorded = live_->RecordPropertySet(device_id, tenant_id, message_id, record);
+  if (!recorded.ok()) {
+    return recorded.status();
   }
-  metrics_->property_set_results.Increment();
-  return live_->RecordPropertySet(device_id, tenant_id, record);
+  if (*recorded) {
+    metrics_->property_set_results.Increment();
+  }
+  return rejected;
 }
 
 void ShadowService::PushDelta(const DeviceShadow& shadow) {
@@ -256,17 +299,26 @@ void ShadowService::PushDelta(const DeviceShadow& shadow) {
   }
 }
 
-absl::Status ShadowService::ReportPresence(const std::vector<Presence>& events) {
-  for (const Presence& event : events) {
+absl::StatusOr<common::Rejected> ShadowService::ReportPresence(
+    const std::vector<Presence>& events) {
+  common::Rejected rejected;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const Presence& event = events[i];
+    if (event.device_id.empty()) {
+      Reject(rejected, event.message_id, event.device_id, "malformed",
+             fmt::format("events[{}].device.device_id: is required", i));
+      continue;
+    }
     if (!event.online) {
       continue;
     }
+    const std::string done_key = "presence:" + event.message_id;
     if (!event.message_id.empty()) {
-      auto first = live_->ClaimOnce("presence:" + event.message_id, options_.dedupe_ttl);
-      if (!first.ok()) {
-        return first.status();
+      auto done = live_->IsDone(done_key);
+      if (!done.ok()) {
+        return done.status();
       }
-      if (!*first) {
+      if (*done) {
         continue;
       }
     }
@@ -284,8 +336,15 @@ absl::Status ShadowService::ReportPresence(const std::vector<Presence>& events) 
       shadow->tenant_id = event.tenant_id;
     }
     PushDelta(*shadow);
+    // Marked after the push: a redelivery after a crash in between pushes again (the device
+    // gets the same delta twice), never not at all.
+    if (!event.message_id.empty()) {
+      if (absl::Status s = live_->MarkDone(done_key, options_.dedupe_ttl); !s.ok()) {
+        common::LogDebug("presence event not marked done", {{"error", std::string(s.message())}});
+      }
+    }
   }
-  return absl::OkStatus();
+  return rejected;
 }
 
 absl::StatusOr<DeviceInfo> ShadowService::Authorize(const common::Principal& caller,

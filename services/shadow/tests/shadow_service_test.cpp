@@ -38,7 +38,7 @@ class FakeLive final : public LiveStore {
     }
     std::vector<WriteResult> out;
     for (const ReportWrite& r : reports) {
-      if (!seen.insert(r.device_id + ":" + r.message_id).second) {
+      if (seen.contains(r.device_id + ":" + r.message_id)) {
         out.push_back({Outcome::kDuplicate, devices[r.device_id].version, false});
         continue;
       }
@@ -53,6 +53,7 @@ class FakeLive final : public LiveStore {
         }
       }
       if (changed) {
+        seen.insert(r.device_id + ":" + r.message_id);  // remembered with its writes
         d.tenant = r.tenant_id;
         ++d.version;
         ++d.write_seq;
@@ -116,14 +117,25 @@ class FakeLive final : public LiveStore {
     return absl::OkStatus();
   }
 
-  absl::Status RecordPropertySet(const std::string& device_id, const std::string&,
-                                 const PropertySetRecord& record) override {
+  absl::StatusOr<bool> RecordPropertySet(const std::string& device_id, const std::string&,
+                                         const std::string& message_id,
+                                         const PropertySetRecord& record) override {
+    if (!seen.insert(device_id + ":" + message_id).second) {
+      return false;
+    }
     devices[device_id].ps = record;
-    return absl::OkStatus();
+    return true;
   }
 
-  absl::StatusOr<bool> ClaimOnce(const std::string& key, std::chrono::seconds) override {
-    return seen.insert(key).second;
+  absl::StatusOr<bool> IsDone(const std::string& key) override {
+    if (down) {
+      return absl::UnavailableError("redis down");
+    }
+    return done.contains(key);
+  }
+  absl::Status MarkDone(const std::string& key, std::chrono::seconds) override {
+    done.insert(key);
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::vector<DeviceShadow>> ClaimDirty(size_t max,
@@ -188,6 +200,7 @@ class FakeLive final : public LiveStore {
 
   std::map<std::string, Device> devices;
   std::set<std::string> seen;
+  std::set<std::string> done;
   std::set<std::string> dirty;
   std::set<std::string> claimed;
   bool marker = true;
@@ -315,9 +328,27 @@ class ShadowServiceTest : public ::testing::Test {
     if (!event_time.empty()) {
       entry["event_time"] = event_time;
     }
-    return service_.ReportProperties(
-        {iot::shadow::Report{message_id, device == "dev-a" ? "tenant-a" : "tenant-b", device,
-                             json::array({entry}).dump(), 1000}});
+    return service_
+        .ReportProperties(
+            {iot::shadow::Report{message_id, device == "dev-a" ? "tenant-a" : "tenant-b", device,
+                                 json::array({entry}).dump(), 1000}})
+        .status();
+  }
+
+  double Rejected(const std::string& reason) {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != "iot_shadow_rejected_records_total") {
+        continue;
+      }
+      for (const auto& metric : family.metric) {
+        for (const auto& label : metric.label) {
+          if (label.name == "reason" && label.value == reason) {
+            return metric.counter.value;
+          }
+        }
+      }
+    }
+    return 0;
   }
 
   absl::StatusOr<ShadowView> Desire(const json& properties, std::optional<int64_t> version = {},
@@ -414,19 +445,71 @@ TEST_F(ShadowServiceTest, ConnectPushesPendingDeltaOnceEvenIfRedelivered) {
   EXPECT_EQ(publisher_->sent.size(), 2U);
 }
 
-TEST_F(ShadowServiceTest, BadReportsAreSkippedNotRetried) {
-  EXPECT_TRUE(service_
-                  .ReportProperties(
-                      {iot::shadow::Report{"m1", "tenant-a", "dev-a", "not json", 1},
-                       iot::shadow::Report{"m2", "tenant-a", "dev-a", R"({"services":[]})", 1}})
-                  .ok());
-  ASSERT_TRUE(SendReport("dev-a", {{"a.b", 1}, {"$x", 2}, {"voltage", 230}}, "m3").ok());
+TEST_F(ShadowServiceTest, BadReportsAreRejectedAloneAndTheRestIsMerged) {
+  const std::string good = R"([{"service_id":"meter","properties":{"voltage":230}}])";
+  auto rejected = service_.ReportProperties({
+      iot::shadow::Report{"m1", "tenant-a", "dev-a", "not json", 1},
+      iot::shadow::Report{"m2", "tenant-a", "dev-a", R"({"services":[]})", 1},
+      iot::shadow::Report{"m3", "tenant-a", "dev-a",
+                          R"([{"service_id":"meter","properties":{"a.b":1,"$x":null}}])", 1},
+      iot::shadow::Report{"m4", "tenant-a", "", good, 1},
+      iot::shadow::Report{"", "tenant-a", "dev-a", good, 1},
+      iot::shadow::Report{"m6", "tenant-a", "dev-a", good, 1},
+  });
+  ASSERT_TRUE(rejected.ok()) << rejected.status();
+  ASSERT_EQ(rejected->size(), 5U);
+  EXPECT_EQ((*rejected)[0].message_id, "m1");
+  EXPECT_EQ((*rejected)[0].device_id, "dev-a");
+  EXPECT_EQ((*rejected)[0].reason, "malformed");
+  EXPECT_EQ((*rejected)[0].detail, "reports[0].services_json: not a JSON array of services");
+  EXPECT_EQ((*rejected)[1].message_id, "m2");
+  EXPECT_EQ((*rejected)[2].reason, "invalid_property");
+  EXPECT_TRUE((*rejected)[2].detail.starts_with("reports[2].services_json: none of its 2"))
+      << (*rejected)[2].detail;
+  EXPECT_EQ((*rejected)[3].detail, "reports[3].device.device_id: is required");
+  EXPECT_EQ((*rejected)[4].detail, "reports[4].message_id: is required");
+  EXPECT_EQ(Rejected("malformed"), 4);
+  EXPECT_EQ(Rejected("invalid_property"), 1);
+  // The good one of the batch is merged.
   auto shown = service_.Show(caller("tenant-a"), "dev-a", "");
   ASSERT_TRUE(shown.ok());
+  EXPECT_EQ(shown->shadow.services["meter"].reported.properties.at("voltage").value, 230);
+  // Refused properties of an otherwise good report are dropped, the rest merged.
+  ASSERT_TRUE(SendReport("dev-a", {{"a.b", 1}, {"$x", 2}, {"voltage", 231}}, "m7").ok());
+  shown = service_.Show(caller("tenant-a"), "dev-a", "");
   EXPECT_EQ(shown->shadow.services["meter"].reported.properties.size(), 1U);
   // Redis down: the gateway must retry.
   live_->down = true;
-  EXPECT_EQ(SendReport("dev-a", {{"voltage", 231}}, "m4").code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(SendReport("dev-a", {{"voltage", 232}}, "m8").code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ShadowServiceTest, ARedeliveredReportIsMergedOnceEvenWithTheSameTimestamp) {
+  // Two reports stamped the same second: the later wins. A redelivery of the earlier one must
+  // neither roll the value back nor count as a new version.
+  const std::string t = "20261126T100000Z";
+  ASSERT_TRUE(SendReport("dev-a", {{"voltage", 1}}, "m1", t).ok());
+  ASSERT_TRUE(SendReport("dev-a", {{"voltage", 2}}, "m2", t).ok());
+  ASSERT_TRUE(SendReport("dev-a", {{"voltage", 1}}, "m1", t).ok());
+  auto shown = service_.Show(caller("tenant-a"), "dev-a", "");
+  ASSERT_TRUE(shown.ok());
+  EXPECT_EQ(shown->shadow.services["meter"].reported.properties.at("voltage").value, 2);
+  EXPECT_EQ(shown->shadow.version, 2);
+}
+
+TEST_F(ShadowServiceTest, PropertySetAnswersAreRecordedOnceAndMalformedOnesRejected) {
+  ASSERT_TRUE(service_.CompletePropertySet("r1", "tenant-a", "dev-a", "shadow-1", "{}", 5).ok());
+  auto again = service_.CompletePropertySet("r1", "tenant-a", "dev-a", "shadow-1", "{}", 5);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->empty());
+  auto missing = service_.CompletePropertySet("r2", "tenant-a", "dev-a", "", "{}", 5);
+  ASSERT_TRUE(missing.ok());
+  ASSERT_EQ(missing->size(), 1U);
+  EXPECT_EQ((*missing)[0].detail, "request_id: is required");
+  auto no_device = service_.ReportPresence(
+      {Presence{"p1", "tenant-a", "", true}, Presence{"p2", "t", "x", false}});
+  ASSERT_TRUE(no_device.ok());
+  ASSERT_EQ(no_device->size(), 1U);
+  EXPECT_EQ((*no_device)[0].detail, "events[0].device.device_id: is required");
 }
 
 TEST_F(ShadowServiceTest, WriteBehindRetriesAfterAFailedBatchAndCoalesces) {

@@ -96,7 +96,7 @@ grpc::Status ShadowsHandler::UpdateDeviceShadowDesiredData(
 
 grpc::Status InternalShadowHandler::ReportProperties(grpc::ServerContext* context,
                                                      const pb::ReportPropertiesRequest* request,
-                                                     iot::device_gateway::v1::IngestAck*) {
+                                                     iot::device_gateway::v1::IngestAck* response) {
   IOT_AUTHORIZE(caller, Access::kInternal);
   std::vector<Report> reports;
   reports.reserve(static_cast<size_t>(request->reports_size()));
@@ -106,11 +106,8 @@ grpc::Status InternalShadowHandler::ReportProperties(grpc::ServerContext* contex
                              .device_id = report.device().device_id(),
                              .services_json = report.services_json(),
                              .received_at_ms = report.received_at_unix_ms()});
-    if (reports.back().device_id.empty()) {
-      return ToGrpcStatus(common::InvalidField("reports.device.device_id", "required"));
-    }
   }
-  return ToGrpcStatus(service_->ReportProperties(reports));
+  return common::Acknowledge(service_->ReportProperties(reports), response);
 }
 
 grpc::Status InternalShadowHandler::GetDeviceShadowForDevice(
@@ -125,18 +122,20 @@ grpc::Status InternalShadowHandler::GetDeviceShadowForDevice(
   return grpc::Status::OK;
 }
 
-grpc::Status InternalShadowHandler::CompletePropertySet(grpc::ServerContext* context,
-                                                        const pb::PropertySetResult* request,
-                                                        iot::device_gateway::v1::IngestAck*) {
+grpc::Status InternalShadowHandler::CompletePropertySet(
+    grpc::ServerContext* context, const pb::PropertySetResult* request,
+    iot::device_gateway::v1::IngestAck* response) {
   IOT_AUTHORIZE(caller, Access::kInternal);
-  return ToGrpcStatus(service_->CompletePropertySet(
-      request->message_id(), request->device().tenant_id(), request->device().device_id(),
-      request->request_id(), request->payload_json(), request->received_at_unix_ms()));
+  return common::Acknowledge(
+      service_->CompletePropertySet(request->message_id(), request->device().tenant_id(),
+                                    request->device().device_id(), request->request_id(),
+                                    request->payload_json(), request->received_at_unix_ms()),
+      response);
 }
 
 grpc::Status InternalShadowHandler::ReportPresence(
     grpc::ServerContext* context, const iot::device_gateway::v1::PresenceEvents* request,
-    iot::device_gateway::v1::IngestAck*) {
+    iot::device_gateway::v1::IngestAck* response) {
   IOT_AUTHORIZE(caller, Access::kInternal);
   std::vector<Presence> events;
   for (const auto& event : request->events()) {
@@ -145,7 +144,7 @@ grpc::Status InternalShadowHandler::ReportPresence(
                               .device_id = event.device().device_id(),
                               .online = event.online()});
   }
-  return ToGrpcStatus(service_->ReportPresence(events));
+  return common::Acknowledge(service_->ReportPresence(events), response);
 }
 
 }  // namespace iot::shadow

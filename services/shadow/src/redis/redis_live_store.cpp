@@ -4,6 +4,7 @@
 
 #include <string_view>
 
+#include "iot/common/crypto.h"
 #include "iot/common/status.h"
 
 namespace iot::shadow {
@@ -19,13 +20,35 @@ constexpr std::string_view kOncePrefix = "shadow:msg:";
 #define IOT_SHADOW_LUA_STAMP \
   "local function stamp(s) return tonumber(string.match(s, '^%-?%d+')) end\n"
 
-// KEYS: shadow hash, dedupe key, dirty zset.
-// ARGV: tenant, now ms, max bytes, dedupe ttl s, device id, then field/stamped-value pairs.
+// Shared by the scripts that apply a device's messages: field `m` of the device's hash holds the
+// fixed-size digests of the last messages applied (newest last). A message is remembered in the
+// same step that applies it, so it is never marked without its effect, nor applied twice while
+// it is among the last `window` of its device (per-device order: a redelivery is a recent one).
+#define IOT_SHADOW_LUA_RECENT                                                         \
+  "local function seen(recent, id)\n"                                                 \
+  "  local from = 1\n"                                                                \
+  "  while true do\n"                                                                 \
+  "    local at = string.find(recent, id, from, true)\n"                              \
+  "    if not at then return false end\n"                                             \
+  "    if (at - 1) % #id == 0 then return true end\n"                                 \
+  "    from = at + 1\n"                                                               \
+  "  end\n"                                                                           \
+  "end\n"                                                                             \
+  "local function remember(recent, id, window)\n"                                     \
+  "  if window <= 0 then return '' end\n"                                             \
+  "  recent = recent .. id\n"                                                         \
+  "  if #recent > window * #id then recent = string.sub(recent, -window * #id) end\n" \
+  "  return recent\n"                                                                 \
+  "end\n"
+
+// KEYS: shadow hash, dirty zset.
+// ARGV: tenant, now ms, max bytes, dedupe window, device id, message digest, then
+// field/stamped-value pairs.
 // Returns {outcome, version, created}: outcome 0 applied, 1 unchanged, 2 too large,
-// 3 duplicate. One HMGET reads the fields and one HSET writes the changed ones (a report of ten
-// properties was ~30 calls from Lua, the most expensive command of the ingest path); both in
-// chunks, as unpack() has a stack limit.
-const std::string kMergeScript = IOT_SHADOW_LUA_STAMP R"lua(
+// 3 duplicate (among the device's recent messages). One HMGET reads the fields and one HSET
+// writes the changed ones (a report of ten properties was ~30 calls from Lua, the most expensive
+// command of the ingest path); both in chunks, as unpack() has a stack limit.
+const std::string kMergeScript = IOT_SHADOW_LUA_STAMP IOT_SHADOW_LUA_RECENT R"lua(
 local h = KEYS[1]
 local function chunked(cmd, args, size)
   local out = {}
@@ -37,19 +60,18 @@ local function chunked(cmd, args, size)
   end
   return out
 end
-local names = {'v', 'sz'}
-for i = 6, #ARGV, 2 do names[#names + 1] = ARGV[i] end
+local names = {'v', 'sz', 'm'}
+for i = 7, #ARGV, 2 do names[#names + 1] = ARGV[i] end
 local cur = chunked('HMGET', names, 1000)
 local v = tonumber(cur[1] or '0')
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[4]) == false then
-  return {3, v, 0}
-end
+local recent = cur[3] or ''
+if seen(recent, ARGV[6]) then return {3, v, 0} end
 local created = 0
 if v == 0 and redis.call('EXISTS', h) == 0 then created = 1 end
 local sz = tonumber(cur[2] or '0')
 local writes = {}
-local k = 3
-for i = 6, #ARGV, 2 do
+local k = 4
+for i = 7, #ARGV, 2 do
   local f, nv = ARGV[i], ARGV[i + 1]
   local old = cur[k]
   k = k + 1
@@ -69,10 +91,12 @@ writes[#writes + 1] = 'sz'
 writes[#writes + 1] = sz
 writes[#writes + 1] = 't'
 writes[#writes + 1] = ARGV[1]
+writes[#writes + 1] = 'm'
+writes[#writes + 1] = remember(recent, ARGV[6], tonumber(ARGV[4]))
 chunked('HSET', writes, 2000)
 redis.call('HINCRBY', h, 'w', 1)
 v = redis.call('HINCRBY', h, 'v', 1)
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[5])
 return {0, v, created}
 )lua";
 
@@ -170,15 +194,20 @@ end
 return 0
 )lua";
 
-// KEYS: shadow hash, dirty zset. ARGV: tenant, record JSON, now ms, device id.
-const std::string kPropertySetScript = R"lua(
-redis.call('HSET', KEYS[1], 'ps', ARGV[2], 't', ARGV[1])
+// KEYS: shadow hash, dirty zset. ARGV: tenant, record JSON, now ms, device id, dedupe window,
+// message digest. Returns 0 recorded, 1 duplicate.
+const std::string kPropertySetScript = IOT_SHADOW_LUA_RECENT R"lua(
+local recent = redis.call('HGET', KEYS[1], 'm') or ''
+if seen(recent, ARGV[6]) then return 1 end
+redis.call('HSET', KEYS[1], 'ps', ARGV[2], 't', ARGV[1], 'm',
+           remember(recent, ARGV[6], tonumber(ARGV[5])))
 redis.call('HINCRBY', KEYS[1], 'w', 1)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return 0
 )lua";
 
 #undef IOT_SHADOW_LUA_STAMP
+#undef IOT_SHADOW_LUA_RECENT
 
 absl::Status ReplyError(const common::RedisReply& reply) {
   return absl::InternalError("redis script failed: " + reply.str);
@@ -219,9 +248,10 @@ bool IsNoScript(const common::RedisReply& reply) {
 }  // namespace
 
 RedisLiveStore::RedisLiveStore(std::shared_ptr<common::RedisClient> redis,
-                               size_t max_document_bytes)
+                               size_t max_document_bytes, size_t dedupe_window)
     : redis_(std::move(redis)),
       max_document_bytes_(max_document_bytes),
+      dedupe_window_(dedupe_window),
       merge_{&kMergeScript, {}},
       desired_{&kDesiredScript, {}},
       restore_{&kRestoreScript, {}},
@@ -235,17 +265,21 @@ std::string RedisLiveStore::ShadowKey(const std::string& device_id) {
   return std::string(kShadowPrefix) + device_id;
 }
 
+std::string RedisLiveStore::MessageDigest(const std::string& message_id) {
+  // 8 bytes of SHA-256: a fixed size the scripts can scan, stable across replicas and restarts.
+  return *common::HexDecode(common::Sha256Hex(message_id).substr(0, 16));
+}
+
 std::vector<std::string> RedisLiveStore::MergeArgs(const std::string& sha,
                                                    const ReportWrite& report,
                                                    size_t max_document_bytes, int64_t now_ms,
-                                                   std::chrono::seconds dedupe_ttl) {
+                                                   size_t dedupe_window) {
   std::vector<std::string> args;
   args.reserve(11 + 2 * report.fields.size());
-  args.insert(args.end(), {"EVALSHA", sha, "3", ShadowKey(report.device_id),
-                           std::string(kOncePrefix) + report.device_id + ":" + report.message_id,
-                           std::string(kDirtyKey), report.tenant_id, std::to_string(now_ms),
-                           std::to_string(max_document_bytes), std::to_string(dedupe_ttl.count()),
-                           report.device_id});
+  args.insert(args.end(),
+              {"EVALSHA", sha, "2", ShadowKey(report.device_id), std::string(kDirtyKey),
+               report.tenant_id, std::to_string(now_ms), std::to_string(max_document_bytes),
+               std::to_string(dedupe_window), report.device_id, MessageDigest(report.message_id)});
   for (const auto& [name, value] : report.fields) {
     args.push_back(name);
     args.push_back(value);
@@ -311,8 +345,7 @@ absl::StatusOr<std::vector<LiveStore::WriteResult>> RedisLiveStore::MergeReports
     std::vector<std::vector<std::string>> commands;
     commands.reserve(pending.size());
     for (size_t i : pending) {
-      commands.push_back(
-          MergeArgs(*sha, reports[i], max_document_bytes_, now, std::chrono::seconds(600)));
+      commands.push_back(MergeArgs(*sha, reports[i], max_document_bytes_, now, dedupe_window_));
     }
     auto replies = redis_->Pipeline(commands);
     if (!replies.ok()) {
@@ -383,21 +416,31 @@ absl::Status RedisLiveStore::Restore(const DeviceShadow& durable) {
   return Eval(restore_, {ShadowKey(durable.device_id), std::string(kDirtyKey)}, args).status();
 }
 
-absl::Status RedisLiveStore::RecordPropertySet(const std::string& device_id,
-                                               const std::string& tenant_id,
-                                               const PropertySetRecord& record) {
-  return Eval(property_set_, {ShadowKey(device_id), std::string(kDirtyKey)},
-              {tenant_id, PropertySetToJson(record).dump(), std::to_string(NowMs()), device_id})
-      .status();
-}
-
-absl::StatusOr<bool> RedisLiveStore::ClaimOnce(const std::string& key, std::chrono::seconds ttl) {
-  auto reply = common::CheckReply(redis_->Command(
-      {"SET", std::string(kOncePrefix) + key, "1", "NX", "EX", std::to_string(ttl.count())}));
+absl::StatusOr<bool> RedisLiveStore::RecordPropertySet(const std::string& device_id,
+                                                       const std::string& tenant_id,
+                                                       const std::string& message_id,
+                                                       const PropertySetRecord& record) {
+  auto reply = Eval(property_set_, {ShadowKey(device_id), std::string(kDirtyKey)},
+                    {tenant_id, PropertySetToJson(record).dump(), std::to_string(NowMs()),
+                     device_id, std::to_string(dedupe_window_), MessageDigest(message_id)});
   if (!reply.ok()) {
     return reply.status();
   }
-  return !reply->is_nil();
+  return reply->integer == 0;
+}
+
+absl::StatusOr<bool> RedisLiveStore::IsDone(const std::string& key) {
+  auto reply = common::CheckReply(redis_->Command({"EXISTS", std::string(kOncePrefix) + key}));
+  if (!reply.ok()) {
+    return reply.status();
+  }
+  return reply->integer == 1;
+}
+
+absl::Status RedisLiveStore::MarkDone(const std::string& key, std::chrono::seconds ttl) {
+  return common::CheckReply(redis_->Command({"SET", std::string(kOncePrefix) + key, "1", "EX",
+                                             std::to_string(ttl.count())}))
+      .status();
 }
 
 absl::StatusOr<std::vector<DeviceShadow>> RedisLiveStore::ClaimDirty(

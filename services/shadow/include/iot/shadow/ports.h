@@ -28,7 +28,7 @@ class LiveStore {
   struct ReportWrite {
     std::string device_id;
     std::string tenant_id;
-    std::string message_id;  ///< dedupe key: a message id seen before is not applied again
+    std::string message_id;  ///< a message among the device's recent ones is not applied again
     FieldValues fields;
   };
   enum class Outcome { kApplied, kUnchanged, kTooLarge, kDuplicate, kConflict };
@@ -39,7 +39,9 @@ class LiveStore {
   };
 
   /// Merges reports in order: a field is written unless the stored one is newer (by its
-  /// stamp); any write bumps the version and marks the device dirty for the write-behind.
+  /// stamp); any write bumps the version and marks the device dirty for the write-behind. A
+  /// report whose message id is among the last ones applied to its device is kDuplicate; an
+  /// applied report's id is remembered in the same atomic step as its writes.
   virtual absl::StatusOr<std::vector<WriteResult>> MergeReports(
       const std::vector<ReportWrite>& reports) = 0;
 
@@ -56,11 +58,17 @@ class LiveStore {
   /// at least the durable one. Used after Redis lost data.
   virtual absl::Status Restore(const DeviceShadow& durable) = 0;
 
-  virtual absl::Status RecordPropertySet(const std::string& device_id, const std::string& tenant_id,
-                                         const PropertySetRecord& record) = 0;
+  /// Records the device's answer to a property set, remembering `message_id` with it as a
+  /// report's; false (nothing written) when that message was applied already.
+  virtual absl::StatusOr<bool> RecordPropertySet(const std::string& device_id,
+                                                 const std::string& tenant_id,
+                                                 const std::string& message_id,
+                                                 const PropertySetRecord& record) = 0;
 
-  /// True the first time `key` is claimed within `ttl` (idempotency of internal calls).
-  virtual absl::StatusOr<bool> ClaimOnce(const std::string& key, std::chrono::seconds ttl) = 0;
+  /// True when `key` was marked done within its ttl (presence events).
+  virtual absl::StatusOr<bool> IsDone(const std::string& key) = 0;
+  /// Marks `key` done for `ttl`: only once its effect happened.
+  virtual absl::Status MarkDone(const std::string& key, std::chrono::seconds ttl) = 0;
 
   /// Write-behind: up to `max` dirty devices, leased for `lease` so other replicas skip them.
   virtual absl::StatusOr<std::vector<DeviceShadow>> ClaimDirty(size_t max,

@@ -10,13 +10,15 @@
 
 namespace iot::shadow {
 
-/// The live store in Redis: HASH `shadow:dev:{device_id}` per device (fields in document.h),
-/// ZSET `shadow:dirty` (devices the write-behind owes PostgreSQL, scored by when they are
-/// due), `shadow:msg:*` idempotency keys, `shadow:marker` (present while Redis holds the
-/// rebuilt state). Every write is one Lua script (EVALSHA), atomic per device.
+/// The live store in Redis: HASH `shadow:dev:{device_id}` per device (fields in document.h,
+/// plus `m`: digests of the device's last `dedupe_window` messages applied), ZSET `shadow:dirty`
+/// (devices the write-behind owes PostgreSQL, scored by when they are due), `shadow:msg:*`
+/// done marks of presence events, `shadow:marker` (present while Redis holds the rebuilt
+/// state). Every write is one Lua script (EVALSHA), atomic per device.
 class RedisLiveStore final : public LiveStore {
  public:
-  RedisLiveStore(std::shared_ptr<common::RedisClient> redis, size_t max_document_bytes);
+  RedisLiveStore(std::shared_ptr<common::RedisClient> redis, size_t max_document_bytes,
+                 size_t dedupe_window);
 
   absl::StatusOr<std::vector<WriteResult>> MergeReports(
       const std::vector<ReportWrite>& reports) override;
@@ -25,9 +27,11 @@ class RedisLiveStore final : public LiveStore {
                                            const FieldValues& fields) override;
   absl::StatusOr<DeviceShadow> Load(const std::string& device_id) override;
   absl::Status Restore(const DeviceShadow& durable) override;
-  absl::Status RecordPropertySet(const std::string& device_id, const std::string& tenant_id,
-                                 const PropertySetRecord& record) override;
-  absl::StatusOr<bool> ClaimOnce(const std::string& key, std::chrono::seconds ttl) override;
+  absl::StatusOr<bool> RecordPropertySet(const std::string& device_id, const std::string& tenant_id,
+                                         const std::string& message_id,
+                                         const PropertySetRecord& record) override;
+  absl::StatusOr<bool> IsDone(const std::string& key) override;
+  absl::Status MarkDone(const std::string& key, std::chrono::seconds ttl) override;
   absl::StatusOr<std::vector<DeviceShadow>> ClaimDirty(size_t max,
                                                        std::chrono::milliseconds lease) override;
   absl::Status AckFlushed(const std::vector<DeviceShadow>& flushed) override;
@@ -42,7 +46,9 @@ class RedisLiveStore final : public LiveStore {
   static const std::string& MergeScript();
   static std::vector<std::string> MergeArgs(const std::string& sha, const ReportWrite& report,
                                             size_t max_document_bytes, int64_t now_ms,
-                                            std::chrono::seconds dedupe_ttl);
+                                            size_t dedupe_window);
+  /// What the scripts remember of a message id: 8 bytes of its SHA-256.
+  static std::string MessageDigest(const std::string& message_id);
 
   static std::string ShadowKey(const std::string& device_id);
 
@@ -60,6 +66,7 @@ class RedisLiveStore final : public LiveStore {
 
   std::shared_ptr<common::RedisClient> redis_;
   size_t max_document_bytes_;
+  size_t dedupe_window_;
   std::mutex mu_;
   Script merge_;
   Script desired_;

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "iot/common/auth.h"
+#include "iot/common/rejections.h"
 #include "iot/shadow/document.h"
 #include "iot/shadow/ports.h"
 
@@ -20,7 +21,7 @@ namespace iot::shadow {
 struct ShadowOptions {
   /// Largest live document (field names + stamped values) per device.
   size_t max_document_bytes = 64 * 1024;
-  /// How long message ids of internal calls are remembered for idempotency.
+  /// How long presence events are remembered as done (their effect: a delta push).
   std::chrono::seconds dedupe_ttl{600};
   /// Devices per durable write-behind batch.
   size_t flush_batch = 500;
@@ -48,6 +49,8 @@ struct ShadowMetrics {
   prometheus::Counter& deltas_offline;
   prometheus::Counter& push_failures;
   prometheus::Counter& property_set_results;
+  /// iot_shadow_rejected_records_total{reason}: records refused for good (IngestAck.rejected).
+  common::RejectionCounter rejections;
 };
 
 /// One property report from the gateway.
@@ -88,18 +91,26 @@ class ShadowService {
                 std::shared_ptr<DevicePublisher> publisher, std::shared_ptr<ShadowMetrics> metrics,
                 ShadowOptions options = {});
 
-  // Internal (gateway).
-  /// Merges the reports in order. UNAVAILABLE when the live store cannot be reached (the
-  /// gateway retries); a malformed or oversize report is counted and skipped.
-  absl::Status ReportProperties(const std::vector<Report>& reports);
+  // Internal (gateway). Each returns the records it refused for good (counted, logged and
+  // answered in IngestAck.rejected) and takes the rest; an error status means nothing new was
+  // taken and the gateway retries. Every one is idempotent on the records' message ids.
+
+  /// Merges the reports in order; a report applied already (among its device's recent
+  /// messages) is a duplicate. UNAVAILABLE when the live store cannot be reached. Rejected:
+  /// `malformed` (no device or message id, services_json not an array), `invalid_property`
+  /// (none of its properties can be kept) and `too_large` (the document would pass the limit).
+  absl::StatusOr<common::Rejected> ReportProperties(const std::vector<Report>& reports);
   /// The body of the device's shadow-get response.
   absl::StatusOr<std::string> DeviceShadowGet(const std::string& device_id,
                                               const std::string& service_id);
-  absl::Status CompletePropertySet(const std::string& message_id, const std::string& tenant_id,
-                                   const std::string& device_id, const std::string& request_id,
-                                   const std::string& payload_json, int64_t received_at_ms);
-  /// A connect pushes the device's pending delta.
-  absl::Status ReportPresence(const std::vector<Presence>& events);
+  /// Records the device's answer to a delta push; `malformed` without device, request or
+  /// message id.
+  absl::StatusOr<common::Rejected> CompletePropertySet(
+      const std::string& message_id, const std::string& tenant_id, const std::string& device_id,
+      const std::string& request_id, const std::string& payload_json, int64_t received_at_ms);
+  /// A connect pushes the device's pending delta, once per event (marked done after the push);
+  /// `malformed` without device id.
+  absl::StatusOr<common::Rejected> ReportPresence(const std::vector<Presence>& events);
 
   // Public (tenant API keys): another tenant's device is NOT_FOUND.
   absl::StatusOr<ShadowView> Show(const common::Principal& caller, const std::string& device_id,
@@ -123,7 +134,11 @@ class ShadowService {
   absl::Status RestoreFromDurable(const std::string& device_id);
   /// Pushes the delta as a property set if there is one; failures are counted, not returned.
   void PushDelta(const DeviceShadow& shadow);
-  absl::Status ParseReport(const Report& report, LiveStore::ReportWrite& write);
+  /// The report's stamped fields; counts the properties it refuses in `refused`.
+  absl::Status ParseReport(const Report& report, LiveStore::ReportWrite& write, size_t& refused);
+  /// Counts, logs and appends a rejection.
+  void Reject(common::Rejected& out, const std::string& message_id, const std::string& device_id,
+              std::string reason, std::string detail);
 
   std::shared_ptr<LiveStore> live_;
   std::shared_ptr<DurableStore> durable_;
