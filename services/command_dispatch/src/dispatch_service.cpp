@@ -203,7 +203,9 @@ DispatchMetrics::DispatchMetrics(prometheus::Registry& registry)
                 .Name("iot_command_dispatch_swept_total")
                 .Help("Requests the sweeper moved to EXPIRED or TIMEOUT")
                 .Register(registry)
-                .Add({})) {}
+                .Add({})),
+      rejections(registry, "iot_command_dispatch_rejected_records_total",
+                 "Records refused for good and returned in IngestAck.rejected, by reason") {}
 
 DispatchService::DispatchService(std::shared_ptr<RequestStore> store,
                                  std::shared_ptr<DeviceDirectory> devices,
@@ -663,10 +665,30 @@ absl::StatusOr<Page<RequestRecord>> DispatchService::List(const common::Principa
   return store_->List(tenant, device_id, kind, status_filter, *page_limit, marker);
 }
 
-absl::Status DispatchService::CompleteRequests(const std::vector<DeviceResponse>& responses) {
+absl::StatusOr<common::Rejected> DispatchService::CompleteRequests(
+    const std::vector<DeviceResponse>& all) {
   // A call waiting here gets its response at once. The response is recorded before this
   // returns OK, and the gateway retries until then (at least once), so the recorded final
   // status cannot be lost even if this process dies after answering the call.
+  common::Rejected rejected;
+  std::vector<DeviceResponse> responses;
+  responses.reserve(all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    const DeviceResponse& r = all[i];
+    const char* missing = r.device_id.empty()    ? "device.device_id"
+                          : r.request_id.empty() ? "request_id"
+                                                 : nullptr;
+    if (missing != nullptr) {
+      metrics_->rejections.Reject(
+          {.message_id = r.message_id,
+           .device_id = r.device_id,
+           .reason = "malformed",
+           .detail = fmt::format("responses[{}].{}: is required", i, missing)},
+          rejected);
+      continue;
+    }
+    responses.push_back(r);
+  }
   std::vector<bool> local;
   std::vector<ResponseRecord> records;
   for (const DeviceResponse& response : responses) {
@@ -692,7 +714,39 @@ absl::Status DispatchService::CompleteRequests(const std::vector<DeviceResponse>
     }
     metrics_->responses.Add({{"route", route}}).Increment();
   }
-  return failed;
+  if (!failed.ok()) {
+    return failed;
+  }
+  return rejected;
+}
+
+absl::StatusOr<common::Rejected> DispatchService::ReportPresence(
+    const std::vector<DevicePresence>& events) {
+  common::Rejected rejected;
+  // A device's last event in the batch decides: connect-then-disconnect sends nothing.
+  std::vector<std::string> online;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const DevicePresence& event = events[i];
+    if (event.device_id.empty()) {
+      metrics_->rejections.Reject(
+          {.message_id = event.message_id,
+           .device_id = {},
+           .reason = "malformed",
+           .detail = fmt::format("events[{}].device.device_id: is required", i)},
+          rejected);
+      continue;
+    }
+    std::erase(online, event.device_id);
+    if (event.online) {
+      online.push_back(event.device_id);
+    }
+  }
+  for (const std::string& device_id : online) {
+    if (absl::Status s = DeviceOnline(device_id); !s.ok()) {
+      return s;
+    }
+  }
+  return rejected;
 }
 
 std::string DispatchService::Route(const Completion& completion) {

@@ -229,7 +229,8 @@ TEST_F(DispatchServiceTest, ResponseCompletesTheWaitingCall) {
       EXPECT_TRUE(service_
                       .CompleteRequests({{.device_id = d.device_id,
                                           .request_id = d.request_id,
-                                          .payload_json = R"({"result_code":0})"}})
+                                          .payload_json = R"({"result_code":0})",
+                                          .message_id = {}}})
                       .ok());
     });
   };
@@ -263,7 +264,9 @@ TEST_F(DispatchServiceTest, RoutedCompletionAndTimeoutWithTheCallersDeadline) {
   EXPECT_EQ(store_->StatusOf(id), "TIMEOUT");
   // A response for a call nobody here waits for is forwarded; for a closed one, not.
   ASSERT_TRUE(
-      service_.CompleteRequests({{.device_id = "dev1", .request_id = id, .payload_json = "{}"}})
+      service_
+          .CompleteRequests(
+              {{.device_id = "dev1", .request_id = id, .payload_json = "{}", .message_id = {}}})
           .ok());
   EXPECT_TRUE(router_->forwarded.empty());
 }
@@ -281,11 +284,16 @@ TEST_F(DispatchServiceTest, LocalCallIsAnsweredBeforeItsResponseIsRecorded) {
   publisher_->on_publish = [&](const Downlink& d) {
     threads_.emplace_back([&, d] {
       // Another device's answer to the same id is not this call's.
-      (void)service_.CompleteRequests(
-          {{.device_id = "dev2", .request_id = d.request_id, .payload_json = "{}"}});
-      recorded.set_value(service_.CompleteRequests({{.device_id = d.device_id,
-                                                     .request_id = d.request_id,
-                                                     .payload_json = R"({"result_code":1})"}}));
+      (void)service_.CompleteRequests({{.device_id = "dev2",
+                                        .request_id = d.request_id,
+                                        .payload_json = "{}",
+                                        .message_id = {}}});
+      recorded.set_value(service_
+                             .CompleteRequests({{.device_id = d.device_id,
+                                                 .request_id = d.request_id,
+                                                 .payload_json = R"({"result_code":1})",
+                                                 .message_id = {}}})
+                             .status());
     });
   };
   auto result = Command("{}", std::chrono::seconds(10));
@@ -311,8 +319,9 @@ TEST_F(DispatchServiceTest, ResponseToAnotherReplicasCallGoesToItsRecordedOwner)
   ASSERT_EQ(mine.status().code(), absl::StatusCode::kDeadlineExceeded);
   ASSERT_TRUE(
       service_
-          .CompleteRequests({{.device_id = "dev1", .request_id = "r-b", .payload_json = "{}"},
-                             {.device_id = "dev1", .request_id = "r-b", .payload_json = "{}"}})
+          .CompleteRequests(
+              {{.device_id = "dev1", .request_id = "r-b", .payload_json = "{}", .message_id = {}},
+               {.device_id = "dev1", .request_id = "r-b", .payload_json = "{}", .message_id = {}}})
           .ok());
   ASSERT_EQ(router_->forwarded.size(), 1u) << "a repeated response is recorded and routed once";
   EXPECT_EQ(router_->forwarded[0].owner, "replica-b");
@@ -366,6 +375,63 @@ TEST_F(DispatchServiceTest, QueueDrainsInOrderOnConnectAndImmediateFailsOffline)
   EXPECT_EQ(publisher_->sent[1].request_id, delayed->request_id);
   ASSERT_TRUE(service_.DeviceOnline("dev1").ok());
   EXPECT_EQ(publisher_->sent.size(), 2u) << "nothing twice";
+}
+
+TEST_F(DispatchServiceTest, RedeliveredPresenceDrainsOnceAndMalformedEventsAreRejectedAlone) {
+  publisher_->online = false;
+  MessageRequest message;
+  message.device_id = "dev1";
+  message.message_json = R"({"n":1})";
+  ASSERT_TRUE(service_.CreateMessage(caller_, message).ok());
+  publisher_->online = true;
+  const DevicePresence connect{.message_id = "p1", .device_id = "dev1", .online = true};
+  const DevicePresence nameless{.message_id = "p2", .device_id = "", .online = true};
+  auto rejected = service_.ReportPresence({nameless, connect});
+  ASSERT_TRUE(rejected.ok()) << rejected.status();
+  ASSERT_EQ(rejected->size(), 1u);
+  EXPECT_EQ((*rejected)[0].message_id, "p2");
+  EXPECT_EQ((*rejected)[0].detail, "events[0].device.device_id: is required");
+  ASSERT_EQ(publisher_->sent.size(), 1u);
+  // The same event again (the gateway's retry, a redelivery): the queue is empty, nothing new.
+  ASSERT_TRUE(service_.ReportPresence({connect}).ok());
+  EXPECT_EQ(publisher_->sent.size(), 1u);
+  // Connect then disconnect in one batch: the device is gone, nothing is sent.
+  ASSERT_TRUE(service_.CreateMessage(caller_, message).ok());
+  publisher_->online = false;
+  ASSERT_TRUE(
+      service_.ReportPresence({connect, {.message_id = "p3", .device_id = "dev1", .online = false}})
+          .ok());
+}
+
+TEST_F(DispatchServiceTest, ARedeliveredResponseIsRecordedOnceAndAMalformedOneRejectedAlone) {
+  RequestRecord open;
+  open.request_id = "r-1";
+  open.tenant_id = "t1";
+  open.device_id = "dev1";
+  open.kind = Kind::kAsyncCommand;
+  open.status = "DELIVERED";
+  ASSERT_TRUE(store_->Insert(open, std::nullopt, std::nullopt).ok());
+  const DeviceResponse answer{.device_id = "dev1",
+                              .request_id = "r-1",
+                              .payload_json = R"({"result_code":0})",
+                              .message_id = "m1"};
+  const DeviceResponse nameless{
+      .device_id = "dev1", .request_id = "", .payload_json = "{}", .message_id = "m2"};
+  auto rejected = service_.CompleteRequests({nameless, answer});
+  ASSERT_TRUE(rejected.ok()) << rejected.status();
+  ASSERT_EQ(rejected->size(), 1u);
+  EXPECT_EQ((*rejected)[0].message_id, "m2");
+  EXPECT_EQ((*rejected)[0].reason, "malformed");
+  EXPECT_EQ((*rejected)[0].detail, "responses[0].request_id: is required");
+  EXPECT_EQ(store_->StatusOf("r-1"), "SUCCESSFUL");
+  // Redelivered with another result: the first one recorded stays.
+  auto again = service_.CompleteRequests({{.device_id = "dev1",
+                                           .request_id = "r-1",
+                                           .payload_json = R"({"result_code":1})",
+                                           .message_id = "m1"}});
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->empty());
+  EXPECT_EQ(store_->StatusOf("r-1"), "SUCCESSFUL");
 }
 
 TEST(BatcherTest, ConcurrentCallersShareBatchesAndGetTheirOwnResults) {

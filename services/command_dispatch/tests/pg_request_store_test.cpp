@@ -43,7 +43,10 @@ class PgRequestStoreTest : public ::testing::Test {
 
   static ResponseRecord Answer(const std::string& id, const std::string& device,
                                const std::string& payload, const std::string& status) {
-    return {.response = {.device_id = device, .request_id = id, .payload_json = payload},
+    return {.response = {.device_id = device,
+                         .request_id = id,
+                         .payload_json = payload,
+                         .message_id = "resp-" + id},
             .final_status = status};
   }
 

@@ -1,5 +1,3 @@
-#include <algorithm>
-
 #include "iot/command_dispatch/grpc_handlers.h"
 #include "iot/common/status.h"
 
@@ -201,37 +199,31 @@ grpc::Status CommandsHandler::ListDeviceMessages(grpc::ServerContext* context,
 
 grpc::Status InternalHandler::CompleteRequests(grpc::ServerContext* context,
                                                const pb::CompleteRequestsRequest* request,
-                                               iot::device_gateway::v1::IngestAck* /*response*/) {
+                                               iot::device_gateway::v1::IngestAck* response) {
   IOT_AUTHORIZE(caller, Access::kInternal);
   std::vector<DeviceResponse> responses;
   responses.reserve(static_cast<size_t>(request->responses_size()));
   for (const auto& r : request->responses()) {
     responses.push_back({.device_id = r.device().device_id(),
                          .request_id = r.request_id(),
-                         .payload_json = r.payload_json()});
+                         .payload_json = r.payload_json(),
+                         .message_id = r.message_id()});
   }
-  return ToGrpcStatus(service_->CompleteRequests(responses));
+  return common::Acknowledge(service_->CompleteRequests(responses), response);
 }
 
 grpc::Status InternalHandler::ReportPresence(grpc::ServerContext* context,
                                              const iot::device_gateway::v1::PresenceEvents* request,
-                                             iot::device_gateway::v1::IngestAck* /*response*/) {
+                                             iot::device_gateway::v1::IngestAck* response) {
   IOT_AUTHORIZE(caller, Access::kInternal);
-  // A device's last event in the batch decides: connect-then-disconnect sends nothing.
-  std::vector<std::string> online;
+  std::vector<DevicePresence> events;
+  events.reserve(static_cast<size_t>(request->events_size()));
   for (const auto& event : request->events()) {
-    const std::string& device_id = event.device().device_id();
-    online.erase(std::remove(online.begin(), online.end(), device_id), online.end());
-    if (event.online()) {
-      online.push_back(device_id);
-    }
+    events.push_back({.message_id = event.message_id(),
+                      .device_id = event.device().device_id(),
+                      .online = event.online()});
   }
-  for (const std::string& device_id : online) {
-    if (absl::Status s = service_->DeviceOnline(device_id); !s.ok()) {
-      return ToGrpcStatus(s);
-    }
-  }
-  return grpc::Status::OK;
+  return common::Acknowledge(service_->ReportPresence(events), response);
 }
 
 }  // namespace iot::command_dispatch

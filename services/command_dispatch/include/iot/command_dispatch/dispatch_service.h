@@ -16,6 +16,7 @@
 #include "iot/command_dispatch/batcher.h"
 #include "iot/command_dispatch/ports.h"
 #include "iot/common/auth.h"
+#include "iot/common/rejections.h"
 
 namespace iot::command_dispatch {
 
@@ -79,6 +80,8 @@ struct DispatchMetrics {
   prometheus::Family<prometheus::Counter>& responses;  ///< {route}
   prometheus::Family<prometheus::Histogram>& latency;  ///< {kind}: sync round trip
   prometheus::Counter& swept;
+  /// iot_command_dispatch_rejected_records_total{reason}: records refused for good.
+  common::RejectionCounter rejections;
 };
 
 /// The logic of command-dispatch, free of gRPC: validates against the device's model, records
@@ -110,8 +113,14 @@ class DispatchService {
                                            const std::string& status, int32_t limit,
                                            const std::string& marker);
 
-  /// Device responses from the gateway (at least once: idempotent).
-  absl::Status CompleteRequests(const std::vector<DeviceResponse>& responses);
+  /// Device responses from the gateway (at least once: idempotent on the request id, as only
+  /// an open request completes). Returns the responses refused for good (`malformed`: no device
+  /// or request id), counted and logged; the others are recorded before it returns.
+  absl::StatusOr<common::Rejected> CompleteRequests(const std::vector<DeviceResponse>& responses);
+  /// Presence from the gateway: a device whose last event in the batch is a connect gets its
+  /// pending items (idempotent: a drain sends each item once). Events without a device id are
+  /// returned as `malformed`.
+  absl::StatusOr<common::Rejected> ReportPresence(const std::vector<DevicePresence>& events);
   /// A device came online: its pending items go out, in order.
   absl::Status DeviceOnline(const std::string& device_id);
   /// Expired pending items and timed-out open ones.

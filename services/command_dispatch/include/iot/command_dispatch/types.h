@@ -84,6 +84,14 @@ struct DeviceResponse {
   std::string device_id;
   std::string request_id;
   std::string payload_json;
+  std::string message_id;  ///< the gateway's id of the uplink message (for rejections)
+};
+
+/// A device's connect or disconnect, from the gateway.
+struct DevicePresence {
+  std::string message_id;
+  std::string device_id;
+  bool online = false;
 };
 
 /// What a waiting sync call receives.
