@@ -459,6 +459,59 @@ TEST_F(CommandDispatchTest, NoResponseInTimeIsDeadlineExceededAndALateResponseIs
   EXPECT_NE(result.find("late"), std::string::npos) << "but it is recorded";
 }
 
+TEST_F(CommandDispatchTest, ARedeliveredResponseChangesNothingAndAMalformedOneIsRejectedAlone) {
+  cd::CreateCommandResponse response;
+  ASSERT_TRUE(SendCommand("reboot", "{}", &response).ok());
+  const std::string id = response.command_id();
+  ASSERT_TRUE(RecordedAs(id, "SUCCESSFUL"));
+  const auto history = [&] {
+    pqxx::connection c(*pg_url_);
+    pqxx::read_transaction w(c);
+    return w
+        .exec_params(
+            "SELECT count(*) FROM command_dispatch.status_history WHERE "
+            "request_id = $1",
+            id)[0][0]
+        .as<int>();
+  };
+  const int entries = history();
+  const auto [status, result] = Row(id);
+
+  // The broker redelivers the device's answer (same message id) through both replicas, next
+  // to an answer without request id, in one batch each.
+  for (size_t replica : {0u, 1u}) {
+    cd::CompleteRequestsRequest request;
+    auto* bad = request.add_responses();
+    bad->set_message_id("resp-bad");
+    bad->mutable_device()->set_device_id(device_id_);
+    bad->set_kind(cd::RESPONSE_KIND_COMMAND);
+    bad->set_payload_json("{}");
+    auto* again = request.add_responses();
+    again->set_message_id("resp-" + id);
+    again->mutable_device()->set_device_id(device_id_);
+    again->set_kind(cd::RESPONSE_KIND_COMMAND);
+    again->set_request_id(id);
+    again->set_payload_json(R"({"result_code":1,"paras":{"result":"redelivered"}})");
+    auto ctx = Context(kServiceKey);
+    gw::IngestAck ack;
+    const grpc::Status s =
+        cd::InternalCommandDispatch::NewStub(
+            grpc::CreateChannel(replicas_[replica]->address(), grpc::InsecureChannelCredentials()))
+            ->CompleteRequests(ctx.get(), request, &ack);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(ack.rejected_size(), 1) << ack.DebugString();
+    EXPECT_EQ(ack.rejected(0).message_id(), "resp-bad");
+    EXPECT_EQ(ack.rejected(0).device_id(), device_id_);
+    EXPECT_EQ(ack.rejected(0).reason(), "malformed");
+    EXPECT_EQ(ack.rejected(0).detail(), "responses[0].request_id: is required");
+  }
+  EXPECT_EQ(Row(id), (std::pair{status, result})) << "the first answer stays";
+  EXPECT_EQ(history(), entries) << "no status recorded twice";
+  EXPECT_NE(replicas_[0]->Metrics().find(
+                R"(iot_command_dispatch_rejected_records_total{reason="malformed"} 1)"),
+            std::string::npos);
+}
+
 TEST_F(CommandDispatchTest, OfflineDeviceFailsAtOnce) {
   gateway_->SetOnline(device_id_, false);
   cd::CreateCommandResponse response;

@@ -89,9 +89,19 @@ class HistorySubscriptionsPlatform {
     return ctx;
   }
 
-  /// Calls InternalIngest with device.property records in the IoTDA forwarding envelope.
-  grpc::Status Ingest(const std::vector<PropertyRecord>& records) {
+  /// Calls InternalIngest with device.property records in the IoTDA forwarding envelope; the
+  /// answer's rejected records in `ack` when given.
+  grpc::Status Ingest(const std::vector<PropertyRecord>& records,
+                      iot::device_gateway::v1::IngestAck* ack = nullptr,
+                      std::chrono::seconds deadline = std::chrono::seconds(10)) {
     auto stub = rf::InternalIngest::NewStub(channel_);
+    iot::device_gateway::v1::IngestAck unused;
+    return stub->Ingest(Ctx(kHsServiceKey, deadline).get(), IngestRequestOf(records),
+                        ack ? ack : &unused);
+  }
+
+  /// The InternalIngest request of device.property records, as the gateway builds it.
+  static rf::IngestRequest IngestRequestOf(const std::vector<PropertyRecord>& records) {
     rf::IngestRequest request;
     for (const PropertyRecord& p : records) {
       auto* r = request.add_records();
@@ -118,8 +128,34 @@ class HistorySubscriptionsPlatform {
                                                    {"properties", p.properties}}})}}}}}};
       r->set_envelope_json(envelope.dump());
     }
-    iot::device_gateway::v1::IngestAck ack;
-    return stub->Ingest(Ctx(kHsServiceKey).get(), request, &ack);
+    return request;
+  }
+
+  /// A consumer group of the tenant whose admin key is `key`.
+  grpc::Status CreateGroup(const std::string& name, int ack_timeout_seconds = 0,
+                           const std::string& key = kHsAdminKey) {
+    rf::CreateConsumerGroupRequest request;
+    request.mutable_group()->set_group_name(name);
+    request.mutable_group()->set_ack_timeout_seconds(ack_timeout_seconds);
+    rf::ConsumerGroup group;
+    return rf::Subscriptions::NewStub(channel_)->CreateConsumerGroup(Ctx(key).get(), request,
+                                                                     &group);
+  }
+
+  /// A rule of the key's tenant putting every record of `resource` that `where` selects (a rule
+  /// SQL condition; empty: all) into consumer group `group`.
+  grpc::Status ForwardToGroup(const std::string& where, const std::string& group,
+                              const std::string& key = kHsAdminKey,
+                              const std::string& resource = "device.property") {
+    rf::CreateRuleRequest request;
+    request.set_name("to " + group);
+    request.set_resource(resource);
+    request.set_sql(where.empty() ? "SELECT *" : "SELECT * WHERE " + where);
+    auto* action = request.add_actions();
+    action->set_type("consumer_group");
+    action->set_config_json(nlohmann::json{{"group", group}}.dump());
+    rf::Rule rule;
+    return rf::Rules::NewStub(channel_)->CreateRule(Ctx(key).get(), request, &rule);
   }
 
   double Metric(const std::string& name, const std::map<std::string, std::string>& labels) {

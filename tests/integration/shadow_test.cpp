@@ -8,6 +8,7 @@
 #include <grpcpp/server_builder.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include <pqxx/pqxx>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "iot/common/auth.h"
 #include "iot/common/crypto.h"
@@ -22,6 +24,7 @@
 #include "iot/common/redis.h"
 #include "iot/device_gateway/v1/device_gateway.grpc.pb.h"
 #include "iot/shadow/v1/shadow.grpc.pb.h"
+#include "iot/testing/http.h"
 #include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
@@ -203,7 +206,7 @@ class ShadowTest : public ::testing::Test {
   /// One property report through InternalShadow.ReportProperties, as the gateway sends it.
   grpc::Status Report(const json& properties, const std::string& event_time = {},
                       std::string message_id = {}, const std::string& device_id = {},
-                      sh::InternalShadow::Stub* via = nullptr) {
+                      sh::InternalShadow::Stub* via = nullptr, gw::IngestAck* ack_out = nullptr) {
     sh::ReportPropertiesRequest request;
     sh::PropertyReport* report = request.add_reports();
     report->set_message_id(message_id.empty() ? common::HexEncode(common::RandomBytes(8))
@@ -216,7 +219,8 @@ class ShadowTest : public ::testing::Test {
     report->set_services_json(json::array({service}).dump());
     gw::IngestAck ack;
     auto ctx = Context(kServiceKey);
-    return (via ? via : internal_.get())->ReportProperties(ctx.get(), request, &ack);
+    return (via ? via : internal_.get())
+        ->ReportProperties(ctx.get(), request, ack_out ? ack_out : &ack);
   }
 
   grpc::Status Show(sh::ShowDeviceShadowResponse* out, const std::string& key = kAdminKey,
@@ -483,7 +487,12 @@ TEST_F(ShadowTest, OversizeDocumentIsRefused) {
   };
   // The suite's limit is 8 KiB; the firmware string alone is bigger.
   ASSERT_TRUE(Report({{"voltage", 230}}).ok());
-  ASSERT_TRUE(Report({{"firmware", std::string(9000, 'x')}}).ok());  // accepted, not stored
+  gw::IngestAck ack;
+  ASSERT_TRUE(Report({{"firmware", std::string(9000, 'x')}}, {}, "big-1", {}, nullptr, &ack).ok());
+  ASSERT_EQ(ack.rejected_size(), 1);  // refused for good, not retried
+  EXPECT_EQ(ack.rejected(0).message_id(), "big-1");
+  EXPECT_EQ(ack.rejected(0).device_id(), device_id_);
+  EXPECT_EQ(ack.rejected(0).reason(), "too_large");
   sh::DeviceShadowData meter = Meter();
   EXPECT_FALSE(json::parse(meter.reported().properties_json()).contains("firmware"));
   EXPECT_EQ(meter.version(), 1);
@@ -707,6 +716,114 @@ TEST_F(ShadowTest, PostgresDownKeepsAcceptingReportsAndWritesThemWhenBack) {
       seconds(20)))
       << DurableReported(postgres.Url(), device_id_).dump() << own->process().Log();
   EXPECT_EQ(own->process().Stop(), 0);
+}
+
+TEST_F(ShadowTest, OneInvalidReportIsRejectedAloneAndTheOthersAreMerged) {
+  const std::string other = AddDevice(kAdminKey);
+  sh::ReportPropertiesRequest request;
+  const auto add = [&](const std::string& id, const std::string& device, const std::string& body) {
+    sh::PropertyReport* report = request.add_reports();
+    report->set_message_id(id);
+    *report->mutable_device() = Ref(device);
+    report->set_services_json(body);
+  };
+  add("ok-1", device_id_, R"([{"service_id":"meter","properties":{"voltage":230}}])");
+  add("bad-1", device_id_, R"({"not":"an array"})");
+  add("bad-2", other, R"([{"service_id":"meter","properties":{"a.b":1}}])");
+  add("ok-2", other, R"([{"service_id":"meter","properties":{"current":4}}])");
+  gw::IngestAck ack;
+  auto ctx = Context(kServiceKey);
+  const grpc::Status status = internal_->ReportProperties(ctx.get(), request, &ack);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(ack.rejected_size(), 2) << ack.DebugString();
+  EXPECT_EQ(ack.rejected(0).message_id(), "bad-1");
+  EXPECT_EQ(ack.rejected(0).device_id(), device_id_);
+  EXPECT_EQ(ack.rejected(0).reason(), "malformed");
+  EXPECT_EQ(ack.rejected(0).detail(), "reports[1].services_json: not a JSON array of services");
+  EXPECT_EQ(ack.rejected(1).message_id(), "bad-2");
+  EXPECT_EQ(ack.rejected(1).device_id(), other);
+  EXPECT_EQ(ack.rejected(1).reason(), "invalid_property");
+  EXPECT_EQ(json::parse(Meter().reported().properties_json())["voltage"], 230);
+  EXPECT_EQ(json::parse(Meter(other).reported().properties_json())["current"], 4);
+  EXPECT_NE(shadow_->Metrics().find("iot_shadow_rejected_records_total{reason=\"malformed\"}"),
+            std::string::npos);
+}
+
+TEST_F(ShadowTest, KilledMidBatchEveryDeviceShowsItsLastReportCountedOnce) {
+  // Gateways as the shadow sees them: batches of several devices' reports, each retried until
+  // OK with the same message ids, while the shadow is SIGKILLed and restarted. Every report of
+  // a device carries the same event_time, so merging an older one again (a redelivery) would
+  // roll its value back and count a version more: only deduplication keeps the result exact.
+  constexpr int kDevices = 8;
+  constexpr int kReports = 200;
+  constexpr int kPerBatch = 10;  // reports per device per batch: 2 devices a batch
+  std::vector<std::string> devices;
+  for (int i = 0; i < kDevices; ++i) {
+    devices.push_back(AddDevice(kAdminKey));
+  }
+  std::atomic<int> acked{0};
+  std::atomic<int> failed_calls{0};
+  std::atomic<int> in_flight{0};
+  std::atomic<bool> go{false};
+  iot::testing::Workers gateways;
+  const auto feed = [&](const std::string& a, const std::string& b) {
+    auto stub = sh::InternalShadow::NewStub(shadow_channel_);
+    for (int from = 0; from < kReports && !gateways.stopping(); from += kPerBatch) {
+      // A third goes through undisturbed; then all gateways start at once and meet the kill.
+      while (from >= kReports / 3 && !go && !gateways.stopping()) {
+        iot::testing::PollPause();
+      }
+      sh::ReportPropertiesRequest request;
+      for (int k = from; k < from + kPerBatch; ++k) {
+        for (const std::string& device : {a, b}) {
+          sh::PropertyReport* report = request.add_reports();
+          report->set_message_id(fmt::format("{}-{}", device, k));
+          *report->mutable_device() = Ref(device);
+          report->set_services_json(json::array({{{"service_id", "meter"},
+                                                  {"event_time", "20261126T120000Z"},
+                                                  {"properties", {{"voltage", k}}}}})
+                                        .dump());
+        }
+      }
+      while (!gateways.stopping()) {
+        gw::IngestAck ack;
+        auto ctx = Context(kServiceKey);
+        ++in_flight;
+        const grpc::Status status = stub->ReportProperties(ctx.get(), request, &ack);
+        --in_flight;
+        if (status.ok()) {
+          EXPECT_EQ(ack.rejected_size(), 0);
+          break;
+        }
+        ++failed_calls;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the gateway's backoff
+      }
+      acked += 2 * kPerBatch;
+    }
+  };
+  for (size_t i = 0; i < devices.size(); i += 2) {
+    gateways.Start([&, i] { feed(devices[i], devices[i + 1]); });
+  }
+  constexpr int kTotal = kDevices * kReports;
+  constexpr int kBeforeGate = kDevices * ((kReports / 3 + kPerBatch - 1) / kPerBatch) * kPerBatch;
+  ASSERT_TRUE(WaitUntil([&] { return acked == kBeforeGate; }, seconds(60)));
+  go = true;
+  ASSERT_TRUE(WaitUntil([&] { return in_flight >= 2; }, seconds(10)));
+  shadow_->Restart(/*kill=*/true);  // with calls in flight: some of their reports merged
+  ASSERT_TRUE(shadow_->WaitServing()) << shadow_->process().Log();
+  gateways.Join();
+  auto series = iot::testing::ParsePrometheusText(shadow_->Metrics());
+  ASSERT_TRUE(series.ok());
+  std::printf(
+      "[ shadow kill ] %d of %d reports acknowledged before the SIGKILL, %d calls failed and were "
+      "sent again; the restarted shadow found %.0f reports merged already\n",
+      kBeforeGate, kTotal, failed_calls.load(),
+      iot::testing::SumSeries(*series, "iot_shadow_reports_total", {{"outcome", "duplicate"}}));
+  for (const std::string& device : devices) {
+    const sh::DeviceShadowData meter = Meter(device);
+    EXPECT_EQ(json::parse(meter.reported().properties_json())["voltage"], kReports - 1) << device;
+    EXPECT_EQ(meter.version(), kReports) << device << ": each report counted once";
+  }
 }
 
 }  // namespace

@@ -134,26 +134,14 @@ class SubscriptionsTest : public ::testing::Test {
 
   static grpc::Status CreateGroup(const std::string& name, int ack_timeout_seconds = 0,
                                   const std::string& key = kHsAdminKey) {
-    rf::CreateConsumerGroupRequest request;
-    request.mutable_group()->set_group_name(name);
-    request.mutable_group()->set_ack_timeout_seconds(ack_timeout_seconds);
-    rf::ConsumerGroup group;
-    return Stub()->CreateConsumerGroup(platform_->Ctx(key).get(), request, &group);
+    return platform_->CreateGroup(name, ack_timeout_seconds, key);
   }
 
   /// A rule forwarding every property report of `device` to consumer group `group`.
   static void ForwardToGroup(const std::string& device, const std::string& group,
                              const std::string& key = kHsAdminKey) {
-    rf::CreateRuleRequest request;
-    request.set_name("to " + group);
-    request.set_resource("device.property");
-    request.set_sql(fmt::format("SELECT * WHERE device_id() = '{}'", device));
-    auto* action = request.add_actions();
-    action->set_type("consumer_group");
-    action->set_config_json(nlohmann::json{{"group", group}}.dump());
-    rf::Rule rule;
-    const grpc::Status status = rf::Rules::NewStub(platform_->channel())
-                                    ->CreateRule(platform_->Ctx(key).get(), request, &rule);
+    const grpc::Status status =
+        platform_->ForwardToGroup(fmt::format("device_id() = '{}'", device), group, key);
     ASSERT_TRUE(status.ok()) << status.error_message();
   }
 

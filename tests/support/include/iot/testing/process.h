@@ -2,12 +2,15 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace iot::testing {
@@ -88,6 +91,39 @@ bool WaitUntil(Condition&& condition, std::chrono::milliseconds timeout) {
     PollPause();
   }
 }
+
+/// Load generators of a test (simulated gateways, devices): threads that loop until their work
+/// is done or stop() says to give up. The destructor gives up and joins, so a test that returns
+/// early on a failed assertion does not leave running threads behind (std::terminate).
+class Workers {
+ public:
+  Workers() = default;
+  ~Workers() {
+    stop_ = true;
+    Join();
+  }
+  Workers(const Workers&) = delete;
+  Workers& operator=(const Workers&) = delete;
+
+  template <typename Fn>
+  void Start(Fn&& fn) {
+    threads_.emplace_back(std::forward<Fn>(fn));
+  }
+  /// True once the test gives up: a worker stops retrying.
+  [[nodiscard]] bool stopping() const { return stop_; }
+  /// Waits until every worker finished its work.
+  void Join() {
+    for (auto& t : threads_) {
+      if (t.joinable()) {
+        t.join();
+      }
+    }
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
 
 /// Path of a built executable by target name: every executable lands in `<build>/bin`.
 std::filesystem::path ExecutablePath(const std::string& target);
