@@ -5,6 +5,7 @@
 #include <prometheus/family.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <chrono>
 #include <unordered_set>
 
@@ -227,52 +228,37 @@ absl::StatusOr<common::Rejected> IngestService::Ingest(const std::vector<IngestR
   if (records.empty()) {
     return rejected;
   }
-  const auto reject = [&](const IngestRecord& r, std::string reason, const absl::Status& why) {
-    common::RejectedRecord record{.message_id = r.message_id,
-                                  .device_id = r.device_id,
-                                  .reason = std::move(reason),
-                                  .detail = std::string(why.message())};
-    if (metrics_) {
-      metrics_->rejections.Reject(std::move(record), rejected);
-    } else {
-      rejected.push_back(std::move(record));
-    }
+  // Refused records, by their index in the batch (answered in batch order).
+  std::vector<std::pair<size_t, common::RejectedRecord>> refused;
+  const auto refuse = [&](size_t i, std::string reason, const absl::Status& why) {
+    refused.emplace_back(i, common::RejectedRecord{.message_id = records[i].message_id,
+                                                   .device_id = records[i].device_id,
+                                                   .reason = std::move(reason),
+                                                   .detail = std::string(why.message())});
   };
-  // The records to take, each once, with its parsed envelope.
-  std::vector<const IngestRecord*> taken;
-  std::vector<nlohmann::json> envelopes;
+  // The records to take, each once (a record repeated within the batch is a duplicate).
+  std::vector<size_t> candidates;
   std::vector<std::string> ids;
-  taken.reserve(records.size());
-  envelopes.reserve(records.size());
+  candidates.reserve(records.size());
   ids.reserve(records.size());
   double duplicates = 0;
   std::unordered_set<std::string_view> seen;
   for (size_t i = 0; i < records.size(); ++i) {
-    const IngestRecord& r = records[i];
-    if (absl::Status s = CheckRecord(r, i); !s.ok()) {
-      reject(r, "malformed", s);
-      continue;
-    }
-    auto envelope = nlohmann::json::parse(r.envelope_json, nullptr, false);
-    if (envelope.is_discarded() || !envelope.is_object()) {
-      reject(r, "invalid_envelope",
-             common::InvalidField(fmt::format("records[{}].envelope_json", i),
-                                  "is not a JSON object"));
-      continue;
-    }
-    if (!seen.insert(r.message_id).second) {
+    if (absl::Status s = CheckRecord(records[i], i); !s.ok()) {
+      refuse(i, "malformed", s);
+    } else if (!seen.insert(records[i].message_id).second) {
       ++duplicates;
-      continue;
+    } else {
+      candidates.push_back(i);
+      ids.push_back(records[i].message_id);
     }
-    taken.push_back(&r);
-    envelopes.push_back(std::move(envelope));
-    ids.push_back(r.message_id);
   }
   const std::shared_ptr<const RuleSet> rules = rules_();
   if (!rules) {
     return absl::UnavailableError("rules are not loaded yet");
   }
-  // Without the marks (Redis down) every record is run again: still idempotent.
+  // Records marked done are skipped before their envelopes are even parsed. Without the marks
+  // (Redis down) every record is run again: still idempotent.
   auto done =
       ids.empty() ? absl::StatusOr<std::vector<bool>>(std::vector<bool>{}) : dedupe_->Done(ids);
   if (!done.ok()) {
@@ -280,17 +266,42 @@ absl::StatusOr<common::Rejected> IngestService::Ingest(const std::vector<IngestR
                      {{"error", std::string(done.status().message())}});
     done = std::vector<bool>(ids.size(), false);
   }
+  std::vector<const IngestRecord*> taken;
+  std::vector<nlohmann::json> envelopes;
+  taken.reserve(candidates.size());
+  envelopes.reserve(candidates.size());
+  for (size_t k = 0; k < candidates.size(); ++k) {
+    if ((*done)[k]) {
+      ++duplicates;
+      continue;
+    }
+    const size_t i = candidates[k];
+    auto envelope = nlohmann::json::parse(records[i].envelope_json, nullptr, false);
+    if (envelope.is_discarded() || !envelope.is_object()) {
+      refuse(i, "invalid_envelope",
+             common::InvalidField(fmt::format("records[{}].envelope_json", i),
+                                  "is not a JSON object"));
+      continue;
+    }
+    taken.push_back(&records[i]);
+    envelopes.push_back(std::move(envelope));
+  }
+  std::sort(refused.begin(), refused.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [i, record] : refused) {
+    if (metrics_) {
+      metrics_->rejections.Reject(std::move(record), rejected);
+    } else {
+      rejected.push_back(std::move(record));
+    }
+  }
   const bool with_history = history_ != nullptr || dispatcher_->Has("history");
   const int64_t now = NowMs();
   std::vector<DispatchItem> items;
   std::vector<std::string> accepted;
   double matches = 0;
   for (size_t k = 0; k < taken.size(); ++k) {
-    if ((*done)[k]) {
-      ++duplicates;
-      continue;
-    }
-    accepted.push_back(ids[k]);
+    accepted.push_back(taken[k]->message_id);
     for (DispatchItem& item : Route(*rules, *taken[k], envelopes[k], now, with_history)) {
       matches += item.delivery.rule_id.empty() || item.action_index != 0 ? 0 : 1;
       items.push_back(std::move(item));
