@@ -60,38 +60,101 @@ absl::Status CheckRecord(const IngestRecord& r, size_t i) {
 }  // namespace
 
 absl::StatusOr<std::vector<bool>> RedisDedupe::Done(const std::vector<std::string>& ids) {
-  std::vector<std::string> command;
-  command.reserve(ids.size() + 1);
-  command.emplace_back("MGET");
-  for (const std::string& id : ids) {
-    command.push_back(DedupeKey(id));
+  // Marks not written yet first: one leaving them for Redis meanwhile is found there.
+  std::vector<bool> done(ids.size(), false);
+  std::vector<std::string> command = {"MGET"};
+  std::vector<size_t> asked;
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (pending_.contains(ids[i]) || writing_.contains(ids[i])) {
+        done[i] = true;
+      } else {
+        command.push_back(DedupeKey(ids[i]));
+        asked.push_back(i);
+      }
+    }
+  }
+  if (asked.empty()) {
+    return done;
   }
   auto reply = common::CheckReply(redis_->Command(command));
   if (!reply.ok()) {
     return reply.status();
   }
-  if (reply->elements.size() != ids.size()) {
+  if (reply->elements.size() != asked.size()) {
     return absl::UnavailableError("dedupe: unexpected MGET reply");
   }
-  std::vector<bool> done;
-  done.reserve(ids.size());
-  for (const common::RedisReply& value : reply->elements) {
-    done.push_back(!value.is_nil());
+  for (size_t k = 0; k < asked.size(); ++k) {
+    done[asked[k]] = !reply->elements[k].is_nil();
   }
   return done;
+}
+
+RedisDedupe::RedisDedupe(std::shared_ptr<common::RedisClient> redis, std::chrono::milliseconds ttl,
+                         size_t max_pending)
+    : redis_(std::move(redis)), ttl_(ttl), max_pending_(max_pending) {
+  writer_ = std::thread([this] { Run(); });
+}
+
+RedisDedupe::~RedisDedupe() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  writer_.join();
 }
 
 absl::Status RedisDedupe::MarkDone(const std::vector<std::string>& ids) {
   if (ids.empty()) {
     return absl::OkStatus();
   }
-  std::vector<std::vector<std::string>> commands;
-  commands.reserve(ids.size());
-  const std::string ttl = std::to_string(ttl_.count());
-  for (const std::string& id : ids) {
-    commands.push_back({"SET", DedupeKey(id), "1", "PX", ttl});
+  {
+    std::lock_guard lock(mu_);
+    if (pending_.size() + ids.size() <= max_pending_ && !stopping_) {
+      pending_.insert(ids.begin(), ids.end());
+      wake_.notify_one();
+      return absl::OkStatus();
+    }
   }
-  return redis_->Pipeline(commands).status();
+  return Write(ids);  // the writer is behind (Redis slow): this caller waits for its own marks
+}
+
+absl::Status RedisDedupe::Write(const std::vector<std::string>& ids) {
+  constexpr size_t kPipeline = 1000;
+  const std::string ttl = std::to_string(ttl_.count());
+  for (size_t from = 0; from < ids.size(); from += kPipeline) {
+    std::vector<std::vector<std::string>> commands;
+    const size_t to = std::min(ids.size(), from + kPipeline);
+    commands.reserve(to - from);
+    for (size_t i = from; i < to; ++i) {
+      commands.push_back({"SET", DedupeKey(ids[i]), "1", "PX", ttl});
+    }
+    if (absl::Status s = redis_->Pipeline(commands).status(); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void RedisDedupe::Run() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    wake_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+    if (pending_.empty()) {
+      return;  // stopping, and every mark is written
+    }
+    writing_.swap(pending_);
+    const std::vector<std::string> ids(writing_.begin(), writing_.end());
+    lock.unlock();
+    if (absl::Status s = Write(ids); !s.ok()) {
+      common::LogDebug("dedupe marks not written (redeliveries run again, idempotently)",
+                       {{"ids", ids.size()}, {"error", std::string(s.message())}});
+    }
+    lock.lock();
+    writing_.clear();
+  }
 }
 
 IngestMetrics::IngestMetrics(prometheus::Registry& registry)

@@ -20,11 +20,15 @@
 // mark written once a record's effects are durable only spares a later redelivery the rules.
 // docs/rules.md, "Delivery guarantees".
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -68,17 +72,36 @@ class Dedupe {
   virtual absl::Status MarkDone(const std::vector<std::string>& ids) = 0;
 };
 
-/// `rf:msg:{id}`: MGET to check, `SET ... PX ttl` (one pipeline per batch) to mark.
+/// `rf:msg:{id}`: MGET to check. The marks are written by a thread of its own that gathers the
+/// MarkDone calls of concurrent Ingests into pipelines of `SET ... PX ttl`, so marking costs an
+/// Ingest no Redis round trip; marks still waiting to be written count as done on this replica.
+/// Beyond `max_pending` ids waiting, MarkDone writes them itself (bounded memory). A mark lost
+/// with the process only makes a redelivery run its record's idempotent effects again.
 class RedisDedupe final : public Dedupe {
  public:
-  RedisDedupe(std::shared_ptr<common::RedisClient> redis, std::chrono::milliseconds ttl)
-      : redis_(std::move(redis)), ttl_(ttl) {}
+  RedisDedupe(std::shared_ptr<common::RedisClient> redis, std::chrono::milliseconds ttl,
+              size_t max_pending = 100'000);
+  /// Writes what is still waiting, then stops the thread.
+  ~RedisDedupe() override;
+  RedisDedupe(const RedisDedupe&) = delete;
+  RedisDedupe& operator=(const RedisDedupe&) = delete;
+
   absl::StatusOr<std::vector<bool>> Done(const std::vector<std::string>& ids) override;
   absl::Status MarkDone(const std::vector<std::string>& ids) override;
 
  private:
+  absl::Status Write(const std::vector<std::string>& ids);
+  void Run();
+
   std::shared_ptr<common::RedisClient> redis_;
   std::chrono::milliseconds ttl_;
+  size_t max_pending_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::unordered_set<std::string> pending_;  ///< marked, not written yet
+  std::unordered_set<std::string> writing_;  ///< being written by the thread
+  bool stopping_ = false;
+  std::thread writer_;
 };
 
 /// iot_rf_ingested_records_total{outcome} (accepted, duplicate, rejected),
