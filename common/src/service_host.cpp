@@ -81,6 +81,10 @@ void ServiceHost::Start() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // gRPC binds with SO_REUSEPORT by default: a second process on the same port then starts
+  // without an error and the kernel splits new connections between the two (grpc/grpc#10755).
+  // A port already taken must fail the start instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   int bound_port = 0;
   builder.AddListeningPort(config_.listen_address + ":" + std::to_string(config_.grpc_port),
                            grpc::InsecureServerCredentials(), &bound_port);

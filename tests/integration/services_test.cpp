@@ -228,6 +228,29 @@ TEST(ServiceProcessTest, BadConfigurationExitsNonZeroNamingTheVariable) {
   }
 }
 
+TEST(ServiceProcessTest, AGrpcPortInUseFailsTheStartInsteadOfBeingShared) {
+  // gRPC's default SO_REUSEPORT let a second process bind a taken port and take half of its
+  // connections: concurrent test binaries picking the same free port talked to each other.
+  const ServiceCase& shadow = AllServices()[3];
+  const auto env = SharedBackends(iot::testing::CreateTestDatabase());
+  ServiceProcess first(shadow, env);
+  ASSERT_TRUE(first.WaitServing()) << first.process().Log();
+  auto second_env = env;
+  second_env["IOT_SHADOW_GRPC_PORT"] = first.address().substr(first.address().rfind(':') + 1);
+  second_env["IOT_SHADOW_METRICS_PORT"] = std::to_string(iot::testing::FreePort());
+  second_env["IOT_SHADOW_LISTEN_ADDRESS"] = "127.0.0.1";
+  iot::testing::TempDir dir;
+  Process second({.argv = {iot::testing::ExecutablePath(shadow.binary).string()},
+                  .env = second_env,
+                  .log_file = dir.path() / "log",
+                  .run_as_user = {}});
+  const auto code = second.Wait(seconds(30));
+  ASSERT_TRUE(code.has_value()) << "the second process runs on the taken port";
+  EXPECT_NE(*code, 0);
+  EXPECT_NE(second.Log().find("cannot listen for gRPC"), std::string::npos) << second.Log();
+  EXPECT_EQ(first.Health(), std::optional<bool>(true));
+}
+
 TEST(ServiceProcessTest, SigtermDuringAnInFlightCallCompletesItAndExitsZero) {
   iot::testing::TempDir dir;
   const uint16_t port = iot::testing::FreePort();
