@@ -163,6 +163,11 @@ class Subscriber {
     EXPECT_TRUE(client_->Start().ok());
     EXPECT_TRUE(client_->WaitSubscribed(seconds(10)));
   }
+  // The client's thread writes messages_: stop it before the members it uses go.
+  ~Subscriber() { client_->Stop(); }
+  Subscriber(const Subscriber&) = delete;
+  Subscriber& operator=(const Subscriber&) = delete;
+
   std::vector<std::string> On(const std::string& topic) {
     std::lock_guard lock(mu_);
     return messages_[topic];

@@ -79,6 +79,12 @@ class Device {
     });
   }
 
+  // The client's thread writes the inbox: stop it before the members it uses go (they are
+  // destroyed before client_, which is declared first).
+  ~Device() { client_->Stop(); }
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
   bool Connect() { return client_->Start().ok() && client_->WaitConnected(seconds(10)); }
   void Disconnect() { client_->Stop(); }
 
