@@ -169,6 +169,12 @@ ServerConfig ServerConfig::Read(EnvReader& env, std::string service, const std::
   c.log_level = env.LogLevel(prefix + "_LOG_LEVEL", env.LogLevel("IOT_LOG_LEVEL", c.log_level));
   c.drain_timeout = env.Duration(prefix + "_DRAIN_TIMEOUT", c.drain_timeout);
   c.probe_interval = env.Duration(prefix + "_PROBE_INTERVAL", c.probe_interval);
+  // Below 4 levels the platform's own documents (a command's paras, a property set) no longer
+  // fit; far above a few hundred the recursive walks need stack that a thread may not have.
+  c.json.max_depth = static_cast<size_t>(
+      env.Int("IOT_JSON_MAX_DEPTH", static_cast<int64_t>(c.json.max_depth), 4, 512));
+  c.json.max_bytes = static_cast<size_t>(env.Int(
+      "IOT_JSON_MAX_BYTES", static_cast<int64_t>(c.json.max_bytes), 1024, 64 * 1024 * 1024));
   return c;
 }
 

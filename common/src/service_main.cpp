@@ -59,6 +59,8 @@ nlohmann::json EffectiveConfig(const ServerConfig& server, const BackendConfig& 
       {"log_level", server.log_level},
       {"drain_timeout_ms", server.drain_timeout.count()},
       {"probe_interval_ms", server.probe_interval.count()},
+      {"json_max_depth", server.json.max_depth},
+      {"json_max_bytes", server.json.max_bytes},
   };
   if (!spec.pg_schema.empty()) {
     config["pg_url"] = MaskUrl(backend.pg_url);
@@ -196,6 +198,7 @@ int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReade
         BackendConfig::Read(env, spec.env_prefix, spec.name, spec.mqtt_session_expiry);
     const nlohmann::json own = read_config(env);
     env.Finish();
+    SetProcessJsonLimits(server.json);
     spdlog::default_logger()->set_level(spdlog::level::from_str(server.log_level));
     LogInfo("starting",
             {{"version", IOT_VERSION}, {"config", EffectiveConfig(server, backend, spec, own)}});

@@ -9,6 +9,7 @@
 #include <limits>
 #include <utility>
 
+#include "iot/common/json_limits.h"
 #include "iot/common/status.h"
 #include "model/value_checks.h"
 
@@ -51,44 +52,6 @@ std::string_view Trim(std::string_view text) {
     text.remove_suffix(1);
   }
   return text;
-}
-
-// Deepest nesting of arrays and objects, scanning the text (strings skipped). The parser is
-// iterative, but equality and serialisation of nlohmann values recurse: bound the depth first.
-std::size_t NestingDepth(std::string_view text) {
-  std::size_t depth = 0;
-  std::size_t deepest = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (const char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
-// nlohmann's parse_error text starts with "[json.exception.parse_error.101] ".
-std::string ParseErrorText(const std::exception& error) {
-  std::string_view text = error.what();
-  if (auto pos = text.find("] "); !text.empty() && text.front() == '[' && pos != text.npos) {
-    text.remove_prefix(pos + 2);
-  }
-  return std::string(text);
 }
 
 // Checks one document, collecting every error (up to the cap) with its path.
@@ -662,14 +625,14 @@ absl::StatusOr<ProductModel> ParseProductModel(std::string_view json_text,
     if (json_text.size() > kMaxModelBytes) {
       parser.Error("", fmt::format("product model too large: {} bytes > {} bytes", json_text.size(),
                                    kMaxModelBytes));
-    } else if (NestingDepth(json_text) > kMaxModelDepth) {
+    } else if (common::JsonNestingDepth(json_text, kMaxModelDepth) > kMaxModelDepth) {
       parser.Error("", fmt::format("product model nested deeper than {} levels", kMaxModelDepth));
     } else {
       json root;
       try {
         root = json::parse(json_text.begin(), json_text.end());
       } catch (const json::parse_error& error) {
-        parser.Error("", fmt::format("not valid JSON: {}", ParseErrorText(error)));
+        parser.Error("", fmt::format("not valid JSON: {}", common::JsonErrorText(error)));
       }
       if (!parser.failed()) {
         services = parser.ParseDocument(root, product);

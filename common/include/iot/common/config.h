@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "iot/common/json_limits.h"
+
 namespace iot::common {
 
 /// Thrown at start-up for a bad or missing configuration value; the message names every
@@ -67,9 +69,13 @@ struct ServerConfig {
   std::string log_level = "info";
   std::chrono::milliseconds drain_timeout{10'000};
   std::chrono::milliseconds probe_interval{2'000};
+  /// Bounds on untrusted JSON (device payloads, `*_json` API fields): shared IOT_JSON_MAX_DEPTH
+  /// and IOT_JSON_MAX_BYTES, the same for every service (json_limits.h).
+  JsonLimits json;
 
   /// Reads `IOT_<prefix>_LISTEN_ADDRESS`, `_GRPC_PORT`, `_METRICS_PORT`, `_LOG_LEVEL`
-  /// (default IOT_LOG_LEVEL), `_DRAIN_TIMEOUT`, `_PROBE_INTERVAL`.
+  /// (default IOT_LOG_LEVEL), `_DRAIN_TIMEOUT`, `_PROBE_INTERVAL`, and the shared
+  /// IOT_JSON_MAX_DEPTH, IOT_JSON_MAX_BYTES.
   static ServerConfig Read(EnvReader& env, std::string service, const std::string& prefix,
                            uint16_t default_grpc_port, uint16_t default_metrics_port);
 };
