@@ -22,6 +22,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "iot/command_dispatch/v1/command_dispatch.grpc.pb.h"
 #include "iot/common/auth.h"
@@ -1093,6 +1094,188 @@ TEST_F(GatewayTest, ShadowGetIsAnsweredAndPresenceReachesEveryOwner) {
   }
   EXPECT_EQ(statuses, (std::vector<std::string>{"ONLINE", "OFFLINE"}));
   EXPECT_EQ(owners_.received.Count(owners_.received.responses), 0U);
+}
+
+// ---- What one device message may carry (issue #15; docs/security.md) ----
+
+/// Each limit through the real broker and a gateway with its default limits: a message at the
+/// limit is handed on; the same message one step over it is rejected — counted under its reason,
+/// logged with the device id, forwarded as validation_failed — and the gateway stays up.
+class GatewayLimitsTest : public GatewayTest {
+ protected:
+  void SetUp() override {
+    gateway_ = Gateway("gw-limits", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "100000"}});
+    std::tie(id_, secret_) = AddDevice();
+    device_ = Device(id_, secret_);
+  }
+
+  /// What the owners got from the device other than rejections and presence.
+  size_t HandedOn() {
+    std::lock_guard lock(owners_.received.mu);
+    size_t n = owners_.received.reports.size() + owners_.received.responses.size();
+    for (const auto& r : owners_.received.records) {
+      n += r.device().device_id() == id_ && r.event() != "validation_failed" &&
+                   r.resource() != "device.status" && r.resource() != "device.command"
+               ? 1U
+               : 0U;
+    }
+    return n;
+  }
+
+  /// validation_failed records of the device with this reason.
+  size_t Refusals(const std::string& reason) {
+    size_t n = 0;
+    for (const auto& r : owners_.received.Records("device.event", "validation_failed")) {
+      n += Json::parse(r.envelope_json())["notify_data"]["body"]["reason"] == reason ? 1U : 0U;
+    }
+    return n;
+  }
+
+  /// Publishes `at` on `$oc/devices/{id}/{at_suffix}` and expects it handed on, then `over` on
+  /// `over_suffix` and expects it rejected for `reason`, and the gateway still serving.
+  void ExpectLimit(const std::string& reason, const std::string& at_suffix, const std::string& at,
+                   const std::string& over_suffix, const std::string& over) {
+    const std::string prefix = "$oc/devices/" + id_ + "/";
+    const size_t handed = HandedOn();
+    Publish(*device_, prefix + at_suffix, at);
+    ASSERT_TRUE(WaitUntil([&] { return HandedOn() > handed; }, seconds(30)))
+        << "the message at the limit was not handed on\n"
+        << gateway_->process().Log();
+    EXPECT_EQ(Refusals(reason), 0U) << "at the limit";
+    Publish(*device_, prefix + over_suffix, over);
+    ASSERT_TRUE(WaitUntil([&] { return Refusals(reason) == 1; }, seconds(30)))
+        << gateway_->process().Log();
+    EXPECT_EQ(Metric(*gateway_, "iot_gateway_uplink_rejected_total", {{"reason", reason}}), 1);
+    const std::string log = gateway_->process().Log();
+    EXPECT_NE(log.find(R"("msg":"device uplink rejected")"), std::string::npos);
+    EXPECT_NE(log.find(R"("reason":")" + reason + "\""), std::string::npos) << log;
+    EXPECT_NE(log.find(id_), std::string::npos);
+    // Still up and serving: the next ordinary message is handed on.
+    const size_t after = HandedOn();
+    Publish(*device_, prefix + "sys/messages/up", R"({"still":"up"})");
+    ASSERT_TRUE(WaitUntil([&] { return HandedOn() > after; }, seconds(30)))
+        << gateway_->process().Log();
+    EXPECT_TRUE(gateway_->process().running());
+  }
+
+  static std::string NestedArrays(size_t depth) {
+    return std::string(depth, '[') + std::string(depth, ']');
+  }
+  static std::string NestedObjects(size_t depth) {
+    std::string text = "1";
+    for (size_t i = 0; i < depth; ++i) {
+      text = R"({"a":)" + text + "}";
+    }
+    return text;
+  }
+  /// `n` entries `{"service_id":...}` joined by commas.
+  template <typename Entry>
+  static std::string Join(size_t n, Entry entry) {
+    std::string out;
+    for (size_t i = 0; i < n; ++i) {
+      out += (i == 0 ? "" : ",");
+      out += entry(i);
+    }
+    return out;
+  }
+
+  std::unique_ptr<iot::testing::ServiceProcess> gateway_;
+  std::string id_;
+  std::string secret_;
+  std::unique_ptr<common::MqttClient> device_;
+};
+
+TEST_F(GatewayLimitsTest, TheReportedDeepMessageIsRejectedCountedAndTheGatewayStaysUp) {
+  // Issue #15: one authenticated device published an 800 KB messages/up, a JSON array nested
+  // 400,000 deep, and the gateway died of a stack overflow. 64 levels (the default) pass.
+  const std::string deep = NestedArrays(400'000);
+  ASSERT_EQ(deep.size(), 800'000U);
+  ExpectLimit("too_deep", "sys/messages/up", NestedArrays(64), "sys/messages/up", deep);
+  EXPECT_NE(gateway_->process().Log().find("JSON nested deeper than 64 levels"), std::string::npos);
+}
+
+TEST_F(GatewayLimitsTest, ReportNestedDeeperThanTheLimit) {
+  // services array, entry, properties: the jsonObject value adds the rest of the 64 levels.
+  const auto report = [](size_t depth) {
+    return R"({"services":[{"service_id":"meter","properties":{"location":)" +
+           NestedObjects(depth) + "}}]}";
+  };
+  ExpectLimit("too_deep", "sys/properties/report", report(60), "sys/properties/report", report(61));
+}
+
+TEST_F(GatewayLimitsTest, TopicLongerThanTheLimit) {
+  const std::string prefix = "$oc/devices/" + id_ + "/user/";
+  const std::string at = "user/" + std::string(512 - prefix.size(), 't');
+  ExpectLimit("too_long", at, "at", at + "t", "over");
+}
+
+TEST_F(GatewayLimitsTest, TopicWithMoreLevelsThanTheLimit) {
+  // `$oc/devices/{id}/user` is 4 levels: 12 more make the limit of 16.
+  std::string at = "user";
+  for (int i = 0; i < 12; ++i) {
+    at += "/l" + std::to_string(i);
+  }
+  ExpectLimit("too_long", at, "at", at + "/l12", "over");
+}
+
+TEST_F(GatewayLimitsTest, RequestIdInTheTopicLongerThanTheLimit) {
+  const std::string response = "sys/commands/response/request_id=";
+  ExpectLimit("too_long", response + std::string(256, 'r'), R"({"result_code":0})",
+              response + std::string(257, 'r'), R"({"result_code":0})");
+}
+
+TEST_F(GatewayLimitsTest, MoreServiceEntriesThanTheLimitInAReport) {
+  const auto report = [](size_t n) {
+    return R"({"services":[)" +
+           Join(n,
+                [](size_t i) {
+                  return R"({"service_id":"meter","properties":{"voltage":)" +
+                         std::to_string(i % 400) + "}}";
+                }) +
+           "]}";
+  };
+  ExpectLimit("too_many", "sys/properties/report", report(100), "sys/properties/report",
+              report(101));
+}
+
+TEST_F(GatewayLimitsTest, MorePropertiesThanTheLimitInAServiceEntry) {
+  // The valid voltage passes next to 499 properties the model does not know.
+  const auto report = [](size_t n) {
+    return R"({"services":[{"service_id":"meter","properties":{"voltage":230,)" +
+           Join(n - 1, [](size_t i) { return "\"p" + std::to_string(i) + "\":1"; }) + "}}]}";
+  };
+  ExpectLimit("too_many", "sys/properties/report", report(500), "sys/properties/report",
+              report(501));
+}
+
+TEST_F(GatewayLimitsTest, MoreEventsThanTheLimitInAMessage) {
+  const auto events = [](size_t n) {
+    return R"({"services":[)" +
+           Join(n,
+                [](size_t) {
+                  return R"({"service_id":"meter","event_type":"overload","paras":{"current":12}})";
+                }) +
+           "]}";
+  };
+  ExpectLimit("too_many", "sys/events/up", events(100), "sys/events/up", events(101));
+}
+
+TEST_F(GatewayLimitsTest, PropertyNameLongerThanTheLimit) {
+  const auto report = [](size_t name_bytes) {
+    return R"({"services":[{"service_id":"meter","properties":{"voltage":230,")" +
+           std::string(name_bytes, 'n') + R"(":1}}]})";
+  };
+  ExpectLimit("too_long", "sys/properties/report", report(256), "sys/properties/report",
+              report(257));
+}
+
+TEST_F(GatewayLimitsTest, StringValueLongerThanTheLimit) {
+  // A system service's event is forwarded as it is: only the limits apply to it.
+  const auto event = [](size_t bytes) {
+    return R"({"services":[{"service_id":"$sdk_info","event_type":"sdk_info_report","paras":{"version":")" +
+           std::string(bytes, 'v') + R"("}}]})";
+  };
+  ExpectLimit("too_long", "sys/events/up", event(64 * 1024), "sys/events/up", event(64 * 1024 + 1));
 }
 
 }  // namespace

@@ -173,7 +173,7 @@ UplinkPipeline::UplinkPipeline(PipelineOptions options, std::shared_ptr<DeviceCa
       dead_letters_(std::move(dead_letters)),
       metrics_(metrics),
       ids_(options_.message_id_prefix),
-      processor_(metrics_) {
+      processor_(metrics_, options_.limits) {
   options_.shards = std::max<size_t>(options_.shards, 1);
   options_.max_batch = std::max<size_t>(options_.max_batch, 1);
   options_.owner_batches = std::max<size_t>(options_.owner_batches, 1);

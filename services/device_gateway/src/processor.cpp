@@ -6,6 +6,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "iot/common/json_limits.h"
 #include "iot/common/logging.h"
 
 namespace iot::device_gateway {
@@ -64,6 +65,86 @@ std::string_view ResponseTypeName(UplinkKind kind) {
       return "properties_set";
     default:
       return "properties_get";
+  }
+}
+
+/// Why a device document is refused before anything else looks at it.
+struct Refusal {
+  RejectReason reason;
+  std::string detail;
+};
+
+/// A device payload that must be JSON. Its nesting is measured before it is parsed: the parser is
+/// iterative, but dump, copies and the validators recurse once per level.
+std::variant<Json, Refusal> ParseDeviceJson(std::string_view payload, const UplinkLimits& limits) {
+  if (common::JsonNestingDepth(payload, limits.max_json_depth) > limits.max_json_depth) {
+    return Refusal{RejectReason::kTooDeep,
+                   fmt::format("JSON nested deeper than {} levels", limits.max_json_depth)};
+  }
+  Json value = Json::parse(payload, nullptr, false);
+  if (value.is_discarded()) {
+    return Refusal{RejectReason::kMalformed, "not valid JSON"};
+  }
+  return value;
+}
+
+/// Member counts, names and string lengths anywhere in a parsed device document (its depth is
+/// bounded already; the walk keeps its own stack all the same). `services`, when the document has
+/// that array, counts against max_services.
+std::optional<Refusal> CheckShape(const Json& root, const UplinkLimits& limits) {
+  if (root.is_object()) {
+    if (const auto it = root.find("services");
+        it != root.end() && it->is_array() && it->size() > limits.max_services) {
+      return Refusal{RejectReason::kTooMany, fmt::format("{} services exceed the limit of {}",
+                                                         it->size(), limits.max_services)};
+    }
+  }
+  std::vector<const Json*> stack = {&root};
+  while (!stack.empty()) {
+    const Json& value = *stack.back();
+    stack.pop_back();
+    if (value.is_object()) {
+      if (value.size() > limits.max_properties) {
+        return Refusal{RejectReason::kTooMany,
+                       fmt::format("an object of {} members exceeds the limit of {}", value.size(),
+                                   limits.max_properties)};
+      }
+      for (auto it = value.begin(); it != value.end(); ++it) {
+        if (it.key().size() > limits.max_name_bytes) {
+          return Refusal{RejectReason::kTooLong,
+                         fmt::format("a name of {} bytes exceeds the limit of {}", it.key().size(),
+                                     limits.max_name_bytes)};
+        }
+        stack.push_back(&it.value());
+      }
+    } else if (value.is_array()) {
+      for (const Json& element : value) {
+        stack.push_back(&element);
+      }
+    } else if (value.is_string() &&
+               value.get_ref<const std::string&>().size() > limits.max_string_bytes) {
+      return Refusal{
+          RejectReason::kTooLong,
+          fmt::format("a string of {} bytes exceeds the limit of {}",
+                      value.get_ref<const std::string&>().size(), limits.max_string_bytes)};
+    }
+  }
+  return std::nullopt;
+}
+
+/// The reason a whole report was refused for (thing_model::RefusesWholePayload kinds).
+RejectReason WholeReportReason(thing_model::ErrorKind kind) {
+  switch (kind) {
+    case thing_model::ErrorKind::kTooLarge:
+      return RejectReason::kTooLarge;
+    case thing_model::ErrorKind::kTooDeep:
+      return RejectReason::kTooDeep;
+    case thing_model::ErrorKind::kTooMany:
+      return RejectReason::kTooMany;
+    case thing_model::ErrorKind::kOverlong:
+      return RejectReason::kTooLong;
+    default:
+      return RejectReason::kMalformed;
   }
 }
 
@@ -230,19 +311,25 @@ void UplinkProcessor::Process(const DeviceInfo& device, const UplinkMessage& mes
 void UplinkProcessor::PropertiesReport(const DeviceInfo& device, const UplinkMessage& message,
                                        Outputs& out) const {
   thread_local thing_model::ReportResult result;
-  device.validator->ValidateReport(
-      message.payload, result,
-      {.check_required = false, .max_bytes = message.payload.size() + 1, .max_errors = 100});
+  device.validator->ValidateReport(message.payload, result,
+                                   {.check_required = false,
+                                    .max_bytes = message.payload.size() + 1,
+                                    .max_errors = 100,
+                                    .max_depth = limits_.max_json_depth,
+                                    .max_services = limits_.max_services,
+                                    .max_properties = limits_.max_properties,
+                                    .max_name_bytes = limits_.max_name_bytes,
+                                    .max_string_bytes = limits_.max_string_bytes});
   if (!result.errors.empty()) {
     const bool whole = result.services.empty() && result.properties.empty() &&
-                       result.errors.front().kind == thing_model::ErrorKind::kMalformed;
+                       thing_model::RefusesWholePayload(result.errors.front().kind);
     std::vector<std::string> texts;
     for (size_t i = 0; i < result.errors.size() && i < kMaxErrorsInRecord; ++i) {
       texts.push_back(result.errors[i].ToString());
     }
     Reject(device, message.message_id,
-           whole ? RejectReason::kMalformed : RejectReason::kInvalidProperty, message.topic,
-           JoinErrors(texts, result.error_count()), message.received_at_unix_ms, out,
+           whole ? WholeReportReason(result.errors.front().kind) : RejectReason::kInvalidProperty,
+           message.topic, JoinErrors(texts, result.error_count()), message.received_at_unix_ms, out,
            whole ? 1.0 : static_cast<double>(result.error_count()));
   }
   // The valid part passes on (DESIGN.md §2), values exactly as reported.
@@ -291,7 +378,11 @@ void UplinkProcessor::PropertiesReport(const DeviceInfo& device, const UplinkMes
 
 void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& message,
                               Outputs& out) const {
-  const Json body = Json::parse(message.payload, nullptr, false);
+  auto parsed = ParseStructured(device, message, out);
+  if (!parsed) {
+    return;
+  }
+  const Json& body = *parsed;
   if (!body.is_object() || !body.contains("services") || !body["services"].is_array()) {
     Reject(device, message.message_id, RejectReason::kMalformed, message.topic,
            "events/up needs a JSON object with a services array", message.received_at_unix_ms, out);
@@ -372,12 +463,46 @@ void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& mes
             event_time.value_or(message.received_at_unix_ms), Dump(forwarded), out);
 }
 
+std::optional<Json> UplinkProcessor::ParseStructured(const DeviceInfo& device,
+                                                     const UplinkMessage& message,
+                                                     Outputs& out) const {
+  if (message.payload.empty() && message.kind != UplinkKind::kEventUp) {
+    return Json::object();  // responses and shadow gets may come without a body
+  }
+  auto parsed = ParseDeviceJson(message.payload, limits_);
+  std::optional<Refusal> refusal;
+  if (auto* refused = std::get_if<Refusal>(&parsed)) {
+    refusal = std::move(*refused);
+  } else {
+    refusal = CheckShape(std::get<Json>(parsed), limits_);
+  }
+  if (refusal) {
+    Reject(device, message.message_id, refusal->reason, message.topic, refusal->detail,
+           message.received_at_unix_ms, out);
+    return std::nullopt;
+  }
+  return std::get<Json>(std::move(parsed));
+}
+
 void UplinkProcessor::MessageUp(const DeviceInfo& device, const UplinkMessage& message,
                                 Outputs& out) const {
-  // Any bytes (DESIGN.md §3): JSON stays JSON, anything else is carried as a string.
-  Json content = Json::parse(message.payload, nullptr, false);
-  if (content.is_discarded()) {
+  // Any bytes (DESIGN.md §3): JSON stays JSON, anything else is carried as a string. Only a
+  // payload that is JSON can be too deep: other bytes that happen to hold many brackets are
+  // carried like any others (the check of a whole document is iterative).
+  Json content;
+  if (common::JsonNestingDepth(message.payload, limits_.max_json_depth) > limits_.max_json_depth) {
+    if (Json::accept(message.payload)) {
+      Reject(device, message.message_id, RejectReason::kTooDeep, message.topic,
+             fmt::format("JSON nested deeper than {} levels", limits_.max_json_depth),
+             message.received_at_unix_ms, out);
+      return;
+    }
     content = message.payload;
+  } else {
+    content = Json::parse(message.payload, nullptr, false);
+    if (content.is_discarded()) {
+      content = message.payload;
+    }
   }
   const Json body = {{"topic", message.topic}, {"content", std::move(content)}};
   AddRecord(device, message.message_id, "device.message", "report", message.topic,
@@ -386,8 +511,11 @@ void UplinkProcessor::MessageUp(const DeviceInfo& device, const UplinkMessage& m
 
 void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& message,
                                Outputs& out) const {
-  Json body =
-      message.payload.empty() ? Json::object() : Json::parse(message.payload, nullptr, false);
+  auto parsed = ParseStructured(device, message, out);
+  if (!parsed) {
+    return;
+  }
+  Json body = *std::move(parsed);
   if (!body.is_object()) {
     Reject(device, message.message_id, RejectReason::kMalformed, message.topic,
            "a response must be a JSON object", message.received_at_unix_ms, out);
@@ -421,9 +549,11 @@ void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& me
 
 void UplinkProcessor::ShadowGet(const DeviceInfo& device, const UplinkMessage& message,
                                 Outputs& out) const {
-  const Json body =
-      message.payload.empty() ? Json::object() : Json::parse(message.payload, nullptr, false);
-  if (!body.is_object()) {
+  const auto body = ParseStructured(device, message, out);
+  if (!body) {
+    return;
+  }
+  if (!body->is_object()) {
     Reject(device, message.message_id, RejectReason::kMalformed, message.topic,
            "a shadow get must be a JSON object", message.received_at_unix_ms, out);
     return;
@@ -431,8 +561,8 @@ void UplinkProcessor::ShadowGet(const DeviceInfo& device, const UplinkMessage& m
   shadow::v1::DeviceShadowGetRequest request;
   SetDeviceRef(device, request.mutable_device());
   request.set_request_id(message.request_id);
-  if (body.contains("service_id") && body["service_id"].is_string()) {
-    request.set_service_id(body["service_id"].get<std::string>());
+  if (body->contains("service_id") && (*body)["service_id"].is_string()) {
+    request.set_service_id((*body)["service_id"].get<std::string>());
   }
   out.shadow_gets.push_back(std::move(request));
 }

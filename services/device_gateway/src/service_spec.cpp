@@ -112,6 +112,15 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   s["rate_limit"] = env.Int(p + "RATE_LIMIT", 50, 1, 1'000'000);
   s["max_payload_bytes"] = env.Int(p + "MAX_PAYLOAD_BYTES", 1024 * 1024, 1, 256 * 1024 * 1024);
   s["max_report_bytes"] = env.Int(p + "MAX_REPORT_BYTES", 64 * 1024, 1, 256 * 1024 * 1024);
+  // What one device message may carry (docs/security.md); the lower bounds keep every topic and
+  // document of the device protocol acceptable.
+  s["max_topic_bytes"] = env.Int(p + "MAX_TOPIC_BYTES", 512, 260, 65'535);
+  s["max_topic_levels"] = env.Int(p + "MAX_TOPIC_LEVELS", 16, 8, 1'000);
+  s["max_id_bytes"] = env.Int(p + "MAX_ID_BYTES", 256, 129, 65'535);
+  s["max_services"] = env.Int(p + "MAX_SERVICES", 100, 1, 100'000);
+  s["max_properties"] = env.Int(p + "MAX_PROPERTIES", 500, 1, 100'000);
+  s["max_name_bytes"] = env.Int(p + "MAX_NAME_BYTES", 256, 64, 65'535);
+  s["max_string_bytes"] = env.Int(p + "MAX_STRING_BYTES", 64 * 1024, 1, 256 * 1024 * 1024);
   s["device_cache_size"] = env.Int(p + "DEVICE_CACHE_SIZE", 100'000, 1, 10'000'000);
   s["share_group"] = env.String(p + "SHARE_GROUP", "gateway");
   s["partition_lease_ms"] = env.Duration(p + "PARTITION_LEASE", std::chrono::seconds(3)).count();
@@ -122,6 +131,17 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
 
 void Wire(common::ServiceContext& context) {
   const auto& s = context.settings;
+  const UplinkLimits limits{.max_payload_bytes = s["max_payload_bytes"].get<size_t>(),
+                            .max_report_bytes = s["max_report_bytes"].get<size_t>(),
+                            .rate_per_second = s["rate_limit"].get<double>(),
+                            .max_json_depth = context.server.json.max_depth,
+                            .max_topic_bytes = s["max_topic_bytes"].get<size_t>(),
+                            .max_topic_levels = s["max_topic_levels"].get<size_t>(),
+                            .max_id_bytes = s["max_id_bytes"].get<size_t>(),
+                            .max_services = s["max_services"].get<size_t>(),
+                            .max_properties = s["max_properties"].get<size_t>(),
+                            .max_name_bytes = s["max_name_bytes"].get<size_t>(),
+                            .max_string_bytes = s["max_string_bytes"].get<size_t>()};
   const std::string service_key = s["service_api_key"];
   auto metrics = std::make_shared<GatewayMetrics>(context.host.metrics());
   auto devices =
@@ -137,7 +157,8 @@ void Wire(common::ServiceContext& context) {
           .retry_initial = std::chrono::milliseconds(100),
           .retry_max = std::chrono::seconds(5),
           .max_attempts = s["max_attempts"].get<int>(),
-          .message_id_prefix = fmt::format("{}-{:x}", context.backend.mqtt_client_id, NowUnixMs())},
+          .message_id_prefix = fmt::format("{}-{:x}", context.backend.mqtt_client_id, NowUnixMs()),
+          .limits = limits},
       devices,
       MakeGrpcDownstream(
           {.shadow = s["shadow_addr"],
@@ -164,9 +185,6 @@ void Wire(common::ServiceContext& context) {
   context.host.AddService(MakeDownlinkHandler(downlink, auth));
 
   // Uplink: one persistent session per partition this replica holds (partitions.h).
-  const UplinkLimits limits{.max_payload_bytes = s["max_payload_bytes"].get<size_t>(),
-                            .max_report_bytes = s["max_report_bytes"].get<size_t>(),
-                            .rate_per_second = s["rate_limit"].get<double>()};
   const auto& backend = context.backend;
   auto expiry = std::chrono::duration_cast<std::chrono::seconds>(backend.mqtt_session_expiry);
   if (expiry.count() <= 0) {

@@ -46,42 +46,41 @@ std::string_view RejectReasonName(RejectReason reason) {
       return "unknown_device";
     case RejectReason::kUnsupported:
       return "unsupported";
+    case RejectReason::kTooDeep:
+      return "too_deep";
+    case RejectReason::kTooMany:
+      return "too_many";
+    case RejectReason::kTooLong:
+      return "too_long";
   }
   return "unknown";
 }
 
-RateLimiter::RateLimiter(double rate_per_second, size_t max_devices, Clock clock)
-    : rate_(rate_per_second),
-      burst_(std::max(1.0, rate_per_second)),
-      max_devices_(max_devices),
-      clock_(clock ? std::move(clock) : Clock([] { return std::chrono::steady_clock::now(); })) {}
+namespace {
 
-bool RateLimiter::Allow(std::string_view device_id) {
-  const auto now = clock_();
-  auto it = buckets_.find(std::string(device_id));
-  if (it == buckets_.end()) {
-    if (buckets_.size() >= max_devices_) {
-      Sweep(now);
-    }
-    it = buckets_.emplace(std::string(device_id), Bucket{.tokens = burst_, .updated = now}).first;
+/// Over the topic's byte or level limit: what to say; nullopt within them.
+std::optional<std::string> TopicLimitViolation(std::string_view topic, const UplinkLimits& limits) {
+  if (topic.size() > limits.max_topic_bytes) {
+    return fmt::format("topic of {} bytes exceeds the limit of {}", topic.size(),
+                       limits.max_topic_bytes);
   }
-  Bucket& bucket = it->second;
-  const double elapsed = std::chrono::duration<double>(now - bucket.updated).count();
-  bucket.tokens = std::min(burst_, bucket.tokens + elapsed * rate_);
-  bucket.updated = now;
-  if (bucket.tokens < 1.0) {
-    return false;
+  const size_t levels = static_cast<size_t>(std::count(topic.begin(), topic.end(), '/')) + 1;
+  if (levels > limits.max_topic_levels) {
+    return fmt::format("topic of {} levels exceeds the limit of {}", levels,
+                       limits.max_topic_levels);
   }
-  bucket.tokens -= 1.0;
-  return true;
+  return std::nullopt;
 }
 
-void RateLimiter::Sweep(std::chrono::steady_clock::time_point now) {
-  std::erase_if(buckets_, [&](const auto& entry) {
-    const double elapsed = std::chrono::duration<double>(now - entry.second.updated).count();
-    return entry.second.tokens + elapsed * rate_ >= burst_;
-  });
+/// A topic over the limit is not repeated whole in records and logs.
+std::string TruncatedTopic(std::string_view topic, size_t max_bytes) {
+  if (topic.size() <= max_bytes) {
+    return std::string(topic);
+  }
+  return std::string(topic.substr(0, max_bytes)) + "...";
 }
+
+}  // namespace
 
 std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_topic,
                                                         std::string payload,
@@ -100,18 +99,38 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
     return rejected;
   }
   rejected.topic = *device_topic;
+  // Name the device when the topic does: the rejection is forwarded to its applications. A
+  // device id over the limit names nobody (the broker only admits registered ids, so it is not
+  // one of ours either).
+  const std::string_view rest = std::string_view(*device_topic).substr(12);  // "$oc/devices/"
+  const std::string_view named = rest.substr(0, rest.find('/'));
+  if (named.size() > limits.max_id_bytes) {
+    rejected.topic = TruncatedTopic(*device_topic, limits.max_topic_bytes);
+    rejected.reason = RejectReason::kTooLong;
+    rejected.detail = fmt::format("device id of {} bytes exceeds the limit of {}", named.size(),
+                                  limits.max_id_bytes);
+    return rejected;
+  }
+  if (named.size() < rest.size()) {
+    rejected.device_id = std::string(named);
+  }
+  if (auto violation = TopicLimitViolation(*device_topic, limits)) {
+    rejected.topic = TruncatedTopic(*device_topic, limits.max_topic_bytes);
+    rejected.reason = RejectReason::kTooLong;
+    rejected.detail = *std::move(violation);
+    return rejected;
+  }
   const auto parsed = ParseUplinkTopic(*device_topic);
   if (!parsed) {
-    // Name the device when the topic does: the rejection is forwarded to its applications.
-    const std::string_view rest = std::string_view(*device_topic).substr(12);  // "$oc/devices/"
-    const size_t slash = rest.find('/');
-    if (slash != std::string_view::npos && slash > 0) {
-      rejected.device_id = std::string(rest.substr(0, slash));
-    }
     rejected.detail = "not a device uplink topic";
     return rejected;
   }
-  rejected.device_id = std::string(parsed->device_id);
+  if (parsed->request_id.size() > limits.max_id_bytes) {
+    rejected.reason = RejectReason::kTooLong;
+    rejected.detail = fmt::format("request id of {} bytes exceeds the limit of {}",
+                                  parsed->request_id.size(), limits.max_id_bytes);
+    return rejected;
+  }
   const size_t limit = parsed->kind == UplinkKind::kPropertiesReport ||
                                parsed->kind == UplinkKind::kGatewayPropertiesReport
                            ? std::min(limits.max_report_bytes, limits.max_payload_bytes)

@@ -305,6 +305,108 @@ TEST_F(ProcessorTest, MalformedPayloadsBecomeValidationFailedRecords) {
   EXPECT_EQ(Rejected("malformed"), 4);
 }
 
+/// A processor with small limits: each payload just over one is refused whole and counted under
+/// its reason; the same payload at the limit passes.
+TEST_F(ProcessorTest, PayloadsOverALimitAreRefusedWholeAndCounted) {
+  const UplinkLimits limits{.max_json_depth = 6,
+                            .max_services = 2,
+                            .max_properties = 3,
+                            .max_name_bytes = 16,
+                            .max_string_bytes = 8};
+  UplinkProcessor processor(metrics_, limits);
+  const auto nested = [](int levels) {
+    std::string text = "0";
+    for (int i = 0; i < levels; ++i) {
+      text = "[" + text + "]";
+    }
+    return text;
+  };
+  const auto event = [](const std::string& paras) {
+    return R"({"service_id":"meter","event_type":"overload","paras":)" + paras + "}";
+  };
+  struct Case {
+    std::string name;
+    UplinkKind kind;
+    std::string at_limit;
+    std::string over;
+    std::string reason;
+  };
+  const Case cases[] = {
+      {"report depth", UplinkKind::kPropertiesReport,
+       R"({"services":[{"service_id":"meter","properties":{"voltage":1,"x":)" + nested(2) + "}}]}",
+       R"({"services":[{"service_id":"meter","properties":{"voltage":1,"x":)" + nested(3) + "}}]}",
+       "too_deep"},
+      {"report services", UplinkKind::kPropertiesReport,
+       R"({"services":[{"service_id":"meter","properties":{"voltage":1}},{"service_id":"meter","properties":{}}]})",
+       R"({"services":[{"service_id":"meter","properties":{"voltage":1}},{"service_id":"meter","properties":{}},{"service_id":"meter","properties":{}}]})",
+       "too_many"},
+      {"report properties", UplinkKind::kPropertiesReport,
+       R"({"services":[{"service_id":"meter","properties":{"voltage":1,"a":1,"b":2}}]})",
+       R"({"services":[{"service_id":"meter","properties":{"voltage":1,"a":1,"b":2,"c":3}}]})",
+       "too_many"},
+      {"report name", UplinkKind::kPropertiesReport,
+       R"({"services":[{"service_id":"meter","properties":{"voltage":1,"abcdefghijklmnop":1}}]})",
+       R"({"services":[{"service_id":"meter","properties":{"voltage":1,"abcdefghijklmnopq":1}}]})",
+       "too_long"},
+      {"event depth", UplinkKind::kEventUp, R"({"services":[)" + event(nested(3)) + "]}",
+       R"({"services":[)" + event(nested(4)) + "]}", "too_deep"},
+      {"events", UplinkKind::kEventUp, R"({"services":[)" + event("{}") + "," + event("{}") + "]}",
+       R"({"services":[)" + event("{}") + "," + event("{}") + "," + event("{}") + "]}", "too_many"},
+      {"paras", UplinkKind::kEventUp, R"({"services":[)" + event(R"({"a":1,"b":2,"c":3})") + "]}",
+       R"({"services":[)" + event(R"({"a":1,"b":2,"c":3,"d":4})") + "]}", "too_many"},
+      {"para name", UplinkKind::kEventUp,
+       R"({"services":[)" + event(R"({"abcdefghijklmnop":1})") + "]}",
+       R"({"services":[)" + event(R"({"abcdefghijklmnopq":1})") + "]}", "too_long"},
+      {"para string", UplinkKind::kEventUp,
+       R"({"services":[)" + event(R"({"a":"12345678"})") + "]}",
+       R"({"services":[)" + event(R"({"a":"123456789"})") + "]}", "too_long"},
+      {"message depth", UplinkKind::kMessageUp, nested(6), nested(7), "too_deep"},
+      {"response depth", UplinkKind::kCommandResponse,
+       R"({"result_code":0,"paras":)" + nested(5) + "}",
+       R"({"result_code":0,"paras":)" + nested(6) + "}", "too_deep"},
+      {"response string", UplinkKind::kCommandResponse, R"({"response_name":"12345678"})",
+       R"({"response_name":"123456789"})", "too_long"},
+      {"shadow get name", UplinkKind::kShadowGet, R"({"service_id":"12345678"})",
+       R"({"service_id":"123456789"})", "too_long"},
+  };
+  for (const Case& c : cases) {
+    for (const bool over : {false, true}) {
+      const double before = Rejected(c.reason);
+      out_.Clear();
+      processor.Process(*device_, Message(c.kind, "p1_d", over ? c.over : c.at_limit, "r1"), out_);
+      const bool refused = Rejected(c.reason) == before + 1;
+      EXPECT_EQ(refused, over) << c.name << (over ? " over the limit" : " at the limit");
+      if (over) {
+        ASSERT_EQ(out_.records.records_size(), 1) << c.name;
+        EXPECT_EQ(out_.records.records(0).event(), "validation_failed") << c.name;
+        EXPECT_TRUE(out_.shadow_reports.reports().empty() && out_.responses.responses().empty() &&
+                    out_.shadow_gets.empty())
+            << c.name;
+        const auto body =
+            Json::parse(out_.records.records(0).envelope_json())["notify_data"]["body"];
+        EXPECT_EQ(body["reason"], c.reason) << c.name;
+      }
+    }
+  }
+}
+
+TEST_F(ProcessorTest, TheReportedDeepMessageIsRefusedAndBytesThatAreNotJsonStillPass) {
+  // The crash of issue #15: 800 KB of one JSON array nested 400,000 deep on messages/up.
+  const std::string deep = std::string(400'000, '[') + std::string(400'000, ']');
+  processor_.Process(*device_, Message(UplinkKind::kMessageUp, "p1_d", deep), out_);
+  ASSERT_EQ(out_.records.records_size(), 1);
+  EXPECT_EQ(out_.records.records(0).event(), "validation_failed");
+  EXPECT_EQ(Rejected("too_deep"), 1);
+  // Bytes with many brackets that are not JSON are carried as a string, like any other bytes.
+  out_.Clear();
+  const std::string brackets = std::string(1000, '[') + "binary";
+  processor_.Process(*device_, Message(UplinkKind::kMessageUp, "p1_d", brackets), out_);
+  ASSERT_EQ(out_.records.records_size(), 1);
+  const auto body = Json::parse(out_.records.records(0).envelope_json())["notify_data"]["body"];
+  EXPECT_EQ(body["content"], brackets);
+  EXPECT_EQ(Rejected("too_deep"), 1);
+}
+
 TEST_F(ProcessorTest, EventsAreValidatedAndSystemServicesAccepted) {
   // As Huawei's SDKs send them: no event_time, no object_device_id, system services.
   processor_.Process(*device_,

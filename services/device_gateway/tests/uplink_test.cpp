@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 namespace iot::device_gateway {
 namespace {
 
@@ -59,6 +61,35 @@ TEST(AdmitUplinkTest, AppliesTheSizeLimits) {
   auto big = AdmitUplink("iot/up/0/d_1/sys/messages/up", std::string(101, 'x'), limits, limiter, 0);
   ASSERT_TRUE(std::holds_alternative<RejectedUplink>(big));
   EXPECT_EQ(std::get<RejectedUplink>(big).reason, RejectReason::kTooLarge);
+}
+
+TEST(AdmitUplinkTest, AppliesTheTopicLimits) {
+  RateLimiter limiter(1000);
+  const UplinkLimits limits{.max_topic_bytes = 60, .max_topic_levels = 7, .max_id_bytes = 10};
+  const auto reason = [&](const std::string& relay) -> std::optional<RejectReason> {
+    auto admitted = AdmitUplink(relay, "{}", limits, limiter, 0);
+    if (const auto* rejected = std::get_if<RejectedUplink>(&admitted)) {
+      return rejected->reason;
+    }
+    return std::nullopt;
+  };
+  // `$oc/devices/d_12345678/user/` is 28 bytes and 4 levels.
+  const std::string at = "iot/up/0/d_12345678/user/" + std::string(32, 'x');
+  EXPECT_EQ(reason(at), std::nullopt);  // 60 bytes
+  EXPECT_EQ(reason(at + "y"), RejectReason::kTooLong);
+  EXPECT_EQ(reason("iot/up/0/d_12345678/user/a/b/c"), std::nullopt);  // 7 levels
+  EXPECT_EQ(reason("iot/up/0/d_12345678/user/a/b/c/d"), RejectReason::kTooLong);
+  EXPECT_EQ(reason("iot/up/0/d_123456789/user/a"), RejectReason::kTooLong);  // id of 11 bytes
+  EXPECT_EQ(reason("iot/up/0/d_1/sys/commands/response/request_id=0123456789"), std::nullopt);
+  EXPECT_EQ(reason("iot/up/0/d_1/sys/commands/response/request_id=0123456789a"),
+            RejectReason::kTooLong);
+  // The rejection keeps the device id when it is within the limit, and not the whole topic.
+  const std::string huge = "iot/up/0/d_1/user/" + std::string(100'000, 'z');
+  auto rejected = std::get<RejectedUplink>(AdmitUplink(huge, "{}", limits, limiter, 0));
+  EXPECT_EQ(rejected.device_id, "d_1");
+  EXPECT_LE(rejected.topic.size(), 63U);
+  EXPECT_NE(rejected.detail.find("100021 bytes exceeds the limit of 60"), std::string::npos)
+      << rejected.detail;
 }
 
 TEST(AdmitUplinkTest, ResponsesHaveTheirOwnRateBudget) {

@@ -8,8 +8,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <utility>
 
+#include "iot/common/json_limits.h"
 #include "iot/common/status.h"
 #include "model/value_checks.h"
 
@@ -21,10 +23,11 @@ using detail::CheckResult;
 using detail::Number;
 using detail::ValueIssue;
 
-constexpr std::array<std::string_view, 14> kErrorKindNames = {
+constexpr std::array<std::string_view, 17> kErrorKindNames = {
     "malformed",     "too large",        "unknown service", "unknown property", "unknown command",
     "unknown event", "unknown para",     "wrong type",      "out of range",     "too long",
-    "not in enum",   "missing required", "not writable",    "duplicate"};
+    "not in enum",   "missing required", "not writable",    "duplicate",        "too deep",
+    "too many",      "overlong"};
 
 constexpr std::size_t kMaxApiErrors = 100;
 
@@ -137,6 +140,10 @@ class ReportWalker {
       SIMDJSON_TRY(error);
       std::uint32_t index = 0;
       for (auto element_result : services) {
+        if (index >= options_.max_services) {
+          return Exceed(ErrorKind::kTooMany, "services",
+                        fmt::format("more than {} service entries", options_.max_services));
+        }
         od::value element;
         SIMDJSON_TRY(std::move(element_result).get(element));
         SIMDJSON_TRY(WalkService(element, index));
@@ -154,7 +161,22 @@ class ReportWalker {
     return simdjson::SUCCESS;
   }
 
+  /// The limit the report exceeded, if the walk stopped for one.
+  [[nodiscard]] const std::optional<ValidationError>& limit() const { return limit_; }
+
  private:
+  // A limit of ReportOptions exceeded: the walk stops (any error code does) and the whole report
+  // is refused with this error.
+  simdjson::error_code Exceed(ErrorKind kind, std::string path, std::string message) {
+    limit_ = ValidationError{kind, std::move(path), std::move(message)};
+    return simdjson::CAPACITY;
+  }
+  simdjson::error_code Overlong(std::string path, std::string_view what, std::size_t size,
+                                std::size_t limit) {
+    return Exceed(ErrorKind::kOverlong, std::move(path),
+                  fmt::format("{} of {} bytes exceeds the limit of {}", what, size, limit));
+  }
+
   // Records an error unless the cap is reached; the path is built only when recorded.
   template <typename PathFn>
   void Fail(ErrorKind kind, PathFn&& path, std::string message) {
@@ -217,6 +239,10 @@ class ReportWalker {
           continue;
         }
         SIMDJSON_TRY(error);
+        if (id.size() > options_.max_name_bytes) {
+          return Overlong(ServicePath(index, "service_id"), "service id", id.size(),
+                          options_.max_name_bytes);
+        }
         service = model_.FindService(id);
         if (service == nullptr) {
           Fail(
@@ -306,11 +332,20 @@ class ReportWalker {
     }
     SIMDJSON_TRY(error);
     const std::uint32_t stamp = scratch_.NextStamp(service.properties.size());
+    std::size_t count = 0;
     for (auto field_result : properties) {
+      if (++count > options_.max_properties) {
+        return Exceed(ErrorKind::kTooMany, ServicePath(index, "properties"),
+                      fmt::format("more than {} properties", options_.max_properties));
+      }
       od::field field;
       SIMDJSON_TRY(std::move(field_result).get(field));
       std::string_view name;
       SIMDJSON_TRY(field.unescaped_key().get(name));
+      if (name.size() > options_.max_name_bytes) {
+        return Overlong(ServicePath(index, "properties"), "property name", name.size(),
+                        options_.max_name_bytes);
+      }
       const Parameter* param = service.properties.Find(name);
       if (param == nullptr) {
         if (!Full()) {
@@ -331,7 +366,12 @@ class ReportWalker {
       seen = stamp;
       std::string_view raw;
       CheckResult issue;
-      SIMDJSON_TRY(CheckValue(field.value(), *param, raw, issue));
+      const simdjson::error_code checked = CheckValue(field.value(), *param, raw, issue);
+      if (limit_) {
+        limit_->path = PropertyPath(index, param->name, limit_->path);  // path: the sub-path
+        return checked;
+      }
+      SIMDJSON_TRY(checked);
       if (!issue && param->type == DataType::kJsonObject) {
         // On-Demand skipped the object's content: parse it fully before passing it on. The
         // slice lies inside the padded buffer, so reading past its end is safe.
@@ -360,8 +400,8 @@ class ReportWalker {
   }
 
   // Checks one value; on success `raw` is its JSON text (in the padded buffer).
-  static simdjson::error_code CheckValue(od::value& value, const Parameter& param,
-                                         std::string_view& raw, CheckResult& issue) {
+  simdjson::error_code CheckValue(od::value& value, const Parameter& param, std::string_view& raw,
+                                  CheckResult& issue) {
     od::json_type type;
     SIMDJSON_TRY(value.type().get(type));
     std::string_view token = value.raw_json_token();
@@ -379,6 +419,9 @@ class ReportWalker {
         }
         std::string_view text;
         SIMDJSON_TRY(value.get_string().get(text));
+        if (text.size() > options_.max_string_bytes) {
+          return Overlong("", "string value", text.size(), options_.max_string_bytes);
+        }
         issue = detail::CheckText(param, text);
         raw = TrimRight(token);
         return simdjson::SUCCESS;
@@ -455,9 +498,9 @@ class ReportWalker {
   }
 
   // `token` is the raw token of the array: "[" and the whitespace up to the next token.
-  static simdjson::error_code CheckStringList(od::value& value, std::string_view token,
-                                              const Parameter& param, std::string_view& raw,
-                                              CheckResult& issue) {
+  simdjson::error_code CheckStringList(od::value& value, std::string_view token,
+                                       const Parameter& param, std::string_view& raw,
+                                       CheckResult& issue) {
     od::array array;
     SIMDJSON_TRY(value.get_array().get(array));
     const char* end = token.data() + token.size();
@@ -481,6 +524,10 @@ class ReportWalker {
       }
       std::string_view text;
       SIMDJSON_TRY(element.get_string().get(text));
+      if (text.size() > options_.max_string_bytes) {
+        return Overlong(fmt::format("[{}]", k), "string value", text.size(),
+                        options_.max_string_bytes);
+      }
       issue = detail::CheckText(param, text);
       if (issue) {
         issue->sub_path = fmt::format("[{}]", k);
@@ -522,6 +569,7 @@ class ReportWalker {
   std::string_view input_;
   const char* buffer_;
   Scratch& scratch_;
+  std::optional<ValidationError> limit_;
 };
 
 // Collects API-side errors up to the cap.
@@ -579,6 +627,19 @@ void CheckParas(const ParameterList& declared, const nlohmann::json& paras, std:
 
 }  // namespace
 
+bool RefusesWholePayload(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kMalformed:
+    case ErrorKind::kTooLarge:
+    case ErrorKind::kTooDeep:
+    case ErrorKind::kTooMany:
+    case ErrorKind::kOverlong:
+      return true;
+    default:
+      return false;
+  }
+}
+
 std::string_view ErrorKindName(ErrorKind kind) {
   return kErrorKindNames[static_cast<std::size_t>(kind)];
 }
@@ -628,6 +689,12 @@ void Validator::ValidateReport(std::string_view report_json, ReportResult& resul
                                          report_json.size(), options.max_bytes)});
     return;
   }
+  if (common::JsonNestingDepth(report_json, options.max_depth) > options.max_depth) {
+    result.errors.push_back(
+        {ErrorKind::kTooDeep, "",
+         fmt::format("report nested deeper than {} levels", options.max_depth)});
+    return;
+  }
   Scratch& scratch = ThreadScratch();
   const char* buffer = scratch.Load(report_json);
   od::document doc;
@@ -635,6 +702,11 @@ void Validator::ValidateReport(std::string_view report_json, ReportResult& resul
   if (error == simdjson::SUCCESS) {
     ReportWalker walker(*model_, options, result, report_json, buffer, scratch);
     error = walker.Walk(doc);
+    if (walker.limit()) {
+      result.Clear();
+      result.errors.push_back(*walker.limit());
+      return;
+    }
   }
   if (error != simdjson::SUCCESS) {
     result.Clear();

@@ -418,6 +418,13 @@ TEST_F(ValidatorTest, RejectsOversizeReportsWithoutParsing) {
   EXPECT_EQ(result.errors[0].kind, ErrorKind::kTooLarge);
 }
 
+// The walker itself, with the limits of ReportOptions out of the way (they are tested below).
+constexpr ReportOptions kNoLimits{.max_depth = SIZE_MAX,
+                                  .max_services = SIZE_MAX,
+                                  .max_properties = SIZE_MAX,
+                                  .max_name_bytes = SIZE_MAX,
+                                  .max_string_bytes = SIZE_MAX};
+
 TEST_F(ValidatorTest, SurvivesHugeAndDeepInput) {
   // Deeper than simdjson's depth limit (1024), inside a jsonObject and elsewhere.
   const std::string nest = std::string(5000, '[') + std::string(5000, ']');
@@ -427,7 +434,7 @@ TEST_F(ValidatorTest, SurvivesHugeAndDeepInput) {
       {R"({"services":)" + nest + "}", "services[0]"},
       {nest, ""}};
   for (const auto& [text, path] : cases) {
-    ReportResult result = validator().ValidateReport(text);
+    ReportResult result = validator().ValidateReport(text, kNoLimits);
     ASSERT_EQ(result.errors.size(), 1U) << path;
     EXPECT_EQ(result.errors[0].path, path);
     EXPECT_TRUE(result.properties.empty());
@@ -435,7 +442,7 @@ TEST_F(ValidatorTest, SurvivesHugeAndDeepInput) {
   ReportResult result;
 
   const std::string braces(200000, '{');
-  result = validator().ValidateReport(braces);
+  result = validator().ValidateReport(braces, kNoLimits);
   ASSERT_EQ(result.errors.size(), 1U);
   EXPECT_EQ(result.errors[0].kind, ErrorKind::kMalformed);
 
@@ -447,7 +454,7 @@ TEST_F(ValidatorTest, SurvivesHugeAndDeepInput) {
   }
   many += ",\"voltage\":1}";
   many = Report(many);
-  result = validator().ValidateReport(many);
+  result = validator().ValidateReport(many, kNoLimits);
   EXPECT_EQ(result.errors.size(), 100U);
   EXPECT_EQ(result.dropped_errors, 19900U);
   EXPECT_EQ(result.error_count(), 20000U);
@@ -455,9 +462,76 @@ TEST_F(ValidatorTest, SurvivesHugeAndDeepInput) {
 
   // A long string value.
   const std::string long_value = Report(R"({"firmware":")" + std::string(500000, 'x') + "\"}");
-  result = validator().ValidateReport(long_value);
+  result = validator().ValidateReport(long_value, kNoLimits);
   ASSERT_EQ(result.errors.size(), 1U);
   EXPECT_EQ(result.errors[0].kind, ErrorKind::kTooLong);
+}
+
+// Each limit of ReportOptions: a report at it is validated as usual, one just over it is refused
+// whole, with a single error naming where and which limit.
+TEST_F(ValidatorTest, RefusesAReportOverALimitWhole) {
+  const ReportOptions limits{.max_depth = 8,
+                             .max_services = 2,
+                             .max_properties = 3,
+                             .max_name_bytes = 10,
+                             .max_string_bytes = 5};
+  const auto nested = [](int levels) {
+    std::string text = "1";
+    for (int i = 0; i < levels; ++i) {
+      text = R"({"a":)" + text + "}";
+    }
+    return text;
+  };
+  const auto entry = [](const std::string& id) {
+    return R"({"service_id":")" + id + R"(","properties":{"voltage":1}})";
+  };
+  struct Case {
+    std::string name;
+    std::string at_limit;
+    std::string over;
+    ErrorKind kind;
+    std::string path;
+  };
+  const Case cases[] = {
+      // root, services, entry, properties, then the jsonObject value's own levels
+      {"depth", Report(R"({"location":)" + nested(4) + "}"),
+       Report(R"({"location":)" + nested(5) + "}"), ErrorKind::kTooDeep, ""},
+      {"services", R"({"services":[)" + entry("meter") + "," + entry("meter") + "]}",
+       R"({"services":[)" + entry("meter") + "," + entry("meter") + "," + entry("meter") + "]}",
+       ErrorKind::kTooMany, "services"},
+      {"properties", Report(R"({"voltage":1,"current":2,"online":true})"),
+       Report(R"({"voltage":1,"current":2,"online":true,"serial":4})"), ErrorKind::kTooMany,
+       "services[0].properties"},
+      {"property name", Report(R"({"voltage":1,"abcdefghij":2})"),
+       Report(R"({"voltage":1,"abcdefghijk":2})"), ErrorKind::kOverlong, "services[0].properties"},
+      {"service id", R"({"services":[)" + entry("meter") + "," + entry("abcdefghij") + "]}",
+       R"({"services":[)" + entry("meter") + "," + entry("abcdefghijk") + "]}",
+       ErrorKind::kOverlong, "services[1].service_id"},
+      {"string value", Report(R"({"firmware":"12345","tags":["12345"]})"),
+       Report(R"({"firmware":"123456"})"), ErrorKind::kOverlong, "services[0].properties.firmware"},
+      {"string list element", Report(R"({"tags":["a","12345"]})"),
+       Report(R"({"tags":["a","123456"]})"), ErrorKind::kOverlong,
+       "services[0].properties.tags[1]"},
+  };
+  for (const Case& c : cases) {
+    const ReportResult at = validator().ValidateReport(c.at_limit, limits);
+    EXPECT_FALSE(at.properties.empty()) << c.name;
+    for (const ValidationError& error : at.errors) {
+      EXPECT_FALSE(RefusesWholePayload(error.kind)) << c.name << ": " << error.ToString();
+    }
+    const ReportResult over = validator().ValidateReport(c.over, limits);
+    ASSERT_EQ(over.errors.size(), 1U) << c.name;
+    EXPECT_EQ(over.errors[0].kind, c.kind) << c.name;
+    EXPECT_EQ(over.errors[0].path, c.path) << c.name;
+    EXPECT_TRUE(over.services.empty() && over.properties.empty()) << c.name;
+    EXPECT_TRUE(RefusesWholePayload(over.errors[0].kind)) << c.name;
+  }
+  // The reported crash: 800 KB of arrays nested 400,000 deep, refused by the scan.
+  const std::string hostile = std::string(400'000, '[') + std::string(400'000, ']');
+  const ReportResult deep =
+      validator().ValidateReport(hostile, ReportOptions{.max_bytes = 1024 * 1024});
+  ASSERT_EQ(deep.errors.size(), 1U);
+  EXPECT_EQ(deep.errors[0].kind, ErrorKind::kTooDeep);
 }
 
 // Random mutations of valid and invalid reports: nothing crashes, and whatever passes is a

@@ -68,6 +68,8 @@ struct PipelineOptions {
   int max_attempts = 3;
   /// For messages that came without the broker plugin's id.
   std::string message_id_prefix = "gw";
+  /// What one device message may carry (UplinkProcessor checks the content).
+  UplinkLimits limits{};
 };
 
 class UplinkPipeline {

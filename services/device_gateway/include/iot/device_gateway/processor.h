@@ -14,6 +14,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,7 +67,8 @@ inline constexpr std::string_view kRejectedSuffix = "/rejected";
 /// Thread-safe (const apart from the counters it increments).
 class UplinkProcessor {
  public:
-  explicit UplinkProcessor(GatewayMetrics& metrics) : metrics_(metrics) {}
+  explicit UplinkProcessor(GatewayMetrics& metrics, UplinkLimits limits = {})
+      : metrics_(metrics), limits_(limits) {}
 
   /// A device message (already admitted by AdmitUplink). Rejections are counted, logged and
   /// become validation_failed records in `out`.
@@ -90,6 +93,10 @@ class UplinkProcessor {
   void PropertiesReport(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void EventUp(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void MessageUp(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  /// The payload of an events/up, response or shadow get within the limits (depth, counts,
+  /// names, strings); nullopt after rejecting it (malformed or over a limit).
+  std::optional<nlohmann::json> ParseStructured(const DeviceInfo& device,
+                                                const UplinkMessage& message, Outputs& out) const;
   void Response(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void ShadowGet(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   static void AddRecord(const device_gateway::v1::DeviceRef& device, std::string message_id,
@@ -100,6 +107,7 @@ class UplinkProcessor {
                         std::string_view body_json, Outputs& out);
 
   GatewayMetrics& metrics_;
+  const UplinkLimits limits_;
 };
 
 /// Fills a DeviceRef.

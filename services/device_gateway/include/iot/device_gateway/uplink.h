@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <variant>
 
+#include "iot/common/rate_limiter.h"
 #include "iot/device_gateway/topics.h"
 
 namespace iot::device_gateway {
@@ -48,10 +49,16 @@ enum class RejectReason {
   kInvalidEvent,     ///< an event failed the model (counted per event)
   kUnknownDevice,    ///< the registry does not know the device (deleted)
   kUnsupported,      ///< a topic the gateway does not handle yet
+  kTooDeep,          ///< JSON nested deeper than IOT_JSON_MAX_DEPTH
+  kTooMany,          ///< more services, properties, events or paras than a message may carry
+  kTooLong,          ///< a topic, an id in it, a name or a string value over its length limit
 };
 
 std::string_view RejectReasonName(RejectReason reason);
 
+/// What one device message may carry (docs/security.md lists each limit). Anything over a limit
+/// rejects the whole message, before the JSON is parsed (size, depth, topic) or while the first
+/// level of it is walked (counts, names, strings): no recursive work ever sees it.
 struct UplinkLimits {
   size_t max_payload_bytes = 1024 * 1024;
   size_t max_report_bytes = 64 * 1024;
@@ -59,33 +66,28 @@ struct UplinkLimits {
   /// to the platform's own requests (command, property set/get) have a bucket of their own at
   /// the same rate, so that a device's reports do not make it drop the answers it owes.
   double rate_per_second = 50;
+  /// Nesting of any JSON payload (IOT_JSON_MAX_DEPTH).
+  size_t max_json_depth = 64;
+  /// The device topic `$oc/devices/{id}/...`: bytes and levels (`/`-separated parts). The
+  /// longest platform topic is under 260 bytes and 8 levels (a 129-byte device id and a 64-byte
+  /// request id in a property-set response).
+  size_t max_topic_bytes = 512;
+  size_t max_topic_levels = 16;
+  /// A device id or request id in a topic (device ids are at most 129 bytes: product id and
+  /// node id of up to 64 each).
+  size_t max_id_bytes = 256;
+  /// Service entries of a property report, events of an events/up message.
+  size_t max_services = 100;
+  /// Properties of one reported service entry, paras of one event.
+  size_t max_properties = 500;
+  /// Property names, service ids, event types, para names.
+  size_t max_name_bytes = 256;
+  /// A string value (property value, para, response field).
+  size_t max_string_bytes = 64 * 1024;
 };
 
-/// Per-device token buckets. Not thread-safe (the MQTT thread owns it). Memory is bounded: when
-/// more than `max_devices` buckets exist, those that are full again (idle a second or more)
-/// are dropped.
-class RateLimiter {
- public:
-  using Clock = std::function<std::chrono::steady_clock::time_point()>;
-
-  explicit RateLimiter(double rate_per_second, size_t max_devices = 200'000, Clock clock = {});
-  /// True: take a token for `device_id`; false: over its rate.
-  bool Allow(std::string_view device_id);
-  [[nodiscard]] size_t tracked() const { return buckets_.size(); }
-
- private:
-  struct Bucket {
-    double tokens = 0;
-    std::chrono::steady_clock::time_point updated;
-  };
-  void Sweep(std::chrono::steady_clock::time_point now);
-
-  double rate_;
-  double burst_;
-  size_t max_devices_;
-  Clock clock_;
-  std::unordered_map<std::string, Bucket> buckets_;
-};
+/// Per-device token buckets (the MQTT thread owns it; the burst is one second's worth).
+using RateLimiter = common::KeyedRateLimiter;
 
 /// A device message accepted by the MQTT handler, on its way to the device's shard.
 struct UplinkMessage {

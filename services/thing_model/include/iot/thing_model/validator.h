@@ -31,7 +31,14 @@ enum class ErrorKind : std::uint8_t {
   kMissingRequired,  ///< a required property or para is absent
   kNotWritable,      ///< a write to a property whose method lacks W
   kDuplicate,        ///< the same property reported twice in one service entry
+  // Limits on what one message may carry (ReportOptions): exceeding one refuses the whole report.
+  kTooDeep,   ///< JSON nested deeper than ReportOptions::max_depth
+  kTooMany,   ///< more service entries or properties than ReportOptions allows
+  kOverlong,  ///< a service id, property name or string value over ReportOptions' length limit
 };
+
+/// True for the kinds that refuse a whole payload (malformed, too large, and the limits).
+bool RefusesWholePayload(ErrorKind kind);
 
 /// "malformed", "unknown service", "wrong type", "out of range", ...
 std::string_view ErrorKindName(ErrorKind kind);
@@ -72,6 +79,14 @@ struct ReportOptions {
   std::size_t max_bytes = 1024 * 1024;
   /// Errors beyond this are counted in ReportResult::dropped_errors only.
   std::size_t max_errors = 100;
+  /// Limits on what one report may carry (docs/security.md). The depth is checked by a scan
+  /// before parsing, the rest while walking; any of them exceeded refuses the whole report with
+  /// a single error (kTooDeep, kTooMany, kOverlong) and nothing is kept.
+  std::size_t max_depth = 64;
+  std::size_t max_services = 100;            ///< service entries
+  std::size_t max_properties = 500;          ///< properties of one service entry
+  std::size_t max_name_bytes = 256;          ///< a service id or property name
+  std::size_t max_string_bytes = 64 * 1024;  ///< a string value (also in a string list)
 };
 
 /// A property that passed validation. `value` is its JSON text exactly as reported, a view into
