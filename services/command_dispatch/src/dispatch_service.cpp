@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "iot/common/crypto.h"
+#include "iot/common/json_limits.h"
 #include "iot/common/logging.h"
 #include "iot/common/metrics.h"
 #include "iot/common/status.h"
@@ -48,11 +49,11 @@ absl::StatusOr<nlohmann::json> ParseObject(std::string_view field, const std::st
   if (text.empty()) {
     return nlohmann::json::object();
   }
-  auto value = nlohmann::json::parse(text, nullptr, false);
-  if (value.is_discarded()) {
-    return InvalidField(field, "not valid JSON");
+  auto value = common::ParseJson(field, text);
+  if (!value.ok()) {
+    return value.status();
   }
-  if (!value.is_object()) {
+  if (!value->is_object()) {
     return InvalidField(field, "must be a JSON object");
   }
   return value;
@@ -174,7 +175,10 @@ std::string CommandPayload(const std::string& device_id, const std::string& serv
 }
 
 std::string_view ResultStatus(const std::string& payload_json) {
-  const auto payload = nlohmann::json::parse(payload_json, nullptr, false);
+  // A device's response (from the gateway): bounded before it is parsed.
+  const auto parsed =
+      common::ParseJson("payload_json", payload_json, common::ProcessJsonLimits().Internal());
+  const nlohmann::json payload = parsed.ok() ? *parsed : nlohmann::json();
   if (payload.is_object()) {
     const auto code = payload.find("result_code");
     if (code != payload.end() && !(code->is_number() && *code == 0)) {
@@ -522,10 +526,14 @@ absl::StatusOr<RequestRecord> DispatchService::CreateMessage(const common::Princ
     return s;
   }
   if (record.send_strategy == "standard") {
-    const auto content = nlohmann::json::parse(request.message_json, nullptr, false);
-    if (request.message_json.empty() || content.is_discarded()) {
+    if (request.message_json.empty()) {
       return InvalidField("message", "a JSON value is required (payload_format standard)");
     }
+    auto parsed = common::ParseJson("message", request.message_json);
+    if (!parsed.ok()) {
+      return parsed.status();
+    }
+    const nlohmann::json content = *std::move(parsed);
     record.body = content.dump();
     record.payload = nlohmann::json{
         {"object_device_id", request.device_id},

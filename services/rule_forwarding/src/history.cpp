@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "iot/common/crypto.h"
+#include "iot/common/json_limits.h"
 #include "iot/common/status.h"
 
 namespace iot::rule_forwarding {
@@ -390,7 +391,11 @@ absl::StatusOr<HistoryQuery> MakeHistoryQuery(std::string tenant_id, const Histo
   }
   if (!in.marker.empty()) {
     auto text = common::HexDecode(in.marker);
-    auto marker = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+    // The caller's page marker: JSON from outside, bounded like any other.
+    nlohmann::json marker;
+    if (text.ok()) {
+      marker = common::ParseJson("marker", *text).value_or(nlohmann::json());
+    }
     const bool bucketed = q.bucket_seconds > 0;
     const char* time_key = bucketed ? "b" : "t";
     if (!marker.is_object() || !marker.contains(time_key) ||

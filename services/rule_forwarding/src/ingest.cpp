@@ -9,6 +9,7 @@
 #include <chrono>
 #include <unordered_set>
 
+#include "iot/common/json_limits.h"
 #include "iot/common/logging.h"
 #include "iot/common/redis.h"
 #include "iot/common/status.h"
@@ -339,11 +340,17 @@ absl::StatusOr<common::Rejected> IngestService::Ingest(const std::vector<IngestR
       continue;
     }
     const size_t i = candidates[k];
+    // Device JSON in the gateway's envelope: bounded before it is parsed and the rules walk it.
+    const std::string field = fmt::format("records[{}].envelope_json", i);
+    if (absl::Status s = common::CheckJsonLimits(field, records[i].envelope_json,
+                                                 common::ProcessJsonLimits().Internal());
+        !s.ok()) {
+      refuse(i, "invalid_envelope", s);
+      continue;
+    }
     auto envelope = nlohmann::json::parse(records[i].envelope_json, nullptr, false);
     if (envelope.is_discarded() || !envelope.is_object()) {
-      refuse(i, "invalid_envelope",
-             common::InvalidField(fmt::format("records[{}].envelope_json", i),
-                                  "is not a JSON object"));
+      refuse(i, "invalid_envelope", common::InvalidField(field, "is not a JSON object"));
       continue;
     }
     taken.push_back(&records[i]);

@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include "iot/common/json_limits.h"
 #include "iot/common/status.h"
 #include "iot/rule_forwarding/rules_handlers.h"
 
@@ -34,11 +35,15 @@ absl::StatusOr<std::vector<RuleAction>> ActionsOf(const Actions& actions) {
     const auto& a = actions.Get(i);
     RuleAction action{.type = a.type(), .config = nlohmann::json::object()};
     if (!a.config_json().empty()) {
-      action.config = nlohmann::json::parse(a.config_json(), nullptr, false);
-      if (action.config.is_discarded() || !action.config.is_object()) {
-        return common::InvalidField(fmt::format("actions[{}].config_json", i),
-                                    "must be a JSON object");
+      const std::string field = fmt::format("actions[{}].config_json", i);
+      auto config = common::ParseJson(field, a.config_json());
+      if (!config.ok()) {
+        return config.status();
       }
+      if (!config->is_object()) {
+        return common::InvalidField(field, "must be a JSON object");
+      }
+      action.config = *std::move(config);
     }
     out.push_back(std::move(action));
   }

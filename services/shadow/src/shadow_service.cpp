@@ -5,6 +5,7 @@
 #include <set>
 
 #include "iot/common/crypto.h"
+#include "iot/common/json_limits.h"
 #include "iot/common/logging.h"
 #include "iot/common/status.h"
 #include "iot/thing_model/validator.h"
@@ -90,8 +91,14 @@ absl::Status ShadowService::ParseReport(const Report& report, LiveStore::ReportW
   write.device_id = report.device_id;
   write.tenant_id = report.tenant_id;
   write.message_id = report.message_id;
-  const nlohmann::json services = nlohmann::json::parse(report.services_json, nullptr, false);
-  if (!services.is_array()) {
+  // The gateway's selection of a device report: bounded before it is parsed and walked.
+  if (absl::Status s = common::CheckJsonLimits("services_json", report.services_json,
+                                               common::ProcessJsonLimits().Internal());
+      !s.ok()) {
+    return s;
+  }
+  const auto services = nlohmann::json::parse(report.services_json, nullptr, false);
+  if (services.is_discarded() || !services.is_array()) {
     return common::InvalidField("services_json", "not a JSON array of services");
   }
   const int64_t received = report.received_at_ms > 0 ? report.received_at_ms : NowMs();
@@ -257,7 +264,9 @@ absl::StatusOr<common::Rejected> ShadowService::CompletePropertySet(
   PropertySetRecord record;
   record.request_id = request_id;
   record.time_ms = received_at_ms > 0 ? received_at_ms : NowMs();
-  const nlohmann::json payload = nlohmann::json::parse(payload_json, nullptr, false);
+  const auto parsed =
+      common::ParseJson("payload_json", payload_json, common::ProcessJsonLimits().Internal());
+  const nlohmann::json payload = parsed.ok() ? *parsed : nlohmann::json();
   if (payload.is_object()) {
     if (auto it = payload.find("result_code"); it != payload.end() && it->is_number_integer()) {
       record.result_code = it->get<int>();

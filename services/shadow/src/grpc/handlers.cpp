@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include "iot/common/json_limits.h"
 #include "iot/common/status.h"
 #include "iot/shadow/grpc_handlers.h"
 
@@ -76,11 +77,12 @@ grpc::Status ShadowsHandler::UpdateDeviceShadowDesiredData(
     const pb::UpdateDesireData& entry = request->shadow(i);
     DesiredUpdate update;
     update.service_id = entry.service_id();
-    update.properties = nlohmann::json::parse(entry.desired_json(), nullptr, false);
-    if (update.properties.is_discarded()) {
-      return ToGrpcStatus(
-          common::InvalidField(fmt::format("shadow[{}].desired_json", i), "not valid JSON"));
+    auto desired =
+        common::ParseJson(fmt::format("shadow[{}].desired_json", i), entry.desired_json());
+    if (!desired.ok()) {
+      return ToGrpcStatus(desired.status());
     }
+    update.properties = *std::move(desired);
     if (entry.has_version()) {
       update.version = entry.version();
     }

@@ -1,3 +1,4 @@
+#include "iot/common/json_limits.h"
 #include "iot/common/status.h"
 #include "iot/thing_model/grpc_handlers.h"
 #include "iot/thing_model/validator.h"
@@ -414,8 +415,10 @@ grpc::Status InternalHandler::ValidateProperties(grpc::ServerContext* context,
     return ToGrpcStatus(model.status());
   }
   const Validator validator(*model);
+  const common::JsonLimits& limits = common::ProcessJsonLimits();
   if (!request->require_writable()) {
-    const ReportResult result = validator.ValidateReport(request->report_json());
+    const ReportResult result = validator.ValidateReport(
+        request->report_json(), {.max_bytes = limits.max_bytes, .max_depth = limits.max_depth});
     for (const ValidationError& error : result.errors) {
       auto* e = response->add_errors();
       e->set_path(error.path);
@@ -423,7 +426,11 @@ grpc::Status InternalHandler::ValidateProperties(grpc::ServerContext* context,
     }
     return grpc::Status::OK;
   }
-  const auto report = nlohmann::json::parse(request->report_json(), nullptr, false);
+  auto parsed = common::ParseJson("report_json", request->report_json(), limits);
+  if (!parsed.ok()) {
+    return ToGrpcStatus(parsed.status());
+  }
+  const nlohmann::json& report = *parsed;
   if (!report.is_object() || !report.contains("services") || !report["services"].is_array()) {
     return ToGrpcStatus(common::InvalidField("report_json", "must be {\"services\":[...]}"));
   }
