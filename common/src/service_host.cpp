@@ -1,5 +1,6 @@
 #include "iot/common/service_host.h"
 
+#include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
@@ -106,7 +107,9 @@ void ServiceHost::Start() {
   server_ = builder.BuildAndStart();
   if (!server_ || bound_port == 0) {
     throw std::runtime_error("cannot listen for gRPC on " + config_.listen_address + ":" +
-                             std::to_string(config_.grpc_port));
+                             std::to_string(config_.grpc_port) +
+                             " (address in use by another process, or not an address of this "
+                             "host)");
   }
   grpc_port_ = static_cast<uint16_t>(bound_port);
   // The default health service starts SERVING; nothing is ready yet. "liveness" stays SERVING

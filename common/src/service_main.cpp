@@ -212,6 +212,7 @@ int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReade
     return kExitConfig;
   } catch (const std::exception& e) {
     LogError("fatal start-up error", {{"error", e.what()}});
+    std::cerr << spec.name << ": " << e.what() << "\n";
     return 1;
   }
 }
