@@ -313,9 +313,14 @@ bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topi
 
 MessageVerdict AuthPlugin::OnMessage(SessionKey key, std::string_view topic,
                                      std::string_view payload, int qos, std::string* deliver_as,
-                                     std::string* message_id) {
+                                     std::string* message_id, bool* retain) {
   const auto it = sessions_.find(key);
   if (!IsDownlinkTopic(topic)) {
+    if (retain != nullptr && (it == sessions_.end() || it->second.role == Role::kDevice)) {
+      // Stored retained, a device's message would be replayed to every new subscriber of its
+      // uplink partition (the gateways, at each hand-over) and could fill the broker.
+      *retain = false;
+    }
     if (deliver_as != nullptr && it != sessions_.end() && it->second.role == Role::kDevice) {
       // The ACL check allowed the publish, so the topic is the device's own.
       *deliver_as =

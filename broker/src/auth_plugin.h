@@ -100,10 +100,11 @@ class AuthPlugin {
   /// MOSQ_EVT_MESSAGE: relays `$iot/down/...` from service accounts. For a device's own uplink
   /// sets `*deliver_as` to the topic the broker must deliver it on instead (`iot/up/...`,
   /// kUplinkPrefix) and `*message_id` to the id to stamp it with (kMessageIdProperty); both are
-  /// left empty when the topic stays as it is.
+  /// left empty when the topic stays as it is. `*retain` (the publish's retain flag) is cleared
+  /// for devices: a device never leaves a retained message anywhere.
   MessageVerdict OnMessage(SessionKey session, std::string_view topic, std::string_view payload,
                            int qos, std::string* deliver_as = nullptr,
-                           std::string* message_id = nullptr);
+                           std::string* message_id = nullptr, bool* retain = nullptr);
   /// MOSQ_EVT_DISCONNECT (also for connections that never authenticated).
   void OnDisconnect(SessionKey session);
   /// MOSQ_EVT_TICK: applies kicks queued by the change watcher, forgets closed sessions; the

@@ -288,10 +288,12 @@ int HandleMessage(int /*event*/, void* event_data, void* userdata) {
                                    event->payload == nullptr ? 0 : event->payloadlen);
     std::string deliver_as;
     std::string message_id;
+    bool retain = event->retain;
     if (state->plugin->OnMessage(event->client, topic, payload, event->qos, &deliver_as,
-                                 &message_id) != MessageVerdict::kPass) {
+                                 &message_id, &retain) != MessageVerdict::kPass) {
       return MOSQ_ERR_ACL_DENIED;
     }
+    event->retain = retain;
     if (!message_id.empty()) {
       // The broker stores and persists the message with its properties: the id survives
       // redelivery and, with persistence, a restart (README.md, Message ids).

@@ -333,8 +333,19 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   EXPECT_EQ(a->Publish("$oc/devices/p1_b/user/custom", "forged", 1), kV5NotAuthorized);
   EXPECT_EQ(a->Publish("$oc/devices/p1_a/sys/commands/request_id=1", "forged", 1),
             kV5NotAuthorized);
-  EXPECT_EQ(a->Publish("$iot/down/p1_b/sys/commands/request_id=1", "forged", 1), kV5NotAuthorized);
-  EXPECT_EQ(a->Publish("$iot/presence/p1_b", "forged", 1), kV5NotAuthorized);
+  // The internal topics: uplink partitions (its own and B's), presence, downlink, results, the
+  // partition count; and its own down-topics (a device cannot command itself).
+  for (const std::string& topic :
+       {std::string("$iot/down/p1_b/sys/commands/request_id=1"), std::string("$iot/presence/p1_b"),
+        std::string("$iot/presence/p1_a"), std::string("$iot/down-result/p1_b"),
+        std::string("$iot/config/uplink_partitions"), Up("p1_a", "sys/properties/report"),
+        Up("p1_b", "sys/properties/report"), Up("p1_a", "user/custom"),
+        "iot/presence/" + std::to_string(broker::UplinkPartition("p1_b", kPartitions)) + "/p1_b",
+        std::string("iot/up/0/p1_a/sys/messages/up"), std::string("$oc/devices/p1_a"),
+        std::string("$oc/devices/p1_a/sys/messages/down"),
+        std::string("$oc/devices/p1_a/sys/properties/set/request_id=1")}) {
+    EXPECT_EQ(a->Publish(topic, "forged", 1), kV5NotAuthorized) << topic;
+  }
   // Its own topics work; the marker arriving means the forged ones, sent before, were dropped.
   EXPECT_EQ(a->Publish("$oc/devices/p1_a/user/custom", "marker", 1), 0);
   ASSERT_TRUE(gateway->WaitForMessage(
@@ -344,11 +355,34 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   }
 
   // Subscribing to B's topics, wildcards over devices or internal topics: refused.
-  for (const char* filter :
-       {"$oc/devices/p1_b/sys/#", "$oc/devices/+/sys/#", "#", "$oc/devices/#", "$iot/#",
-        "$iot/presence/+", "$share/g/$oc/devices/p1_b/sys/#", "iot/up/#", "iot/up/+/p1_b/sys/#",
-        "iot/up/+/p1_a/#", "iot/presence/+/+", "$share/g/iot/up/+/+/sys/#", "iot/#",
-        "$iot/config/uplink_partitions"}) {
+  for (const char* filter : {"$oc/devices/p1_b/sys/#",
+                             "$oc/devices/+/sys/#",
+                             "#",
+                             "$oc/devices/#",
+                             "$iot/#",
+                             "$iot/presence/+",
+                             "$share/g/$oc/devices/p1_b/sys/#",
+                             "iot/up/#",
+                             "iot/up/+/p1_b/sys/#",
+                             "iot/up/+/p1_a/#",
+                             "iot/presence/+/+",
+                             "$share/g/iot/up/+/+/sys/#",
+                             "iot/#",
+                             "$iot/config/uplink_partitions",
+                             "+/#",
+                             "+/up/#",
+                             "+/+/+/+/sys/#",
+                             "iot/+/+/p1_a/#",
+                             "$iot/down/p1_a/#",
+                             "$iot/down-result/+",
+                             "$share/g/#",
+                             "$share/g/$iot/#",
+                             "$share/g/iot/presence/+/+",
+                             "$share/g/iot/#",
+                             "$share/g/$oc/devices/p1_a/#",
+                             "$oc/+/p1_b/#",
+                             "$oc/devices/+/user/#",
+                             "$oc/devices/p1_a/../p1_b/#"}) {
     EXPECT_EQ(a->Subscribe(filter, 1), kV5NotAuthorized) << filter;
   }
   EXPECT_EQ(a->Subscribe("$oc/devices/p1_a/#", 1), 1);
@@ -400,6 +434,42 @@ TEST_F(PluginTest, CommandLineClientsAreDeniedOtherDevicesTopics) {
   for (const auto& m : gateway->messages()) {
     EXPECT_NE(m.payload, "forged-cli");
   }
+}
+
+TEST_F(PluginTest, DevicePublishesAreNeverRetained) {
+  // A retained device publish would be stored under its uplink partition and replayed to every
+  // gateway that subscribes there (at each hand-over), and a device could fill the broker with
+  // retained topics below user/: the plugin clears the flag of every device publish.
+  AddDevice("p1_ret", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/p1_ret/#", 1), 1);
+  for (const int protocol : {4, 5}) {
+    auto device = Connect(Device("p1_ret", "s", 0, Now(), protocol));
+    EXPECT_EQ(device->Publish("$oc/devices/p1_ret/sys/properties/report", "retained-report", 1,
+                              kWait, {}, /*retain=*/true),
+              0);
+    for (int i = 0; i < 20; ++i) {
+      EXPECT_EQ(device->Publish(fmt::format("$oc/devices/p1_ret/user/t{}", i), "retained-user", 1,
+                                kWait, {}, /*retain=*/true),
+                0);
+    }
+  }
+  // Delivered as usual to the subscriber already there.
+  ASSERT_TRUE(gateway->WaitForCount(42, kWait));
+  // Nothing retained for one that subscribes afterwards: the marker, published after the
+  // subscription, is all it gets (retained messages would have come first, with the SUBACK).
+  auto later = Gateway("gateway-later");
+  ASSERT_EQ(later->Subscribe("iot/up/+/p1_ret/#", 1), 1);
+  ASSERT_EQ(later->Subscribe("iot/up/#", 1), 1);
+  auto device = Connect(Device("p1_ret", "s"));
+  ASSERT_EQ(device->Subscribe("$oc/devices/p1_ret/#", 1), 1);
+  EXPECT_EQ(device->Publish("$oc/devices/p1_ret/sys/messages/up", "marker", 1), 0);
+  ASSERT_TRUE(
+      later->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "marker"; }, kWait));
+  for (const auto& m : later->messages()) {
+    EXPECT_EQ(m.payload, "marker") << m.topic << (m.retain ? " (retained)" : "");
+  }
+  EXPECT_TRUE(device->messages().empty());
 }
 
 // ---- Downlink relay ----

@@ -141,7 +141,8 @@ void TestClient::Run() {
 }
 
 int TestClient::Publish(const std::string& topic, const std::string& payload, int qos,
-                        std::chrono::milliseconds timeout, const UserProperties& properties) {
+                        std::chrono::milliseconds timeout, const UserProperties& properties,
+                        bool retain) {
   int mid = 0;
   mosquitto_property* props = nullptr;
   for (const auto& [name, value] : properties) {
@@ -149,7 +150,7 @@ int TestClient::Publish(const std::string& topic, const std::string& payload, in
                                        value.c_str());
   }
   const int rc = mosquitto_publish_v5(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()),
-                                      payload.data(), qos, false, props);
+                                      payload.data(), qos, retain, props);
   mosquitto_property_free_all(&props);
   if (rc != MOSQ_ERR_SUCCESS) {
     return kTimedOut;

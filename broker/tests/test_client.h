@@ -65,7 +65,7 @@ class TestClient {
   /// v3.1.1), for QoS 0 returns 0 once queued. kTimedOut on timeout or connection loss.
   int Publish(const std::string& topic, const std::string& payload, int qos,
               std::chrono::milliseconds timeout = std::chrono::seconds(10),
-              const UserProperties& properties = {});
+              const UserProperties& properties = {}, bool retain = false);
   /// Subscribes and returns the granted QoS or failure code of the SUBACK (0x80 in v3.1.1,
   /// a v5 reason code such as 0x87), or kTimedOut.
   int Subscribe(const std::string& filter, int qos,
