@@ -15,6 +15,10 @@ namespace {
 
 constexpr int kPresenceQos = 1;
 constexpr int kDownResultQos = 1;
+/// Refused connects are logged one by one up to this many a second; a flood is counted instead.
+constexpr int kRefusalLinesPerSecond = 20;
+/// Source addresses tracked by the per-address connect bucket (idle ones make room).
+constexpr size_t kMaxTrackedAddresses = 100'000;
 
 std::string Lower(std::string_view text) {
   std::string out(text);
@@ -62,7 +66,11 @@ AuthPlugin::AuthPlugin(PluginConfig config, common::SecretBox secret_box,
       broker_(broker),
       clock_(clock ? std::move(clock)
                    : SystemClock([] { return std::chrono::system_clock::now(); })),
-      id_nonce_(common::HexEncode(common::RandomBytes(8))) {
+      id_nonce_(common::HexEncode(common::RandomBytes(8))),
+      address_limiter_(config_.connect_rate_per_address, kMaxTrackedAddresses, {},
+                       config_.connect_burst_per_address),
+      lookup_limiter_(config_.lookup_rate, 1, {}, config_.lookup_rate),
+      stats_since_(std::chrono::steady_clock::now()) {
   for (const auto& account : config_.service_accounts) {
     service_accounts_.emplace(account.name, &account);
   }
@@ -71,6 +79,7 @@ AuthPlugin::AuthPlugin(PluginConfig config, common::SecretBox secret_box,
 // ---- Authentication ----
 
 bool AuthPlugin::OnBasicAuth(const ConnectRequest& request) {
+  connect_charged_ = false;
   if (!request.username || request.username->empty()) {
     Refuse(request, "no username");
     return false;
@@ -88,9 +97,83 @@ bool AuthPlugin::OnBasicAuth(const ConnectRequest& request) {
 }
 
 void AuthPlugin::Refuse(const ConnectRequest& request, std::string_view why) {
+  ++stats_.refused;
+  if (!connect_charged_ && !reloading_) {
+    address_limiter_.Allow(request.address);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now - log_window_ >= std::chrono::seconds(1)) {
+    log_window_ = now;
+    log_lines_ = 0;
+  }
+  if (log_lines_++ >= kRefusalLinesPerSecond) {
+    ++stats_.lines_suppressed;
+    return;
+  }
   Log(LogLevel::kNotice,
       fmt::format("refused client '{}' from {} (username '{}'): {}", request.client_id,
                   request.address, request.username.value_or(""), why));
+}
+
+std::optional<Lookup> AuthPlugin::FindDevice(const ConnectRequest& request,
+                                             const std::string& device_id) {
+  if (auto known = directory_->FindInMemory(device_id)) {
+    stats_.unknown_from_memory += known->status == LookupStatus::kNotFound ? 1U : 0U;
+    return known;
+  }
+  if (!reloading_ && !directory_->Holds(device_id)) {
+    // A Redis read on the broker thread, which every client waits for, for an id not known to
+    // exist: a source address gets a bounded share of them (and of refusals), and all addresses
+    // together a bounded number. A held device whose record needs confirming (the subscription
+    // was lost) is not limited.
+    connect_charged_ = true;
+    if (!address_limiter_.Allow(request.address)) {
+      ++stats_.refused_per_address;
+      Refuse(request, fmt::format("device not held in memory and over the limit of {} connects/s "
+                                  "from {} that fail or need Redis (connect_rate_per_address)",
+                                  config_.connect_rate_per_address, request.address));
+      return std::nullopt;
+    }
+    if (!lookup_limiter_.Allow("")) {
+      ++stats_.refused_lookup_budget;
+      Refuse(request, fmt::format("device not held in memory and over the broker's {} Redis "
+                                  "lookups/s (lookup_rate)",
+                                  config_.lookup_rate));
+      return std::nullopt;
+    }
+  }
+  const auto start = std::chrono::steady_clock::now();
+  Lookup lookup = directory_->Find(device_id);
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - start);
+  ++stats_.lookups;
+  stats_.lookup_total += took;
+  stats_.lookup_max = std::max(stats_.lookup_max, took);
+  return lookup;
+}
+
+void AuthPlugin::LogConnectStats() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - stats_since_ < config_.stats_interval) {
+    return;
+  }
+  const auto seconds = std::chrono::duration<double>(now - stats_since_).count();
+  stats_since_ = now;
+  if (stats_.refused == 0 && stats_.lookups == 0) {
+    return;
+  }
+  Log(LogLevel::kNotice,
+      fmt::format("connect guard, last {:.0f} s: {} connects refused ({} unknown devices "
+                  "answered from memory, {} over the per-address limit, {} over the lookup "
+                  "budget, {} log lines suppressed); {} Redis lookups on the broker thread, mean "
+                  "{} us, max {} us",
+                  seconds, stats_.refused, stats_.unknown_from_memory, stats_.refused_per_address,
+                  stats_.refused_lookup_budget, stats_.lines_suppressed, stats_.lookups,
+                  stats_.lookups == 0
+                      ? 0
+                      : stats_.lookup_total.count() / static_cast<int64_t>(stats_.lookups),
+                  stats_.lookup_max.count()));
+  stats_ = ConnectStats{};
 }
 
 bool AuthPlugin::AuthenticateService(const ConnectRequest& request, const std::string& username) {
@@ -126,7 +209,11 @@ bool AuthPlugin::AuthenticateDevice(const ConnectRequest& request, const std::st
                                 parsed->timestamp, config_.time_skew.count()));
     return false;
   }
-  Lookup lookup = directory_->Find(parsed->device_id);
+  auto found = FindDevice(request, parsed->device_id);
+  if (!found) {
+    return false;
+  }
+  Lookup& lookup = *found;
   if (lookup.status == LookupStatus::kUnavailable && reloading_) {
     // Re-authentication of a connected device on reload: a Redis outage is no reason to drop
     // it (the change watcher re-checks it once Redis is back).
@@ -431,6 +518,7 @@ void AuthPlugin::PublishDownResult(const std::string& device_id, std::string_vie
 
 void AuthPlugin::OnTick() {
   reloading_ = false;
+  LogConnectStats();
   if (!partitions_announced_) {
     partitions_announced_ = broker_.Publish("", std::string(kPartitionsTopic),
                                             std::to_string(config_.uplink_partitions), 1,

@@ -20,6 +20,7 @@
 
 #include "device_directory.h"
 #include "iot/common/crypto.h"
+#include "iot/common/rate_limiter.h"
 #include "plugin_config.h"
 
 namespace iot::broker {
@@ -143,7 +144,14 @@ class AuthPlugin {
 
   bool AuthenticateService(const ConnectRequest& request, const std::string& username);
   bool AuthenticateDevice(const ConnectRequest& request, const std::string& username);
+  /// The device's record: from memory, or from Redis on this thread — for an id not held, within
+  /// the per-address and overall lookup limits (nullopt: refused for them, already logged).
+  std::optional<Lookup> FindDevice(const ConnectRequest& request, const std::string& device_id);
+  /// Logs a refused connect (at most kRefusalLinesPerSecond lines a second: the counts go to the
+  /// periodic connect-guard line) and charges the address's bucket unless the connect did.
   void Refuse(const ConnectRequest& request, std::string_view why);
+  /// Every `stats_interval`: the connect-guard line, when anything happened.
+  void LogConnectStats();
   void RegisterDevice(const ConnectRequest& request, const std::string& device_id,
                       DeviceRecord record);
   /// Marks the device's current session closing, publishes its "disconnected" and kicks it.
@@ -177,6 +185,26 @@ class AuthPlugin {
   uint64_t next_message_id_ = 0;
   bool reloading_ = false;  ///< Between MOSQ_EVT_RELOAD and the next tick.
   bool partitions_announced_ = false;
+
+  // Connect floods (broker/README.md): per-address bucket of connects that fail or read Redis,
+  // the overall budget of broker-thread Redis reads, and what they did (logged periodically).
+  struct ConnectStats {
+    uint64_t refused = 0;
+    uint64_t unknown_from_memory = 0;
+    uint64_t refused_per_address = 0;
+    uint64_t refused_lookup_budget = 0;
+    uint64_t lookups = 0;
+    std::chrono::microseconds lookup_total{0};
+    std::chrono::microseconds lookup_max{0};
+    uint64_t lines_suppressed = 0;
+  };
+  common::KeyedRateLimiter address_limiter_;
+  common::KeyedRateLimiter lookup_limiter_;
+  bool connect_charged_ = false;  ///< The connect being authenticated took its address's token.
+  ConnectStats stats_;
+  std::chrono::steady_clock::time_point stats_since_;
+  std::chrono::steady_clock::time_point log_window_;
+  int log_lines_ = 0;
 
   // Shared with the watcher thread.
   mutable std::mutex shared_mutex_;

@@ -75,6 +75,37 @@ std::optional<DeviceRecord> DeviceDirectory::Parse(const common::RedisReply& rep
   return record;
 }
 
+std::optional<Lookup> DeviceDirectory::FromMemory(const std::string& device_id,
+                                                  std::chrono::steady_clock::time_point now) {
+  if (const auto it = entries_.find(device_id); it != entries_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    if (Trusted(it->second, now)) {
+      const auto& record = it->second.record;
+      return Lookup{.status = record ? LookupStatus::kFound : LookupStatus::kNotFound,
+                    .record = record,
+                    .stale = false};
+    }
+    return std::nullopt;
+  }
+  if (const auto it = unknown_.find(device_id);
+      it != unknown_.end() && now - it->second.fetched < options_.unknown_ttl) {
+    return Lookup{.status = LookupStatus::kNotFound, .record = std::nullopt, .stale = false};
+  }
+  return std::nullopt;
+}
+
+std::optional<Lookup> DeviceDirectory::FindInMemory(const std::string& device_id) {
+  const auto now = clock_();
+  std::lock_guard lock(mutex_);
+  return FromMemory(device_id, now);
+}
+
+bool DeviceDirectory::Holds(const std::string& device_id) const {
+  std::lock_guard lock(mutex_);
+  const auto it = entries_.find(device_id);
+  return it != entries_.end() && it->second.record.has_value();
+}
+
 Lookup DeviceDirectory::Find(const std::string& device_id) {
   const auto now = clock_();
   std::optional<DeviceRecord> cached;
@@ -83,14 +114,10 @@ Lookup DeviceDirectory::Find(const std::string& device_id) {
   uint64_t read_seq = 0;
   {
     std::lock_guard lock(mutex_);
+    if (auto answer = FromMemory(device_id, now)) {
+      return *std::move(answer);
+    }
     if (const auto it = entries_.find(device_id); it != entries_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second.lru);
-      if (Trusted(it->second, now)) {
-        const auto& record = it->second.record;
-        return Lookup{.status = record ? LookupStatus::kFound : LookupStatus::kNotFound,
-                      .record = record,
-                      .stale = false};
-      }
       cached = it->second.record;
       fetched = it->second.fetched;
       have_cached = true;
@@ -101,7 +128,13 @@ Lookup DeviceDirectory::Find(const std::string& device_id) {
   auto reply = redis_->Command({"HGETALL", DeviceKey(device_id)});
   if (reply.ok() && !reply->is_error()) {
     auto record = Parse(*reply, device_id);
-    Store(device_id, record, clock_(), read_seq);
+    if (record || have_cached) {
+      Store(device_id, record, clock_(), read_seq);
+    } else {
+      // Not one of ours (or not yet): kept apart, so that it cannot evict a real device.
+      std::lock_guard lock(mutex_);
+      RememberUnknown(device_id, clock_());
+    }
     return Lookup{.status = record ? LookupStatus::kFound : LookupStatus::kNotFound,
                   .record = std::move(record),
                   .stale = false};
@@ -209,6 +242,8 @@ std::optional<RefreshResult> DeviceDirectory::Resync(const std::vector<std::stri
 std::optional<RefreshResult> DeviceDirectory::Reload(const std::string& device_id, bool force) {
   {
     std::lock_guard lock(mutex_);
+    // A change for this id (created, most likely): no longer "no such device".
+    ForgetUnknown(device_id);
     if (!force && !complete_ && !entries_.contains(device_id)) {
       return RefreshResult{};
     }
@@ -244,6 +279,7 @@ void DeviceDirectory::SetLive(bool live) {
 
 void DeviceDirectory::Invalidate(const std::string& device_id) {
   std::lock_guard lock(mutex_);
+  ForgetUnknown(device_id);
   if (const auto it = entries_.find(device_id); it != entries_.end()) {
     lru_.erase(it->second.lru);
     entries_.erase(it);
@@ -253,6 +289,36 @@ void DeviceDirectory::Invalidate(const std::string& device_id) {
 size_t DeviceDirectory::size() const {
   std::lock_guard lock(mutex_);
   return entries_.size();
+}
+
+size_t DeviceDirectory::unknown_size() const {
+  std::lock_guard lock(mutex_);
+  return unknown_.size();
+}
+
+void DeviceDirectory::RememberUnknown(const std::string& device_id,
+                                      std::chrono::steady_clock::time_point now) {
+  if (entries_.contains(device_id) || options_.unknown_capacity == 0) {
+    return;  // read meanwhile by the change watcher: its record wins
+  }
+  if (const auto it = unknown_.find(device_id); it != unknown_.end()) {
+    it->second.fetched = now;
+    unknown_order_.splice(unknown_order_.begin(), unknown_order_, it->second.order);
+    return;
+  }
+  while (!unknown_order_.empty() && unknown_.size() >= options_.unknown_capacity) {
+    unknown_.erase(unknown_order_.back());
+    unknown_order_.pop_back();
+  }
+  unknown_order_.push_front(device_id);
+  unknown_.emplace(device_id, Unknown{.fetched = now, .order = unknown_order_.begin()});
+}
+
+void DeviceDirectory::ForgetUnknown(const std::string& device_id) {
+  if (const auto it = unknown_.find(device_id); it != unknown_.end()) {
+    unknown_order_.erase(it->second.order);
+    unknown_.erase(it);
+  }
 }
 
 bool DeviceDirectory::complete() const {
@@ -282,6 +348,9 @@ bool DeviceDirectory::Trusted(const Entry& entry, std::chrono::steady_clock::tim
 void DeviceDirectory::Store(const std::string& device_id, std::optional<DeviceRecord> record,
                             std::chrono::steady_clock::time_point now, uint64_t read_seq) {
   std::lock_guard lock(mutex_);
+  if (record) {
+    ForgetUnknown(device_id);
+  }
   if (const auto it = entries_.find(device_id); it != entries_.end()) {
     if (it->second.read_seq > read_seq) {
       return;

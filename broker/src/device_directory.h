@@ -10,6 +10,10 @@
 // before the subscription, or while it is down) only for `ttl`, after which Find reads Redis
 // again. A device not held (created a moment ago, or beyond capacity: least recently used
 // records make room) costs one Redis read on the broker thread.
+//
+// "No such device" answers for ids not held are kept apart, in a bounded set of their own with a
+// short TTL, so that a flood of made-up ids can neither evict real credentials nor make every
+// connect of the same id read Redis again; a `tm:changes` message for an id takes it out.
 
 #include <chrono>
 #include <cstddef>
@@ -77,11 +81,13 @@ class DeviceDirectory {
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
   struct Options {
-    /// Records held (known, unknown and deleted devices alike).
+    /// Records held (known and deleted devices).
     size_t capacity = 100000;
-    /// How long a record not kept current by `tm:changes` is trusted; also every "no such
-    /// device" answer.
+    /// How long a record not kept current by `tm:changes` is trusted.
     std::chrono::milliseconds ttl{5000};
+    /// Ids not held that Redis said do not exist: at most this many, each for `unknown_ttl`.
+    size_t unknown_capacity = 100000;
+    std::chrono::milliseconds unknown_ttl{5000};
     std::chrono::milliseconds max_stale{std::chrono::minutes{5}};
     /// Devices per pipeline when loading.
     size_t batch = 1000;
@@ -100,6 +106,11 @@ class DeviceDirectory {
   /// trip). When Redis fails, a held record up to `max_stale` old is returned with `stale`;
   /// otherwise kUnavailable.
   Lookup Find(const std::string& device_id);
+  /// Find without Redis: the answer when memory has a trusted one (a held record, or a recent
+  /// "no such device"), nullopt when Find would read Redis.
+  std::optional<Lookup> FindInMemory(const std::string& device_id);
+  /// True when a record of the device is held, trusted or not (a device known to exist).
+  [[nodiscard]] bool Holds(const std::string& device_id) const;
 
   /// Re-reads `device_ids` from Redis in one pipeline and stores their records.
   /// nullopt when Redis is unavailable.
@@ -123,6 +134,8 @@ class DeviceDirectory {
   void Invalidate(const std::string& device_id);
 
   [[nodiscard]] size_t size() const;
+  /// "No such device" answers held (expired ones included until they make room).
+  [[nodiscard]] size_t unknown_size() const;
   /// The last Resync found every device of the projection (none left out for capacity).
   [[nodiscard]] bool complete() const;
 
@@ -151,6 +164,12 @@ class DeviceDirectory {
   uint64_t NextReadSeq();
   /// True when `entry` may be used without asking Redis (mutex_ held).
   bool Trusted(const Entry& entry, std::chrono::steady_clock::time_point now) const;
+  /// The answer from memory (mutex_ held); moves a held record to the front of the LRU.
+  std::optional<Lookup> FromMemory(const std::string& device_id,
+                                   std::chrono::steady_clock::time_point now);
+  /// Remembers that Redis had no such device, unless a read meanwhile found it (mutex_ held).
+  void RememberUnknown(const std::string& device_id, std::chrono::steady_clock::time_point now);
+  void ForgetUnknown(const std::string& device_id);  ///< mutex_ held
 
   const std::unique_ptr<common::RedisClient> redis_;
   const std::unique_ptr<common::RedisClient> background_owned_;
@@ -161,6 +180,12 @@ class DeviceDirectory {
   mutable std::mutex mutex_;
   std::unordered_map<std::string, Entry> entries_;
   std::list<std::string> lru_;  ///< Most recently used first.
+  struct Unknown {
+    std::chrono::steady_clock::time_point fetched;
+    std::list<std::string>::iterator order;
+  };
+  std::unordered_map<std::string, Unknown> unknown_;
+  std::list<std::string> unknown_order_;  ///< Most recently answered first.
   uint64_t read_seq_ = 0;
   /// Reads numbered above this were made while the subscription was live.
   bool live_ = false;

@@ -408,6 +408,8 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* opti
       DeviceDirectory::Options{
           .capacity = config->cache_size,
           .ttl = config->cache_ttl,
+          .unknown_capacity = config->unknown_cache_size,
+          .unknown_ttl = config->unknown_cache_ttl,
           .max_stale = config->cache_max_stale,
           .open_secret = [opener = *box](const std::string& sealed, const std::string& device_id)
               -> std::optional<std::string> {

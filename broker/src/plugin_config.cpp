@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <map>
 #include <set>
+#include <type_traits>
 
 #include "absl/status/status.h"
 #include "iot/common/crypto.h"
@@ -97,6 +99,47 @@ absl::StatusOr<PluginConfig> ParsePluginConfig(
   std::string service_accounts_text;
   std::string service_accounts_env;
   bool has_secret_key = false;
+  using std::chrono::milliseconds;
+  const auto size = [](size_t& out) {
+    return [&out](int64_t v) {
+      out = static_cast<size_t>(v);
+      return absl::OkStatus();
+    };
+  };
+  const auto duration = [](auto& out) {
+    return [&out](int64_t v) {
+      out = std::remove_reference_t<decltype(out)>{v};
+      return absl::OkStatus();
+    };
+  };
+  const auto rate = [](double& out) {
+    return [&out](int64_t v) {
+      out = static_cast<double>(v);
+      return absl::OkStatus();
+    };
+  };
+  const std::map<std::string, std::function<absl::Status(int64_t)>, std::less<>> numeric = {
+      {"cache_ttl_ms", duration(config.cache_ttl)},
+      {"cache_size", size(config.cache_size)},
+      {"cache_max_stale_ms", duration(config.cache_max_stale)},
+      {"redis_timeout_ms", duration(config.redis_timeout)},
+      {"time_skew_s", duration(config.time_skew)},
+      {"recheck_interval_ms", duration(config.recheck_interval)},
+      {"unknown_cache_size", size(config.unknown_cache_size)},
+      {"unknown_cache_ttl_ms", duration(config.unknown_cache_ttl)},
+      {"connect_rate_per_address", rate(config.connect_rate_per_address)},
+      {"connect_burst_per_address", rate(config.connect_burst_per_address)},
+      {"lookup_rate", rate(config.lookup_rate)},
+      {"stats_interval_ms", duration(config.stats_interval)},
+      {"uplink_partitions",
+       [&config](int64_t v) {
+         if (v > kMaxUplinkPartitions) {
+           return absl::InvalidArgumentError(fmt::format("at most {}", kMaxUplinkPartitions));
+         }
+         config.uplink_partitions = static_cast<uint32_t>(v);
+         return absl::OkStatus();
+       }},
+  };
 
   for (const auto& [key, value] : options) {
     if (key == "redis_url") {
@@ -110,30 +153,13 @@ absl::StatusOr<PluginConfig> ParsePluginConfig(
       service_accounts_text += " " + value;
     } else if (key == "service_accounts_env") {
       service_accounts_env = value;
-    } else if (key == "cache_ttl_ms" || key == "cache_size" || key == "cache_max_stale_ms" ||
-               key == "redis_timeout_ms" || key == "time_skew_s" || key == "recheck_interval_ms" ||
-               key == "uplink_partitions") {
+    } else if (const auto setter = numeric.find(key); setter != numeric.end()) {
       auto number = ParsePositive(key, value);
       if (!number.ok()) {
         return number.status();
       }
-      if (key == "cache_ttl_ms") {
-        config.cache_ttl = std::chrono::milliseconds{*number};
-      } else if (key == "cache_size") {
-        config.cache_size = static_cast<size_t>(*number);
-      } else if (key == "cache_max_stale_ms") {
-        config.cache_max_stale = std::chrono::milliseconds{*number};
-      } else if (key == "redis_timeout_ms") {
-        config.redis_timeout = std::chrono::milliseconds{*number};
-      } else if (key == "time_skew_s") {
-        config.time_skew = std::chrono::seconds{*number};
-      } else if (key == "uplink_partitions") {
-        if (*number > kMaxUplinkPartitions) {
-          return OptionError(key, fmt::format("at most {}", kMaxUplinkPartitions));
-        }
-        config.uplink_partitions = static_cast<uint32_t>(*number);
-      } else {
-        config.recheck_interval = std::chrono::milliseconds{*number};
+      if (absl::Status set = setter->second(*number); !set.ok()) {
+        return OptionError(key, std::string(set.message()));
       }
     } else {
       return OptionError(key, "unknown option");
@@ -189,10 +215,14 @@ std::string DescribeConfig(const PluginConfig& config) {
   return fmt::format(
       "redis_url={} secret_key=*** service_accounts=[{}] cache_ttl_ms={} cache_size={} "
       "cache_max_stale_ms={} redis_timeout_ms={} time_skew_s={} recheck_interval_ms={} "
-      "uplink_partitions={}",
+      "uplink_partitions={} unknown_cache_size={} unknown_cache_ttl_ms={} "
+      "connect_rate_per_address={} connect_burst_per_address={} lookup_rate={} "
+      "stats_interval_ms={}",
       common::MaskUrl(config.redis_url), names, config.cache_ttl.count(), config.cache_size,
       config.cache_max_stale.count(), config.redis_timeout.count(), config.time_skew.count(),
-      config.recheck_interval.count(), config.uplink_partitions);
+      config.recheck_interval.count(), config.uplink_partitions, config.unknown_cache_size,
+      config.unknown_cache_ttl.count(), config.connect_rate_per_address,
+      config.connect_burst_per_address, config.lookup_rate, config.stats_interval.count());
 }
 
 }  // namespace iot::broker

@@ -55,6 +55,25 @@ struct PluginConfig {
   /// Uplink partitions (`iot/up/{partition}/...`, topic_rules.h); announced to the gateways as
   /// the retained `$iot/config/uplink_partitions`.
   uint32_t uplink_partitions = 16;
+
+  // Connect floods (broker/README.md, "Connect floods").
+  /// "No such device" answers, held apart from the credentials so that a flood of made-up ids
+  /// cannot evict real devices: at most this many, each for `unknown_cache_ttl` (a device created
+  /// meanwhile is taken out at once through `tm:changes`).
+  size_t unknown_cache_size = 100000;
+  std::chrono::milliseconds unknown_cache_ttl{5000};
+  /// Per source address, a token bucket of connects that cost something: refused ones and those
+  /// that need a Redis read (device not held in memory). Over it, such connects from that address
+  /// are refused at once, without Redis; devices held in memory still authenticate. Successful
+  /// connects of held devices never take a token: a fleet behind one NAT reconnects freely.
+  double connect_rate_per_address = 20;
+  double connect_burst_per_address = 200;
+  /// Redis reads on the broker thread for devices not held, per second, all addresses together
+  /// (a flood from many addresses); beyond it such connects are refused without Redis.
+  double lookup_rate = 500;
+  /// How often the counts of refused connects and the broker-thread lookup times are logged
+  /// (only when something happened).
+  std::chrono::milliseconds stats_interval{std::chrono::seconds{60}};
 };
 
 /// Builds the configuration from plugin options (keys without `plugin_opt_`). `getenv` reads the

@@ -1103,6 +1103,103 @@ TEST_F(ProjectionTest, SecretSealedWithAnotherKeyIsRefusedAndLogged) {
   EXPECT_THAT(BrokerLog(), HasSubstr("cannot open the sealed secret of device 'p1_badkey'"));
 }
 
+// ---- Connect floods ----
+
+TEST_F(ProjectionTest, UnknownIdsAreHeldApartAndCannotEvictRealDevices) {
+  for (int i = 0; i < 5; ++i) {
+    AddDevice(fmt::format("p1_real{}", i), "s");
+  }
+  StartBroker("plugin_opt_cache_size 5");
+  EXPECT_THAT(WaitForLoad(), HasSubstr("loaded: 5 devices"));
+  // Well-formed client ids of devices that do not exist: one Redis read each, then answered from
+  // memory for the short TTL of "no such device".
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(TryConnect(Device(fmt::format("p1_bogus{}", i), "s")), kV311NotAuthorized);
+  }
+  Redis({"CONFIG", "RESETSTAT"});
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(TryConnect(Device(fmt::format("p1_bogus{}", i), "s")), kV311NotAuthorized);
+  }
+  EXPECT_EQ(HgetallCalls(), 0) << "a repeated unknown id is answered from memory";
+  // The real devices' credentials are all still held: they connect with Redis gone.
+  redis_->Stop();
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(TryConnect(Device(fmt::format("p1_real{}", i), "s")), 0) << i;
+  }
+}
+
+TEST_F(ProjectionTest, AnUnknownIdIsAdmittedAsSoonAsItsCreationIsAnnounced) {
+  StartBroker("plugin_opt_unknown_cache_ttl_ms 60000");
+  WaitForLoad();
+  EXPECT_EQ(TryConnect(Device("p1_late", "s")), kV311NotAuthorized);
+  // Written without an announcement: the "no such device" answer stands (no Redis read).
+  AddDevice("p1_late", "s");
+  Redis({"CONFIG", "RESETSTAT"});
+  EXPECT_EQ(TryConnect(Device("p1_late", "s")), kV311NotAuthorized);
+  EXPECT_EQ(HgetallCalls(), 0);
+  // Announced on tm:changes, as thing-model does: admitted at once, long before the TTL.
+  NotifyChange("p1_late", "upsert", false);
+  EXPECT_TRUE(WaitUntil([&] { return TryConnect(Device("p1_late", "s")) == 0; }, kWait));
+}
+
+TEST_F(ProjectionTest, ConnectsThatNeedRedisAreLimitedPerSourceAddress) {
+  AddDevice("p1_held", "s");
+  StartBroker(
+      "plugin_opt_connect_rate_per_address 1\nplugin_opt_connect_burst_per_address 5\n"
+      "plugin_opt_stats_interval_ms 200");
+  WaitForLoad();
+  Redis({"CONFIG", "RESETSTAT"});
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 40; ++i) {
+    EXPECT_EQ(TryConnect(Device(fmt::format("p1_x{}", i), "s")), kV311NotAuthorized);
+  }
+  // The burst of 5, then one a second: the others were refused without asking Redis.
+  const auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start);
+  EXPECT_GE(HgetallCalls(), 5);
+  EXPECT_LE(HgetallCalls(), 5 + static_cast<int64_t>(elapsed.count()) + 1);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return BrokerLog().find("over the limit of 1 connects/s from 127.0.0.1") !=
+               std::string::npos;
+      },
+      kWait));
+  // A device held in memory still connects from that address, and another address still gets
+  // its unknown ids looked up.
+  EXPECT_EQ(TryConnect(Device("p1_held", "s")), 0);
+  Redis({"CONFIG", "RESETSTAT"});
+  auto other = Device("p1_y", "s");
+  other.bind_address = "127.0.0.2";
+  EXPECT_EQ(TryConnect(other), kV311NotAuthorized);
+  EXPECT_EQ(HgetallCalls(), 1);
+  // The periodic line counts what the guard did and how long the broker thread waited on Redis.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        const std::string log = BrokerLog();
+        return log.find("over the per-address limit") != std::string::npos &&
+               log.find("Redis lookups on the broker thread, mean") != std::string::npos;
+      },
+      kWait))
+      << BrokerLog();
+}
+
+TEST_F(ProjectionTest, BrokerThreadLookupsHaveAnOverallBudget) {
+  StartBroker("plugin_opt_lookup_rate 3");
+  WaitForLoad();
+  Redis({"CONFIG", "RESETSTAT"});
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 10; ++i) {
+    auto options = Device(fmt::format("p1_z{}", i), "s");
+    options.bind_address = fmt::format("127.0.1.{}", i + 1);  // ten addresses: one each
+    EXPECT_EQ(TryConnect(options), kV311NotAuthorized);
+  }
+  const auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start);
+  EXPECT_GE(HgetallCalls(), 3);
+  EXPECT_LE(HgetallCalls(), 3 + static_cast<int64_t>(3 * elapsed.count()) + 1);
+  EXPECT_TRUE(WaitUntil(
+      [&] { return BrokerLog().find("Redis lookups/s (lookup_rate)") != std::string::npos; },
+      kWait));
+}
+
 // ---- Redis outage ----
 
 TEST_F(PluginTest, RedisDownRefusesUnknownDevicesAndKeepsServing) {

@@ -111,8 +111,10 @@ TestClient::~TestClient() {
 }
 
 int TestClient::Connect(std::chrono::milliseconds timeout) {
-  if (mosquitto_connect_bind_v5(mosq_, "127.0.0.1", options_.port, 30, nullptr, nullptr) !=
-      MOSQ_ERR_SUCCESS) {
+  if (mosquitto_connect_bind_v5(
+          mosq_, "127.0.0.1", options_.port, 30,
+          options_.bind_address.empty() ? nullptr : options_.bind_address.c_str(),
+          nullptr) != MOSQ_ERR_SUCCESS) {
     return kTimedOut;
   }
   thread_ = std::thread([this] { Run(); });

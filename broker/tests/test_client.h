@@ -49,6 +49,8 @@ class TestClient {
     std::string will_topic{};
     std::string will_payload{};
     int will_qos = 1;
+    /// Local address to connect from (e.g. 127.0.0.2: another source address); empty: any.
+    std::string bind_address{};
   };
 
   static constexpr int kTimedOut = -1;
