@@ -42,4 +42,18 @@ StormResult ConnectStorm(uint16_t port, const std::vector<StormClient>& clients,
                          std::chrono::milliseconds timeout = std::chrono::seconds(30),
                          const std::function<void(const StormResult&)>& hold = {});
 
+struct FloodResult {
+  int64_t started = 0;   ///< CONNECTs sent
+  int64_t finished = 0;  ///< answered (CONNACK) or closed by the broker
+  int64_t accepted = 0;  ///< CONNACK 0: should stay 0 for made-up devices
+  double seconds = 0;
+};
+
+/// Bogus connects from `source_address` (e.g. 127.0.0.2) to 127.0.0.1:`port`, paced at
+/// `per_second` with at most `window` in flight, each with a new well-formed client id of a device
+/// that does not exist (`{prefix}{n}_0_0_{hour}`, a password that cannot match), until `stop`
+/// returns true. Each connection is closed once the broker answered.
+FloodResult Flood(uint16_t port, const std::string& source_address, const std::string& prefix,
+                  double per_second, int window, const std::function<bool()>& stop);
+
 }  // namespace iot::broker_bench

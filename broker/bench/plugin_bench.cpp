@@ -2,12 +2,18 @@
 // broker with the plugin (ACL on every publish and delivery) against the same broker without it.
 //
 //   build/bin/broker_plugin_bench [devices=2000] [messages=20000] [rounds=3] [window=64]
+//   build/bin/broker_plugin_bench flood [devices=1000] [flood_rate=10000] [rounds=3] [window=64]
 //
 // Connects: `rounds` rounds of connect storms of `devices` devices each (raw MQTT CONNECTs,
 // `window` awaiting their CONNACK at a time, all staying connected until the storm ends): against
 // the broker without the plugin, then with it for devices in the projection when the broker
 // started, the same devices again, and devices written to Redis after the start without a
 // `tm:changes` message (each needs its own Redis read). Medians over the rounds at the end.
+//
+// Flood: `devices` real devices (in the projection) connect in a storm from 127.0.0.1, alone and
+// while bogus connects of made-up device ids come from 127.0.0.2 at `flood_rate` a second, against
+// the plugin with its connect guard (defaults) and with the guard opened wide; the real devices'
+// connect rate with the flood over the rate without it, medians of the rounds.
 
 #include <fmt/format.h>
 #include <mosquitto.h>
@@ -174,9 +180,103 @@ double Throughput(const TestClient::Options& publisher_options, TestClient& subs
   return count / seconds;
 }
 
+/// The plugin's mosquitto.conf lines for the bench's Redis (service account `gw`).
+std::string PluginLines(const std::string& redis_url, const std::string& extra = "") {
+  const std::string accounts =
+      fmt::format("gw:{}:{}", kSalt, iot::common::Sha256Hex(std::string(kSalt) + kPassword));
+  return fmt::format(
+      "allow_anonymous false\nplugin {}\nplugin_opt_redis_url {}\nplugin_opt_secret_key {}\n"
+      "plugin_opt_service_accounts {}\nmax_queued_messages 1000000\n{}",
+      iot::testing::LibraryPath("libiot_auth.so").string(), redis_url, kKey, accounts, extra);
+}
+
+/// The last "connect guard" line of the broker's log ("" if none yet).
+std::string LastGuardLine(const iot::testing::TestMosquitto& broker) {
+  std::ifstream in(broker.dir() / "mosquitto.log");
+  std::string line;
+  std::string last;
+  while (std::getline(in, line)) {
+    if (const size_t at = line.find("connect guard"); at != std::string::npos) {
+      last = line.substr(at);
+    }
+  }
+  return last;
+}
+
+/// Real devices' connect storm while a flood of bogus connects runs from another address.
+int FloodMain(int devices, double flood_rate, int rounds, int window) {
+  iot::testing::TestRedis redis;
+  auto client = *iot::common::RedisClient::Create({.url = redis.Url()});
+  auto box = *iot::common::SecretBox::FromKeyText(kKey);
+  const auto ids = DeviceIds("flood_real", devices);
+  if (!client->Command({"SET", "tm:projection:ready", "1"}).ok() ||
+      !WriteDevices(*client, box, ids)) {
+    return 1;
+  }
+  // The connect-guard line every second, so that each phase has its own figures.
+  iot::testing::TestMosquitto guarded(
+      PluginLines(redis.Url(), "plugin_opt_stats_interval_ms 1000\n"));
+  iot::testing::TestMosquitto open(PluginLines(
+      redis.Url(),
+      "plugin_opt_stats_interval_ms 1000\nplugin_opt_connect_rate_per_address 1000000000\n"
+      "plugin_opt_connect_burst_per_address 1000000000\nplugin_opt_lookup_rate 1000000000\n"));
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // the projection loads
+
+  struct Brokers {
+    const char* name;
+    const iot::testing::TestMosquitto* broker;
+    std::vector<double> alone;
+    std::vector<double> flooded;
+    std::vector<double> flood_rates;
+  };
+  std::vector<Brokers> brokers = {{"guard on (defaults)", &guarded, {}, {}, {}},
+                                  {"guard off", &open, {}, {}, {}}};
+  std::printf(
+      "%d real devices (window %d) from 127.0.0.1; bogus connects at %.0f/s from 127.0.0.2\n",
+      devices, window, flood_rate);
+  for (int round = 0; round < rounds; ++round) {
+    for (auto& b : brokers) {
+      std::printf("round %d, %s\n", round + 1, b.name);
+      b.alone.push_back(Storm("real devices, no flood", *b.broker, ids, true, window));
+      std::atomic<bool> stop{false};
+      iot::broker_bench::FloodResult flood;
+      std::thread flooder([&] {
+        flood = iot::broker_bench::Flood(b.broker->port(), "127.0.0.2",
+                                         fmt::format("flood_r{}_x", round), flood_rate, 512,
+                                         [&] { return stop.load(); });
+      });
+      // Into its steady state first: the address's bucket emptied, the guard refusing.
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      b.flooded.push_back(Storm("real devices, during the flood", *b.broker, ids, true, window));
+      stop = true;
+      flooder.join();
+      const double achieved = static_cast<double>(flood.finished) / flood.seconds;
+      b.flood_rates.push_back(achieved);
+      std::printf("  flood: %lld sent, %lld answered (%.0f/s), %lld accepted\n",
+                  static_cast<long long>(flood.started), static_cast<long long>(flood.finished),
+                  achieved, static_cast<long long>(flood.accepted));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the next guard line
+      std::printf("  %s\n", LastGuardLine(*b.broker).c_str());
+    }
+  }
+  for (auto& b : brokers) {
+    std::printf(
+        "medians of %d rounds, %s: %.0f/s without the flood, %.0f/s during it (ratio %.2f); "
+        "flood answered at %.0f/s\n",
+        rounds, b.name, Median(b.alone), Median(b.flooded), Median(b.flooded) / Median(b.alone),
+        Median(b.flood_rates));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "flood") {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
+    return FloodMain(argc > 2 ? std::atoi(argv[2]) : 1000, argc > 3 ? std::atof(argv[3]) : 10000,
+                     argc > 4 ? std::atoi(argv[4]) : 3, argc > 5 ? std::atoi(argv[5]) : 64);
+  }
   const int devices = argc > 1 ? std::atoi(argv[1]) : 2000;
   const int messages = argc > 2 ? std::atoi(argv[2]) : 20000;
   const int rounds = argc > 3 ? std::atoi(argv[3]) : 3;
@@ -195,12 +295,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  const std::string accounts =
-      fmt::format("gw:{}:{}", kSalt, iot::common::Sha256Hex(std::string(kSalt) + kPassword));
-  iot::testing::TestMosquitto with_plugin(fmt::format(
-      "allow_anonymous false\nplugin {}\nplugin_opt_redis_url {}\nplugin_opt_secret_key {}\n"
-      "plugin_opt_service_accounts {}\nmax_queued_messages 1000000\n",
-      iot::testing::LibraryPath("libiot_auth.so").string(), redis.Url(), kKey, accounts));
+  iot::testing::TestMosquitto with_plugin(PluginLines(redis.Url()));
   iot::testing::TestMosquitto plain("allow_anonymous true\nmax_queued_messages 1000000\n");
   // The plugin loads the projection in the background (tens of thousands of devices a second;
   // its log line is not flushed in time to wait for it).
