@@ -16,6 +16,8 @@ namespace {
 
 /// Idle gRPC worker threads a service keeps (see ServiceHost::Start).
 constexpr int kMaxIdleGrpcThreads = 32;
+/// Largest request a service accepts (gRPC's default is 4 MiB).
+constexpr int kMaxReceiveBytes = 16 * 1024 * 1024;
 
 sigset_t TerminationSignals() {
   sigset_t set;
@@ -86,6 +88,9 @@ void ServiceHost::Start() {
   // without an error and the kernel splits new connections between the two (grpc/grpc#10755).
   // A port already taken must fail the start instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // The gateway hands device data on in calls of up to 3 MiB, but one record alone may be
+  // larger: a 2 MiB payload that is not JSON, escaped into the forwarding envelope.
+  builder.SetMaxReceiveMessageSize(kMaxReceiveBytes);
   int bound_port = 0;
   builder.AddListeningPort(config_.listen_address + ":" + std::to_string(config_.grpc_port),
                            grpc::InsecureServerCredentials(), &bound_port);

@@ -1096,6 +1096,26 @@ TEST_F(GatewayTest, ShadowGetIsAnsweredAndPresenceReachesEveryOwner) {
   EXPECT_EQ(owners_.received.Count(owners_.received.responses), 0U);
 }
 
+TEST_F(GatewayTest, LargeMessagesQueuedTogetherDoNotStallTheirShard) {
+  // A device may send messages up to the payload limit at its rate. Queued behind a slow call,
+  // they are handed on together; one call over the owner's gRPC receive limit (4 MiB by default)
+  // would be refused and retried forever, and every device of the shard would wait behind it.
+  owners_.rules.delay_ms = 300;
+  auto gateway = Gateway("gw-large", {{"IOT_DEVICE_GATEWAY_RATE_LIMIT", "1000"}});
+  auto [id, secret] = AddDevice();
+  auto device = Device(id, secret);
+  const std::string topic = "$oc/devices/" + id + "/sys/messages/up";
+  const std::string big = "\"" + std::string(900'000, 'x') + "\"";
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(device->Publish(topic, big, 1).ok());
+  }
+  Publish(*device, topic, R"({"after":"the large ones"})");
+  EXPECT_TRUE(WaitUntil([&] { return owners_.received.Records("device.message").size() == 9; },
+                        seconds(60)))
+      << owners_.received.Records("device.message").size() << " of 9 handed on\n"
+      << gateway->process().Log();
+}
+
 // ---- What one device message may carry (issue #15; docs/security.md) ----
 
 /// Each limit through the real broker and a gateway with its default limits: a message at the

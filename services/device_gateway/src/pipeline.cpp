@@ -57,6 +57,21 @@ shadow::v1::PropertySetResult Slice(const shadow::v1::PropertySetResult& single,
   return single;
 }
 
+/// The most one call to an owner carries. A gRPC server refuses a larger request (4 MiB by
+/// default; the services accept 16 MiB, common::ServiceHost) with RESOURCE_EXHAUSTED, which is
+/// retried: a device sending a few large messages at its rate would stall its shard for good. A
+/// larger request goes in parts, in order; one item larger than this goes alone.
+constexpr size_t kMaxCallBytes = 3 * 1024 * 1024;
+
+/// What item `i` adds to a request (with its field's tag and length).
+template <typename Request>
+size_t ItemBytes(const Request& request, int i) {
+  return ItemsOf(request)[i].ByteSizeLong() + 16;
+}
+size_t ItemBytes(const shadow::v1::PropertySetResult& single, int /*i*/) {
+  return single.ByteSizeLong();
+}
+
 template <typename Request>
 const auto& OnlyItem(const Request& request) {
   return ItemsOf(request)[0];
@@ -354,6 +369,22 @@ template <typename Request>
 bool UplinkPipeline::DeliverBatch(Target target, const Request& request,
                                   const std::function<OwnerAnswer(const Request&)>& call,
                                   Rejections& rejected) {
+  if (const int count = Count(request); count > 1 && request.ByteSizeLong() > kMaxCallBytes) {
+    int begin = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < count; ++i) {
+      const size_t size = ItemBytes(request, i);
+      if (i > begin && bytes + size > kMaxCallBytes) {
+        if (!DeliverBatch(target, Slice(request, begin, i), call, rejected)) {
+          return false;
+        }
+        begin = i;
+        bytes = 0;
+      }
+      bytes += size;
+    }
+    return DeliverBatch(target, Slice(request, begin, count), call, rejected);
+  }
   OwnerAnswer answer = dg::IngestAck();
   const absl::Status status = Attempt(target, [&] {
     answer = call(request);

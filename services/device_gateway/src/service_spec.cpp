@@ -110,8 +110,10 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   s["owner_batches"] = env.Int(p + "OWNER_BATCHES", 4, 1, 64);
   s["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 3, 1, 100);
   s["rate_limit"] = env.Int(p + "RATE_LIMIT", 50, 1, 1'000'000);
-  s["max_payload_bytes"] = env.Int(p + "MAX_PAYLOAD_BYTES", 1024 * 1024, 1, 256 * 1024 * 1024);
-  s["max_report_bytes"] = env.Int(p + "MAX_REPORT_BYTES", 64 * 1024, 1, 256 * 1024 * 1024);
+  // At most 2 MiB: escaped into a forwarding record, a payload that is not JSON may grow six
+  // times, and one record must fit in a call the owners accept (16 MiB).
+  s["max_payload_bytes"] = env.Int(p + "MAX_PAYLOAD_BYTES", 1024 * 1024, 1, 2 * 1024 * 1024);
+  s["max_report_bytes"] = env.Int(p + "MAX_REPORT_BYTES", 64 * 1024, 1, 2 * 1024 * 1024);
   // What one device message may carry (docs/security.md); the lower bounds keep every topic and
   // document of the device protocol acceptable.
   s["max_topic_bytes"] = env.Int(p + "MAX_TOPIC_BYTES", 512, 260, 65'535);

@@ -682,6 +682,24 @@ TEST_F(PipelineTest, AnOwnerThatHangsDoesNotHoldUpTheOthers) {
   EXPECT_EQ(Acked().size(), 6U);
 }
 
+TEST_F(PipelineTest, LargeBatchesGoInPartsInOrder) {
+  // Eight messages of 900 KB of one device in one batch: over the 3 MiB a call may carry, they
+  // go in parts (a gRPC server would refuse the whole with RESOURCE_EXHAUSTED for ever).
+  auto pipeline = Start(/*capacity=*/100, /*batch=*/100);
+  owners_->Block(true);
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(pipeline->Submit(
+        Message(UplinkKind::kMessageUp, "p1_a", "\"" + std::string(900'000, 'x') + "\"")));
+  }
+  ASSERT_TRUE(pipeline->Submit(Message(UplinkKind::kMessageUp, "p1_a", R"({"n":8})")));
+  owners_->Block(false);
+  ASSERT_TRUE(WaitUntil([&] { return owners_->RecordCount() == 9; }, seconds(10)));
+  pipeline->Stop(std::chrono::steady_clock::now() + seconds(5));
+  EXPECT_GE(owners_->ingest_calls, 3);
+  const auto last = Json::parse(owners_->records.back().envelope_json());
+  EXPECT_EQ(last["notify_data"]["body"]["content"]["n"], 8);
+}
+
 TEST_F(PipelineTest, BatchesQueuedBehindACallGoTogetherInOrderAfterRetries) {
   owners_->Block(true);
   auto pipeline = Start(/*batch=*/1, /*owner_batches=*/4);
