@@ -3,6 +3,7 @@
 //
 //   build/bin/broker_plugin_bench [devices=2000] [messages=20000] [rounds=3] [window=64]
 //   build/bin/broker_plugin_bench flood [devices=1000] [flood_rate=10000] [rounds=3] [window=64]
+//                                       [flood_window=512]
 //
 // Connects: `rounds` rounds of connect storms of `devices` devices each (raw MQTT CONNECTs,
 // `window` awaiting their CONNACK at a time, all staying connected until the storm ends): against
@@ -204,7 +205,7 @@ std::string LastGuardLine(const iot::testing::TestMosquitto& broker) {
 }
 
 /// Real devices' connect storm while a flood of bogus connects runs from another address.
-int FloodMain(int devices, double flood_rate, int rounds, int window) {
+int FloodMain(int devices, double flood_rate, int rounds, int window, int flood_window) {
   iot::testing::TestRedis redis;
   auto client = *iot::common::RedisClient::Create({.url = redis.Url()});
   auto box = *iot::common::SecretBox::FromKeyText(kKey);
@@ -232,29 +233,38 @@ int FloodMain(int devices, double flood_rate, int rounds, int window) {
   std::vector<Brokers> brokers = {{"guard on (defaults)", &guarded, {}, {}, {}},
                                   {"guard off", &open, {}, {}, {}}};
   std::printf(
-      "%d real devices (window %d) from 127.0.0.1; bogus connects at %.0f/s from 127.0.0.2\n",
-      devices, window, flood_rate);
+      "%d real devices (window %d) from 127.0.0.1; bogus connects at %.0f/s (window %d) from "
+      "127.0.0.2\n",
+      devices, window, flood_rate, flood_window);
   for (int round = 0; round < rounds; ++round) {
     for (auto& b : brokers) {
       std::printf("round %d, %s\n", round + 1, b.name);
       b.alone.push_back(Storm("real devices, no flood", *b.broker, ids, true, window));
       std::atomic<bool> stop{false};
       iot::broker_bench::FloodResult flood;
+      const pid_t pid = BrokerPid(b.broker->dir());
+      const auto cpu_before = CpuTime(pid);
       std::thread flooder([&] {
         flood = iot::broker_bench::Flood(b.broker->port(), "127.0.0.2",
-                                         fmt::format("flood_r{}_x", round), flood_rate, 512,
-                                         [&] { return stop.load(); });
+                                         fmt::format("flood_r{}_x", round), flood_rate,
+                                         flood_window, [&] { return stop.load(); });
       });
       // Into its steady state first: the address's bucket emptied, the guard refusing.
       std::this_thread::sleep_for(std::chrono::seconds(2));
       b.flooded.push_back(Storm("real devices, during the flood", *b.broker, ids, true, window));
       stop = true;
       flooder.join();
+      const auto cpu = CpuTime(pid) - cpu_before;
       const double achieved = static_cast<double>(flood.finished) / flood.seconds;
       b.flood_rates.push_back(achieved);
-      std::printf("  flood: %lld sent, %lld answered (%.0f/s), %lld accepted\n",
-                  static_cast<long long>(flood.started), static_cast<long long>(flood.finished),
-                  achieved, static_cast<long long>(flood.accepted));
+      std::printf(
+          "  flood: %lld sent, %lld answered (%.0f/s), %lld accepted; broker CPU %.0f%% of a "
+          "core, %.0f us per connect (bogus and real)\n",
+          static_cast<long long>(flood.started), static_cast<long long>(flood.finished), achieved,
+          static_cast<long long>(flood.accepted),
+          100.0 * std::chrono::duration<double>(cpu).count() / flood.seconds,
+          static_cast<double>(cpu.count()) / 1000.0 /
+              static_cast<double>(flood.finished + static_cast<int64_t>(ids.size())));
       std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the next guard line
       std::printf("  %s\n", LastGuardLine(*b.broker).c_str());
     }
@@ -275,7 +285,8 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "flood") {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);
     return FloodMain(argc > 2 ? std::atoi(argv[2]) : 1000, argc > 3 ? std::atof(argv[3]) : 10000,
-                     argc > 4 ? std::atoi(argv[4]) : 3, argc > 5 ? std::atoi(argv[5]) : 64);
+                     argc > 4 ? std::atoi(argv[4]) : 3, argc > 5 ? std::atoi(argv[5]) : 64,
+                     argc > 6 ? std::atoi(argv[6]) : 512);
   }
   const int devices = argc > 1 ? std::atoi(argv[1]) : 2000;
   const int messages = argc > 2 ? std::atoi(argv[2]) : 20000;
