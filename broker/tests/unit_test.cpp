@@ -186,6 +186,12 @@ TEST(PluginConfigTest, ParsesEveryOption) {
           {"time_skew_s", "60"},
           {"recheck_interval_ms", "500"},
           {"uplink_partitions", "32"},
+          {"unknown_cache_size", "9"},
+          {"unknown_cache_ttl_ms", "300"},
+          {"connect_rate_per_address", "5"},
+          {"connect_burst_per_address", "11"},
+          {"lookup_rate", "40"},
+          {"stats_interval_ms", "700"},
       },
       Env({{"IOT_SECRET_KEY", kKey},
            {"IOT_BROKER_SERVICE_ACCOUNTS", "rules:s2:" + common::Sha256Hex("s2pw2")}}));
@@ -202,6 +208,12 @@ TEST(PluginConfigTest, ParsesEveryOption) {
   EXPECT_EQ(config->time_skew, seconds{60});
   EXPECT_EQ(config->recheck_interval, std::chrono::milliseconds{500});
   EXPECT_EQ(config->uplink_partitions, 32u);
+  EXPECT_EQ(config->unknown_cache_size, 9u);
+  EXPECT_EQ(config->unknown_cache_ttl, std::chrono::milliseconds{300});
+  EXPECT_EQ(config->connect_rate_per_address, 5.0);
+  EXPECT_EQ(config->connect_burst_per_address, 11.0);
+  EXPECT_EQ(config->lookup_rate, 40.0);
+  EXPECT_EQ(config->stats_interval, std::chrono::milliseconds{700});
   const std::string description = DescribeConfig(*config);
   EXPECT_THAT(description, HasSubstr("service_accounts=[gateway,rules]"));
   EXPECT_THAT(description, ::testing::Not(HasSubstr(kKey)));
@@ -224,7 +236,9 @@ TEST(PluginConfigTest, BadOrMissingOptionsAreErrorsNamingTheOption) {
            {{redis, key, {"cache_ttl_ms", "-1"}}, "plugin_opt_cache_ttl_ms"},
            {{redis, key, {"cache_size", "many"}}, "plugin_opt_cache_size"},
            {{redis, key, {"uplink_partitions", "0"}}, "plugin_opt_uplink_partitions"},
-           {{redis, key, {"uplink_partitions", "1025"}}, "plugin_opt_uplink_partitions"},
+           {{redis, key, {"uplink_partitions", "1025"}}, "plugin_opt_uplink_partitions: at most"},
+           {{redis, key, {"connect_rate_per_address", "0"}}, "plugin_opt_connect_rate_per_address"},
+           {{redis, key, {"lookup_rate", "fast"}}, "plugin_opt_lookup_rate"},
            {{redis, key, {"service_accounts", "gateway:salt"}}, "plugin_opt_service_accounts"},
            {{redis, key, {"service_accounts", "my_gw:s:" + common::Sha256Hex("x")}}, "'_'"},
            {{redis, key, {"service_accounts", "gw:s:ABC"}}, "64 lowercase hex"},
