@@ -252,6 +252,8 @@ int FloodMain(int devices, double flood_rate, int rounds, int window, int flood_
       // Into its steady state first: the address's bucket emptied, the guard refusing.
       std::this_thread::sleep_for(std::chrono::seconds(2));
       b.flooded.push_back(Storm("real devices, during the flood", *b.broker, ids, true, window));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // one more guard line
+      const std::string guard_line = LastGuardLine(*b.broker);
       stop = true;
       flooder.join();
       const auto cpu = CpuTime(pid) - cpu_before;
@@ -265,8 +267,7 @@ int FloodMain(int devices, double flood_rate, int rounds, int window, int flood_
           100.0 * std::chrono::duration<double>(cpu).count() / flood.seconds,
           static_cast<double>(cpu.count()) / 1000.0 /
               static_cast<double>(flood.finished + static_cast<int64_t>(ids.size())));
-      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the next guard line
-      std::printf("  %s\n", LastGuardLine(*b.broker).c_str());
+      std::printf("  %s\n", guard_line.c_str());
     }
   }
   for (auto& b : brokers) {
