@@ -291,15 +291,18 @@ TEST_F(IngestFaultsTest, InvalidRecordsAreRejectedAloneAndTheOthersStored) {
   TenantWithGroup(tenant);
   rf::IngestRequest request = iot::testing::HistorySubscriptionsPlatform::IngestRequestOf(
       {Record(tenant, "dev-a", 1), Record(tenant, "dev-b", 1), Record(tenant, "dev-c", 1),
-       Record(tenant, "dev-d", 1)});
+       Record(tenant, "dev-d", 1), Record(tenant, "dev-e", 1)});
   request.mutable_records(1)->mutable_device()->clear_tenant_id();
   request.mutable_records(2)->set_envelope_json("{\"resource\": ");
+  // Nested deeper than device JSON in its envelope may be (issue #15): refused unparsed.
+  request.mutable_records(4)->set_envelope_json(std::string(400'000, '[') +
+                                                std::string(400'000, ']'));
   gw::IngestAck ack;
   const grpc::Status status =
       rf::InternalIngest::NewStub(platform_->channel())
           ->Ingest(platform_->Ctx(iot::testing::kHsServiceKey).get(), request, &ack);
   ASSERT_TRUE(status.ok()) << status.error_message();
-  ASSERT_EQ(ack.rejected_size(), 2) << ack.DebugString();
+  ASSERT_EQ(ack.rejected_size(), 3) << ack.DebugString();
   EXPECT_EQ(ack.rejected(0).message_id(), "mixed-dev-b-1");
   EXPECT_EQ(ack.rejected(0).device_id(), "dev-b");
   EXPECT_EQ(ack.rejected(0).reason(), "malformed");
@@ -307,6 +310,10 @@ TEST_F(IngestFaultsTest, InvalidRecordsAreRejectedAloneAndTheOthersStored) {
   EXPECT_EQ(ack.rejected(1).message_id(), "mixed-dev-c-1");
   EXPECT_EQ(ack.rejected(1).reason(), "invalid_envelope");
   EXPECT_EQ(ack.rejected(1).detail(), "records[2].envelope_json: is not a JSON object");
+  EXPECT_EQ(ack.rejected(2).message_id(), "mixed-dev-e-1");
+  EXPECT_EQ(ack.rejected(2).reason(), "invalid_envelope");
+  EXPECT_EQ(ack.rejected(2).detail(),
+            "records[4].envelope_json: JSON nested deeper than 72 levels");
   // Stored before the answer: no waiting.
   EXPECT_EQ(HistoryRows(tenant), (std::map<std::string, int>{{"mixed-dev-a-1:history", 1},
                                                              {"mixed-dev-d-1:history", 1}}));

@@ -695,6 +695,18 @@ absl::StatusOr<common::Rejected> DispatchService::CompleteRequests(
           rejected);
       continue;
     }
+    // A device's answer, from the gateway: over the limits it would never have been admitted.
+    if (absl::Status s =
+            common::CheckJsonLimits(fmt::format("responses[{}].payload_json", i), r.payload_json,
+                                    common::ProcessJsonLimits().Internal());
+        !s.ok()) {
+      metrics_->rejections.Reject({.message_id = r.message_id,
+                                   .device_id = r.device_id,
+                                   .reason = "malformed",
+                                   .detail = std::string(s.message())},
+                                  rejected);
+      continue;
+    }
     responses.push_back(r);
   }
   std::vector<bool> local;

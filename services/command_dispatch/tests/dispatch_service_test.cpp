@@ -417,12 +417,20 @@ TEST_F(DispatchServiceTest, ARedeliveredResponseIsRecordedOnceAndAMalformedOneRe
                               .message_id = "m1"};
   const DeviceResponse nameless{
       .device_id = "dev1", .request_id = "", .payload_json = "{}", .message_id = "m2"};
-  auto rejected = service_.CompleteRequests({nameless, answer});
+  // Deeper than device JSON may be (issue #15): refused before it is parsed.
+  const DeviceResponse deep{.device_id = "dev1",
+                            .request_id = "r-1",
+                            .payload_json = std::string(100'000, '[') + std::string(100'000, ']'),
+                            .message_id = "m3"};
+  auto rejected = service_.CompleteRequests({nameless, deep, answer});
   ASSERT_TRUE(rejected.ok()) << rejected.status();
-  ASSERT_EQ(rejected->size(), 1u);
+  ASSERT_EQ(rejected->size(), 2u);
   EXPECT_EQ((*rejected)[0].message_id, "m2");
   EXPECT_EQ((*rejected)[0].reason, "malformed");
   EXPECT_EQ((*rejected)[0].detail, "responses[0].request_id: is required");
+  EXPECT_EQ((*rejected)[1].message_id, "m3");
+  EXPECT_EQ((*rejected)[1].reason, "malformed");
+  EXPECT_EQ((*rejected)[1].detail, "responses[1].payload_json: JSON nested deeper than 72 levels");
   EXPECT_EQ(store_->StatusOf("r-1"), "SUCCESSFUL");
   // Redelivered with another result: the first one recorded stays.
   auto again = service_.CompleteRequests({{.device_id = "dev1",

@@ -331,10 +331,13 @@ TEST_F(IngestTest, AnInvalidRecordIsRejectedAloneAndTheRestIsTaken) {
   IngestRecord not_json = Property("m3");
   not_json.envelope_json = "{not json";
   IngestRecord no_id = Property("");
-  auto rejected =
-      ingest_->Ingest({Property("m1"), no_tenant, not_json, no_id, Property("m4"), Property("m1")});
+  // Deeper than device JSON in its envelope may be (issue #15): refused before it is parsed.
+  IngestRecord too_deep = Property("m5");
+  too_deep.envelope_json = std::string(100'000, '[') + std::string(100'000, ']');
+  auto rejected = ingest_->Ingest(
+      {Property("m1"), no_tenant, not_json, no_id, Property("m4"), Property("m1"), too_deep});
   ASSERT_TRUE(rejected.ok()) << rejected.status();
-  ASSERT_EQ(rejected->size(), 3u);
+  ASSERT_EQ(rejected->size(), 4u);
   EXPECT_EQ((*rejected)[0].message_id, "m2");
   EXPECT_EQ((*rejected)[0].device_id, "d1");
   EXPECT_EQ((*rejected)[0].reason, "malformed");
@@ -344,6 +347,9 @@ TEST_F(IngestTest, AnInvalidRecordIsRejectedAloneAndTheRestIsTaken) {
   EXPECT_EQ((*rejected)[1].detail, "records[2].envelope_json: is not a JSON object");
   EXPECT_EQ((*rejected)[2].reason, "malformed");
   EXPECT_TRUE((*rejected)[2].detail.starts_with("records[3].message_id")) << (*rejected)[2].detail;
+  EXPECT_EQ((*rejected)[3].message_id, "m5");
+  EXPECT_EQ((*rejected)[3].reason, "invalid_envelope");
+  EXPECT_EQ((*rejected)[3].detail, "records[6].envelope_json: JSON nested deeper than 72 levels");
   // The valid records are taken, m1 once although the batch holds it twice.
   EXPECT_EQ(history_->ids(), (std::vector<std::string>{"m1:history", "m4:history"}));
   EXPECT_EQ(outbox_->types(), (std::vector<std::string>{"postgres", "postgres"}));

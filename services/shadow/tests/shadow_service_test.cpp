@@ -455,9 +455,12 @@ TEST_F(ShadowServiceTest, BadReportsAreRejectedAloneAndTheRestIsMerged) {
       iot::shadow::Report{"m4", "tenant-a", "", good, 1},
       iot::shadow::Report{"", "tenant-a", "dev-a", good, 1},
       iot::shadow::Report{"m6", "tenant-a", "dev-a", good, 1},
+      // Deeper than device JSON may be (issue #15): refused before it is parsed.
+      iot::shadow::Report{"m7", "tenant-a", "dev-a",
+                          std::string(100'000, '[') + std::string(100'000, ']'), 1},
   });
   ASSERT_TRUE(rejected.ok()) << rejected.status();
-  ASSERT_EQ(rejected->size(), 5U);
+  ASSERT_EQ(rejected->size(), 6U);
   EXPECT_EQ((*rejected)[0].message_id, "m1");
   EXPECT_EQ((*rejected)[0].device_id, "dev-a");
   EXPECT_EQ((*rejected)[0].reason, "malformed");
@@ -468,7 +471,10 @@ TEST_F(ShadowServiceTest, BadReportsAreRejectedAloneAndTheRestIsMerged) {
       << (*rejected)[2].detail;
   EXPECT_EQ((*rejected)[3].detail, "reports[3].device.device_id: is required");
   EXPECT_EQ((*rejected)[4].detail, "reports[4].message_id: is required");
-  EXPECT_EQ(Rejected("malformed"), 4);
+  EXPECT_EQ((*rejected)[5].message_id, "m7");
+  EXPECT_EQ((*rejected)[5].reason, "malformed");
+  EXPECT_EQ((*rejected)[5].detail, "reports[6].services_json: JSON nested deeper than 72 levels");
+  EXPECT_EQ(Rejected("malformed"), 5);
   EXPECT_EQ(Rejected("invalid_property"), 1);
   // The good one of the batch is merged.
   auto shown = service_.Show(caller("tenant-a"), "dev-a", "");
