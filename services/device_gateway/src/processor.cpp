@@ -2,12 +2,11 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "iot/common/json_limits.h"
 #include "iot/common/logging.h"
+#include "iot/common/rejections.h"
 
 namespace iot::device_gateway {
 namespace {
@@ -21,28 +20,6 @@ constexpr std::string_view kShadowRequestPrefix = "shadow-";
 std::string Dump(const Json& value) {
   return value.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
-
-/// At most `per_second` rejection log lines a second: a flooding device must not flood the log
-/// (the metric counts everything).
-class LogThrottle {
- public:
-  explicit LogThrottle(int per_second) : per_second_(per_second) {}
-  bool Allow() {
-    const auto now = std::chrono::steady_clock::now();
-    std::lock_guard lock(mu_);
-    if (now - window_ >= std::chrono::seconds(1)) {
-      window_ = now;
-      used_ = 0;
-    }
-    return used_++ < per_second_;
-  }
-
- private:
-  const int per_second_;
-  std::mutex mu_;
-  std::chrono::steady_clock::time_point window_{};
-  int used_ = 0;
-};
 
 command_dispatch::v1::ResponseKind ResponseKindOf(UplinkKind kind) {
   switch (kind) {
@@ -181,7 +158,8 @@ void Outputs::Clear() {
 }
 
 bool RejectionLogAllowed() {
-  static LogThrottle throttle(20);
+  // As the owners' RejectionCounter: at most 20 lines a second, the metric counts everything.
+  static common::LogThrottle throttle(20);
   return throttle.Allow();
 }
 
@@ -232,6 +210,7 @@ void UplinkProcessor::Reject(const DeviceInfo& device, std::string_view message_
   }
   if (RejectionLogAllowed()) {
     common::LogWarn("device uplink rejected", {{"device_id", device.device_id},
+                                               {"message_id", std::string(message_id)},
                                                {"topic", std::string(topic)},
                                                {"reason", std::string(RejectReasonName(reason))},
                                                {"detail", std::string(detail)}});
