@@ -114,6 +114,25 @@ class PluginTest : public ::testing::Test {
            "version", "1"});
   }
 
+  /// Writes a certificate-only device as thing-model does (RedisProjection::PutDevice: the whole
+  /// hash replaced in one MULTI, then the change on tm:changes), so that the plugin never holds a
+  /// half-written record, and whatever it read before is re-read.
+  void AddCertificateDevice(const std::string& id, const std::string& fingerprint) {
+    const size_t split = id.find('_');
+    const std::string key = "tm:dev:" + id;
+    auto replies = redis_client_->Pipeline(
+        {{"MULTI"},
+         {"DEL", key},
+         {"HSET", key, "tenant_id", "t1", "product_id", id.substr(0, split), "node_id",
+          id.substr(split + 1), "frozen", "0", "fingerprint", fingerprint, "version", "1"},
+         {"EXEC"}});
+    ASSERT_TRUE(replies.ok()) << replies.status();
+    for (const auto& reply : *replies) {
+      ASSERT_FALSE(reply.is_error()) << reply.DebugString();
+    }
+    NotifyChange(id, "create", false);
+  }
+
   void NotifyChange(const std::string& id, const std::string& op, bool frozen) {
     Redis({"PUBLISH", "tm:changes",
            Json{{"kind", "device"},
@@ -1255,9 +1274,10 @@ TEST_F(PluginTest, CertificateDevicesAndPasswordDevicesOverTls) {
   // TestMosquitto waits for its first listener only.
   ASSERT_TRUE(iot::testing::WaitForPort(tls_port, kWait));
   ASSERT_TRUE(iot::testing::WaitForPort(cert_port, kWait));
-  AddDevice("p1_cert", "unused-secret");
-  Redis({"HSET", "tm:dev:p1_cert", "fingerprint", fingerprint});
-  Redis({"HDEL", "tm:dev:p1_cert", "secret"});  // a certificate-only device
+  // A certificate-only device (no secret), written whole and announced: the plugin's projection
+  // cannot have read it half-written (once a separate HSET and HDEL without a notification let
+  // it keep a record with the secret and no fingerprint until its next resync).
+  AddCertificateDevice("p1_cert", fingerprint);
   AddDevice("p1_pass", "pw");
 
   auto cert_device = [&](const std::string& id, const std::string& cert) {
@@ -1278,7 +1298,7 @@ TEST_F(PluginTest, CertificateDevicesAndPasswordDevicesOverTls) {
   EXPECT_EQ(TryConnect(cert_device("p1_cert", "p1_other")), kV311NotAuthorized);
   EXPECT_EQ(TryConnect(cert_device("p1_pass", "p1_other")), kV311NotAuthorized);
   // The certificate-only device has no password to sign with.
-  auto no_cert = Device("p1_cert", "unused-secret");
+  auto no_cert = Device("p1_cert", "any-secret");
   no_cert.port = tls_port;
   no_cert.ca_file = pki.Path("ca.crt");
   EXPECT_EQ(TryConnect(no_cert), kV311NotAuthorized);
