@@ -702,6 +702,53 @@ TEST_F(PluginTest, AWillOnTheDevicesOwnUpTopicReachesTheGatewaysLikeAnyUplink) {
   }
 }
 
+TEST_F(PluginTest, AWillIsNeverRetainedNorSentToAnInternalTopic) {
+  // Issue #15, item 2: a retained will on the device's own up-topic is relayed like any uplink
+  // and stored nowhere; a will on an internal topic (its own uplink partition, presence) goes
+  // nowhere at all.
+  AddDevice("p1_rwill", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+  TestClient::Options retained = Device("p1_rwill", "s", 0, Now(), 5);
+  retained.will_topic = "$oc/devices/p1_rwill/sys/events/up";
+  retained.will_payload = "retained-will";
+  retained.will_retain = true;
+  Connect(retained)->Drop();
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "retained-will"; }, kWait));
+  for (const std::string& topic :
+       {Up("p1_rwill", "sys/events/up"), std::string("$iot/presence/p1_rwill")}) {
+    TestClient::Options internal = Device("p1_rwill", "s");
+    internal.will_topic = topic;
+    internal.will_payload = "forged-will";
+    internal.will_retain = true;
+    Connect(internal)->Drop();
+  }
+  // After those wills would have gone: a marker of another device.
+  AddDevice("p1_rmark", "s");
+  auto marker = Connect(Device("p1_rmark", "s"));
+  EXPECT_EQ(marker->Publish("$oc/devices/p1_rmark/sys/messages/up", "after", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "after"; },
+                                      kWait));
+  for (const auto& m : gateway->messages()) {
+    EXPECT_NE(m.payload, "forged-will") << m.topic;
+  }
+  // A session subscribing afterwards gets nothing retained (retained messages would come with
+  // the SUBACK, before the marker published after it).
+  auto later = Gateway("gateway-later");
+  ASSERT_EQ(later->Subscribe("iot/up/#", 1), 1);
+  ASSERT_EQ(later->Subscribe("$iot/presence/+", 1), 1);
+  EXPECT_EQ(marker->Publish("$oc/devices/p1_rmark/sys/messages/up", "marker", 1), 0);
+  ASSERT_TRUE(
+      later->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "marker"; }, kWait));
+  for (const auto& m : later->messages()) {
+    EXPECT_FALSE(m.retain) << m.topic << ": " << m.payload;
+    EXPECT_NE(m.payload, "retained-will") << m.topic;
+    EXPECT_NE(m.payload, "forged-will") << m.topic;
+  }
+}
+
 TEST_F(PluginTest, PartitionCountIsAnnouncedRetainedToServiceAccountsOnly) {
   // The gateways learn how many partitions to consume from the broker itself, so the two can
   // never disagree (a partition nobody consumes would lose its messages).

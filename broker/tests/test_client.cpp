@@ -94,9 +94,9 @@ TestClient::TestClient(Options options) : options_(std::move(options)) {
                       options_.key_file.empty() ? nullptr : options_.key_file.c_str(), nullptr);
   }
   if (!options_.will_topic.empty()) {
-    mosquitto_will_set_v5(mosq_, options_.will_topic.c_str(),
-                          static_cast<int>(options_.will_payload.size()),
-                          options_.will_payload.data(), options_.will_qos, false, nullptr);
+    mosquitto_will_set_v5(
+        mosq_, options_.will_topic.c_str(), static_cast<int>(options_.will_payload.size()),
+        options_.will_payload.data(), options_.will_qos, options_.will_retain, nullptr);
   }
   mosquitto_connect_v5_callback_set(mosq_, TestClientCallbacks::OnConnect);
   mosquitto_disconnect_v5_callback_set(mosq_, TestClientCallbacks::OnDisconnect);

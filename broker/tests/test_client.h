@@ -49,6 +49,7 @@ class TestClient {
     std::string will_topic{};
     std::string will_payload{};
     int will_qos = 1;
+    bool will_retain = false;
     /// Local address to connect from (e.g. 127.0.0.2: another source address); empty: any.
     std::string bind_address{};
   };
