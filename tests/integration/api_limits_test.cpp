@@ -279,15 +279,39 @@ TEST_P(ApiLimitsTest, OneByteLargerThanTheLimitIsRefusedNamingTheField) {
                                               c.field, kMaxBytes + 1, kMaxBytes));
 }
 
+grpc::Status CreateProduct(const std::string& product_json) {
+  tm::CreateProductRequest request;
+  request.set_product_json(product_json);
+  tm::Product created;
+  return tm::Products::NewStub(Channel(Platform::thing_model_->address()))
+      ->CreateProduct(Context(kAdminKey).get(), request, &created);
+}
+
+/// kProduct under another product id, padded with spaces after its closing brace to `bytes`.
+std::string PaddedProduct(const std::string& product_id, size_t bytes) {
+  std::string text = kProduct;
+  text.replace(text.find("limits01"), 8, product_id);
+  text.append(bytes - text.size(), ' ');
+  return text;
+}
+
 TEST(ProductModelLimitsTest, ProductModelHasItsOwnFixedLimits) {
   // thing-model's product documents: 500 KiB and 64 levels (services/thing_model, kMaxModel*).
-  tm::CreateProductRequest request;
-  request.set_product_json(std::string(65, '[') + std::string(65, ']'));
-  tm::Product created;
-  const grpc::Status status = tm::Products::NewStub(Channel(Platform::thing_model_->address()))
-                                  ->CreateProduct(Context(kAdminKey).get(), request, &created);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message(), "product model nested deeper than 64 levels");
+  // 64 levels are parsed (and refused as no product), 65 are not even parsed.
+  const grpc::Status at = CreateProduct(std::string(64, '[') + std::string(64, ']'));
+  EXPECT_EQ(at.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(at.error_message().find("nested deeper"), std::string::npos) << at.error_message();
+  const grpc::Status over = CreateProduct(std::string(65, '[') + std::string(65, ']'));
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(over.error_message(), "product model nested deeper than 64 levels");
+  // 500 KiB exactly is created; one byte more is refused before it is parsed.
+  const size_t max_bytes = 500 * 1024;
+  const grpc::Status fits = CreateProduct(PaddedProduct("limits02", max_bytes));
+  EXPECT_TRUE(fits.ok()) << fits.error_message();
+  const grpc::Status large = CreateProduct(PaddedProduct("limits03", max_bytes + 1));
+  EXPECT_EQ(large.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(large.error_message(),
+            fmt::format("product model too large: {} bytes > {} bytes", max_bytes + 1, max_bytes));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fields, ApiLimitsTest,
