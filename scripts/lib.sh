@@ -133,6 +133,8 @@ IOT_DEB_PACKAGES=(
   prometheus jq
   # ccache: CI's native build and the image build stage share compiled objects (.ci/run).
   ccache
+  # clang-tidy (14 on Debian 12): scripts/check-tidy.sh.
+  clang-tidy
 )
 
 # Prints the packages of IOT_DEB_PACKAGES that are not installed (one a line).
