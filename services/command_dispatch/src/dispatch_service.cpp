@@ -146,7 +146,7 @@ absl::StatusOr<nlohmann::json> CheckPropertiesSet(const DeviceInfo& device,
       // The validator names the property within its service; the caller needs the entry too.
       const std::string field = common::FieldOf(s);
       const std::string message(s.message());
-      return InvalidField(at + "." + field,
+      return InvalidField(fmt::format("{}.{}", at, field),
                           message.substr(std::min(message.size(), field.size() + 2)));
     }
   }
@@ -161,6 +161,59 @@ Transition Finish(std::string_view from, std::string_view to, std::string error)
   t.error = std::move(error);
   t.finished = true;
   return t;
+}
+
+/// The record of a sync request (SENT, owned by `owner`) with the payload to publish; the body
+/// checked against the device's model.
+absl::StatusOr<RequestRecord> SyncRecord(const DeviceInfo& device, const SyncRequest& request,
+                                         const std::string& owner) {
+  RequestRecord record;
+  record.request_id = NewRequestId();
+  record.tenant_id = device.tenant_id;
+  record.device_id = request.device_id;
+  record.kind = request.kind;
+  record.service_id = request.service_id;
+  record.command_name = request.command_name;
+  record.body = request.body_json;
+  record.status = status::kSent;
+  record.owner = owner;
+  switch (request.kind) {
+    case Kind::kCommand: {
+      auto paras =
+          CheckCommand(device, request.service_id, request.command_name, request.body_json);
+      if (!paras.ok()) {
+        return paras.status();
+      }
+      record.body = paras->dump();
+      record.payload =
+          CommandPayload(request.device_id, request.service_id, request.command_name, *paras);
+      break;
+    }
+    case Kind::kPropertiesSet: {
+      auto services = CheckPropertiesSet(device, request.body_json);
+      if (!services.ok()) {
+        return services.status();
+      }
+      record.body = services->dump();
+      record.payload = PropertiesSetPayload(request.device_id, *services);
+      break;
+    }
+    case Kind::kPropertiesGet: {
+      if (!request.service_id.empty() &&
+          device.validator->model().FindService(request.service_id) == nullptr) {
+        return InvalidField("service_id", fmt::format("unknown service '{}'", request.service_id));
+      }
+      nlohmann::json payload{{"object_device_id", request.device_id}};
+      if (!request.service_id.empty()) {
+        payload["service_id"] = request.service_id;
+      }
+      record.payload = payload.dump();
+      break;
+    }
+    default:
+      return absl::InternalError("not a sync kind");
+  }
+  return record;
 }
 
 }  // namespace
@@ -340,117 +393,86 @@ absl::StatusOr<SyncResult> DispatchService::SendSync(
   if (!timeout.ok()) {
     return timeout.status();
   }
-  RequestRecord record;
-  record.request_id = NewRequestId();
-  record.tenant_id = device->tenant_id;
-  record.device_id = request.device_id;
-  record.kind = request.kind;
-  record.service_id = request.service_id;
-  record.command_name = request.command_name;
-  record.body = request.body_json;
-  record.status = status::kSent;
-  record.owner = options_.replica_id;
-  switch (request.kind) {
-    case Kind::kCommand: {
-      auto paras =
-          CheckCommand(*device, request.service_id, request.command_name, request.body_json);
-      if (!paras.ok()) {
-        return paras.status();
-      }
-      record.body = paras->dump();
-      record.payload =
-          CommandPayload(request.device_id, request.service_id, request.command_name, *paras);
-      break;
-    }
-    case Kind::kPropertiesSet: {
-      auto services = CheckPropertiesSet(*device, request.body_json);
-      if (!services.ok()) {
-        return services.status();
-      }
-      record.body = services->dump();
-      record.payload = PropertiesSetPayload(request.device_id, *services);
-      break;
-    }
-    case Kind::kPropertiesGet: {
-      if (!request.service_id.empty() &&
-          device->validator->model().FindService(request.service_id) == nullptr) {
-        return InvalidField("service_id", fmt::format("unknown service '{}'", request.service_id));
-      }
-      nlohmann::json payload{{"object_device_id", request.device_id}};
-      if (!request.service_id.empty()) {
-        payload["service_id"] = request.service_id;
-      }
-      record.payload = payload.dump();
-      break;
-    }
-    default:
-      return absl::InternalError("not a sync kind");
+  auto record = SyncRecord(*device, request, options_.replica_id);
+  if (!record.ok()) {
+    return record.status();
   }
 
   const auto started = std::chrono::steady_clock::now();
-  auto waiter = AddWaiter(record.request_id, record.device_id, record.kind);
+  auto waiter = AddWaiter(record->request_id, record->device_id, record->kind);
   struct Cleanup {
     DispatchService* self;
     const std::string& id;
     ~Cleanup() { self->RemoveWaiter(id); }
-  } cleanup{this, record.request_id};
+  } cleanup{this, record->request_id};
   // Recorded (with this replica as its owner, for the response's routing) before it is sent;
   // concurrent calls share one statement.
   if (absl::Status s = inserts_.Submit(
-          NewRequest{.record = record, .expire_in = std::nullopt, .deadline_in = *timeout});
+          NewRequest{.record = *record, .expire_in = std::nullopt, .deadline_in = *timeout});
       !s.ok()) {
     return s;
   }
-  Count(record.kind, status::kSent);
+  Count(record->kind, status::kSent);
+  if (absl::Status s = PublishSync(*record); !s.ok()) {
+    return s;
+  }
+
+  const auto wait_until = std::min(std::chrono::system_clock::now() + *timeout, deadline);
+  auto completion = AwaitSync(*waiter, *record, wait_until);
+  if (!completion.ok()) {
+    return absl::DeadlineExceededError(
+        fmt::format("no response from device '{}' within {} s (request {})", record->device_id,
+                    std::chrono::duration_cast<seconds>(*timeout).count(), record->request_id));
+  }
+  metrics_->latency.Add({{"kind", std::string(KindName(record->kind))}}, common::LatencyBuckets())
+      .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return SyncResult{.request_id = record->request_id, .response_json = completion->payload_json};
+}
+
+absl::Status DispatchService::PublishSync(const RequestRecord& record) {
   auto online = publisher_->Publish({.tenant_id = record.tenant_id,
                                      .device_id = record.device_id,
                                      .kind = record.kind,
                                      .request_id = record.request_id,
                                      .payload = record.payload,
                                      .user_topic = {}});
-  if (!online.ok() || !*online) {
-    const std::string error = online.ok()
-                                  ? "device offline"
-                                  : "device-gateway: " + std::string(online.status().message());
-    (void)store_->Move(record.request_id, Finish(status::kSent, status::kFailed, error));
-    Count(record.kind, status::kFailed);
-    if (!online.ok()) {
-      return absl::UnavailableError(error);
-    }
-    return absl::FailedPreconditionError(fmt::format("device '{}' is offline", record.device_id));
+  if (online.ok() && *online) {
+    return absl::OkStatus();
   }
+  const std::string error =
+      online.ok() ? "device offline" : "device-gateway: " + std::string(online.status().message());
+  (void)store_->Move(record.request_id, Finish(status::kSent, status::kFailed, error));
+  Count(record.kind, status::kFailed);
+  if (!online.ok()) {
+    return absl::UnavailableError(error);
+  }
+  return absl::FailedPreconditionError(fmt::format("device '{}' is offline", record.device_id));
+}
 
-  const auto wait_until = std::min(std::chrono::system_clock::now() + *timeout, deadline);
-  std::optional<Completion> completion;
+absl::StatusOr<Completion> DispatchService::AwaitSync(
+    Waiter& waiter, const RequestRecord& record, std::chrono::system_clock::time_point wait_until) {
   {
-    std::unique_lock lock(waiter->mu);
-    waiter->cv.wait_until(lock, wait_until, [&] { return waiter->completion.has_value(); });
-    completion = waiter->completion;
-  }
-  if (!completion) {
-    auto moved = store_->Move(record.request_id,
-                              Finish(status::kSent, status::kTimeout, "no response in time"));
-    if (moved.ok() && !*moved) {
-      // Completed meanwhile, but the routed completion was lost: the record has it.
-      auto found = store_->Find(record.request_id);
-      if (found.ok() && found->result && found->status != status::kTimeout) {
-        completion = Completion{.request_id = record.request_id,
-                                .kind = record.kind,
-                                .status = found->status,
-                                .payload_json = *found->result,
-                                .owner = options_.replica_id};
-      }
-    }
-    if (!completion) {
-      Count(record.kind, status::kTimeout);
-      return absl::DeadlineExceededError(
-          fmt::format("no response from device '{}' within {} s (request {})", record.device_id,
-                      std::chrono::duration_cast<seconds>(*timeout).count(), record.request_id));
+    std::unique_lock lock(waiter.mu);
+    waiter.cv.wait_until(lock, wait_until, [&] { return waiter.completion.has_value(); });
+    if (waiter.completion) {
+      return *waiter.completion;
     }
   }
-  metrics_->latency.Add({{"kind", std::string(KindName(record.kind))}}, common::LatencyBuckets())
-      .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-  return SyncResult{.request_id = record.request_id, .response_json = completion->payload_json};
+  auto moved = store_->Move(record.request_id,
+                            Finish(status::kSent, status::kTimeout, "no response in time"));
+  if (moved.ok() && !*moved) {
+    // Completed meanwhile, but the routed completion was lost: the record has it.
+    auto found = store_->Find(record.request_id);
+    if (found.ok() && found->result && found->status != status::kTimeout) {
+      return Completion{.request_id = record.request_id,
+                        .kind = record.kind,
+                        .status = found->status,
+                        .payload_json = *found->result,
+                        .owner = options_.replica_id};
+    }
+  }
+  Count(record.kind, status::kTimeout);
+  return absl::DeadlineExceededError("no response in time");
 }
 
 absl::Status DispatchService::Drain(const std::string& device_id, std::string* failure) {

@@ -393,6 +393,95 @@ ShadowView MakeView(DeviceShadow shadow, const DeviceInfo& device, const std::st
   return view;
 }
 
+/// Checks one service's desired properties (`at`: its place in the request) against the model:
+/// a service of the model not `seen` before, writable properties, valid values (null removes).
+absl::Status CheckDesiredService(const DeviceInfo& device, const thing_model::Validator& validator,
+                                 const DesiredUpdate& update, const std::string& at,
+                                 std::set<std::string>& seen) {
+  if (!device.model->FindService(update.service_id)) {
+    return common::InvalidField(at + ".service_id",
+                                "'" + update.service_id + "' is not a service of the model");
+  }
+  if (!seen.insert(update.service_id).second) {
+    return common::InvalidField(at + ".service_id", "service listed twice");
+  }
+  if (!update.properties.is_object() || update.properties.empty()) {
+    return common::InvalidField(at + ".desired", "must be a non-empty JSON object");
+  }
+  nlohmann::json values = nlohmann::json::object();
+  for (const auto& [name, value] : update.properties.items()) {
+    if (absl::Status s = CheckKey(fmt::format("{}.desired.{}", at, name), name); !s.ok()) {
+      return s;
+    }
+    if (!value.is_null()) {
+      values[name] = value;
+    }
+  }
+  const thing_model::ValidationResult checked =
+      validator.ValidateProperties(update.service_id, values, thing_model::PropertyMode::kWrite);
+  if (!checked.ok()) {
+    // The validator names `properties.<name>`; desired_json is the properties object itself.
+    const thing_model::ValidationError& error = checked.errors.front();
+    std::string_view path = error.path;
+    if (path.starts_with("properties.")) {
+      path.remove_prefix(std::string_view("properties.").size());
+    }
+    return common::InvalidField(at + ".desired." + std::string(path), error.message);
+  }
+  return absl::OkStatus();
+}
+
+/// Checks a desired update (every service once, each valid, one version); returns the version
+/// it expects, if any.
+absl::StatusOr<std::optional<int64_t>> CheckDesired(const DeviceInfo& device,
+                                                    const std::vector<DesiredUpdate>& updates) {
+  if (updates.empty()) {
+    return common::InvalidField("shadow", "at least one service is required");
+  }
+  const thing_model::Validator validator(device.model);
+  std::optional<int64_t> expected;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    const DesiredUpdate& update = updates[i];
+    const std::string at = fmt::format("shadow[{}]", i);
+    if (absl::Status s = CheckDesiredService(device, validator, update, at, seen); !s.ok()) {
+      return s;
+    }
+    if (update.version) {
+      if (expected && *expected != *update.version) {
+        return common::InvalidField(at + ".version", "differs from the other entries' version");
+      }
+      expected = update.version;
+    }
+  }
+  return expected;
+}
+
+/// Applies the updates to the durable desired side of `services` (stamped `now`) and returns
+/// the live store's fields for the same change.
+FieldValues ApplyDesiredFields(const std::vector<DesiredUpdate>& updates, int64_t now,
+                               std::map<std::string, ServiceShadow>& services) {
+  FieldValues fields;
+  for (const DesiredUpdate& update : updates) {
+    ShadowSide& side = services[update.service_id].desired;
+    for (const auto& [name, value] : update.properties.items()) {
+      const std::string key = PropertyField(field::kDesired, update.service_id, name);
+      if (value.is_null()) {
+        side.properties.erase(name);
+        fields.emplace_back(key, "");
+      } else {
+        side.properties[name] = PropertyValue{.value = value, .time_ms = now};
+        fields.emplace_back(key, Stamp(now, value.dump()));
+      }
+    }
+    side.event_ms = now;
+    side.event_time = IotdaTime(now);
+    fields.emplace_back(ServiceTimeField(field::kDesiredTime, update.service_id),
+                        Stamp(now, side.event_time));
+  }
+  return fields;
+}
+
 }  // namespace
 
 absl::StatusOr<ShadowView> ShadowService::Show(const common::Principal& caller,
@@ -419,51 +508,9 @@ absl::StatusOr<ShadowView> ShadowService::UpdateDesired(const common::Principal&
   if (!device.ok()) {
     return device.status();
   }
-  if (updates.empty()) {
-    return common::InvalidField("shadow", "at least one service is required");
-  }
-  const thing_model::Validator validator(device->model);
-  std::optional<int64_t> expected;
-  std::set<std::string> seen;
-  for (size_t i = 0; i < updates.size(); ++i) {
-    const DesiredUpdate& update = updates[i];
-    const std::string at = fmt::format("shadow[{}]", i);
-    if (!device->model->FindService(update.service_id)) {
-      return common::InvalidField(at + ".service_id",
-                                  "'" + update.service_id + "' is not a service of the model");
-    }
-    if (!seen.insert(update.service_id).second) {
-      return common::InvalidField(at + ".service_id", "service listed twice");
-    }
-    if (!update.properties.is_object() || update.properties.empty()) {
-      return common::InvalidField(at + ".desired", "must be a non-empty JSON object");
-    }
-    nlohmann::json values = nlohmann::json::object();
-    for (const auto& [name, value] : update.properties.items()) {
-      if (absl::Status s = CheckKey(at + ".desired." + name, name); !s.ok()) {
-        return s;
-      }
-      if (!value.is_null()) {
-        values[name] = value;
-      }
-    }
-    const thing_model::ValidationResult checked =
-        validator.ValidateProperties(update.service_id, values, thing_model::PropertyMode::kWrite);
-    if (!checked.ok()) {
-      // The validator names `properties.<name>`; desired_json is the properties object itself.
-      const thing_model::ValidationError& error = checked.errors.front();
-      std::string_view path = error.path;
-      if (path.starts_with("properties.")) {
-        path.remove_prefix(std::string_view("properties.").size());
-      }
-      return common::InvalidField(at + ".desired." + std::string(path), error.message);
-    }
-    if (update.version) {
-      if (expected && *expected != *update.version) {
-        return common::InvalidField(at + ".version", "differs from the other entries' version");
-      }
-      expected = update.version;
-    }
+  auto expected = CheckDesired(*device, updates);
+  if (!expected.ok()) {
+    return expected.status();
   }
   // Redis must hold the device (restored if it lost it) before its version is compared.
   if (auto live = LoadLive(device_id); !live.ok()) {
@@ -474,33 +521,16 @@ absl::StatusOr<ShadowView> ShadowService::UpdateDesired(const common::Principal&
   absl::Status written = durable_->UpdateDesired(
       device_id, device->tenant_id,
       [&](std::map<std::string, ServiceShadow>& services) -> absl::StatusOr<int64_t> {
-        FieldValues fields;
-        for (const DesiredUpdate& update : updates) {
-          ShadowSide& side = services[update.service_id].desired;
-          for (const auto& [name, value] : update.properties.items()) {
-            const std::string key = PropertyField(field::kDesired, update.service_id, name);
-            if (value.is_null()) {
-              side.properties.erase(name);
-              fields.emplace_back(key, "");
-            } else {
-              side.properties[name] = PropertyValue{.value = value, .time_ms = now};
-              fields.emplace_back(key, Stamp(now, value.dump()));
-            }
-          }
-          side.event_ms = now;
-          side.event_time = IotdaTime(now);
-          fields.emplace_back(ServiceTimeField(field::kDesiredTime, update.service_id),
-                              Stamp(now, side.event_time));
-        }
+        const FieldValues fields = ApplyDesiredFields(updates, now, services);
         auto result =
-            live_->ApplyDesired(device_id, device->tenant_id, expected.value_or(-1), fields);
+            live_->ApplyDesired(device_id, device->tenant_id, expected->value_or(-1), fields);
         if (!result.ok()) {
           return result.status();
         }
         switch (result->outcome) {
           case LiveStore::Outcome::kConflict:
             return absl::AbortedError(
-                fmt::format("version mismatch: expected {}, current version is {}", *expected,
+                fmt::format("version mismatch: expected {}, current version is {}", **expected,
                             result->version));
           case LiveStore::Outcome::kTooLarge:
             return common::InvalidField("shadow",

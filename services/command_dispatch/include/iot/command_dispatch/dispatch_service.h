@@ -147,6 +147,14 @@ class DispatchService {
   /// A recorded completion of a sync request to its waiting call, here or on its owner
   /// replica; the route for the metrics.
   std::string Route(const Completion& completion);
+  /// Publishes a recorded sync request; a device offline or a gateway error finishes it as
+  /// FAILED and is returned (FAILED_PRECONDITION, UNAVAILABLE).
+  absl::Status PublishSync(const RequestRecord& record);
+  /// The completion of a published sync request, waited for until `wait_until`; then the
+  /// request times out, unless the store has a completion whose routing was lost
+  /// (DEADLINE_EXCEEDED when it has none).
+  absl::StatusOr<Completion> AwaitSync(Waiter& waiter, const RequestRecord& record,
+                                       std::chrono::system_clock::time_point wait_until);
   /// After a lost pub/sub connection: completions recorded meanwhile are read back.
   void ResyncWaiters();
   /// Sends the device's pending items; `failure` (if given) says why one was not sent.
