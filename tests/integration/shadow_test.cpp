@@ -604,6 +604,18 @@ TEST_F(ShadowTest, RedisFlushedIsRebuiltFromPostgresWithoutRestart) {
   EXPECT_EQ(SetDesired({{"relay_state", "ON"}}, meter.version() - 1).error_code(),
             grpc::StatusCode::ABORTED);
   EXPECT_TRUE(SetDesired({{"relay_state", "ON"}}, meter.version()).ok());
+  // The flush took thing-model's API-key projection too: the next tests add devices there, so
+  // wait until it has rebuilt it (and its authenticator's half-second negative cache expired).
+  auto products = tm::Products::NewStub(tm_channel_);
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        tm::ShowProductRequest request;
+        request.set_product_id("smartmeter01");
+        tm::Product product;
+        auto ctx = Context(kAdminKey);
+        return products->ShowProduct(ctx.get(), request, &product).ok();
+      },
+      seconds(30)));
 }
 
 TEST_F(ShadowTest, RebuildOverIntactRedisChangesNoVersion) {
