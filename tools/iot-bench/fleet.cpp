@@ -11,15 +11,18 @@
 #include <ctime>
 #include <mutex>
 #include <thread>
-#include <unordered_set>
+#include <unordered_map>
 
+#include "iot/common/backoff.h"
 #include "iot/common/crypto.h"
 
 namespace iotbench {
 namespace {
 
 enum Phase : int { kIdle = 0, kConnect = 1, kPublish = 2, kDisconnect = 3 };
-enum class State { kIdle, kConnecting, kConnected, kFailed };
+/// kWaiting: a device that was connected lost its connection and reconnects at `retry_at`;
+/// kReconnecting: its reconnect awaits the CONNACK.
+enum class State { kIdle, kConnecting, kConnected, kWaiting, kReconnecting, kFailed };
 
 constexpr auto kConnackTimeout = std::chrono::seconds(10);
 constexpr int kPollTimeoutMs = 10;
@@ -43,10 +46,15 @@ struct Shared {
   std::atomic<int> publish_generation{0};
   std::mutex payload_mutex;
   std::shared_ptr<const PayloadFn> payload;  ///< replaced before publish_generation is bumped
+  std::shared_ptr<const AckedFn> on_acked;   ///< likewise
 
   std::shared_ptr<const PayloadFn> Payload() {
     const std::lock_guard lock(payload_mutex);
     return payload;
+  }
+  std::shared_ptr<const AckedFn> Acked() {
+    const std::lock_guard lock(payload_mutex);
+    return on_acked;
   }
 
   std::atomic<std::size_t> connected{0};
@@ -55,6 +63,8 @@ struct Shared {
   std::atomic<std::uint64_t> acked{0};
   std::atomic<std::uint64_t> commands_answered{0};
   std::atomic<std::uint64_t> connections_lost{0};
+  std::atomic<std::uint64_t> reconnects{0};
+  std::atomic<std::uint64_t> republished{0};
   std::atomic<std::int64_t> last_event_ns{0};
   Latencies connect_latencies;
 
@@ -97,12 +107,31 @@ struct Client {
       --connecting;
       shared.refused.fetch_add(1);
       shared.Event();
-    } else if (state == State::kConnected) {
-      shared.connections_lost.fetch_add(1);
     }
     state = State::kFailed;
     shared.Error(message);
     Destroy();
+  }
+
+  /// The connection of a device that had connected broke (or its reconnect failed): it
+  /// reconnects after a backoff, as a device SDK does, keeping its unacknowledged reports.
+  void Lost(Clock::time_point now) {
+    if (state == State::kConnected) {
+      shared.connections_lost.fetch_add(1);
+    }
+    state = State::kWaiting;
+    retry_at = now + backoff.Next();
+  }
+
+  /// A device waiting to reconnect tries now: libmosquitto keeps the QoS 1 reports that were
+  /// not acknowledged and sends them again (DUP) once the new connection's CONNACK arrives.
+  void Reconnect(Clock::time_point now) {
+    if (mosquitto_reconnect(mosq) != MOSQ_ERR_SUCCESS) {
+      retry_at = now + backoff.Next();
+      return;
+    }
+    state = State::kReconnecting;
+    connect_started = now;
   }
 
   void StartConnect() {
@@ -139,6 +168,20 @@ struct Client {
   }
 
   void OnConnect(int rc) {
+    if (state == State::kReconnecting) {
+      if (rc != 0) {
+        shared.Error(fmt::format("{}: reconnect refused: {}", device.device_id,
+                                 mosquitto_connack_string(rc)));
+        Lost(Clock::now());
+        return;
+      }
+      state = State::kConnected;
+      backoff.Reset();
+      shared.reconnects.fetch_add(1);
+      shared.republished.fetch_add(inflight.size());
+      shared.Event();
+      return;
+    }
     if (state != State::kConnecting) {
       return;
     }
@@ -156,9 +199,16 @@ struct Client {
   }
 
   void OnPublish(int mid) {
-    if (inflight.erase(mid) > 0) {
-      shared.acked.fetch_add(1);
-      shared.Event();
+    const auto it = inflight.find(mid);
+    if (it == inflight.end()) {
+      return;
+    }
+    const auto [seq, fn] = it->second;
+    inflight.erase(it);
+    shared.acked.fetch_add(1);
+    shared.Event();
+    if (fn != nullptr && *fn) {
+      (*fn)(index, seq);
     }
   }
 
@@ -191,8 +241,15 @@ struct Client {
       generation = current_generation;
       published = 0;
       payload = shared.Payload();
+      acked_fn = shared.Acked();
       // Spread the devices' first reports over one interval instead of a synchronised burst.
       next_due = now + interval * static_cast<int>(index % 100) / 100;
+    }
+    // A device that could not publish for a while (its connection was down) sends what fell
+    // due at once, but not more than a second's worth ahead of its pace: a burst beyond that
+    // would cross the gateway's per-device rate limit and be rejected.
+    if (interval > Clock::duration::zero() && now - next_due > std::chrono::seconds(1)) {
+      next_due = now - std::chrono::seconds(1);
     }
     while (published < target && now >= next_due &&
            inflight.size() < static_cast<std::size_t>(shared.options.publish_window)) {
@@ -204,9 +261,9 @@ struct Client {
         Fail(fmt::format("{}: publish failed: {}", device.device_id, mosquitto_strerror(rc)));
         return;
       }
+      inflight.emplace(mid, std::pair{published, acked_fn});
       ++published;
       next_due += interval;
-      inflight.insert(mid);
       shared.sent.fetch_add(1);
     }
   }
@@ -220,11 +277,15 @@ struct Client {
   mosquitto* mosq = nullptr;
   State state = State::kIdle;
   Clock::time_point connect_started{};
+  Clock::time_point retry_at{};
+  iot::common::Backoff backoff{std::chrono::milliseconds(200), std::chrono::milliseconds(2000)};
   int generation = -1;
   int published = 0;
   Clock::time_point next_due{};
   std::shared_ptr<const PayloadFn> payload;
-  std::unordered_set<int> inflight;
+  std::shared_ptr<const AckedFn> acked_fn;
+  /// mid -> (report number, the acknowledgement callback of its generation).
+  std::unordered_map<int, std::pair<int, std::shared_ptr<const AckedFn>>> inflight;
 };
 
 }  // namespace
@@ -260,6 +321,13 @@ struct Fleet::Impl {
             } else if (client->state == State::kConnecting &&
                        now - client->connect_started > kConnackTimeout) {
               client->Fail(client->device.device_id + ": no CONNACK within 10 s");
+            } else if (client->state == State::kWaiting && now >= client->retry_at) {
+              client->Reconnect(now);
+            } else if (client->state == State::kReconnecting &&
+                       now - client->connect_started > kConnackTimeout) {
+              client->Lost(now);
+            } else if (client->state == State::kConnected && mosquitto_socket(client->mosq) < 0) {
+              client->Lost(now);  // closed by libmosquitto itself (keepalive)
             }
           }
         }
@@ -313,7 +381,12 @@ struct Fleet::Impl {
       if (rc == MOSQ_ERR_SUCCESS && client.mosq != nullptr && (revents & POLLOUT) != 0) {
         rc = mosquitto_loop_write(client.mosq, 1);
       }
-      if (rc != MOSQ_ERR_SUCCESS && client.state != State::kFailed) {
+      if (rc == MOSQ_ERR_SUCCESS) {
+        return;
+      }
+      if (client.state == State::kConnected || client.state == State::kReconnecting) {
+        client.Lost(Clock::now());
+      } else if (client.state != State::kFailed && client.state != State::kWaiting) {
         client.Fail(fmt::format("{}: connection lost: {}", client.device.device_id,
                                 mosquitto_strerror(rc)));
       }
@@ -389,7 +462,8 @@ ConnectResult Fleet::Connect(Clock::time_point deadline) {
   return result;
 }
 
-PublishResult Fleet::Publish(int per_device, PayloadFn payload, Clock::time_point deadline) {
+PublishResult Fleet::Publish(int per_device, PayloadFn payload, Clock::time_point deadline,
+                             AckedFn acked) {
   auto& shared = impl_->shared;
   const std::uint64_t sent_before = shared.sent.load();
   const std::uint64_t acked_before = shared.acked.load();
@@ -399,6 +473,7 @@ PublishResult Fleet::Publish(int per_device, PayloadFn payload, Clock::time_poin
   {
     const std::lock_guard lock(shared.payload_mutex);
     shared.payload = std::make_shared<const PayloadFn>(std::move(payload));
+    shared.on_acked = std::make_shared<const AckedFn>(std::move(acked));
   }
   shared.publish_target.store(per_device);
   shared.publish_generation.fetch_add(1, std::memory_order_release);
@@ -424,5 +499,7 @@ void Fleet::Disconnect() {
 std::size_t Fleet::size() const { return impl_->total; }
 std::uint64_t Fleet::commands_answered() const { return impl_->shared.commands_answered.load(); }
 std::uint64_t Fleet::connections_lost() const { return impl_->shared.connections_lost.load(); }
+std::uint64_t Fleet::reconnects() const { return impl_->shared.reconnects.load(); }
+std::uint64_t Fleet::republished() const { return impl_->shared.republished.load(); }
 
 }  // namespace iotbench

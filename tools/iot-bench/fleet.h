@@ -5,6 +5,12 @@
 // their clients' sockets. The bench drives the fleet in phases from its main thread: connect
 // every device, publish a fixed number of QoS 1 reports per device, disconnect. Devices answer
 // the commands they receive at once when asked to.
+//
+// A device whose connection breaks after it had connected (the broker restarted, a keepalive
+// timed out) reconnects with backoff (200 ms doubling to 2 s) and, as a device SDK does, sends
+// again every QoS 1 report that was not acknowledged (libmosquitto keeps them and resends them
+// with DUP after the new CONNACK). So "acknowledged" (a PUBACK received) is the count of
+// reports the platform owes, whatever happened to the connection.
 
 #include <cstdint>
 #include <functional>
@@ -38,6 +44,8 @@ struct FleetOptions {
 
 /// The payload of report `seq` (0-based) of device `index`; called on worker threads.
 using PayloadFn = std::function<std::string(std::size_t index, int seq)>;
+/// Called (on a worker thread) when report `seq` of device `index` is acknowledged (PUBACK).
+using AckedFn = std::function<void(std::size_t index, int seq)>;
 
 struct ConnectResult {
   std::size_t connected = 0;
@@ -66,14 +74,21 @@ class Fleet {
   /// when all have answered or `deadline` passed.
   ConnectResult Connect(Clock::time_point deadline);
   /// Every connected device publishes `per_device` reports on its properties/report topic at
-  /// QoS 1; returns when all are acknowledged or `deadline` passed.
-  PublishResult Publish(int per_device, PayloadFn payload, Clock::time_point deadline);
+  /// QoS 1; returns when all are acknowledged or `deadline` passed. `acked`, if set, hears of
+  /// every acknowledgement.
+  PublishResult Publish(int per_device, PayloadFn payload, Clock::time_point deadline,
+                        AckedFn acked = nullptr);
   /// Disconnects everyone and stops the worker threads. Idempotent.
   void Disconnect();
 
   [[nodiscard]] std::size_t size() const;
   [[nodiscard]] std::uint64_t commands_answered() const;
+  /// Connections that broke after their device had connected.
   [[nodiscard]] std::uint64_t connections_lost() const;
+  /// Successful reconnects of devices whose connection broke.
+  [[nodiscard]] std::uint64_t reconnects() const;
+  /// Reports in flight (sent, not acknowledged) when their device reconnected: sent again.
+  [[nodiscard]] std::uint64_t republished() const;
 
  private:
   struct Impl;
