@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "iot/common/mqtt.h"
+#include "polling.h"
 #include "scenarios.h"
+#include "subscription.h"
 
 namespace iotbench {
 namespace {
@@ -125,238 +127,31 @@ Json PublishSummary(const PublishResult& result, std::size_t expected) {
   return out;
 }
 
-/// A consumer of the run's subscription group: a rule puts the product's property reports into
-/// the group; a reader thread counts what Subscribe delivers and acks it.
-class Subscription {
- public:
-  Subscription(const BenchContext& context, Arrivals& arrivals, std::string probe_device)
-      : context_(context),
-        client_(context.config.rule_forwarding_addr, context.config.api_key),
-        arrivals_(arrivals),
-        probe_device_(std::move(probe_device)),
-        group_("bench-" + context.product_id) {}
-
-  ~Subscription() { Stop(); }
-
-  absl::Status Start() {
-    for (const auto& [service, method] :
-         {std::pair{"Subscriptions", "CreateConsumerGroup"},
-          std::pair{"Subscriptions", "Subscribe"}, std::pair{"Rules", "CreateRule"}}) {
-      if (auto status = client_.Check(kRf + service, method); !status.ok()) {
-        return status;
-      }
-    }
-    auto group = client_.Call(kRf + "Subscriptions", "CreateConsumerGroup",
-                              {{"group", {{"group_name", group_}}}}, kCallTimeout);
-    if (!group.ok()) {
-      return Annotate("CreateConsumerGroup", group.status());
-    }
-    group_created_ = true;
-    const Json rule = {
-        {"name", "iot-bench " + context_.product_id},
-        {"description", "created and deleted by iot-bench"},
-        {"resource", "device.property"},
-        {"product_id", context_.product_id},
-        {"sql", "SELECT *"},
-        {"actions", Json::array({{{"type", "consumer_group"},
-                                  {"config_json", Json{{"group", group_}}.dump()}}})}};
-    auto created = client_.Call(kRf + "Rules", "CreateRule", rule, kCallTimeout);
-    if (!created.ok()) {
-      return Annotate("CreateRule", created.status());
-    }
-    rule_id_ = created->value("rule_id", "");
-    auto stream = client_.OpenStream(kRf + "Subscriptions", "Subscribe");
-    if (!stream.ok()) {
-      return Annotate("Subscribe", stream.status());
-    }
-    stream_ = *std::move(stream);
-    if (!stream_->Write({{"start",
-                          {{"group_name", group_},
-                           {"consumer_name", "iot-bench"},
-                           {"max_in_flight", 1000}}}})) {
-      return Annotate("Subscribe", stream_->Finish());
-    }
-    reader_ = std::thread([this] { Read(); });
-    return absl::OkStatus();
-  }
-
-  [[nodiscard]] bool probe_seen() const { return probe_seen_.load(); }
-  /// Why the stream ended early (OK while it runs).
-  [[nodiscard]] absl::Status ended() const {
-    const std::lock_guard lock(mutex_);
-    return ended_;
-  }
-
-  void Stop() {
-    if (stream_ && !stopping_.exchange(true)) {
-      stream_->Cancel();
-      reader_.join();
-    }
-    if (!rule_id_.empty()) {
-      (void)client_.Call(kRf + "Rules", "DeleteRule", {{"rule_id", rule_id_}}, kCallTimeout);
-      rule_id_.clear();
-    }
-    if (group_created_) {
-      (void)client_.Call(kRf + "Subscriptions", "DeleteConsumerGroup", {{"group_name", group_}},
-                         kCallTimeout);
-      group_created_ = false;
-    }
-  }
-
- private:
-  static absl::Status Annotate(const std::string& call, const absl::Status& status) {
-    return {status.code(), call + ": " + std::string(status.message())};
-  }
-
-  void Read() {
-    Json acks = Json::array();
-    while (auto response = stream_->Read()) {
-      const Json& message = (*response)["message"];
-      acks.push_back(message.value("message_id", ""));
-      const std::string device = message.value("device_id", "");
-      const Json payload = Json::parse(message.value("payload_json", ""), nullptr, false);
-      if (device == probe_device_) {
-        probe_seen_.store(true);
-      } else {
-        arrivals_.Add(DeviceIndex(device, context_.product_id, "i"), FindBenchProperties(payload));
-      }
-      if (acks.size() >= 50) {
-        stream_->Write({{"ack", {{"message_ids", acks}}}});
-        acks = Json::array();
-      }
-    }
-    const absl::Status status = stream_->Finish();
-    if (!stopping_.load()) {
-      const std::lock_guard lock(mutex_);
-      ended_ = status.ok() ? absl::UnavailableError("the server ended the stream") : status;
-    }
-  }
-
-  const BenchContext& context_;
-  DynamicClient client_;
-  Arrivals& arrivals_;
-  std::string probe_device_;
-  std::string group_;
-  bool group_created_ = false;
-  std::string rule_id_;
-  std::unique_ptr<DynamicClient::Stream> stream_;
-  std::thread reader_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<bool> probe_seen_{false};
-  mutable std::mutex mutex_;
-  absl::Status ended_;
-};
-
-/// Polls `check(device index)` (true: the device's data is complete) over every device with a
-/// few threads, pass after pass, until all are complete, a pass makes no progress for `stall`,
-/// or `deadline`. Returns the devices complete and the seconds from `started` until then.
-struct PollResult {
-  std::size_t complete = 0;
-  double seconds = 0;
-  std::string first_error;
-};
-
-PollResult PollDevices(const BenchContext& context, std::size_t devices,
-                       const std::function<absl::StatusOr<bool>(std::size_t)>& check,
-                       Clock::time_point started) {
-  const Clock::duration stall = context.Stall();
-  const Clock::time_point deadline = context.Deadline();
-  std::vector<bool> done(devices);
-  PollResult result;
-  auto last_progress = Clock::now();
-  while (true) {
-    std::mutex mutex;
-    std::atomic<std::size_t> next{0};
-    std::size_t progress = 0;
-    std::vector<std::thread> threads;
-    for (int t = 0; t < 4; ++t) {
-      threads.emplace_back([&] {
-        for (std::size_t i = next.fetch_add(1); i < devices; i = next.fetch_add(1)) {
-          if (done[i]) {
-            continue;
-          }
-          auto complete = check(i);
-          const std::lock_guard lock(mutex);
-          if (!complete.ok()) {
-            if (result.first_error.empty()) {
-              result.first_error = Describe(complete.status());
-            }
-          } else if (*complete) {
-            done[i] = true;
-            ++progress;
-          }
-        }
-      });
-    }
-    for (auto& thread : threads) {
-      thread.join();
-    }
-    result.complete += progress;
-    if (progress > 0) {
-      last_progress = Clock::now();
-      result.seconds = SecondsBetween(started, last_progress);
-    }
-    if (result.complete == devices || Clock::now() >= deadline ||
-        Clock::now() - last_progress >= stall || !result.first_error.empty()) {
-      return result;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-}
-
-/// The figure of a PollDevices() run; NotAvailable naming `call` when a call failed.
-Json PollSummary(const PollResult& result, const std::string& call, std::size_t devices,
-                 std::size_t per_device, const std::string& what) {
-  if (!result.first_error.empty()) {
-    return NotAvailable(call + " failed: " + result.first_error);
-  }
-  Json out = {{"devices_complete", result.complete}, {"devices", devices}};
-  if (result.complete == devices) {
-    out["complete_after_s"] = Round(result.seconds, 3);
-    out[what + "_per_s"] =
-        result.seconds > 0 ? Json(Round(static_cast<double>(devices * per_device) / result.seconds))
-                           : NotAvailable("no time measured");
-  }
-  return out;
-}
-
 Json CheckHistory(const BenchContext& context, const std::vector<DeviceCredentials>& devices,
                   int per_device, std::chrono::system_clock::time_point since,
                   Clock::time_point started) {
-  DynamicClient history(context.config.rule_forwarding_addr, context.config.api_key);
-  if (auto status = history.Check(kRf + "History", "ListPropertyHistory"); !status.ok()) {
+  const DeviceDataReader reader(context);
+  if (auto status = reader.CheckHistory(); !status.ok()) {
     return NotAvailable(Describe(status));
   }
   const std::int64_t first = kPlatformPhase * kPhaseBase;
+  // Distinct reports with a row: a duplicate row does not make up for a missing one.
   std::vector<std::size_t> rows(devices.size());
+  std::vector<std::size_t> duplicates(devices.size());
   const auto result = PollDevices(
       context, devices.size(),
       [&](std::size_t i) -> absl::StatusOr<bool> {
-        std::size_t count = 0;
-        std::string marker;
-        do {
-          auto page = history.Call(kRf + "History", "ListPropertyHistory",
-                                   {{"device_id", devices[i].device_id},
-                                    {"service_id", "bench"},
-                                    {"property", "seq"},
-                                    {"start_time", Rfc3339(since)},
-                                    {"limit", 1000},
-                                    {"marker", marker}},
-                                   kCallTimeout);
-          if (!page.ok()) {
-            return page.status();
-          }
-          for (const auto& row : (*page)["values"]) {
-            const Json value = Json::parse(row.value("value_json", ""), nullptr, false);
-            if (value.is_number_integer() && value.get<std::int64_t>() >= first &&
-                value.get<std::int64_t>() < first + per_device) {
-              ++count;
-            }
-          }
-          marker = page->value("next_marker", "");
-        } while (!marker.empty());
-        rows[i] = count;
-        return count >= static_cast<std::size_t>(per_device);
+        auto seqs =
+            reader.HistorySeqs(devices[i].device_id, Rfc3339(since), first, first + per_device);
+        if (!seqs.ok()) {
+          return seqs.status();
+        }
+        rows[i] = seqs->size();
+        duplicates[i] = 0;
+        for (const auto& [seq, count] : *seqs) {
+          duplicates[i] += static_cast<std::size_t>(count - 1);
+        }
+        return rows[i] >= static_cast<std::size_t>(per_device);
       },
       started);
   Json out = PollSummary(result, "ListPropertyHistory", devices.size(),
@@ -365,40 +160,33 @@ Json CheckHistory(const BenchContext& context, const std::vector<DeviceCredentia
     return out;
   }
   std::size_t found = 0;
-  for (const auto count : rows) {
-    found += std::min(count, static_cast<std::size_t>(per_device));
+  std::size_t duplicate_rows = 0;
+  for (std::size_t i = 0; i < devices.size(); ++i) {
+    found += rows[i];
+    duplicate_rows += duplicates[i];
   }
   out["rows_expected"] = devices.size() * static_cast<std::size_t>(per_device);
   out["rows_found"] = found;
+  out["duplicates"] = duplicate_rows;
   out["lost"] = out["rows_expected"].get<std::size_t>() - found;
   return out;
 }
 
 Json CheckShadow(const BenchContext& context, const std::vector<DeviceCredentials>& devices,
                  int per_device, Clock::time_point started) {
-  DynamicClient shadow(context.config.shadow_addr, context.config.api_key);
-  const std::string service = "iot.shadow.v1.Shadows";
-  if (auto status = shadow.Check(service, "ShowDeviceShadow"); !status.ok()) {
+  const DeviceDataReader reader(context);
+  if (auto status = reader.CheckShadow(); !status.ok()) {
     return NotAvailable(Describe(status));
   }
   const std::int64_t last = kPlatformPhase * kPhaseBase + per_device - 1;
   const auto result = PollDevices(
       context, devices.size(),
       [&](std::size_t i) -> absl::StatusOr<bool> {
-        auto response = shadow.Call(service, "ShowDeviceShadow",
-                                    {{"device_id", devices[i].device_id}, {"service_id", "bench"}},
-                                    kCallTimeout);
-        if (!response.ok()) {
-          return response.status();
+        auto seq = reader.ShadowSeq(devices[i].device_id);
+        if (!seq.ok()) {
+          return seq.status();
         }
-        for (const auto& data : (*response)["shadow"]) {
-          const Json reported = Json::parse(
-              data.value("reported", Json::object()).value("properties_json", ""), nullptr, false);
-          if (reported.is_object() && reported.value("seq", std::int64_t{-1}) == last) {
-            return true;
-          }
-        }
-        return false;
+        return *seq == last;
       },
       started);
   Json out = PollSummary(result, "ShowDeviceShadow", devices.size(),
@@ -591,7 +379,15 @@ nlohmann::json RunIngest(BenchContext& context) {
   // Platform phase.
   Json platform;
   Arrivals arrivals(devices_count, config.ingest_messages, kPlatformPhase);
-  Subscription subscription(context, arrivals, (*probe)[0].device_id);
+  std::atomic<bool> probe_seen{false};
+  Subscription subscription(context, [&](const SubscriptionMessage& message) {
+    if (message.device_id == (*probe)[0].device_id) {
+      probe_seen.store(true);
+    } else {
+      arrivals.Add(DeviceIndex(message.device_id, context.product_id, "i"),
+                   FindBenchProperties(message.payload));
+    }
+  });
   const absl::Status subscribed = subscription.Start();
   if (subscribed.ok()) {
     // The rule takes effect within about a second: a probe device reports until its report
@@ -602,12 +398,11 @@ nlohmann::json RunIngest(BenchContext& context) {
     Fleet prober(context.FleetFor(context.broker), *probe);
     (void)prober.Connect(context.Deadline());
     const auto probe_deadline = std::min(Clock::now() + kProbeWait, context.Deadline());
-    while (!subscription.probe_seen() && Clock::now() < probe_deadline &&
-           subscription.ended().ok()) {
+    while (!probe_seen.load() && Clock::now() < probe_deadline && subscription.ended().ok()) {
       (void)prober.Publish(1, Reports(kProbePhase), probe_deadline);
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-    platform["probe_seen"] = subscription.probe_seen();
+    platform["probe_seen"] = probe_seen.load();
   }
   std::vector<std::string> sampled;
   for (std::size_t i = 0; i < devices->size() && sampled.size() < kLatencySamples; ++i) {
@@ -621,6 +416,12 @@ nlohmann::json RunIngest(BenchContext& context) {
   if (subscribed.ok()) {
     arrivals.Wait(expected, context.Stall(), context.Deadline());
     platform["subscription"] = arrivals.Summary(expected, started);
+    // A broken stream is opened again (the consumer's unacked messages come back); only an
+    // error a new stream cannot change ends the subscription.
+    platform["subscription"]["resubscribed"] = subscription.resubscribed();
+    if (!subscription.last_stream_error().ok()) {
+      platform["subscription"]["last_stream_error"] = Describe(subscription.last_stream_error());
+    }
     if (!subscription.ended().ok()) {
       platform["subscription"]["stream_error"] = Describe(subscription.ended());
     }
