@@ -166,13 +166,18 @@ pattern_of() {
 
 running_pid() { iot::pid_from "$(pidfile "$1")" "$(pattern_of "$1")"; }
 
-# choose_port NAME ENV_VAR DEFAULT: the port to start NAME on.
+# choose_port NAME ENV_VAR DEFAULT: the port to start NAME on: ENV_VAR's value when set; else
+# the port NAME had in this state dir when it is free (a component restarted after a crash
+# comes back where the services and the env file expect it); else DEFAULT or the next free one.
 choose_port() {
-  local name=$1 var=$2 default=$3 port
+  local name=$1 var=$2 default=$3 port recorded
+  recorded=$(recorded_port "$name")
   if [[ -n "${!var:-}" ]]; then
     port=${!var}
     [[ "$port" =~ ^[0-9]+$ ]] || iot::die "$var=$port is not a port number"
     iot::port_open "$port" && iot::die "$name: port $port ($var) is already in use by another program"
+  elif [[ "$recorded" =~ ^[0-9]+$ ]] && ! iot::port_open "$recorded"; then
+    port=$recorded
   else
     port=$(iot::free_port "$default") || iot::die "$name: no free port near $default"
     if [[ "$port" != "$default" ]]; then
