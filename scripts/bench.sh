@@ -5,10 +5,16 @@
 # times and prints the medians of the headline figures.
 #
 # Usage: scripts/bench.sh [IOT-BENCH ARGS...]     e.g. scripts/bench.sh --scenario ingest
+#        scripts/bench.sh --scenario faults [--faults device-gateway:kill,redis:term]
+#
+# The faults scenario kills and restarts parts of the stack (iot-bench restarts them with
+# `scripts/stack.sh start`), so it runs the stack as shipped: its own state dir
+# (/tmp/iot-platform/faults), fsync and Redis AOF on (IOT_STACK_DURABLE=1), and no raw broker.
 #
 # Environment (defaults in brackets):
-#   IOT_STATE_DIR       the stack's state dir [/tmp/iot-platform/bench]; point it at a running
-#                       stack's (e.g. /tmp/iot-platform/dev) to measure that one
+#   IOT_STATE_DIR       the stack's state dir [/tmp/iot-platform/bench; faults:
+#                       /tmp/iot-platform/faults]; point it at a running stack's (e.g.
+#                       /tmp/iot-platform/dev) to measure that one
 #   IOT_BUILD_DIR       where bin/ is [<repo>/build]
 #   IOT_BENCH_RUNS      runs (medians are printed when > 1) [1]
 #   IOT_BENCH_OUT       directory of the JSON reports [$IOT_STATE_DIR/bench]
@@ -21,7 +27,20 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$IOT_REPO_ROOT"
 
-export IOT_STATE_DIR=${IOT_STATE_DIR:-/tmp/iot-platform/bench}
+faults=0
+for ((i = 1; i <= $#; i++)); do
+  arg=${!i}
+  next=$((i + 1))
+  if [[ "$arg" == --scenario=faults || ("$arg" == --scenario && "${!next:-}" == faults) ]]; then
+    faults=1
+  fi
+done
+if ((faults)); then
+  export IOT_STATE_DIR=${IOT_STATE_DIR:-/tmp/iot-platform/faults}
+  export IOT_STACK_DURABLE=${IOT_STACK_DURABLE:-1}
+else
+  export IOT_STATE_DIR=${IOT_STATE_DIR:-/tmp/iot-platform/bench}
+fi
 BUILD_DIR=${IOT_BUILD_DIR:-$IOT_REPO_ROOT/build}
 RUNS=${IOT_BENCH_RUNS:-1}
 OUT=${IOT_BENCH_OUT:-$IOT_STATE_DIR/bench}
@@ -33,6 +52,26 @@ mkdir -p "$OUT"
 # name env-prefix, in scripts/stack.sh's order.
 SERVICES=("thing-model THING_MODEL" "shadow SHADOW" "command-dispatch COMMAND_DISPATCH"
   "rule-forwarding RULE_FORWARDING" "device-gateway DEVICE_GATEWAY")
+
+# The raw broker: the same Mosquitto without the plugin (anonymous), queue limits as deployed.
+start_raw_broker() {
+  local raw_dir=$IOT_STATE_DIR/raw-mosquitto
+  mkdir -p "$raw_dir"
+  raw_port=$(iot::free_port 22883)
+  cat >"$raw_dir/mosquitto.conf" <<CONF
+listener $raw_port 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 1000000
+set_tcp_nodelay true
+log_dest stderr
+$(iot::is_root && echo "user root")
+CONF
+  iot::spawn "$raw_dir/mosquitto.pid" "$raw_dir/mosquitto.log" mosquitto -c "$raw_dir/mosquitto.conf"
+  raw_pid=$(cat "$raw_dir/mosquitto.pid")
+  iot::wait_until 10 "the raw mosquitto on port $raw_port" iot::port_open "$raw_port" ||
+    iot::die "the raw mosquitto did not start; see $raw_dir/mosquitto.log"
+}
 
 started_stack=0
 raw_pid=
@@ -84,23 +123,16 @@ export IOTCTL_API_KEY=${IOTCTL_API_KEY:-$IOT_THING_MODEL_BOOTSTRAP_API_KEY}
 export IOT_BENCH_MQTT_USERNAME=${IOT_BENCH_MQTT_USERNAME:-$IOT_DEVICE_GATEWAY_MQTT_USERNAME}
 export IOT_BENCH_MQTT_PASSWORD=${IOT_BENCH_MQTT_PASSWORD:-$IOT_DEVICE_GATEWAY_MQTT_PASSWORD}
 
-# The raw broker: the same Mosquitto without the plugin (anonymous), queue limits as deployed.
-raw_dir=$IOT_STATE_DIR/raw-mosquitto
-mkdir -p "$raw_dir"
-raw_port=$(iot::free_port 22883)
-cat >"$raw_dir/mosquitto.conf" <<CONF
-listener $raw_port 127.0.0.1
-allow_anonymous true
-persistence false
-max_queued_messages 1000000
-set_tcp_nodelay true
-log_dest stderr
-$(iot::is_root && echo "user root")
-CONF
-iot::spawn "$raw_dir/mosquitto.pid" "$raw_dir/mosquitto.log" mosquitto -c "$raw_dir/mosquitto.conf"
-raw_pid=$(cat "$raw_dir/mosquitto.pid")
-iot::wait_until 10 "the raw mosquitto on port $raw_port" iot::port_open "$raw_port" ||
-  iot::die "the raw mosquitto did not start; see $raw_dir/mosquitto.log"
+if ((faults)); then
+  # What the bench restarts a component with, and where it reads the broker's autosave.
+  export IOT_BENCH_RESTART_COMMAND="$IOT_REPO_ROOT/scripts/stack.sh start"
+  export IOT_BENCH_MOSQUITTO_CONF=$IOT_STATE_DIR/mosquitto/mosquitto.conf
+  raw_args=()
+else
+  # The raw broker: the same Mosquitto without the plugin (anonymous), queue limits as deployed.
+  start_raw_broker
+  raw_args=(--raw-mqtt-url "mqtt://127.0.0.1:$raw_port")
+fi
 
 # Redis and PostgreSQL are watched too (the services' time may go there).
 watch=()
@@ -115,8 +147,8 @@ for ((run = 1; run <= RUNS; run++)); do
   iot::section "iot-bench run $run of $RUNS"
   report=$OUT/bench-$(date -u +%Y%m%dT%H%M%SZ)-$run.json
   rc=0
-  "$BENCH" --mqtt-url "$IOT_MQTT_URL" --raw-mqtt-url "mqtt://127.0.0.1:$raw_port" \
-    --json "$report" "${watch[@]}" "$@" || rc=$?
+  "$BENCH" --mqtt-url "$IOT_MQTT_URL" "${raw_args[@]}" --json "$report" "${watch[@]}" "$@" ||
+    rc=$?
   [[ "$rc" -le 1 ]] || exit "$rc"
   [[ "$rc" == 0 ]] || iot::warn "run $run reported loss or a failed scenario (see $report)"
   reports+=("$report")
@@ -155,6 +187,18 @@ for label, path in figures:
             values.append(node)
     if values:
         print(f"{label:40s} {statistics.median(values):>12g}   (runs: {', '.join(f'{v:g}' for v in values)})")
+# faults: per fault, the medians of its phase's figures over the runs.
+phases = {}
+for report in reports:
+    for phase in report.get("faults", {}).get("phases", []):
+        phases.setdefault(phase["fault"], []).append(phase)
+for fault, runs in phases.items():
+    cells = []
+    for key in ("acked", "lost", "duplicates", "flow_back_s", "caught_up_s", "restart_s"):
+        values = [run[key] for run in runs if isinstance(run.get(key), (int, float))]
+        cells.append(f"{key} {statistics.median(values):g}" if values else f"{key} -")
+    lost = ", ".join(str(run.get("lost", "-")) for run in runs)
+    print(f"faults {fault:24s} {'  '.join(cells)}   (lost in the runs: {lost})")
 PY
 fi
 iot::info "reports: ${reports[*]}"

@@ -82,7 +82,7 @@ nlohmann::json BenchProductModel(const std::string& product_id) {
                 {"method", "R"}};
   };
   Json properties = Json::array(
-      {number("seq", "long", "0", "9007199254740991"), number("phase", "int", "0", "9"),
+      {number("seq", "long", "0", "9007199254740991"), number("phase", "int", "0", "99"),
        number("ts", "long", "0", "9007199254740991"), number("voltage", "decimal", "0", "1000"),
        number("current", "decimal", "0", "1000"), number("active_power", "decimal", "0", "1000000"),
        number("total_energy", "decimal", "0", "100000000"),

@@ -5,6 +5,8 @@
 //
 //   IOTCTL_API_KEY=... iot-bench --scenario all --json bench.json
 //
+// `--scenario faults` (never part of `all`) kills and restarts parts of the stack: see faults.cpp.
+//
 // Exit codes: 0 done, no loss; 1 loss or a scenario failed; 2 usage; 3 thing-model unreachable.
 #include <fmt/format.h>
 #include <mosquitto.h>
@@ -17,9 +19,11 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <sstream>
 
 #include "iot/common/url.h"
 #include "scenarios.h"
+#include "stack_control.h"
 
 namespace {
 
@@ -100,13 +104,18 @@ void PrintText(const Json& json, std::ostream& out, int depth = 0) {
   }
 }
 
-/// Loss anywhere in the report ("lost" > 0, or devices that did not connect).
+/// Loss anywhere in the report ("lost" > 0, devices that did not connect, commands stuck), or an
+/// error. A fault whose loss is bounded by the configuration says "within_bound": true.
 bool HasLoss(const Json& json) {
-  if (!json.is_object()) {
+  if (json.is_array()) {
+    return std::any_of(json.begin(), json.end(), [](const Json& item) { return HasLoss(item); });
+  }
+  if (!json.is_object() || json.value("within_bound", false)) {
     return false;
   }
   for (const auto& [key, value] : json.items()) {
-    if ((key == "lost" || key == "not_connected") && value.is_number() && value.get<double>() > 0) {
+    if ((key == "lost" || key == "not_connected" || key == "stuck") && value.is_number() &&
+        value.get<double>() > 0) {
       return true;
     }
     if (key == "error" || HasLoss(value)) {
@@ -134,13 +143,14 @@ int Run(BenchConfig& config, const std::string& scenario, const std::string& jso
         const std::map<std::string, int>& pid_overrides, bool keep, std::size_t max_devices) {
   // Ingest and commands hold libmosquitto clients (kFilesPerDevice descriptors each); the
   // connect storm holds one socket per device.
-  const int most =
-      std::max({scenario == "connections" || scenario == "all"
-                    ? (config.connections + static_cast<int>(kFilesPerDevice) - 1) /
-                          static_cast<int>(kFilesPerDevice)
-                    : 0,
-                scenario == "ingest" || scenario == "all" ? config.ingest_devices : 0,
-                scenario == "commands" || scenario == "all" ? config.command_devices : 0});
+  const int most = std::max(
+      {scenario == "connections" || scenario == "all"
+           ? (config.connections + static_cast<int>(kFilesPerDevice) - 1) /
+                 static_cast<int>(kFilesPerDevice)
+           : 0,
+       scenario == "ingest" || scenario == "all" || scenario == "faults" ? config.ingest_devices
+                                                                         : 0,
+       scenario == "commands" || scenario == "all" ? config.command_devices : 0});
   if (static_cast<std::size_t>(most) > max_devices) {
     std::cerr << fmt::format(
         "error: {} devices need about {} open files, and this process may open {} (ulimit -n); "
@@ -239,12 +249,15 @@ int Run(BenchConfig& config, const std::string& scenario, const std::string& jso
                    {"commands", config.commands},
                    {"callers", config.callers},
                    {"command_devices", config.command_devices},
+                   {"faults", config.faults},
+                   {"fault_period_s", config.fault_period},
                    {"scenario_timeout_s", config.scenario_timeout_seconds}}},
                  {"processes", pids},
                  {"processes_not_found", not_found},
                  {"scenarios", Json::object()}};
   const auto run = [&](const std::string& name, Json (*scenario_fn)(iotbench::BenchContext&)) {
-    if (scenario != "all" && scenario != name) {
+    // The faults scenario kills parts of the stack: only when asked for by name.
+    if (scenario != name && (scenario != "all" || name == "faults")) {
       return;
     }
     std::cerr << fmt::format("iot-bench: {} ...\n", name);
@@ -256,13 +269,25 @@ int Run(BenchConfig& config, const std::string& scenario, const std::string& jso
   run("connections", iotbench::RunConnections);
   run("ingest", iotbench::RunIngest);
   run("commands", iotbench::RunCommands);
+  run("faults", iotbench::RunFaults);
 
   if (!keep) {
     if (auto status = thing_model.DeleteProduct(product_id); !status.ok()) {
       report["cleanup_error"] = iotbench::Describe(status);
     }
   }
-  PrintText(report, std::cout);
+  // The faults' phases went out as JSON lines while they ran: the outline leaves them out and
+  // ends with their table.
+  Json outline = report;
+  std::string table;
+  if (outline["scenarios"].contains("faults")) {
+    Json& faults = outline["scenarios"]["faults"];
+    table = faults.value("table", "");
+    faults.erase("phases");
+    faults.erase("table");
+  }
+  PrintText(outline, std::cout);
+  std::cout << table;
   if (!json_path.empty()) {
     std::ofstream out(json_path, std::ios::trunc);
     out << report.dump(2) << "\n";
@@ -297,8 +322,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> pid_flags;
   bool keep = false;
 
-  app.add_option("--scenario", scenario, "connections, ingest, commands or all")
-      ->check(CLI::IsMember({"connections", "ingest", "commands", "all"}))
+  app.add_option("--scenario", scenario,
+                 "connections, ingest, commands, all (the three) or faults (kills and restarts "
+                 "parts of the stack: only by name)")
+      ->check(CLI::IsMember({"connections", "ingest", "commands", "all", "faults"}))
       ->capture_default_str();
   app.add_option("--json", json_path, "Write the JSON report to this file");
   app.add_option("--mqtt-url", config.mqtt_url,
@@ -333,9 +360,10 @@ int main(int argc, char** argv) {
   app.add_option("--connections", config.connections, "connections: devices in the storm (K)")
       ->check(CLI::Range(1, 20000))
       ->capture_default_str();
-  app.add_option("--devices", config.ingest_devices, "ingest: devices (N)")
-      ->check(CLI::Range(1, 10000))
-      ->capture_default_str();
+  auto* devices_option =
+      app.add_option("--devices", config.ingest_devices, "ingest, faults: devices (N; faults: 300)")
+          ->check(CLI::Range(1, 10000))
+          ->capture_default_str();
   app.add_option("--messages", config.ingest_messages, "ingest: reports per device")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -343,11 +371,13 @@ int main(int argc, char** argv) {
                  "ingest: QoS 1 reports in flight per device")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
-  app.add_option("--rate", config.publish_rate,
-                 "ingest: reports per second per device (0: unpaced); keep it below the "
-                 "gateway's per-device limit (IOT_DEVICE_GATEWAY_RATE_LIMIT, 50)")
-      ->check(CLI::Range(0.0, 100000.0))
-      ->capture_default_str();
+  auto* rate_option =
+      app.add_option("--rate", config.publish_rate,
+                     "ingest, faults: reports per second per device (0: unpaced; faults: 5); "
+                     "keep it below the gateway's per-device limit "
+                     "(IOT_DEVICE_GATEWAY_RATE_LIMIT, 50)")
+          ->check(CLI::Range(0.0, 100000.0))
+          ->capture_default_str();
   app.add_option("--commands", config.commands, "commands: calls in total")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
@@ -365,11 +395,62 @@ int main(int argc, char** argv) {
                  "Stop waiting for arrivals after this many seconds without progress")
       ->check(CLI::Range(1.0, 600.0))
       ->capture_default_str();
+  std::string faults = "default";
+  app.add_option("--faults", faults,
+                 "faults: comma-separated TARGET:kill|term, TARGET one of thing-model, "
+                 "device-gateway, shadow, command-dispatch, rule-forwarding, mosquitto, redis, "
+                 "postgres; 'default': every service, postgres killed, redis and mosquitto "
+                 "terminated, then killed")
+      ->capture_default_str();
+  app.add_option("--fault-period", config.fault_period,
+                 "faults: seconds of reporting per phase (the fault comes after a third)")
+      ->check(CLI::Range(3.0, 3600.0))
+      ->capture_default_str();
+  config.restart_command = Env("IOT_BENCH_RESTART_COMMAND");
+  app.add_option("--restart-command", config.restart_command,
+                 "faults: shell command that starts what is not running and waits until it is "
+                 "ready, e.g. 'scripts/stack.sh start' [IOT_BENCH_RESTART_COMMAND]");
+  config.redis_url = Env("IOT_REDIS_URL");
+  app.add_option("--redis-url", config.redis_url,
+                 "faults: the stack's Redis (its process, its AOF settings) [IOT_REDIS_URL]");
+  config.pg_url = Env("IOT_PG_URL");
+  app.add_option("--pg-url", config.pg_url,
+                 "faults: the stack's PostgreSQL (its processes, settings, the recorded status "
+                 "of the bench's commands) [IOT_PG_URL]");
+  config.mosquitto_conf = Env("IOT_BENCH_MOSQUITTO_CONF");
+  app.add_option("--mosquitto-conf", config.mosquitto_conf,
+                 "faults: the broker's configuration file (its autosave: the loss bound of a "
+                 "SIGKILL) [IOT_BENCH_MOSQUITTO_CONF]");
   app.add_flag("--keep", keep, "Keep the bench product and its devices");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : kUsage;
+  }
+  if (scenario == "faults") {
+    // A few hundred devices at a steady rate the platform keeps up with, so that each fault's
+    // backlog drains before the next.
+    if (devices_option->count() == 0) {
+      config.ingest_devices = 300;
+    }
+    if (rate_option->count() == 0) {
+      config.publish_rate = 5;
+    }
+  }
+  config.faults.clear();
+  if (faults == "default") {
+    config.faults = iotbench::DefaultFaults();
+  } else {
+    std::stringstream list(faults);
+    for (std::string item; std::getline(list, item, ',');) {
+      if (!item.empty()) {
+        if (auto parsed = iotbench::ParseFault(item); !parsed.ok()) {
+          std::cerr << "error: --faults: " << parsed.status().message() << "\n";
+          return kUsage;
+        }
+        config.faults.push_back(item);
+      }
+    }
   }
   std::map<std::string, int> pid_overrides;
   for (const auto& flag : pid_flags) {

@@ -1,6 +1,6 @@
 #pragma once
 
-// The three scenarios of iot-bench. Each creates its own devices (in the run's product),
+// The scenarios of iot-bench. Each creates its own devices (in the run's product),
 // measures, and returns its part of the JSON report; a figure it cannot produce (a service or
 // API not there yet, no broker service account) is {"not_available": reason}.
 
@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "api.h"
 #include "fleet.h"
@@ -47,6 +48,13 @@ struct BenchConfig {
   int command_devices = 40;
   double scenario_timeout_seconds = 300;
   double stall_seconds = 15;  ///< give up waiting for arrivals after this long without progress
+  // faults (devices and rate: ingest_devices and publish_rate, with their own defaults)
+  std::vector<std::string> faults;  ///< "{target}:{kill|term}", in order
+  double fault_period = 30;         ///< seconds of reporting per phase; the fault after a third
+  std::string restart_command;      ///< brings back what a fault took down (/bin/sh -c)
+  std::string redis_url;            ///< the stack's Redis: its pid, its AOF settings
+  std::string pg_url;          ///< the stack's PostgreSQL: its pids, settings, recorded commands
+  std::string mosquitto_conf;  ///< the broker's configuration file: its autosave settings
 };
 
 struct Endpoint {
@@ -103,5 +111,6 @@ long DeviceIndex(const std::string& device_id, const std::string& product_id,
 nlohmann::json RunConnections(BenchContext& context);
 nlohmann::json RunIngest(BenchContext& context);
 nlohmann::json RunCommands(BenchContext& context);
+nlohmann::json RunFaults(BenchContext& context);
 
 }  // namespace iotbench
