@@ -236,6 +236,7 @@ pg_start() {
       "${sync[@]}" >>"$(logfile postgres)" 2>&1 ||
       iot::die "initdb failed; see $(logfile postgres)"
   fi
+  remove_stale_pg_lock "$root/data/postmaster.pid"
   as_postgres mkdir -p "$root/socket"
   local opts=(-c listen_addresses=127.0.0.1 -c max_connections=300)
   if [[ "$DURABLE" != 1 ]]; then
@@ -261,6 +262,29 @@ pg_start() {
     psql -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc 'CREATE DATABASE iot' >/dev/null
     iot::info "postgres: created database iot"
   fi
+}
+
+# A postmaster that was killed (SIGKILL, OOM) leaves postmaster.pid behind. PostgreSQL takes
+# the lock as stale when its pid no longer exists, but a killed postmaster whose parent has not
+# reaped it yet (an init that reaps lazily) is a zombie, which kill(pid, 0) still finds: the
+# restart then fails with "lock file postmaster.pid already exists". The lock is removed when
+# its postmaster is dead or a zombie and no process of that server is left (every PostgreSQL
+# process runs in the data directory).
+remove_stale_pg_lock() {
+  local lock=$1 owner proc data
+  [[ -f "$lock" ]] || return 0
+  read -r owner <"$lock" || return 0
+  [[ "$owner" =~ ^[0-9]+$ ]] || return 0
+  iot::alive "$owner" && return 0
+  data=$(realpath "${lock%/*}")
+  for proc in /proc/[0-9]*; do
+    if [[ "$(readlink "$proc/cwd" 2>/dev/null)" == "$data" ]] && iot::alive "${proc#/proc/}"; then
+      iot::warn "postgres: process ${proc#/proc/} of the dead postmaster $owner is still there; leaving $lock"
+      return 0
+    fi
+  done
+  iot::warn "postgres: removing the lock of postmaster $owner, which is gone"
+  rm -f "$lock"
 }
 
 pg_stop() {
