@@ -127,6 +127,8 @@ if ((faults)); then
   # What the bench restarts a component with, and where it reads the broker's autosave.
   export IOT_BENCH_RESTART_COMMAND="$IOT_REPO_ROOT/scripts/stack.sh start"
   export IOT_BENCH_MOSQUITTO_CONF=$IOT_STATE_DIR/mosquitto/mosquitto.conf
+  gateway_ports=$(cat "$IOT_STATE_DIR/run/device-gateway.port" 2>/dev/null || true)
+  [[ -n "$gateway_ports" ]] && export IOT_BENCH_GATEWAY_METRICS=127.0.0.1:${gateway_ports##* }
   raw_args=()
 else
   # The raw broker: the same Mosquitto without the plugin (anonymous), queue limits as deployed.

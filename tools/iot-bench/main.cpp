@@ -421,6 +421,10 @@ int main(int argc, char** argv) {
   app.add_option("--mosquitto-conf", config.mosquitto_conf,
                  "faults: the broker's configuration file (its autosave: the loss bound of a "
                  "SIGKILL) [IOT_BENCH_MOSQUITTO_CONF]");
+  config.gateway_metrics = Env("IOT_BENCH_GATEWAY_METRICS");
+  app.add_option("--gateway-metrics", config.gateway_metrics,
+                 "faults: host:port of the gateway's Prometheus page (its rejections of device "
+                 "uplink per phase) [IOT_BENCH_GATEWAY_METRICS]");
   app.add_flag("--keep", keep, "Keep the bench product and its devices");
   try {
     app.parse(argc, argv);

@@ -53,8 +53,9 @@ struct BenchConfig {
   double fault_period = 30;         ///< seconds of reporting per phase; the fault after a third
   std::string restart_command;      ///< brings back what a fault took down (/bin/sh -c)
   std::string redis_url;            ///< the stack's Redis: its pid, its AOF settings
-  std::string pg_url;          ///< the stack's PostgreSQL: its pids, settings, recorded commands
-  std::string mosquitto_conf;  ///< the broker's configuration file: its autosave settings
+  std::string pg_url;           ///< the stack's PostgreSQL: its pids, settings, recorded commands
+  std::string mosquitto_conf;   ///< the broker's configuration file: its autosave settings
+  std::string gateway_metrics;  ///< host:port of the gateway's /metrics: its rejections
 };
 
 struct Endpoint {

@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,8 +14,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
+#include "iot/common/url.h"
 #include "procstat.h"
 
 namespace iotbench {
@@ -172,6 +176,66 @@ std::pair<int, std::string> RunShell(const std::string& command, std::size_t kee
   }
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return {code, output};
+}
+
+absl::StatusOr<std::map<std::string, double>> ScrapeCounter(const std::string& address,
+                                                            const std::string& name,
+                                                            const std::string& label) {
+  auto url = iot::common::ParseUrl("http://" + address, 80);
+  if (!url.ok()) {
+    return url.status();
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(url->host.c_str(), std::to_string(url->port).c_str(), &hints, &found) != 0 ||
+      found == nullptr) {
+    return absl::UnavailableError("cannot resolve " + address);
+  }
+  const int fd = ::socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, 0);
+  const bool connected = fd >= 0 && ::connect(fd, found->ai_addr, found->ai_addrlen) == 0;
+  ::freeaddrinfo(found);
+  if (!connected) {
+    if (fd >= 0) {
+      ::close(fd);
+    }
+    return absl::UnavailableError(fmt::format("{}: {}", address, std::strerror(errno)));
+  }
+  const timeval timeout{.tv_sec = 5, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  const std::string request = fmt::format("GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", address);
+  std::string page;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+      static_cast<ssize_t>(request.size())) {
+    char buffer[8192];
+    for (ssize_t n = 0; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0;) {
+      page.append(buffer, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  if (page.rfind("HTTP/1.", 0) != 0 || page.find(" 200 ") == std::string::npos) {
+    return absl::UnavailableError(fmt::format("{}/metrics: no 200 answer", address));
+  }
+  // Sample lines: name{label="value",...} number
+  std::map<std::string, double> values;
+  const std::string prefix = name + "{";
+  const std::string key = label + "=\"";
+  std::istringstream lines(page);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(prefix, 0) != 0) {
+      continue;
+    }
+    const auto close = line.find('}');
+    const auto at = line.find(key);
+    if (close == std::string::npos || at == std::string::npos || at > close) {
+      continue;
+    }
+    const auto begin = at + key.size();
+    const auto end = line.find('"', begin);
+    values[line.substr(begin, end - begin)] += std::atof(line.c_str() + close + 1);
+  }
+  return values;
 }
 
 StackControl::StackControl(std::map<std::string, std::uint16_t> ports, std::string restart_command)

@@ -73,4 +73,10 @@ std::pair<int, std::string> RunShell(const std::string& command, std::size_t kee
 /// True while `pid` exists and is not a zombie.
 bool ProcessAlive(pid_t pid);
 
+/// The samples of counter `name` on the Prometheus page at http://`address`/metrics
+/// (`host:port`), by their `label`'s value, e.g. iot_gateway_uplink_rejected_total by reason.
+absl::StatusOr<std::map<std::string, double>> ScrapeCounter(const std::string& address,
+                                                            const std::string& name,
+                                                            const std::string& label);
+
 }  // namespace iotbench
