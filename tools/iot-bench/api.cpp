@@ -96,7 +96,7 @@ class GrpcStream final : public DynamicClient::Stream {
   bool Write(const nlohmann::json& json) override {
     auto message = FromJson(method_->input_type(), json);
     const std::lock_guard lock(write_mutex_);
-    return message.ok() && stream_->Write(**message);
+    return message.ok() && !finished_ && stream_->Write(**message);
   }
 
   std::optional<nlohmann::json> Read() override {
@@ -109,7 +109,10 @@ class GrpcStream final : public DynamicClient::Stream {
 
   void Cancel() override { context_.TryCancel(); }
 
+  // gRPC's Finish() must not overlap a Write() of another thread: both take write_mutex_, and
+  // nothing is written after Finish().
   absl::Status Finish() override {
+    const std::lock_guard lock(write_mutex_);
     if (!finished_) {
       finished_ = true;
       final_ = FromGrpc(stream_->Finish());
@@ -118,10 +121,8 @@ class GrpcStream final : public DynamicClient::Stream {
   }
 
   ~GrpcStream() override {
-    if (!finished_) {
-      context_.TryCancel();
-      (void)Finish();
-    }
+    context_.TryCancel();
+    (void)Finish();
   }
 
  private:

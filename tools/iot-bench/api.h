@@ -61,7 +61,8 @@ class DynamicClient {
                                       std::chrono::milliseconds timeout) const;
 
   /// A bidirectional stream (e.g. Subscriptions/Subscribe). Read() and Write() may be used by
-  /// different threads at once (one reader, one writer).
+  /// different threads at once (one reader, any writers); Finish() waits for a Write() in
+  /// progress, and Write() after Finish() returns false.
   class Stream {
    public:
     virtual ~Stream() = default;
