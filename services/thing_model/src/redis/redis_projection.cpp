@@ -17,6 +17,25 @@ std::string NowMillis() {
                             .count());
 }
 
+/// Appends the commands that replace `d`'s hash as one transaction: the whole hash goes, so
+/// that removed fields (a cleared fingerprint) disappear.
+void AppendPutDevice(const DeviceRecord& d, std::vector<std::vector<std::string>>& commands) {
+  const std::string key = kDevicePrefix + d.device_id;
+  std::vector<std::string> hset = {
+      "HSET",    key,       "tenant_id", d.tenant_id,          "product_id", d.product_id,
+      "node_id", d.node_id, "frozen",    d.frozen ? "1" : "0", "version",    NowMillis()};
+  if (!d.secret_sealed.empty()) {
+    hset.insert(hset.end(), {"secret", d.secret_sealed});
+  }
+  if (!d.fingerprint.empty()) {
+    hset.insert(hset.end(), {"fingerprint", d.fingerprint});
+  }
+  commands.push_back({"MULTI"});
+  commands.push_back({"DEL", key});
+  commands.push_back(std::move(hset));
+  commands.push_back({"EXEC"});
+}
+
 }  // namespace
 
 absl::Status RedisProjection::Exec(const std::vector<std::vector<std::string>>& commands) {
@@ -33,18 +52,18 @@ absl::Status RedisProjection::Exec(const std::vector<std::vector<std::string>>& 
 }
 
 absl::Status RedisProjection::PutDevice(const DeviceRecord& d) {
-  const std::string key = kDevicePrefix + d.device_id;
-  // Replace the whole hash so that removed fields (a cleared fingerprint) disappear.
-  std::vector<std::string> hset = {
-      "HSET",    key,       "tenant_id", d.tenant_id,          "product_id", d.product_id,
-      "node_id", d.node_id, "frozen",    d.frozen ? "1" : "0", "version",    NowMillis()};
-  if (!d.secret_sealed.empty()) {
-    hset.insert(hset.end(), {"secret", d.secret_sealed});
+  std::vector<std::vector<std::string>> commands;
+  AppendPutDevice(d, commands);
+  return Exec(commands);
+}
+
+absl::Status RedisProjection::PutDevices(const std::vector<DeviceRecord>& devices) {
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(devices.size() * 4);
+  for (const auto& d : devices) {
+    AppendPutDevice(d, commands);
   }
-  if (!d.fingerprint.empty()) {
-    hset.insert(hset.end(), {"fingerprint", d.fingerprint});
-  }
-  return Exec({{"MULTI"}, {"DEL", key}, hset, {"EXEC"}});
+  return commands.empty() ? absl::OkStatus() : Exec(commands);
 }
 
 absl::Status RedisProjection::DeleteDevice(const DeviceRecord& d) {

@@ -66,6 +66,8 @@ class Projection {
  public:
   virtual ~Projection() = default;
   virtual absl::Status PutDevice(const DeviceRecord& device) = 0;
+  /// PutDevice() of each, in one round trip (the projection rebuild at start).
+  virtual absl::Status PutDevices(const std::vector<DeviceRecord>& devices) = 0;
   virtual absl::Status DeleteDevice(const DeviceRecord& device) = 0;
   virtual absl::Status PutKey(const ApiKeyRecord& key, bool root_tenant) = 0;
   virtual absl::Status DeleteKey(const ApiKeyRecord& key) = 0;

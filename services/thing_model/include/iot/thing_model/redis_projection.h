@@ -13,6 +13,7 @@ class RedisProjection final : public Projection {
   explicit RedisProjection(std::shared_ptr<common::RedisClient> redis) : redis_(std::move(redis)) {}
 
   absl::Status PutDevice(const DeviceRecord& device) override;
+  absl::Status PutDevices(const std::vector<DeviceRecord>& devices) override;
   absl::Status DeleteDevice(const DeviceRecord& device) override;
   absl::Status PutKey(const ApiKeyRecord& key, bool root_tenant) override;
   absl::Status DeleteKey(const ApiKeyRecord& key) override;
