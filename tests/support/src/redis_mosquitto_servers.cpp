@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -106,6 +107,14 @@ void TestMosquitto::Start() {
 void TestMosquitto::Stop() {
   if (process_) {
     process_->Stop(kStopGrace);
+    process_.reset();
+  }
+}
+
+void TestMosquitto::Kill() {
+  if (process_) {
+    process_->Signal(SIGKILL);
+    (void)process_->Wait(kStopGrace);
     process_.reset();
   }
 }

@@ -54,7 +54,10 @@ class TestMosquitto {
   explicit TestMosquitto(std::string extra_config = {});
   ~TestMosquitto();
   void Start();
+  /// SIGTERM (mosquitto saves its persistence file), SIGKILL after a grace period.
   void Stop();
+  /// SIGKILL, as a crash: nothing saved. Start() brings it back on the same port.
+  void Kill();
   [[nodiscard]] uint16_t port() const { return port_; }
   [[nodiscard]] std::string Url() const;
   [[nodiscard]] const std::filesystem::path& dir() const { return dir_.path(); }
