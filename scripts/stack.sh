@@ -236,7 +236,7 @@ pg_start() {
       "${sync[@]}" >>"$(logfile postgres)" 2>&1 ||
       iot::die "initdb failed; see $(logfile postgres)"
   fi
-  remove_stale_pg_lock "$root/data/postmaster.pid"
+  remove_stale_pg_locks "$root/data" "$root/socket"
   as_postgres mkdir -p "$root/socket"
   local opts=(-c listen_addresses=127.0.0.1 -c max_connections=300)
   if [[ "$DURABLE" != 1 ]]; then
@@ -264,27 +264,34 @@ pg_start() {
   fi
 }
 
-# A postmaster that was killed (SIGKILL, OOM) leaves postmaster.pid behind. PostgreSQL takes
-# the lock as stale when its pid no longer exists, but a killed postmaster whose parent has not
-# reaped it yet (an init that reaps lazily) is a zombie, which kill(pid, 0) still finds: the
-# restart then fails with "lock file postmaster.pid already exists". The lock is removed when
-# its postmaster is dead or a zombie and no process of that server is left (every PostgreSQL
-# process runs in the data directory).
-remove_stale_pg_lock() {
-  local lock=$1 owner proc data
-  [[ -f "$lock" ]] || return 0
-  read -r owner <"$lock" || return 0
+# A postmaster that was killed (SIGKILL, OOM) leaves its lock files behind: postmaster.pid in
+# the data directory and one per socket (.s.PGSQL.PORT.lock). PostgreSQL takes a lock as stale
+# when its pid no longer exists, but a killed postmaster whose parent has not reaped it yet (an
+# init that reaps lazily) is a zombie, which kill(pid, 0) still finds: the restart then fails
+# with "lock file ... already exists". The locks are removed when their postmaster is dead or a
+# zombie and no process of that server is left (every PostgreSQL process runs in the data
+# directory).
+remove_stale_pg_locks() {
+  local data=$1 sockets=$2 owner proc lock
+  [[ -f "$data/postmaster.pid" ]] || return 0
+  read -r owner <"$data/postmaster.pid" || return 0
   [[ "$owner" =~ ^[0-9]+$ ]] || return 0
   iot::alive "$owner" && return 0
-  data=$(realpath "${lock%/*}")
+  data=$(realpath "$data")
   for proc in /proc/[0-9]*; do
     if [[ "$(readlink "$proc/cwd" 2>/dev/null)" == "$data" ]] && iot::alive "${proc#/proc/}"; then
-      iot::warn "postgres: process ${proc#/proc/} of the dead postmaster $owner is still there; leaving $lock"
+      iot::warn "postgres: process ${proc#/proc/} of the dead postmaster $owner is still there; leaving its locks"
       return 0
     fi
   done
-  iot::warn "postgres: removing the lock of postmaster $owner, which is gone"
-  rm -f "$lock"
+  iot::warn "postgres: removing the locks of postmaster $owner, which is gone"
+  rm -f "$data/postmaster.pid"
+  for lock in "$sockets"/.s.PGSQL.*.lock; do
+    [[ -f "$lock" ]] || continue
+    read -r owner <"$lock" || continue
+    [[ "$owner" =~ ^[0-9]+$ ]] && ! iot::alive "$owner" && rm -f "$lock"
+  done
+  return 0
 }
 
 pg_stop() {
