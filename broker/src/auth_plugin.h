@@ -35,6 +35,11 @@ using UserProperties = std::vector<std::pair<std::string, std::string>>;
 /// event it relays (the gateway's kMessageIdProperty): the same on every delivery of the message,
 /// after a consumer's crash and, with persistence, a broker restart (README.md, Message ids).
 inline constexpr std::string_view kMessageIdProperty = "iot-message-id";
+/// The MQTT v5 user property with the time (milliseconds since the epoch, decimal) at which the
+/// broker received a device uplink from the device, stamped next to kMessageIdProperty: the
+/// gateway applies a device's rate limit at that time, so that a backlog the broker queued while
+/// the gateway was slow or away is not mistaken for a burst from the device (README.md).
+inline constexpr std::string_view kReceivedAtProperty = "iot-received-at";
 
 class BrokerApi {
  public:

@@ -12,10 +12,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -226,10 +228,14 @@ int HandleAclCheck(int /*event*/, void* event_data, void* userdata) {
   }
 }
 
-/// Replaces any kMessageIdProperty a device set itself (it must not choose the id owners
-/// deduplicate on) with `id`. The broker owns `*properties`.
-int StampMessageId(mosquitto_property** properties, const std::string& id) {
+/// Replaces any kMessageIdProperty or kReceivedAtProperty a device set itself (it must not
+/// choose the id owners deduplicate on, nor the time its rate is measured at) with `id` and
+/// `received_at_ms`. The broker owns `*properties`.
+int StampRelayProperties(mosquitto_property** properties, const std::string& id,
+                         std::int64_t received_at_ms) {
   const std::string name(kMessageIdProperty);
+  const std::string time_name(kReceivedAtProperty);
+  const auto ours = [&](const char* key) { return name == key || time_name == key; };
   bool forged = false;
   for (const mosquitto_property* p = *properties; p != nullptr; p = mosquitto_property_next(p)) {
     char* key = nullptr;
@@ -237,7 +243,7 @@ int StampMessageId(mosquitto_property** properties, const std::string& id) {
     if (mosquitto_property_identifier(p) == MQTT_PROP_USER_PROPERTY &&
         mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &key, &value, false) !=
             nullptr) {
-      forged = forged || name == key;
+      forged = forged || ours(key);
       mosquitto_free(key);
       mosquitto_free(value);
     }
@@ -255,7 +261,7 @@ int StampMessageId(mosquitto_property** properties, const std::string& id) {
       uint8_t byte = 0;
       if (identifier == MQTT_PROP_USER_PROPERTY &&
           mosquitto_property_read_string_pair(p, identifier, &key, &text, false) != nullptr) {
-        if (name != key) {
+        if (!ours(key)) {
           mosquitto_property_add_string_pair(&kept, identifier, key, text);
         }
       } else if ((identifier == MQTT_PROP_CONTENT_TYPE || identifier == MQTT_PROP_RESPONSE_TOPIC) &&
@@ -275,8 +281,13 @@ int StampMessageId(mosquitto_property** properties, const std::string& id) {
     mosquitto_property_free_all(properties);
     *properties = kept;
   }
-  return mosquitto_property_add_string_pair(properties, MQTT_PROP_USER_PROPERTY, name.c_str(),
-                                            id.c_str());
+  const int rc = mosquitto_property_add_string_pair(properties, MQTT_PROP_USER_PROPERTY,
+                                                    name.c_str(), id.c_str());
+  if (rc != MOSQ_ERR_SUCCESS) {
+    return rc;
+  }
+  return mosquitto_property_add_string_pair(properties, MQTT_PROP_USER_PROPERTY, time_name.c_str(),
+                                            std::to_string(received_at_ms).c_str());
 }
 
 int HandleMessage(int /*event*/, void* event_data, void* userdata) {
@@ -295,9 +306,12 @@ int HandleMessage(int /*event*/, void* event_data, void* userdata) {
     }
     event->retain = retain;
     if (!message_id.empty()) {
-      // The broker stores and persists the message with its properties: the id survives
-      // redelivery and, with persistence, a restart (README.md, Message ids).
-      const int rc = StampMessageId(&event->properties, message_id);
+      // The broker stores and persists the message with its properties: the id and the time
+      // survive redelivery and, with persistence, a restart (README.md, Message ids).
+      const auto received_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
+      const int rc = StampRelayProperties(&event->properties, message_id, received_at_ms);
       if (rc != MOSQ_ERR_SUCCESS) {
         return rc;
       }

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
+
 #include "iot/common/auth.h"
 #include "iot/common/logging.h"
 #include "iot/common/mqtt.h"
@@ -28,6 +31,20 @@ struct Intake {
   UplinkLimits limits;
   RateLimiter rate_limiter;
 };
+
+/// When the broker received the message (the plugin's kReceivedAtProperty), else now; never
+/// later than now (clocks of other machines).
+int64_t ReceivedAt(const common::MqttDelivery& m) {
+  const int64_t now = NowUnixMs();
+  const std::string* stamped = m.UserProperty(kReceivedAtProperty);
+  int64_t at = 0;
+  if (stamped == nullptr ||
+      std::from_chars(stamped->data(), stamped->data() + stamped->size(), at).ec != std::errc() ||
+      at <= 0) {
+    return now;
+  }
+  return std::min(at, now);
+}
 
 /// The handler of one partition's consumer: presence and device uplink into the pipeline, each
 /// acknowledged to the broker once the pipeline finished it. Never blocks.
@@ -65,7 +82,7 @@ common::MqttConsumer::Handler UplinkHandler(std::shared_ptr<UplinkPipeline> pipe
       return;
     }
     auto admitted = AdmitUplink(m.topic, std::move(m.payload), intake->limits, intake->rate_limiter,
-                                NowUnixMs());
+                                ReceivedAt(m));
     std::visit([&](auto& item) { item.message_id = std::move(message_id); }, admitted);
     if (auto* rejected = std::get_if<RejectedUplink>(&admitted)) {
       metrics->Rejected(rejected->reason);

@@ -147,7 +147,9 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
   // Responses count in a bucket of their own, keyed apart from the device's messages.
   const std::string response_key =
       response ? std::string(parsed->device_id) + "\x1fresponses" : std::string();
-  if (!rate_limiter.Allow(response ? std::string_view(response_key) : parsed->device_id)) {
+  const auto age =
+      std::chrono::milliseconds(std::max<int64_t>(0, NowUnixMs() - received_at_unix_ms));
+  if (!rate_limiter.Allow(response ? std::string_view(response_key) : parsed->device_id, age)) {
     rejected.reason = RejectReason::kRateLimited;
     rejected.detail = fmt::format("over {} messages/s", limits.rate_per_second);
     return rejected;

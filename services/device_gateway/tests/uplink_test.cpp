@@ -123,6 +123,33 @@ TEST(RateLimiterTest, TokenBucketPerDevice) {
   EXPECT_FALSE(limiter.Allow("a"));
 }
 
+TEST(RateLimiterTest, ABacklogIsMeasuredAtTheTimesTheDeviceSentIt) {
+  FakeClock clock;
+  RateLimiter limiter(10, 1000, clock.fn());
+  // 60 messages a device sent at 5/s over 12 s, delivered at once (the broker queued them while
+  // the gateway was away): each is measured when it was sent, none is over the rate.
+  clock.now += std::chrono::seconds(100);
+  for (int i = 0; i < 60; ++i) {
+    EXPECT_TRUE(limiter.Allow("a", milliseconds(12'000 - i * 200))) << i;
+  }
+  // Delivered as they come, the same 60 would be a burst: six times the bucket.
+  int allowed = 0;
+  for (int i = 0; i < 60; ++i) {
+    allowed += limiter.Allow("b") ? 1 : 0;
+  }
+  EXPECT_EQ(allowed, 10);
+  // A device that did send too fast is still limited, however late its messages arrive.
+  int late = 0;
+  for (int i = 0; i < 60; ++i) {
+    late += limiter.Allow("c", milliseconds(30'000)) ? 1 : 0;
+  }
+  EXPECT_EQ(late, 10);
+  // An earlier send time than the bucket's last (clocks) takes nothing back.
+  EXPECT_FALSE(limiter.Allow("c", milliseconds(40'000)));
+  EXPECT_FALSE(limiter.Allow("c", milliseconds(30'000)));
+  EXPECT_TRUE(limiter.Allow("c", milliseconds(29'900)));
+}
+
 TEST(RateLimiterTest, MemoryIsBoundedByDroppingIdleDevices) {
   FakeClock clock;
   RateLimiter limiter(10, 3, clock.fn());

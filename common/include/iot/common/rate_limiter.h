@@ -18,8 +18,11 @@ class KeyedRateLimiter {
 
   explicit KeyedRateLimiter(double rate_per_second, size_t max_keys = 200'000, Clock clock = {},
                             double burst = 0);
-  /// True: takes a token for `key`; false: the key is over its rate.
-  bool Allow(std::string_view key);
+  /// True: takes a token for `key`; false: the key is over its rate. `age`: how long ago the
+  /// event happened (e.g. when the broker received a device's message); the token is taken at
+  /// that moment, so a backlog queued while the consumer was slow or away, delivered at once, is
+  /// measured at the rate it was sent, not at the rate it is drained.
+  bool Allow(std::string_view key, std::chrono::steady_clock::duration age = {});
   [[nodiscard]] size_t tracked() const { return buckets_.size(); }
 
  private:

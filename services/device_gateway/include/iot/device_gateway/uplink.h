@@ -31,6 +31,9 @@ inline constexpr std::string_view kPartitionsTopic = "$iot/config/uplink_partiti
 /// event it relays an id that stays the same when the broker delivers the message again (after
 /// a gateway crash, a partition hand-over or a broker restart): broker/README.md, Message ids.
 inline constexpr std::string_view kMessageIdProperty = "iot-message-id";
+/// The MQTT v5 user property with the time the broker received a device uplink (milliseconds
+/// since the epoch): the device's rate is measured at that time (broker/README.md, Message ids).
+inline constexpr std::string_view kReceivedAtProperty = "iot-received-at";
 
 /// `rest` after a leading `{partition}/` (decimal digits); nullopt when it has none.
 std::optional<std::string_view> AfterPartition(std::string_view rest);
@@ -113,8 +116,9 @@ struct RejectedUplink {
   int64_t received_at_unix_ms = 0;
 };
 
-/// Classifies one relayed message (`iot/up/...`) and applies the limits. The rejection carries
-/// no device id when the topic names none.
+/// Classifies one relayed message (`iot/up/...`) and applies the limits; the rate limit at
+/// `received_at_unix_ms` (the broker's kReceivedAtProperty) when that is earlier than now. The
+/// rejection carries no device id when the topic names none.
 std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_topic,
                                                         std::string payload,
                                                         const UplinkLimits& limits,
