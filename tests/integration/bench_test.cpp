@@ -344,17 +344,18 @@ TEST_F(BenchTest, RefusesBadInvocations) {
 /// deploy/mosquitto/mosquitto.conf and the plugin, the five services) in a state dir of its own
 /// on free ports; the bench kills and restarts components with scripts/stack.sh start. Every
 /// fault run here must lose nothing (issue #14: acknowledgement after hand-off, deduplication on
-/// the plugin's message ids); every sync command around them ends with a status. The full
-/// matrix, SIGKILLs of PostgreSQL, Redis and Mosquitto included, is docs/benchmarks.md's.
-TEST(BenchFaultsTest, KilledServicesAndRestartedBrokerLoseNothing) {
+/// the plugin's message ids; a backlog the gateway drains after Redis is back is measured at the
+/// devices' rate, not refused as a burst); every sync command around them ends with a status. The
+/// full matrix, SIGKILLs of PostgreSQL, Redis and Mosquitto included, is docs/benchmarks.md's.
+TEST(BenchFaultsTest, KilledServicesAndRestartedBrokerAndRedisLoseNothing) {
   for (const char* service :
        {"device-gateway", "shadow", "command-dispatch", "rule-forwarding", "iot-health"}) {
     ASSERT_TRUE(std::filesystem::exists(iot::testing::ExecutablePath(service)))
         << service << " is not built";
   }
   const std::vector<std::string> faults = {"device-gateway:kill", "rule-forwarding:kill",
-                                           "shadow:kill", "command-dispatch:kill",
-                                           "mosquitto:term"};
+                                           "shadow:kill",         "command-dispatch:kill",
+                                           "mosquitto:term",      "redis:term"};
   iot::testing::TempDir dir("iot-bench-faults");
   const auto out = dir.path() / "reports";
   std::map<std::string, std::string> env = {
