@@ -27,6 +27,9 @@ PollResult PollDevices(const BenchContext& context, std::size_t devices,
   PollResult result;
   auto last_progress = Clock::now();
   while (true) {
+    // UNAVAILABLE (a service or its Redis restarting, a pooled connection that broke) is what
+    // an application retries: the device is checked again next pass, within stall and deadline.
+    std::string transient;
     std::mutex mutex;
     std::atomic<std::size_t> next{0};
     std::size_t progress = 0;
@@ -39,7 +42,12 @@ PollResult PollDevices(const BenchContext& context, std::size_t devices,
           }
           auto complete = check(i);
           const std::lock_guard lock(mutex);
-          if (!complete.ok()) {
+          if (!complete.ok() && complete.status().code() == absl::StatusCode::kUnavailable) {
+            ++result.retried;
+            if (transient.empty()) {
+              transient = Describe(complete.status());
+            }
+          } else if (!complete.ok()) {
             if (result.first_error.empty()) {
               result.first_error = Describe(complete.status());
             }
@@ -60,6 +68,9 @@ PollResult PollDevices(const BenchContext& context, std::size_t devices,
     }
     if (result.complete == devices || Clock::now() >= deadline ||
         Clock::now() - last_progress >= stall || !result.first_error.empty()) {
+      if (result.first_error.empty() && result.complete < devices && !transient.empty()) {
+        result.first_error = transient;  // still failing when the time was up
+      }
       return result;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));

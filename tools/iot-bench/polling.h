@@ -20,12 +20,14 @@ struct BenchContext;
 struct PollResult {
   std::size_t complete = 0;  ///< devices whose check returned true
   double seconds = 0;        ///< from `started` to the last device that became complete
-  std::string first_error;
+  std::string first_error;   ///< a call that failed for good (or still UNAVAILABLE at the end)
+  std::size_t retried = 0;   ///< checks answered UNAVAILABLE and tried again
 };
 
 /// Polls `check(device index)` (true: the device's data is complete) over every device with a
 /// few threads, pass after pass, until all are complete, a pass makes no progress for the
-/// context's stall time, or its deadline.
+/// context's stall time, or its deadline. A check answered UNAVAILABLE is tried again in the
+/// next pass; any other error ends the poll.
 PollResult PollDevices(const BenchContext& context, std::size_t devices,
                        const std::function<absl::StatusOr<bool>(std::size_t)>& check,
                        Clock::time_point started);
