@@ -165,10 +165,19 @@ pattern_of() {
 }
 
 running_pid() { iot::pid_from "$(pidfile "$1")" "$(pattern_of "$1")"; }
+any_service_running() {
+  local entry
+  for entry in "${SERVICES[@]}"; do
+    running_pid "${entry%% *}" >/dev/null && return 0
+  done
+  return 1
+}
 
 # choose_port NAME ENV_VAR DEFAULT: the port to start NAME on: ENV_VAR's value when set; else
 # the port NAME had in this state dir when it is free (a component restarted after a crash
 # comes back where the services and the env file expect it); else DEFAULT or the next free one.
+# When a service of this state dir still runs, NAME must come back on its recorded port: on
+# another one the running services would never find it, so a taken port fails the start.
 choose_port() {
   local name=$1 var=$2 default=$3 port recorded
   recorded=$(recorded_port "$name")
@@ -178,6 +187,8 @@ choose_port() {
     iot::port_open "$port" && iot::die "$name: port $port ($var) is already in use by another program"
   elif [[ "$recorded" =~ ^[0-9]+$ ]] && ! iot::port_open "$recorded"; then
     port=$recorded
+  elif [[ "$recorded" =~ ^[0-9]+$ ]] && any_service_running; then
+    iot::die "$name: its port $recorded was taken by another program while it was down, and the running services expect it there; stop the stack (scripts/stack.sh stop) or free the port"
   else
     port=$(iot::free_port "$default") || iot::die "$name: no free port near $default"
     if [[ "$port" != "$default" ]]; then
