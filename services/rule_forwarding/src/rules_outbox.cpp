@@ -14,30 +14,39 @@ namespace {
 /// Sweeps take at most this many deliveries at once (and never more than fit the queues).
 constexpr size_t kTakeOverBatch = 1000;
 
-std::string ItemJson(const DispatchItem& item) {
-  const Delivery& d = item.delivery;
-  return nlohmann::json{{"delivery_id", d.delivery_id},
-                        {"tenant_id", d.tenant_id},
-                        {"device_id", d.device_id},
-                        {"product_id", d.product_id},
-                        {"rule_id", d.rule_id},
-                        {"resource", d.resource},
-                        {"event", d.event},
-                        {"topic", d.topic},
-                        {"event_time_unix_ms", d.event_time_unix_ms},
-                        {"action_type", item.action_type},
-                        {"action_index", item.action_index},
-                        {"config", d.action_config ? *d.action_config : nlohmann::json::object()},
-                        {"payload", d.payload}}
-      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+ActionRef RefOf(const std::string& tenant_id, const std::string& rule_id, int action_index) {
+  return {.tenant_id = tenant_id,
+          .rule_id = rule_id,
+          .action_index = static_cast<size_t>(std::max(action_index, 0))};
 }
 
-std::optional<DispatchItem> ItemFromJson(int64_t id, const std::string& text) {
+/// The stored form of a delivery: its action's secret settings sealed (action_secrets.h).
+std::string ItemJson(const DispatchItem& item, const ActionSecrets& secrets) {
+  const Delivery& d = item.delivery;
+  nlohmann::json j = secrets.Seal(d.action_config ? *d.action_config : nlohmann::json::object(),
+                                  RefOf(d.tenant_id, d.rule_id, item.action_index));
+  j.update(nlohmann::json{{"delivery_id", d.delivery_id},
+                          {"tenant_id", d.tenant_id},
+                          {"device_id", d.device_id},
+                          {"product_id", d.product_id},
+                          {"rule_id", d.rule_id},
+                          {"resource", d.resource},
+                          {"event", d.event},
+                          {"topic", d.topic},
+                          {"event_time_unix_ms", d.event_time_unix_ms},
+                          {"action_type", item.action_type},
+                          {"action_index", item.action_index},
+                          {"payload", d.payload}});
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+/// INVALID_ARGUMENT: not an item at all; DATA_LOSS: its sealed settings cannot be opened.
+absl::StatusOr<DispatchItem> ItemFromJson(int64_t id, const std::string& text,
+                                          const ActionSecrets& secrets) {
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
-    return std::nullopt;
+    return absl::InvalidArgumentError("not a JSON object");
   }
-  auto config = std::make_shared<nlohmann::json>(j.value("config", nlohmann::json::object()));
   DispatchItem item;
   Delivery& d = item.delivery;
   d.delivery_id = j.value("delivery_id", "");
@@ -49,10 +58,15 @@ std::optional<DispatchItem> ItemFromJson(int64_t id, const std::string& text) {
   d.event = j.value("event", "");
   d.topic = j.value("topic", "");
   d.event_time_unix_ms = j.value("event_time_unix_ms", int64_t{0});
-  d.action_config = config.get();
-  d.payload = std::move(j["payload"]);
   item.action_type = j.value("action_type", "");
   item.action_index = j.value("action_index", 0);
+  auto opened = secrets.Open(j, RefOf(d.tenant_id, d.rule_id, item.action_index));
+  if (!opened.ok()) {
+    return opened.status();
+  }
+  auto config = std::make_shared<nlohmann::json>(*std::move(opened));
+  d.action_config = config.get();
+  d.payload = std::move(j["payload"]);
   item.keep_alive = std::move(config);
   item.outbox_id = id;
   return item;
@@ -73,11 +87,13 @@ absl::Status PgOutbox::Add(std::vector<DispatchItem>& items) {
   // attempt queued it last holds it, and a crashed holder's rows are swept as usual.
   auto ids = pool_->Call([&](pqxx::connection& c) {
     pqxx::nontransaction tx(c);
-    std::string sql = "INSERT INTO rule_forwarding.outbox (owner, delivery_id, item) VALUES ";
+    std::string sql =
+        "INSERT INTO rule_forwarding.outbox (owner, delivery_id, item, sealed) VALUES ";
     const std::string owner = tx.quote(owner_);
     for (size_t i = 0; i < items.size(); ++i) {
-      sql += fmt::format("{}({}, {}, {})", i == 0 ? "" : ", ", owner,
-                         tx.quote(items[i].delivery.delivery_id), tx.quote(ItemJson(items[i])));
+      sql += fmt::format("{}({}, {}, {}, true)", i == 0 ? "" : ", ", owner,
+                         tx.quote(items[i].delivery.delivery_id),
+                         tx.quote(ItemJson(items[i], *secrets_)));
     }
     sql +=
         " ON CONFLICT (delivery_id) DO UPDATE SET owner = EXCLUDED.owner RETURNING delivery_id, id";
@@ -146,8 +162,14 @@ absl::StatusOr<std::vector<DispatchItem>> PgOutbox::TakeOver(std::chrono::millis
   std::vector<DispatchItem> items;
   std::vector<int64_t> broken;
   for (const auto& [id, text] : *rows) {
-    if (auto item = ItemFromJson(id, text)) {
+    auto item = ItemFromJson(id, text, *secrets_);
+    if (item.ok()) {
       items.push_back(*std::move(item));
+    } else if (item.status().code() == absl::StatusCode::kDataLoss) {
+      // Kept (owned by this replica): after a restart with the right key another replica, or
+      // this one, takes it over again.
+      common::LogError("outbox delivery left in the outbox: its settings cannot be opened",
+                       {{"outbox_id", id}, {"error", std::string(item.status().message())}});
     } else {
       broken.push_back(id);
     }
@@ -157,6 +179,34 @@ absl::StatusOr<std::vector<DispatchItem>> PgOutbox::TakeOver(std::chrono::millis
     (void)Remove(broken);
   }
   return items;
+}
+
+absl::StatusOr<size_t> PgOutbox::SealPlainSecrets() {
+  return pool_->Call([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto result = tx.exec(
+        "SELECT id, item FROM rule_forwarding.outbox WHERE NOT sealed FOR UPDATE SKIP LOCKED");
+    size_t sealed = 0;
+    for (const auto& row : result) {
+      auto j = nlohmann::json::parse(row[1].as<std::string>(), nullptr, false);
+      if (!j.is_object() || !HasPlainSecrets(j.value("config", nlohmann::json::object()))) {
+        tx.exec_params("UPDATE rule_forwarding.outbox SET sealed = true WHERE id = $1",
+                       row[0].as<int64_t>());
+        continue;
+      }
+      nlohmann::json stored = secrets_->Seal(
+          j["config"],
+          RefOf(j.value("tenant_id", ""), j.value("rule_id", ""), j.value("action_index", 0)));
+      j.erase("config");
+      j.update(stored);
+      tx.exec_params("UPDATE rule_forwarding.outbox SET item = $2, sealed = true WHERE id = $1",
+                     row[0].as<int64_t>(),
+                     j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      ++sealed;
+    }
+    tx.commit();
+    return sealed;
+  });
 }
 
 absl::Status PgOutbox::Disown(const std::vector<int64_t>& ids) {

@@ -17,7 +17,7 @@ constexpr const char* kRuleColumns =
 
 constexpr int32_t kDefaultLimit = 50;
 
-RuleRecord RuleFromRow(const pqxx::row& r) {
+RuleRecord RuleFromRow(const pqxx::row& r, const ActionSecrets& secrets) {
   RuleRecord rule;
   rule.tenant_id = r[0].as<std::string>();
   rule.rule_id = r[1].as<std::string>();
@@ -30,8 +30,17 @@ RuleRecord RuleFromRow(const pqxx::row& r) {
   const auto actions = nlohmann::json::parse(r[8].as<std::string>(), nullptr, false);
   if (actions.is_array()) {
     for (const auto& a : actions) {
-      rule.actions.push_back(RuleAction{.type = a.value("type", ""),
-                                        .config = a.value("config", nlohmann::json::object())});
+      RuleAction action{.type = a.value("type", ""),
+                        .config = a.value("config", nlohmann::json::object())};
+      const size_t index = rule.actions.size();
+      auto opened = secrets.Open(
+          a, {.tenant_id = rule.tenant_id, .rule_id = rule.rule_id, .action_index = index});
+      if (opened.ok()) {
+        action.config = *std::move(opened);
+      } else {
+        rule.unreadable_secrets[index] = std::string(opened.status().message());
+      }
+      rule.actions.push_back(std::move(action));
     }
   }
   rule.enabled = r[9].as<bool>();
@@ -40,21 +49,26 @@ RuleRecord RuleFromRow(const pqxx::row& r) {
   return rule;
 }
 
-std::string ActionsJson(const std::vector<RuleAction>& actions) {
+/// The stored form of a rule's actions: secret settings sealed (action_secrets.h).
+std::string ActionsJson(const RuleRecord& rule, const ActionSecrets& secrets) {
   nlohmann::json out = nlohmann::json::array();
-  for (const RuleAction& a : actions) {
-    out.push_back({{"type", a.type}, {"config", a.config}});
+  for (size_t i = 0; i < rule.actions.size(); ++i) {
+    nlohmann::json stored =
+        secrets.Seal(rule.actions[i].config,
+                     {.tenant_id = rule.tenant_id, .rule_id = rule.rule_id, .action_index = i});
+    stored["type"] = rule.actions[i].type;
+    out.push_back(std::move(stored));
   }
   return out.dump();
 }
 
 int32_t LimitOf(const PageRequest& page) { return page.limit > 0 ? page.limit : kDefaultLimit; }
 
-absl::StatusOr<RuleRecord> OneRule(const pqxx::result& result) {
+absl::StatusOr<RuleRecord> OneRule(const pqxx::result& result, const ActionSecrets& secrets) {
   if (result.empty()) {
     return absl::NotFoundError("rule not found");
   }
-  return RuleFromRow(result[0]);
+  return RuleFromRow(result[0], secrets);
 }
 
 }  // namespace
@@ -64,13 +78,13 @@ absl::StatusOr<RuleRecord> PgRuleStore::Insert(const RuleRecord& rule) {
     pqxx::work tx(c);
     auto result = tx.exec_params(
         fmt::format("INSERT INTO rule_forwarding.rules (tenant_id, rule_id, name, description, "
-                    "resource, product_id, device_id, sql, actions, enabled) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10) RETURNING {}",
+                    "resource, product_id, device_id, sql, actions, enabled, secrets_sealed) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, true) RETURNING {}",
                     kRuleColumns),
         rule.tenant_id, rule.rule_id, rule.name, rule.description, rule.resource, rule.product_id,
-        rule.device_id, rule.sql, ActionsJson(rule.actions), rule.enabled);
+        rule.device_id, rule.sql, ActionsJson(rule, *secrets_), rule.enabled);
     tx.commit();
-    return RuleFromRow(result[0]);
+    return RuleFromRow(result[0], *secrets_);
   });
 }
 
@@ -78,10 +92,13 @@ absl::StatusOr<RuleRecord> PgRuleStore::Get(const std::string& tenant_id,
                                             const std::string& rule_id) {
   return pool_->Call([&](pqxx::connection& c) {
     pqxx::read_transaction tx(c);
-    return OneRule(tx.exec_params(
-        fmt::format("SELECT {} FROM rule_forwarding.rules WHERE tenant_id = $1 AND rule_id = $2",
-                    kRuleColumns),
-        tenant_id, rule_id));
+    return OneRule(
+        tx.exec_params(
+            fmt::format(
+                "SELECT {} FROM rule_forwarding.rules WHERE tenant_id = $1 AND rule_id = $2",
+                kRuleColumns),
+            tenant_id, rule_id),
+        *secrets_);
   });
 }
 
@@ -91,12 +108,13 @@ absl::StatusOr<RuleRecord> PgRuleStore::Update(const RuleRecord& rule) {
     auto result = tx.exec_params(
         fmt::format("UPDATE rule_forwarding.rules SET name = $3, description = $4, resource = $5, "
                     "product_id = $6, device_id = $7, sql = $8, actions = $9::jsonb, "
-                    "updated_at = now() WHERE tenant_id = $1 AND rule_id = $2 RETURNING {}",
+                    "secrets_sealed = true, updated_at = now() "
+                    "WHERE tenant_id = $1 AND rule_id = $2 RETURNING {}",
                     kRuleColumns),
         rule.tenant_id, rule.rule_id, rule.name, rule.description, rule.resource, rule.product_id,
-        rule.device_id, rule.sql, ActionsJson(rule.actions));
+        rule.device_id, rule.sql, ActionsJson(rule, *secrets_));
     tx.commit();
-    return OneRule(result);
+    return OneRule(result, *secrets_);
   });
 }
 
@@ -110,7 +128,7 @@ absl::StatusOr<RuleRecord> PgRuleStore::SetEnabled(const std::string& tenant_id,
                     kRuleColumns),
         tenant_id, rule_id, enabled);
     tx.commit();
-    return OneRule(result);
+    return OneRule(result, *secrets_);
   });
 }
 
@@ -141,7 +159,7 @@ absl::StatusOr<RulePage> PgRuleStore::List(const std::string& tenant_id, const P
         out.next_marker = out.items.back().rule_id;
         break;
       }
-      out.items.push_back(RuleFromRow(row));
+      out.items.push_back(RuleFromRow(row, *secrets_));
     }
     return out;
   });
@@ -157,7 +175,7 @@ absl::StatusOr<std::vector<RuleRecord>> PgRuleStore::LoadEnabled() {
     std::vector<RuleRecord> rules;
     rules.reserve(result.size());
     for (const auto& row : result) {
-      rules.push_back(RuleFromRow(row));
+      rules.push_back(RuleFromRow(row, *secrets_));
     }
     return rules;
   });
@@ -216,6 +234,33 @@ absl::Status PgRuleStore::Add(const std::vector<DeadLetterRecord>& letters) {
           l.payload_json, l.error, l.attempts);
     }
     tx.commit();
+  });
+}
+
+absl::StatusOr<size_t> PgRuleStore::SealPlainSecrets() {
+  return pool_->Call([&](pqxx::connection& c) {
+    pqxx::work tx(c);
+    auto result = tx.exec(
+        "SELECT tenant_id, rule_id, actions::text FROM rule_forwarding.rules "
+        "WHERE NOT secrets_sealed FOR UPDATE SKIP LOCKED");
+    size_t sealed = 0;
+    for (const auto& row : result) {
+      RuleRecord rule;
+      rule.tenant_id = row[0].as<std::string>();
+      rule.rule_id = row[1].as<std::string>();
+      const auto actions = nlohmann::json::parse(row[2].as<std::string>(), nullptr, false);
+      for (const auto& a : actions.is_array() ? actions : nlohmann::json::array()) {
+        rule.actions.push_back(RuleAction{.type = a.value("type", ""),
+                                          .config = a.value("config", nlohmann::json::object())});
+      }
+      tx.exec_params(
+          "UPDATE rule_forwarding.rules SET actions = $3::jsonb, secrets_sealed = true "
+          "WHERE tenant_id = $1 AND rule_id = $2",
+          rule.tenant_id, rule.rule_id, ActionsJson(rule, *secrets_));
+      ++sealed;
+    }
+    tx.commit();
+    return sealed;
   });
 }
 

@@ -5,7 +5,6 @@
 #include "iot/common/crypto.h"
 #include "iot/common/logging.h"
 #include "iot/common/status.h"
-#include "iot/common/url.h"
 #include "iot/rule_forwarding/rules.h"
 
 namespace iot::rule_forwarding {
@@ -15,7 +14,6 @@ constexpr size_t kMaxName = 256;
 constexpr size_t kMaxDescription = 2048;
 constexpr size_t kMaxActions = 10;
 constexpr size_t kMaxIdBytes = 128;
-constexpr const char* kMasked = "***";
 
 absl::Status RequireTenant(const common::Principal& caller) {
   if (caller.tenant_id.empty()) {
@@ -31,8 +29,9 @@ absl::Status CheckRuleId(const std::string& rule_id) {
   return absl::OkStatus();
 }
 
-/// A masked value sent back unchanged (Show, edit, Update) keeps the stored secret.
-void KeepMaskedSecrets(RuleRecord& update, const RuleRecord& stored) {
+/// A masked value sent back unchanged (Show, edit, Update) keeps the stored secret. A stored
+/// secret that cannot be opened cannot be kept: the caller must send it again.
+absl::Status KeepMaskedSecrets(RuleRecord& update, const RuleRecord& stored) {
   for (size_t i = 0; i < update.actions.size() && i < stored.actions.size(); ++i) {
     RuleAction& action = update.actions[i];
     const RuleAction& old = stored.actions[i];
@@ -41,11 +40,22 @@ void KeepMaskedSecrets(RuleRecord& update, const RuleRecord& stored) {
     }
     const nlohmann::json masked = MaskConfig(old.config);
     for (auto& [key, value] : action.config.items()) {
-      if (old.config.contains(key) && masked[key] != old.config[key] && value == masked[key]) {
+      if (!old.config.contains(key) || value != masked[key]) {
+        continue;
+      }
+      if (const auto unreadable = stored.unreadable_secrets.find(i);
+          unreadable != stored.unreadable_secrets.end() && IsSecretSetting(key)) {
+        return absl::FailedPreconditionError(
+            fmt::format("actions[{}].config.{}: the stored value cannot be opened ({}); send "
+                        "the setting again",
+                        i, key, unreadable->second));
+      }
+      if (masked[key] != old.config[key]) {
         value = old.config[key];
       }
     }
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -109,29 +119,18 @@ absl::Status ValidateRule(const RuleRecord& rule, const DestinationRegistry& des
   return absl::OkStatus();
 }
 
-nlohmann::json MaskConfig(const nlohmann::json& config) {
-  if (!config.is_object()) {
-    return config;
-  }
-  nlohmann::json out = config;
-  for (auto& [key, value] : out.items()) {
-    if (!value.is_string()) {
-      continue;
-    }
-    if (key == "secret" || key == "password") {
-      value = kMasked;
-    } else if (key == "url") {
-      value = common::MaskUrl(value.get<std::string>());
-    }
-  }
-  return out;
-}
-
 // ---- RuleSet and RuleCache
 
 std::shared_ptr<const RuleSet> RuleSet::Build(std::vector<RuleRecord> rules) {
   auto set = std::make_shared<RuleSet>();
   for (RuleRecord& record : rules) {
+    if (!record.unreadable_secrets.empty()) {
+      common::LogError("stored rule has a secret that cannot be opened, skipped",
+                       {{"tenant_id", record.tenant_id},
+                        {"rule_id", record.rule_id},
+                        {"error", record.unreadable_secrets.begin()->second}});
+      continue;
+    }
     auto compiled = sql::CompileRule(record.sql);
     if (!compiled.ok()) {
       common::LogError("stored rule no longer compiles, skipped",
@@ -263,7 +262,9 @@ absl::StatusOr<RuleRecord> RulesService::Update(const common::Principal& caller,
   if (!stored.ok()) {
     return stored.status();
   }
-  KeepMaskedSecrets(rule, *stored);
+  if (absl::Status s = KeepMaskedSecrets(rule, *stored); !s.ok()) {
+    return s;
+  }
   if (absl::Status s = ValidateRule(rule, destinations_); !s.ok()) {
     return s;
   }

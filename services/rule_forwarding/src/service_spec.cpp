@@ -2,8 +2,10 @@
 
 #include "iot/common/auth.h"
 #include "iot/common/crypto.h"
+#include "iot/common/egress.h"
 #include "iot/common/logging.h"
 #include "iot/common/redis.h"
+#include "iot/common/url.h"
 #include "iot/rule_forwarding/destinations.h"
 #include "iot/rule_forwarding/dispatcher.h"
 #include "iot/rule_forwarding/history_subscriptions.h"
@@ -20,16 +22,17 @@ std::chrono::milliseconds Ms(const nlohmann::json& settings, const char* key) {
 }
 
 /// Rules, ingest and the dispatcher with the postgres, republish and webhook destinations.
-void WireRules(common::ServiceContext& context, DestinationRegistry destinations) {
+void WireRules(common::ServiceContext& context, DestinationRegistry destinations,
+               std::shared_ptr<const ActionSecrets> secrets) {
   const nlohmann::json& s = context.settings;
-  auto store = std::make_shared<PgRuleStore>(context.postgres);
+  auto store = std::make_shared<PgRuleStore>(context.postgres, secrets);
   auto feed = std::make_shared<RedisRuleChangeFeed>(context.redis);
   auto cache = std::make_shared<RuleCache>(
       store, feed,
       RuleCacheOptions{.poll_interval = Ms(s, "rules_poll_interval_ms"),
                        .full_reload_interval = Ms(s, "rules_reload_interval_ms")});
   auto outbox = std::make_shared<PgOutbox>(
-      context.postgres, "rule-forwarding-" + common::HexEncode(common::RandomBytes(8)));
+      context.postgres, "rule-forwarding-" + common::HexEncode(common::RandomBytes(8)), secrets);
   auto dispatcher = std::make_shared<Dispatcher>(
       std::move(destinations), store, std::make_shared<DispatcherMetrics>(context.host.metrics()),
       DispatcherOptions{
@@ -72,6 +75,23 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
 
   context.host.AddService(std::make_shared<RulesHandler>(rules, auth));
   context.host.AddService(std::make_shared<IngestHandler>(ingest, auth));
+  // Rows stored before action secrets were sealed (migration 006) are sealed before anything
+  // reads them for delivery.
+  context.host.AddStartupTask("seal plain action secrets", [store, outbox]() -> absl::Status {
+    auto sealed_rules = store->SealPlainSecrets();
+    if (!sealed_rules.ok()) {
+      return sealed_rules.status();
+    }
+    auto sealed_deliveries = outbox->SealPlainSecrets();
+    if (!sealed_deliveries.ok()) {
+      return sealed_deliveries.status();
+    }
+    if (*sealed_rules > 0 || *sealed_deliveries > 0) {
+      common::LogInfo("sealed the secrets of rules stored in plain text",
+                      {{"rules", *sealed_rules}, {"outbox_deliveries", *sealed_deliveries}});
+    }
+    return absl::OkStatus();
+  });
   context.host.AddStartupTask("load rules", [cache] { return cache->Reload(); });
   context.host.AddStartupTask("outbox owner", [outbox] { return outbox->Heartbeat(); });
   context.host.OnReady([cache, keeper] {
@@ -90,6 +110,25 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
                           {{"error", std::string(st.message())}});
         }
       });
+}
+
+/// The hosts of the platform's own services and stores, as this service is configured to reach
+/// them: rule actions may not connect there (unless the allow-list says so).
+std::vector<std::string> PlatformHosts(const common::ServiceContext& context) {
+  std::vector<std::string> hosts;
+  for (const std::string& url :
+       {context.backend.pg_url, context.backend.redis_url, context.backend.mqtt_url}) {
+    if (auto parsed = common::ParseUrl(url); parsed.ok()) {
+      hosts.push_back(parsed->host);
+    }
+  }
+  for (const char* peer : {"thing_model_addr", "device_gateway_addr"}) {
+    const std::string address = context.settings[peer].get<std::string>();
+    if (auto parsed = common::ParseUrl("grpc://" + address); parsed.ok()) {
+      hosts.push_back(parsed->host);
+    }
+  }
+  return hosts;
 }
 
 }  // namespace
@@ -113,7 +152,24 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
   settings["max_batch"] = env.Int(p + "MAX_BATCH", 100, 1, 10'000);
   // One Redis pipeline per batch; a rule's deliveries all go through one worker, in order.
   settings["consumer_group_batch"] = env.Int(p + "CONSUMER_GROUP_BATCH", 1000, 1, 10'000);
-  settings["webhook_allow_private"] = env.Bool(p + "WEBHOOK_ALLOW_PRIVATE", false);
+  // Rule actions' secrets are sealed at rest with the platform's key (docs/security.md).
+  settings["secret_key"] = env.Required("IOT_SECRET_KEY");
+  if (const std::string& key = settings["secret_key"]; !key.empty()) {
+    if (auto box = common::SecretBox::FromKeyText(key); !box.ok()) {
+      env.AddError("IOT_SECRET_KEY", std::string(box.status().message()));
+    }
+  }
+  // Where rule actions may connect: public addresses, plus the operator's allow-list.
+  settings["destination_allowlist"] = env.String(p + "DESTINATION_ALLOWLIST", "");
+  if (auto allow = common::ParseNetworkList(settings["destination_allowlist"].get<std::string>());
+      !allow.ok()) {
+    env.AddError(p + "DESTINATION_ALLOWLIST", std::string(allow.status().message()));
+  }
+  if (!env.String(p + "WEBHOOK_ALLOW_PRIVATE", "").empty()) {
+    env.AddError(p + "WEBHOOK_ALLOW_PRIVATE",
+                 "replaced by IOT_RULE_FORWARDING_DESTINATION_ALLOWLIST (networks rule actions "
+                 "may reach, e.g. 10.0.0.0/8,127.0.0.1/32)");
+  }
   settings["workers"] = env.Int(p + "WORKERS", 4, 1, 64);
   settings["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 5, 1, 100);
   settings["retry_initial_ms"] =
@@ -148,16 +204,24 @@ void Wire(common::ServiceContext& context) {
   auto downlink = MakeGatewayDownlink(
       s["thing_model_addr"].get<std::string>(), s["device_gateway_addr"].get<std::string>(),
       s["service_api_key"].get<std::string>(), Ms(s, "device_cache_ttl_ms"));
+  auto egress = std::make_shared<const common::EgressPolicy>(common::EgressPolicy::Options{
+      .allow = *common::ParseNetworkList(s["destination_allowlist"].get<std::string>()),
+      .platform_hosts = PlatformHosts(context),
+      .refuse_local_interfaces = true,
+      .resolver = {},
+      .platform_refresh = std::chrono::seconds(60)});
   DestinationRegistry destinations;
   for (auto destination :
-       {MakePostgresDestination(), MakeRepublishDestination(context.mqtt, downlink),
-        MakeWebhookDestination(context.settings["webhook_allow_private"])}) {
+       {MakePostgresDestination(egress), MakeRepublishDestination(context.mqtt, downlink),
+        MakeWebhookDestination(egress)}) {
     destinations.emplace(std::string(destination->type()), destination);
   }
   // Telemetry history and subscriptions: the `history` and `consumer_group` destination types,
   // their services and background tasks, before the dispatcher takes the registry.
   RegisterHistoryAndSubscriptions(context, destinations);
-  WireRules(context, std::move(destinations));
+  auto box = common::SecretBox::FromKeyText(s["secret_key"].get<std::string>());
+  WireRules(context, std::move(destinations),
+            std::make_shared<const ActionSecrets>(*std::move(box)));
 }
 
 }  // namespace iot::rule_forwarding

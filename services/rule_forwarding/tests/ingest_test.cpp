@@ -155,6 +155,7 @@ class IngestTest : public ::testing::Test {
                     .device_id = {},
                     .sql = "SELECT *",
                     .actions = {RuleAction{.type = "postgres", .config = {}}},
+                    .unreadable_secrets = {},
                     .enabled = true,
                     .create_time = {},
                     .update_time = {}};

@@ -4,10 +4,12 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "destinations/settings.h"
+#include "iot/common/egress.h"
 #include "iot/common/status.h"
 #include "iot/rule_forwarding/destinations.h"
 #include "iot/rule_forwarding/ingest.h"
@@ -16,10 +18,39 @@
 namespace iot::rule_forwarding {
 namespace {
 
-DestinationRegistry Registry() {
+using common::IpAddress;
+
+/// Names resolve through `dns` (one answer after another when there are several; the last one
+/// stays); any other name does not resolve.
+std::shared_ptr<const common::EgressPolicy> Egress(
+    std::map<std::string, std::vector<std::vector<IpAddress>>> dns = {},
+    const std::string& allow = "") {
+  auto answers =
+      std::make_shared<std::map<std::string, std::vector<std::vector<IpAddress>>>>(std::move(dns));
+  return std::make_shared<const common::EgressPolicy>(common::EgressPolicy::Options{
+      .allow = *common::ParseNetworkList(allow),
+      .platform_hosts = {},
+      .refuse_local_interfaces = false,
+      .resolver = [answers](const std::string& host) -> absl::StatusOr<std::vector<IpAddress>> {
+        auto it = answers->find(host);
+        if (it == answers->end() || it->second.empty()) {
+          return absl::UnavailableError("no such host");
+        }
+        auto answer = it->second.front();
+        if (it->second.size() > 1) {
+          it->second.erase(it->second.begin());
+        }
+        return answer;
+      },
+      .platform_refresh = std::chrono::seconds(60)});
+}
+
+IpAddress Ip(std::string_view text) { return *IpAddress::Parse(text); }
+
+DestinationRegistry Registry(std::shared_ptr<const common::EgressPolicy> egress = Egress()) {
   DestinationRegistry registry;
-  for (auto d : {MakePostgresDestination(), MakeRepublishDestination(nullptr),
-                 MakeWebhookDestination(false)}) {
+  for (auto d : {MakePostgresDestination(egress), MakeRepublishDestination(nullptr),
+                 MakeWebhookDestination(egress)}) {
     registry.emplace(std::string(d->type()), d);
   }
   return registry;
@@ -92,6 +123,19 @@ TEST_F(ValidateRuleTest, BadActionSettingsNameTheSetting) {
        "actions[0].config.timeout_ms"},
       {RuleAction{.type = "webhook", .config = {{"url", "http://h/x"}, {"color", "red"}}},
        "actions[0].config.color"},
+      {RuleAction{.type = "postgres",
+                  .config = {{"url", "postgresql://u@h/db?host=127.0.0.1"}, {"table", "t"}}},
+       "actions[0].config.url"},
+      {RuleAction{.type = "postgres",
+                  .config = {{"url", "postgresql://u@h/db?sslmode=none"}, {"table", "t"}}},
+       "actions[0].config.url"},
+      {RuleAction{.type = "postgres",
+                  .config = {{"url", "postgresql://u@%2Fvar%2Frun/db"}, {"table", "t"}}},
+       "actions[0].config.url"},
+      {RuleAction{.type = "postgres", .config = {{"url", "postgresql://h/db"}, {"table", "t"}}},
+       "actions[0].config.url"},
+      {RuleAction{.type = "postgres", .config = {{"url", "postgresql://u@h"}, {"table", "t"}}},
+       "actions[0].config.url"},
   };
   for (const auto& [action, field] : cases) {
     absl::Status s = Check(Rule("SELECT *", {action}));
@@ -192,14 +236,6 @@ TEST_F(ValidateRuleTest, NameResourceAndActionCount) {
   EXPECT_EQ(common::FieldOf(Check(Rule("SELECT *", {}))), "actions");
 }
 
-TEST(MaskConfigTest, HidesSecretsAndUrlPasswords) {
-  const nlohmann::json masked = MaskConfig(
-      {{"url", "postgresql://app:hunter2@db:5432/x"}, {"secret", "s3cret"}, {"table", "t"}});
-  EXPECT_EQ(masked["secret"], "***");
-  EXPECT_EQ(masked["table"], "t");
-  EXPECT_EQ(masked["url"].get<std::string>().find("hunter2"), std::string::npos) << masked;
-}
-
 TEST(RouteTest, MatchesScopeAndWhereAndAddsHistoryForProperties) {
   RuleRecord hot = Rule("SELECT notify_data.body.t AS t WHERE notify_data.body.t > 30",
                         {Republish("a"), Republish("b")});
@@ -237,38 +273,157 @@ TEST(RouteTest, MatchesScopeAndWhereAndAddsHistoryForProperties) {
   EXPECT_TRUE(Route(*rules, record, {{"notify_data", {{"body", {{"t", 35}}}}}}, 0, true).empty());
 }
 
-TEST(WebhookTest, PrivateAndLoopbackAddressesAreRefusedUnlessAllowed) {
-  for (const char* ip :
-       {"127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-        "0.0.0.0", "::1", "::", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "not-an-ip"}) {
-    EXPECT_TRUE(settings::IsPrivateAddress(ip)) << ip;
+TEST_F(ValidateRuleTest, ActionsThatConnectRefuseInternalAddressesNamingTheField) {
+  registry_ = Registry(Egress({{"internal.example", {{Ip("93.184.216.34"), Ip("10.0.0.7")}}},
+                               {"public.example", {{Ip("93.184.216.34")}}}}));
+  const std::vector<std::string> refused = {
+      "127.0.0.1",  "10.1.2.3",         "169.254.169.254",      "[::1]",
+      "100.64.0.1", "internal.example", "[::ffff:192.168.0.1]", "0.0.0.0"};
+  for (const std::string& host : refused) {
+    for (const RuleAction& action :
+         {RuleAction{.type = "webhook", .config = {{"url", "http://" + host + ":8080/x"}}},
+          RuleAction{.type = "postgres",
+          .config = {{"url", "postgresql://u:p@" + host + "/db"}, {"table", "t"}}}}) {
+      absl::Status s = Check(Rule("SELECT *", {Republish("a"), action}));
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << host;
+      EXPECT_EQ(common::FieldOf(s), "actions[1].config.url") << host << " " << s;
+      EXPECT_NE(std::string(s.message()).find("IOT_RULE_FORWARDING_DESTINATION_ALLOWLIST"),
+                std::string::npos)
+          << s;
+    }
   }
-  for (const char* ip :
-       {"8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"}) {
-    EXPECT_FALSE(settings::IsPrivateAddress(ip)) << ip;
+  // Public addresses and names that resolve only to public addresses are fine; so is a name
+  // that does not resolve yet (it is checked again at every connection).
+  for (const std::string host : {"93.184.216.34", "public.example", "not-yet.example"}) {
+    EXPECT_TRUE(Check(Rule("SELECT *",
+                           {RuleAction{.type = "webhook", .config = {{"url", "https://" + host}}}}))
+                    .ok())
+        << host;
+    EXPECT_TRUE(
+        Check(Rule("SELECT *", {RuleAction{.type = "postgres",
+                                           .config = {{"url", "postgresql://u:p@" + host + "/d"},
+                                                      {"table", "t"}}}}))
+            .ok())
+        << host;
+  }
+  // The operator's allow-list opens what it names, and only that.
+  registry_ = Registry(Egress({}, "127.0.0.1/32"));
+  EXPECT_TRUE(Check(Rule("SELECT *", {RuleAction{.type = "webhook",
+                                                 .config = {{"url", "http://127.0.0.1:1/x"}}}}))
+                  .ok());
+  EXPECT_FALSE(Check(Rule("SELECT *", {RuleAction{.type = "webhook",
+                                                  .config = {{"url", "http://127.0.0.2:1/x"}}}}))
+                   .ok());
+}
+
+/// A listener on 127.0.0.1 that never answers: it counts the connections it gets.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(listen(fd_, 4), 0);
+    socklen_t len = sizeof addr;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+  ~SilentListener() { close(fd_); }
+  SilentListener(const SilentListener&) = delete;
+  SilentListener& operator=(const SilentListener&) = delete;
+  [[nodiscard]] uint16_t port() const { return port_; }
+  /// Connections waiting to be accepted (the kernel completed them).
+  int Pending() {
+    int n = 0;
+    while (true) {
+      pollfd p{.fd = fd_, .events = POLLIN, .revents = 0};
+      if (poll(&p, 1, 0) <= 0) {
+        return n;
+      }
+      close(accept(fd_, nullptr, nullptr));
+      ++n;
+    }
   }
 
-  // A listener on loopback: the connection succeeds, the guard refuses it before the request.
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(fd, 4), 0);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const nlohmann::json config = {
-      {"url", fmt::format("http://127.0.0.1:{}/x", ntohs(addr.sin_port))}, {"timeout_ms", 1000}};
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
+Delivery DeliveryOf(const nlohmann::json& config) {
   Delivery d;
   d.delivery_id = "m:r:0";
   d.action_config = &config;
   d.payload = {{"a", 1}};
-  absl::Status refused = MakeWebhookDestination(false)->Deliver(std::span<const Delivery>(&d, 1));
-  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  return d;
+}
+
+TEST(WebhookTest, InternalAddressesAreRefusedAtDeliveryUnlessAllowed) {
+  SilentListener listener;
+  const nlohmann::json config = {{"url", fmt::format("http://127.0.0.1:{}/x", listener.port())},
+                                 {"timeout_ms", 300}};
+  const Delivery d = DeliveryOf(config);
+  absl::Status refused = MakeWebhookDestination(Egress())->Deliver(std::span(&d, 1));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;  // a dead letter
+  EXPECT_NE(std::string(refused.message()).find("loopback"), std::string::npos) << refused;
+  EXPECT_EQ(listener.Pending(), 0) << "refused before connecting";
   // Allowed: it gets as far as the listener, which never answers (a retryable timeout).
-  absl::Status timed_out = MakeWebhookDestination(true)->Deliver(std::span<const Delivery>(&d, 1));
+  absl::Status timed_out =
+      MakeWebhookDestination(Egress({}, "127.0.0.1/32"))->Deliver(std::span(&d, 1));
   EXPECT_EQ(timed_out.code(), absl::StatusCode::kUnavailable) << timed_out;
-  close(fd);
+  EXPECT_EQ(listener.Pending(), 1);
+}
+
+TEST(WebhookTest, ADnsAnswerThatChangesAfterTheCheckIsCheckedAgainAtDelivery) {
+  SilentListener listener;
+  // DNS rebinding: public when the rule is saved, loopback when it is delivered.
+  auto egress = Egress({{"rebind.example", {{Ip("93.184.216.34")}, {Ip("127.0.0.1")}}}});
+  auto webhook = MakeWebhookDestination(egress);
+  const nlohmann::json config = {
+      {"url", fmt::format("http://rebind.example:{}/x", listener.port())}, {"timeout_ms", 300}};
+  EXPECT_TRUE(webhook->ValidateConfig(config).ok());
+  const Delivery d = DeliveryOf(config);
+  absl::Status refused = webhook->Deliver(std::span(&d, 1));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+  EXPECT_NE(std::string(refused.message()).find("'rebind.example' resolves to 127.0.0.1"),
+            std::string::npos)
+      << refused;
+  EXPECT_EQ(listener.Pending(), 0);
+}
+
+TEST(WebhookTest, TheConnectionGoesToTheCheckedAddressNotToAFreshLookup) {
+  SilentListener listener;
+  // `pinned.test` exists only in the policy's resolver: curl can reach the listener only
+  // through the address the policy checked (and the allow-list admitted).
+  auto webhook =
+      MakeWebhookDestination(Egress({{"pinned.test", {{Ip("127.0.0.1")}}}}, "127.0.0.1/32"));
+  const nlohmann::json config = {{"url", fmt::format("http://pinned.test:{}/x", listener.port())},
+                                 {"timeout_ms", 300}};
+  const Delivery d = DeliveryOf(config);
+  absl::Status status = webhook->Deliver(std::span(&d, 1));
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;  // the listener is silent
+  EXPECT_EQ(listener.Pending(), 1);
+}
+
+TEST(PostgresDestinationTest, InternalAddressesAreRefusedAtDelivery) {
+  SilentListener listener;
+  auto postgres = MakePostgresDestination(
+      Egress({{"rebind.example", {{Ip("93.184.216.34")}, {Ip("127.0.0.1")}}}}));
+  const nlohmann::json direct = {
+      {"url", fmt::format("postgresql://u:p@127.0.0.1:{}/db", listener.port())}, {"table", "t"}};
+  const nlohmann::json rebound = {
+      {"url", fmt::format("postgresql://u:p@rebind.example:{}/db", listener.port())},
+      {"table", "t"}};
+  EXPECT_TRUE(postgres->ValidateConfig(rebound).ok());
+  for (const nlohmann::json* config : {&direct, &rebound}) {
+    Delivery d = DeliveryOf(*config);
+    absl::Status refused = postgres->Deliver(std::span(&d, 1));
+    EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+    EXPECT_EQ(std::string(refused.message()).find(":p@"), std::string::npos) << refused;
+  }
+  EXPECT_EQ(listener.Pending(), 0);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,9 +21,96 @@ namespace {
 
 struct Target {
   std::string url;
+  common::Url parsed;  // user, password, host, port, dbname (path)
+  std::vector<std::pair<std::string, std::string>> params;  // of kUrlParameters
   std::string table;  // quoted, schema-qualified when given so
   std::string id_column;
 };
+
+/// The URL parameters an action may set. Nothing else reaches libpq: no `host`/`hostaddr`
+/// overriding the checked address, no file names of the platform's host (`service`,
+/// `passfile`, `sslkey`, ...).
+constexpr std::string_view kUrlParameters[] = {"sslmode", "application_name", "connect_timeout"};
+
+bool IsDatabaseName(std::string_view name) {
+  return !name.empty() && name.size() <= 63 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.' || c == '$';
+  });
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> UrlParameters(
+    std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t pos = 0;
+  while (pos < query.size()) {
+    const size_t amp = std::min(query.find('&', pos), query.size());
+    const std::string_view pair = query.substr(pos, amp - pos);
+    pos = amp + 1;
+    if (pair.empty()) {
+      continue;
+    }
+    const size_t eq = pair.find('=');
+    const std::string key(pair.substr(0, eq));
+    const std::string value(eq == std::string_view::npos ? "" : pair.substr(eq + 1));
+    if (std::find(std::begin(kUrlParameters), std::end(kUrlParameters), key) ==
+        std::end(kUrlParameters)) {
+      return common::InvalidField(
+          "url",
+          fmt::format("parameter '{}' is not supported (only {})", key,
+                      fmt::join(std::begin(kUrlParameters), std::end(kUrlParameters), ", ")));
+    }
+    const bool valid =
+        key == "sslmode" ? (value == "disable" || value == "allow" || value == "prefer" ||
+                            value == "require" || value == "verify-ca" || value == "verify-full")
+        : key == "connect_timeout"
+            ? (!value.empty() && value.size() <= 2 &&
+               value.find_first_not_of("0123456789") == std::string::npos)
+            : value.size() <= 63 && value.find_first_of("'\\ %&=") == std::string::npos;
+    if (!valid) {
+      return common::InvalidField("url", fmt::format("bad value for parameter '{}'", key));
+    }
+    out.emplace_back(key, value);
+  }
+  return out;
+}
+
+/// A libpq keyword value in single quotes.
+std::string Quoted(std::string_view value) {
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\\' || c == '\'') {
+      out += '\\';
+    }
+    out += c;
+  }
+  return out + "'";
+}
+
+/// The connection string of `target` pinned to `addresses` (checked by the egress policy):
+/// libpq connects to them and never resolves the host name (which stays for TLS checks).
+/// Every keyword is explicit, so no PG* variable or password file of the platform's host
+/// fills one in.
+std::string PinnedConninfo(const Target& target, const std::vector<common::IpAddress>& addresses) {
+  std::vector<std::string> hosts;
+  std::vector<std::string> hostaddrs;
+  for (const common::IpAddress& a : addresses) {
+    hosts.push_back(target.parsed.host);
+    hostaddrs.push_back(a.ToString());
+  }
+  std::string conninfo = fmt::format(
+      "host={} hostaddr={} port={} dbname={} user={} password={} passfile={} "
+      "connect_timeout=3",
+      Quoted(fmt::format("{}", fmt::join(hosts, ","))),
+      Quoted(fmt::format("{}", fmt::join(hostaddrs, ","))),
+      target.parsed.port == 0 ? 5432 : target.parsed.port, Quoted(target.parsed.path),
+      Quoted(target.parsed.user), Quoted(target.parsed.password),
+      Quoted("/nonexistent/iot-rule-forwarding-no-passfile"));
+  for (const auto& [key, value] : target.params) {
+    conninfo += fmt::format(" {}={}", key, Quoted(value));
+  }
+  return conninfo;
+}
 
 absl::StatusOr<std::string> QuotedTable(const std::string& table) {
   const size_t dot = table.find('.');
@@ -46,8 +134,20 @@ absl::StatusOr<Target> ParseTarget(const nlohmann::json& config) {
   }
   auto parsed = common::ParseUrl(*url);
   if (!parsed.ok() || (parsed->scheme != "postgresql" && parsed->scheme != "postgres") ||
-      parsed->host.empty()) {
+      parsed->host.empty() || parsed->user.empty()) {
     return common::InvalidField("url", "must be a postgresql://user:password@host:port/db URL");
+  }
+  if (!common::IsHostName(parsed->host)) {
+    return common::InvalidField("url",
+                                fmt::format("'{}' is not a host name or IP address", parsed->host));
+  }
+  if (!IsDatabaseName(parsed->path)) {
+    return common::InvalidField(
+        "url", "must name the database (postgresql://user:password@host:port/db, [A-Za-z0-9_.$-])");
+  }
+  auto params = UrlParameters(parsed->query);
+  if (!params.ok()) {
+    return params.status();
   }
   auto table = settings::String(config, "table", true);
   if (!table.ok()) {
@@ -64,7 +164,11 @@ absl::StatusOr<Target> ParseTarget(const nlohmann::json& config) {
   if (!id_column->empty() && !settings::IsIdentifier(*id_column)) {
     return common::InvalidField("id_column", "must match [A-Za-z_][A-Za-z0-9_]{0,62}");
   }
-  return Target{.url = *url, .table = *quoted, .id_column = *id_column};
+  return Target{.url = *url,
+                .parsed = *std::move(parsed),
+                .params = *std::move(params),
+                .table = *quoted,
+                .id_column = *id_column};
 }
 
 std::string SqlValue(pqxx::connection& conn, const nlohmann::json& value) {
@@ -128,10 +232,17 @@ absl::StatusOr<std::string> InsertStatement(pqxx::connection& conn, const Target
 
 class PostgresDestination final : public Destination {
  public:
+  explicit PostgresDestination(std::shared_ptr<const common::EgressPolicy> egress)
+      : egress_(std::move(egress)) {}
+
   [[nodiscard]] std::string_view type() const override { return "postgres"; }
 
   [[nodiscard]] absl::Status ValidateConfig(const nlohmann::json& config) const override {
-    return ParseTarget(config).status();
+    auto target = ParseTarget(config);
+    if (!target.ok()) {
+      return target.status();
+    }
+    return settings::CheckDestinationHost(*egress_, target->parsed.host, "url");
   }
 
   absl::Status Deliver(std::span<const Delivery> batch) override {
@@ -159,8 +270,12 @@ class PostgresDestination final : public Destination {
     std::unique_ptr<pqxx::connection> conn = Take(target->url);
     try {
       if (!conn || !conn->is_open()) {
-        conn = std::make_unique<pqxx::connection>(
-            common::WithConnectTimeout(target->url, std::chrono::seconds(3)));
+        // Every new connection is checked; a pooled one went to an address checked then.
+        auto addresses = settings::ResolveDestination(*egress_, target->parsed.host);
+        if (!addresses.ok()) {
+          return addresses.status();
+        }
+        conn = std::make_unique<pqxx::connection>(PinnedConninfo(*target, *addresses));
       }
       auto sql = InsertStatement(*conn, *target, rows);
       if (!sql.ok()) {
@@ -200,14 +315,16 @@ class PostgresDestination final : public Destination {
     idle_[url].push_back(std::move(conn));
   }
 
+  const std::shared_ptr<const common::EgressPolicy> egress_;
   std::mutex mu_;
   std::map<std::string, std::vector<std::unique_ptr<pqxx::connection>>> idle_;
 };
 
 }  // namespace
 
-std::shared_ptr<Destination> MakePostgresDestination() {
-  return std::make_shared<PostgresDestination>();
+std::shared_ptr<Destination> MakePostgresDestination(
+    std::shared_ptr<const common::EgressPolicy> egress) {
+  return std::make_shared<PostgresDestination>(std::move(egress));
 }
 
 }  // namespace iot::rule_forwarding

@@ -1,6 +1,5 @@
 #include "destinations/settings.h"
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -136,38 +135,31 @@ absl::StatusOr<std::optional<DeviceDownTopic>> ClassifyRepublishTopic(std::strin
   return refuse();
 }
 
-namespace {
-
-bool IsPrivateV4(const std::array<uint8_t, 4>& a) {
-  return a[0] == 0 || a[0] == 10 || a[0] == 127 || (a[0] == 100 && (a[1] & 0xC0) == 64) ||
-         (a[0] == 169 && a[1] == 254) || (a[0] == 172 && (a[1] & 0xF0) == 16) ||
-         (a[0] == 192 && a[1] == 168) || a[0] >= 224;
+absl::Status CheckDestinationHost(const common::EgressPolicy& egress, std::string_view host,
+                                  const std::string& field) {
+  auto addresses = egress.Resolve(host);
+  if (addresses.status().code() == absl::StatusCode::kInvalidArgument) {
+    return common::InvalidField(field, std::string(addresses.status().message()));
+  }
+  if (addresses.status().code() == absl::StatusCode::kPermissionDenied) {
+    return common::InvalidField(
+        field, fmt::format("{}: rule actions may not connect to the platform's own or internal "
+                           "networks (an operator may allow addresses with {})",
+                           std::string(addresses.status().message()), kAllowListVariable));
+  }
+  return absl::OkStatus();
 }
 
-}  // namespace
-
-bool IsPrivateAddress(std::string_view ip) {
-  const std::string text(ip);
-  std::array<uint8_t, 4> v4{};
-  if (inet_pton(AF_INET, text.c_str(), v4.data()) == 1) {
-    return IsPrivateV4(v4);
+absl::StatusOr<std::vector<common::IpAddress>> ResolveDestination(
+    const common::EgressPolicy& egress, std::string_view host) {
+  auto addresses = egress.Resolve(host);
+  if (addresses.ok() || addresses.status().code() == absl::StatusCode::kUnavailable) {
+    return addresses;
   }
-  std::array<uint8_t, 16> v6{};
-  if (inet_pton(AF_INET6, text.c_str(), v6.data()) != 1) {
-    return true;
-  }
-  const bool v4_mapped =
-      std::all_of(v6.begin(), v6.begin() + 10, [](uint8_t b) { return b == 0; }) &&
-      v6[10] == 0xFF && v6[11] == 0xFF;
-  if (v4_mapped) {
-    return IsPrivateV4({v6[12], v6[13], v6[14], v6[15]});
-  }
-  const bool zero_prefix =
-      std::all_of(v6.begin(), v6.begin() + 15, [](uint8_t b) { return b == 0; });
-  return (zero_prefix && (v6[15] == 0 || v6[15] == 1)) ||  // :: and ::1
-         (v6[0] & 0xFE) == 0xFC ||                         // fc00::/7 unique local
-         (v6[0] == 0xFE && (v6[1] & 0xC0) == 0x80) ||      // fe80::/10 link-local
-         v6[0] == 0xFF;                                    // multicast
+  return absl::PermissionDeniedError(
+      fmt::format("{}: refused, rule actions may not connect to the platform's own or internal "
+                  "networks ({})",
+                  std::string(addresses.status().message()), kAllowListVariable));
 }
 
 }  // namespace iot::rule_forwarding::settings

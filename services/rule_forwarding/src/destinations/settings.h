@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "iot/common/egress.h"
 
 namespace iot::rule_forwarding::settings {
 
@@ -39,9 +40,19 @@ struct DeviceDownTopic {
 /// device down topic; INVALID_ARGUMENT naming `topic` for any other '$' topic.
 absl::StatusOr<std::optional<DeviceDownTopic>> ClassifyRepublishTopic(std::string_view topic);
 
-/// Whether `ip` (textual IPv4 or IPv6) is loopback, private (RFC 1918, fc00::/7), link-local,
-/// carrier-grade NAT, unspecified, multicast or broadcast: not a public internet address.
-/// Unparsable text counts as private.
-bool IsPrivateAddress(std::string_view ip);
+/// The operator's switch named in refusals: IOT_RULE_FORWARDING_DESTINATION_ALLOWLIST.
+inline constexpr std::string_view kAllowListVariable = "IOT_RULE_FORWARDING_DESTINATION_ALLOWLIST";
+
+/// At CreateRule/UpdateRule: INVALID_ARGUMENT naming `field` when `host` is not a host name, or
+/// is or resolves to an address `egress` refuses (docs/security.md). A name that does not
+/// resolve now passes: every connection checks it again (ResolveDestination).
+absl::Status CheckDestinationHost(const common::EgressPolicy& egress, std::string_view host,
+                                  const std::string& field);
+
+/// Before every new connection: the addresses to connect to, every one checked; the caller
+/// connects to one of them and never resolves the name again. PERMISSION_DENIED (permanent: a
+/// dead letter) when one is refused; UNAVAILABLE (retried) when the name does not resolve.
+absl::StatusOr<std::vector<common::IpAddress>> ResolveDestination(
+    const common::EgressPolicy& egress, std::string_view host);
 
 }  // namespace iot::rule_forwarding::settings

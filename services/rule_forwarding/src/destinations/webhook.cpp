@@ -1,6 +1,7 @@
 #include <curl/curl.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <mutex>
 #include <vector>
 
@@ -8,6 +9,7 @@
 #include "iot/common/crypto.h"
 #include "iot/common/status.h"
 #include "iot/common/url.h"
+#include "iot/rule_forwarding/action_secrets.h"
 #include "iot/rule_forwarding/destinations.h"
 
 namespace iot::rule_forwarding {
@@ -15,6 +17,8 @@ namespace {
 
 struct Target {
   std::string url;
+  std::string host;
+  uint16_t port = 0;
   std::string secret;
   long timeout_ms = 5000;
 };
@@ -32,6 +36,10 @@ absl::StatusOr<Target> ParseTarget(const nlohmann::json& config) {
       parsed->host.empty()) {
     return common::InvalidField("url", "must be an http:// or https:// URL");
   }
+  if (!common::IsHostName(parsed->host)) {
+    return common::InvalidField("url",
+                                fmt::format("'{}' is not a host name or IP address", parsed->host));
+  }
   auto secret = settings::String(config, "secret", false);
   if (!secret.ok()) {
     return secret.status();
@@ -40,21 +48,37 @@ absl::StatusOr<Target> ParseTarget(const nlohmann::json& config) {
   if (!timeout.ok()) {
     return timeout.status();
   }
-  return Target{.url = *url, .secret = *secret, .timeout_ms = static_cast<long>(*timeout)};
+  const uint16_t default_port = parsed->scheme == "https" ? 443 : 80;
+  return Target{.url = *url,
+                .host = parsed->host,
+                .port = parsed->port != 0 ? parsed->port : default_port,
+                .secret = *secret,
+                .timeout_ms = static_cast<long>(*timeout)};
 }
 
 size_t Discard(char* /*data*/, size_t size, size_t count, void* /*user*/) { return size * count; }
 
-int CheckPeer(void* allow_private, char* primary_ip, char* /*local_ip*/, int /*primary_port*/,
+/// The addresses a POST may go to: the ones the egress policy checked for its host.
+struct Peer {
+  const std::vector<common::IpAddress>* checked = nullptr;
+  bool refused = false;
+};
+
+/// libcurl calls it once connected (or reusing a connection), before the request is sent: the
+/// peer must be one of the checked addresses, whatever curl resolved or reused.
+int CheckPeer(void* data, char* primary_ip, char* /*local_ip*/, int /*primary_port*/,
               int /*local_port*/) {
-  return *static_cast<const bool*>(allow_private) || !settings::IsPrivateAddress(primary_ip)
-             ? CURL_PREREQFUNC_OK
-             : CURL_PREREQFUNC_ABORT;
+  auto* peer = static_cast<Peer*>(data);
+  const auto ip = common::IpAddress::Parse(primary_ip == nullptr ? "" : primary_ip);
+  peer->refused =
+      !ip || std::find(peer->checked->begin(), peer->checked->end(), *ip) == peer->checked->end();
+  return peer->refused ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
 }
 
 class WebhookDestination final : public Destination {
  public:
-  explicit WebhookDestination(bool allow_private) : allow_private_(allow_private) {
+  explicit WebhookDestination(std::shared_ptr<const common::EgressPolicy> egress)
+      : egress_(std::move(egress)) {
     static std::once_flag once;
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   }
@@ -69,7 +93,11 @@ class WebhookDestination final : public Destination {
   [[nodiscard]] std::string_view type() const override { return "webhook"; }
 
   [[nodiscard]] absl::Status ValidateConfig(const nlohmann::json& config) const override {
-    return ParseTarget(config).status();
+    auto target = ParseTarget(config);
+    if (!target.ok()) {
+      return target.status();
+    }
+    return settings::CheckDestinationHost(*egress_, target->host, "url");
   }
 
   absl::Status Deliver(std::span<const Delivery> batch) override {
@@ -85,7 +113,7 @@ class WebhookDestination final : public Destination {
         status = absl::InvalidArgumentError(std::string(target.status().message()));
         break;
       }
-      if (status = Post(curl, *target, d, allow_private_); !status.ok()) {
+      if (status = Post(curl, *target, d); !status.ok()) {
         break;
       }
     }
@@ -111,8 +139,11 @@ class WebhookDestination final : public Destination {
     idle_.push_back(curl);
   }
 
-  static absl::Status Post(CURL* curl, const Target& target, const Delivery& d,
-                           const bool& allow_private) {
+  absl::Status Post(CURL* curl, const Target& target, const Delivery& d) const {
+    auto addresses = settings::ResolveDestination(*egress_, target.host);
+    if (!addresses.ok()) {
+      return addresses.status();
+    }
     curl_easy_reset(curl);
     const std::string body =
         d.payload.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -137,15 +168,30 @@ class WebhookDestination final : public Destination {
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "iot-rule-forwarding/1");
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Discard);
+    // Connect only to the checked addresses: curl does not resolve the name again (DNS
+    // rebinding), and no proxy from the environment stands in between.
+    curl_slist* pinned = nullptr;
+    if (!common::IpAddress::Parse(target.host)) {
+      std::string entry = fmt::format("{}:{}:", target.host, target.port);
+      for (size_t i = 0; i < addresses->size(); ++i) {
+        const common::IpAddress& a = (*addresses)[i];
+        entry += i == 0 ? "" : ",";
+        entry += a.v6 ? "[" + a.ToString() + "]" : a.ToString();
+      }
+      pinned = curl_slist_append(pinned, entry.c_str());
+      curl_easy_setopt(curl, CURLOPT_RESOLVE, pinned);
+    }
+    curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    Peer peer{.checked = &*addresses, .refused = false};
     curl_easy_setopt(curl, CURLOPT_PREREQFUNCTION, CheckPeer);
-    curl_easy_setopt(curl, CURLOPT_PREREQDATA, const_cast<bool*>(&allow_private));
+    curl_easy_setopt(curl, CURLOPT_PREREQDATA, &peer);
     const CURLcode rc = curl_easy_perform(curl);
     curl_slist_free_all(headers);
-    const std::string where = common::MaskUrl(target.url);
-    if (rc == CURLE_ABORTED_BY_CALLBACK) {
-      return absl::FailedPreconditionError(fmt::format(
-          "POST {}: the address is private or loopback (IOT_RULE_FORWARDING_WEBHOOK_ALLOW_PRIVATE)",
-          where));
+    curl_slist_free_all(pinned);
+    const std::string where = MaskActionUrl(target.url);
+    if (rc == CURLE_ABORTED_BY_CALLBACK && peer.refused) {
+      return absl::PermissionDeniedError(
+          fmt::format("POST {}: connected to an address that was not checked: refused", where));
     }
     if (rc != CURLE_OK) {
       return absl::UnavailableError(fmt::format("POST {}: {}", where, curl_easy_strerror(rc)));
@@ -162,15 +208,16 @@ class WebhookDestination final : public Destination {
     return absl::FailedPreconditionError(message);
   }
 
-  const bool allow_private_;
+  const std::shared_ptr<const common::EgressPolicy> egress_;
   std::mutex mu_;
   std::vector<CURL*> idle_;
 };
 
 }  // namespace
 
-std::shared_ptr<Destination> MakeWebhookDestination(bool allow_private_addresses) {
-  return std::make_shared<WebhookDestination>(allow_private_addresses);
+std::shared_ptr<Destination> MakeWebhookDestination(
+    std::shared_ptr<const common::EgressPolicy> egress) {
+  return std::make_shared<WebhookDestination>(std::move(egress));
 }
 
 }  // namespace iot::rule_forwarding

@@ -12,6 +12,7 @@
 #include "iot/rule_forwarding/destination.h"
 
 namespace iot::common {
+class EgressPolicy;
 class MqttClient;
 }  // namespace iot::common
 
@@ -19,9 +20,12 @@ namespace iot::rule_forwarding {
 
 /// `postgres`: inserts each delivery's payload (a JSON object: keys are columns) as a row of a
 /// user-named table in a PostgreSQL database, one multi-row INSERT per batch.
-/// Config: {"url": "postgresql://...", "table": "[schema.]table", "id_column": "col"
-/// (optional: receives delivery_id; with a unique index there, redelivery inserts nothing)}.
-std::shared_ptr<Destination> MakePostgresDestination();
+/// Config: {"url": "postgresql://user:password@host:port/db[?sslmode=..]", "table":
+/// "[schema.]table", "id_column": "col" (optional: receives delivery_id; with a unique index
+/// there, redelivery inserts nothing)}. The host must pass `egress` (docs/security.md): checked
+/// when the rule is saved and before every new connection, which goes to the checked address.
+std::shared_ptr<Destination> MakePostgresDestination(
+    std::shared_ptr<const common::EgressPolicy> egress);
 
 /// Sends a republish action's payload down to a device of the rule's tenant.
 class DeviceDownlink {
@@ -51,9 +55,11 @@ std::shared_ptr<Destination> MakeRepublishDestination(
 /// `webhook`: HTTP(S) POST of each payload as JSON (libcurl), headers X-Iot-Delivery-Id,
 /// X-Iot-Rule-Id and, with a secret, X-Iot-Signature: sha256=<hex HMAC-SHA256(secret, body)>.
 /// Config: {"url": "https://...", "secret": "...", "timeout_ms": 5000}. 2xx: delivered;
-/// 408, 429, 5xx, connect errors and timeouts: retried; other statuses: dead letter. Unless
-/// `allow_private_addresses`, a URL resolving to a loopback, private or link-local address is
-/// refused (dead letter) when connecting: tenants cannot reach the platform's own network.
-std::shared_ptr<Destination> MakeWebhookDestination(bool allow_private_addresses);
+/// 408, 429, 5xx, connect errors and timeouts: retried; other statuses: dead letter. The host
+/// must pass `egress` (loopback, private, link-local, the platform's own addresses are refused
+/// unless allowed: docs/security.md): checked when the rule is saved and before every POST,
+/// which connects only to the checked addresses (a refusal is a dead letter).
+std::shared_ptr<Destination> MakeWebhookDestination(
+    std::shared_ptr<const common::EgressPolicy> egress);
 
 }  // namespace iot::rule_forwarding

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "iot/rule_forwarding/action_secrets.h"
 #include "iot/rule_forwarding/dispatcher.h"
 
 namespace iot::common {
@@ -22,11 +23,13 @@ class PgPool;
 namespace iot::rule_forwarding {
 
 /// Tables rule_forwarding.outbox and outbox_owners. A row belongs to the replica (`owner`) that
-/// accepted it; rows whose owner has not heartbeaten within the lease are taken over.
+/// accepted it; rows whose owner has not heartbeaten within the lease are taken over. The
+/// actions' secret settings in a row are sealed with `secrets`.
 class PgOutbox final : public Outbox {
  public:
-  PgOutbox(std::shared_ptr<common::PgPool> pool, std::string owner)
-      : pool_(std::move(pool)), owner_(std::move(owner)) {}
+  PgOutbox(std::shared_ptr<common::PgPool> pool, std::string owner,
+           std::shared_ptr<const ActionSecrets> secrets)
+      : pool_(std::move(pool)), owner_(std::move(owner)), secrets_(std::move(secrets)) {}
 
   absl::Status Add(std::vector<DispatchItem>& items) override;
   absl::Status Remove(const std::vector<int64_t>& ids) override;
@@ -40,10 +43,14 @@ class PgOutbox final : public Outbox {
   /// Ends this replica's ownership: what it leaves is taken over at the next sweep (shutdown).
   absl::Status Retire();
   [[nodiscard]] const std::string& owner() const { return owner_; }
+  /// Seals the secret settings of rows written before sealing existed (migration 006 marks
+  /// them); returns how many it sealed. Run at start-up.
+  absl::StatusOr<size_t> SealPlainSecrets();
 
  private:
   std::shared_ptr<common::PgPool> pool_;
   std::string owner_;
+  std::shared_ptr<const ActionSecrets> secrets_;
 };
 
 /// Heartbeats every lease/3 and sweeps for orphaned deliveries every lease/2, queueing them on

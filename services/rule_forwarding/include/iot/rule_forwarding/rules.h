@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "iot/common/auth.h"
+#include "iot/rule_forwarding/action_secrets.h"
 #include "iot/rule_forwarding/dispatcher.h"
 #include "iot/rule_forwarding/sql/rule_sql.h"
 
@@ -35,6 +37,7 @@ const std::vector<std::string>& RuleResources();
 
 struct RuleAction {
   std::string type;
+  /// The settings in plain text (sealed only where they are stored: action_secrets.h).
   nlohmann::json config = nlohmann::json::object();
 };
 
@@ -48,6 +51,9 @@ struct RuleRecord {
   std::string device_id;
   std::string sql;
   std::vector<RuleAction> actions;
+  /// Actions (by index) whose stored secret settings could not be opened, and why. Their
+  /// `config` holds the masked values instead, and the rule is not loaded for delivery.
+  std::map<size_t, std::string> unreadable_secrets;
   bool enabled = true;
   std::string create_time;
   std::string update_time;
@@ -98,10 +104,12 @@ class RuleChangeFeed {
   virtual absl::StatusOr<std::string> Version() = 0;
 };
 
-/// PostgreSQL tables rule_forwarding.rules and rule_forwarding.dead_letters.
+/// PostgreSQL tables rule_forwarding.rules and rule_forwarding.dead_letters. Actions' secret
+/// settings are sealed in the table with `secrets` and opened when read.
 class PgRuleStore final : public RuleStore, public DeadLetterSink {
  public:
-  explicit PgRuleStore(std::shared_ptr<common::PgPool> pool) : pool_(std::move(pool)) {}
+  PgRuleStore(std::shared_ptr<common::PgPool> pool, std::shared_ptr<const ActionSecrets> secrets)
+      : pool_(std::move(pool)), secrets_(std::move(secrets)) {}
   absl::StatusOr<RuleRecord> Insert(const RuleRecord& rule) override;
   absl::StatusOr<RuleRecord> Get(const std::string& tenant_id, const std::string& rule_id) override;
   absl::StatusOr<RuleRecord> Update(const RuleRecord& rule) override;
@@ -116,8 +124,13 @@ class PgRuleStore final : public RuleStore, public DeadLetterSink {
                                                  const PageRequest& page) override;
   absl::Status Add(const std::vector<DeadLetterRecord>& letters) override;
 
+  /// Seals the secrets of rules stored before sealing existed (SQL cannot encrypt: migration
+  /// 006 marks them); returns how many rules it sealed. Run at start-up by every replica.
+  absl::StatusOr<size_t> SealPlainSecrets();
+
  private:
   std::shared_ptr<common::PgPool> pool_;
+  std::shared_ptr<const ActionSecrets> secrets_;
 };
 
 /// Redis counter `rf:rules:version`, INCR on every change; replicas poll it.
@@ -195,10 +208,6 @@ class RuleCache {
 /// column and what was expected), actions (`actions[i].type` known, `actions[i].config...`
 /// accepted by the destination). INVALID_ARGUMENT naming the field.
 absl::Status ValidateRule(const RuleRecord& rule, const DestinationRegistry& destinations);
-
-/// An action's settings as shown to users: `secret`/`password` values and URL passwords
-/// replaced by "***".
-nlohmann::json MaskConfig(const nlohmann::json& config);
 
 /// The Rules API logic: tenant-scoped CRUD, status, dead letters. Every change is published
 /// on the change feed and applied to this replica's cache at once.
