@@ -56,6 +56,7 @@ class HistorySubscriptionsPlatform {
         {"IOT_REDIS_URL", redis_.Url()},
         {"IOT_MQTT_URL", SharedMqttUrl()},
         {"IOT_RULE_FORWARDING_MQTT_CLIENT_ID", "rule-forwarding-" + std::to_string(FreePort())},
+        {"IOT_SECRET_KEY", kHsSecretKey},
         {"IOT_LOG_LEVEL", "debug"}};
     env.merge(extra_env);
     service_ = std::make_unique<ServiceProcess>(ServiceProcessOptions{

@@ -113,6 +113,7 @@ class RulesDownlinkTest : public ::testing::Test {
                 {"IOT_THING_MODEL_ADDR", thing_model_->address()},
                 {"IOT_DEVICE_GATEWAY_ADDR", gateway_->address()},
                 {"IOT_SERVICE_API_KEY", kServiceKey},
+                {"IOT_SECRET_KEY", kSecretKey},
                 {"IOT_RULE_FORWARDING_MAX_ATTEMPTS", std::to_string(kMaxAttempts)},
                 {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
                 {"IOT_RULE_FORWARDING_RETRY_MAX", "200ms"}},

@@ -24,6 +24,7 @@
 #include "iot/common/mqtt.h"
 #include "iot/rule_forwarding/v1/rule_forwarding.grpc.pb.h"
 #include "iot/testing/http.h"
+#include "iot/testing/http_sink.h"
 #include "iot/testing/platform.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
@@ -34,6 +35,7 @@ namespace {
 
 namespace rf = iot::rule_forwarding::v1;
 namespace tm = iot::thing_model::v1;
+using iot::testing::HttpSink;
 using iot::testing::WaitUntil;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
@@ -41,114 +43,6 @@ using std::chrono::seconds;
 const std::string kSecretKey(64, 'd');
 const std::string kAdminKey = "rules-test-admin-key-0123456789";
 const std::string kServiceKey = "rules-test-service-key-0123456789";
-
-/// A one-request-per-connection HTTP/1.1 server on 127.0.0.1 that answers with the status
-/// `respond` returns for the n-th request (1-based) and records every request.
-class HttpSink {
- public:
-  struct Request {
-    std::map<std::string, std::string> headers;  // lower-case names
-    std::string body;
-    int status = 0;
-  };
-
-  explicit HttpSink(std::function<int(int)> respond) : respond_(std::move(respond)) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    EXPECT_EQ(listen(fd_, 16), 0);
-    socklen_t len = sizeof addr;
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { Serve(); });
-  }
-  ~HttpSink() {
-    stop_ = true;
-    thread_.join();
-    close(fd_);
-  }
-  [[nodiscard]] std::string Url() const { return fmt::format("http://127.0.0.1:{}/hook", port_); }
-  std::vector<Request> requests() {
-    std::lock_guard lock(mu_);
-    return requests_;
-  }
-
- private:
-  void Serve() {
-    while (!stop_) {
-      pollfd p{.fd = fd_, .events = POLLIN, .revents = 0};
-      if (poll(&p, 1, 50) <= 0) {
-        continue;
-      }
-      const int c = accept(fd_, nullptr, nullptr);
-      if (c < 0) {
-        continue;
-      }
-      Handle(c);
-      close(c);
-    }
-  }
-
-  void Handle(int c) {
-    std::string data;
-    char buf[4096];
-    size_t header_end = std::string::npos;
-    size_t content_length = 0;
-    while (true) {
-      pollfd p{.fd = c, .events = POLLIN, .revents = 0};
-      if (poll(&p, 1, 2000) <= 0) {
-        return;
-      }
-      const ssize_t n = read(c, buf, sizeof buf);
-      if (n <= 0) {
-        return;
-      }
-      data.append(buf, static_cast<size_t>(n));
-      if (header_end == std::string::npos) {
-        header_end = data.find("\r\n\r\n");
-        if (header_end != std::string::npos) {
-          std::string lower = data.substr(0, header_end);
-          std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-          const size_t cl = lower.find("content-length:");
-          content_length = cl == std::string::npos ? 0 : std::stoul(lower.substr(cl + 15));
-        }
-      }
-      if (header_end != std::string::npos && data.size() >= header_end + 4 + content_length) {
-        break;
-      }
-    }
-    Request request;
-    size_t pos = data.find("\r\n") + 2;
-    while (pos < header_end) {
-      const size_t eol = data.find("\r\n", pos);
-      const std::string line = data.substr(pos, eol - pos);
-      const size_t colon = line.find(':');
-      std::string name = line.substr(0, colon);
-      std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-      request.headers[name] = line.substr(line.find_first_not_of(' ', colon + 1));
-      pos = eol + 2;
-    }
-    request.body = data.substr(header_end + 4, content_length);
-    {
-      std::lock_guard lock(mu_);
-      request.status = respond_(static_cast<int>(requests_.size()) + 1);
-      requests_.push_back(request);
-    }
-    const std::string response = fmt::format(
-        "HTTP/1.1 {} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", request.status);
-    (void)write(c, response.data(), response.size());
-  }
-
-  std::function<int(int)> respond_;
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::mutex mu_;
-  std::vector<Request> requests_;
-};
 
 /// Every message the broker delivers on `#`, by topic.
 class Subscriber {
@@ -279,7 +173,9 @@ class RulesTest : public ::testing::Test {
                     {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
                     {"IOT_RULE_FORWARDING_RETRY_MAX", "200ms"},
                     {"IOT_RULE_FORWARDING_OUTBOX_LEASE", "1s"},
-                    {"IOT_RULE_FORWARDING_WEBHOOK_ALLOW_PRIVATE", "true"},
+                    {"IOT_SECRET_KEY", kSecretKey},
+                    // The webhook sink and the target database of these tests are local.
+                    {"IOT_RULE_FORWARDING_DESTINATION_ALLOWLIST", "127.0.0.1/32"},
                     {"IOT_LOG_LEVEL", "debug"}},
             .args = {}};
   }
