@@ -394,7 +394,13 @@ mosquitto_start() {
   mosquitto_conf "$port" "$dir" "$dir/mosquitto.conf" "redis://127.0.0.1:${redis_port:-6379}/0"
   iot::info "mosquitto: starting on 127.0.0.1:$port (config $dir/mosquitto.conf)"
   echo "$port" >"$(portfile mosquitto)"
-  iot::spawn "$(pidfile mosquitto)" "$(logfile mosquitto)" /usr/sbin/mosquitto -c "$dir/mosquitto.conf"
+  # A sanitizer build's plugin needs the sanitizer runtime loaded first in the (uninstrumented)
+  # broker: cmake/IotSanitizers.cmake names it in lib/sanitizer-preload.
+  local preload=()
+  if [[ -s "$BUILD_DIR/lib/sanitizer-preload" ]]; then
+    preload=(env "LD_PRELOAD=$(cat "$BUILD_DIR/lib/sanitizer-preload")")
+  fi
+  iot::spawn "$(pidfile mosquitto)" "$(logfile mosquitto)" "${preload[@]}" /usr/sbin/mosquitto -c "$dir/mosquitto.conf"
   wait_ready mosquitto iot::port_open "$port"
 }
 

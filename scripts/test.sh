@@ -7,6 +7,7 @@
 #
 # Environment:
 #   IOT_PRESET           configure/build preset [dev]
+#   IOT_BUILD_DIR        the preset's build dir [build/; build-asan/, build-tsan/ for those presets]
 #   IOT_SKIP_INSTALL=1   do not run scripts/install-deps.sh
 #   IOT_SKIP_BUILD=1     do not configure/build (test what is in build/)
 #   IOT_TEST_PORTS="PG REDIS MQTT"  preferred infra ports [25432 26379 21883]; the next free
@@ -20,7 +21,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$IOT_REPO_ROOT"
 
 preset=${IOT_PRESET:-dev}
-build_dir=$IOT_REPO_ROOT/build
+case "$preset" in
+  asan | tsan) default_build_dir=$IOT_REPO_ROOT/build-$preset ;;
+  *) default_build_dir=$IOT_REPO_ROOT/build ;;
+esac
+build_dir=${IOT_BUILD_DIR:-$default_build_dir}
+# stack.sh takes the broker plugin from there.
+export IOT_BUILD_DIR=$build_dir
 
 if [[ "${IOT_SKIP_INSTALL:-0}" != 1 ]]; then
   if [[ -n "$(iot::missing_packages)" ]]; then

@@ -5,9 +5,12 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 
+#include "iot/testing/platform.h"
+#include "iot/testing/process.h"
 #include "iot/testing/servers.h"
 
 namespace iot::testing {
@@ -96,9 +99,16 @@ void TestMosquitto::Start() {
       throw std::runtime_error("cannot write " + config.string());
     }
   }
+  // A sanitizer build's plugin needs its runtime loaded first in the uninstrumented broker
+  // (cmake/IotSanitizers.cmake writes which one).
+  std::map<std::string, std::string> env;
+  if (const std::string preload = ReadTextFile(LibraryPath("sanitizer-preload"));
+      !preload.empty()) {
+    env["LD_PRELOAD"] = preload.substr(0, preload.find('\n'));
+  }
   process_ =
       std::make_unique<Process>(Process::Options{.argv = {"mosquitto", "-c", config.string()},
-                                                 .env = {},
+                                                 .env = env,
                                                  .log_file = dir_.path() / "mosquitto.log",
                                                  .run_as_user = {}});
   AwaitListening(process_, port_, "mosquitto");
