@@ -157,6 +157,10 @@ Usage: include "iot.secretEnv" (dict "root" $ "svc" $svc "values" $v)
 {{- if eq .svc.name "thing-model" -}}
 {{- $names = concat $names (list "IOT_THING_MODEL_BOOTSTRAP_API_KEY" "IOT_SECRET_KEY") -}}
 {{- end -}}
+{{- /* rule-forwarding seals rule actions' secrets with the same key (docs/security.md). */ -}}
+{{- if eq .svc.name "rule-forwarding" -}}
+{{- $names = append $names "IOT_SECRET_KEY" -}}
+{{- end -}}
 {{- range $name := $names }}
 - name: {{ $name }}
   valueFrom:
