@@ -1,0 +1,55 @@
+// The broker plugin's CONNECT parsing: client id `{device_id}_0_{0|1}_{YYYYMMDDHH}`, user name
+// and password (hex HMAC-SHA256 keyed by the timestamp), and the topic ACL of the device the
+// client id names. Input: client id '\n' user name '\n' password.
+#include <cctype>
+#include <chrono>
+#include <string>
+
+#include "client_id.h"
+#include "fuzz_input.h"
+#include "iot/common/crypto.h"
+#include "topic_rules.h"
+
+using iot::fuzz::Require;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  iot::fuzz::Fields fields(data, size);
+  const std::string_view client_id = fields.Next();
+  const std::string_view username = fields.Next();
+  const std::string_view password = fields.Rest();
+
+  const auto parsed = iot::broker::ParseClientId(client_id);
+  if (!parsed) {
+    return 0;
+  }
+  // The device id is taken from the left of the client id and can be embedded in topics.
+  Require(iot::broker::IsValidDeviceId(parsed->device_id));
+  Require(client_id.starts_with(parsed->device_id));
+  Require(parsed->sign_type == 0 || parsed->sign_type == 1);
+  // The timestamp names a real hour: formatting that hour gives the same text back.
+  Require(iot::broker::FormatClientTimestamp(parsed->hour_start) == parsed->timestamp);
+  (void)iot::broker::TimestampWithinSkew(parsed->hour_start, std::chrono::system_clock::now(),
+                                         std::chrono::hours(1));
+
+  // The credential check as the plugin does it (lower-cased hex, constant time).
+  std::string given(password);
+  for (char& c : given) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  const std::string expected = iot::common::HmacSha256Hex(parsed->timestamp, "a device secret");
+  const bool accepted =
+      username == parsed->device_id && iot::common::ConstantTimeEquals(given, expected);
+  Require(!accepted || given == expected);
+
+  // The device's own topics and nobody else's.
+  const std::string& id = parsed->device_id;
+  const std::string own = iot::broker::DeviceTopicPrefix(id);
+  Require(iot::broker::DeviceMayPublish(id, own + "sys/properties/report"));
+  Require(iot::broker::DeviceMayReceive(id, own + "sys/messages/down"));
+  Require(!iot::broker::DeviceMayPublish(
+      id, iot::broker::DeviceTopicPrefix(id + "x") + "sys/properties/report"));
+  Require(!iot::broker::DeviceMaySubscribe(id, "#"));
+  Require(!iot::broker::DeviceMaySubscribe(id, "$oc/devices/+/sys/#"));
+  Require(!iot::broker::DeviceMayPublish(id, "iot/up/0/" + id + "/sys/properties/report"));
+  return 0;
+}
