@@ -42,10 +42,20 @@ targets | grep -qx "$name" || iot::die "no fuzz target '$name' (scripts/fuzz.sh 
 [[ "$seconds" =~ ^[0-9]+$ ]] || iot::die "SECONDS must be a number, not '$seconds'"
 
 if [[ "${IOT_FUZZ_SKIP_BUILD:-0}" != 1 ]]; then
+  mkdir -p "$build_dir"
+  build_log=$build_dir/fuzz-build.log
   if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
-    cmake --preset fuzz -B "$build_dir" >/dev/null
+    cmake --preset fuzz -B "$build_dir" >"$build_log" 2>&1 || {
+      tail -n 40 "$build_log" >&2
+      iot::die "cannot configure the fuzz build (preset fuzz, clang)"
+    }
   fi
-  cmake --build "$build_dir" --target "fuzz_$name" -j2 >/dev/null
+  build_start=$SECONDS
+  cmake --build "$build_dir" --target "fuzz_$name" -j2 >"$build_log" 2>&1 || {
+    tail -n 40 "$build_log" >&2
+    iot::die "cannot build fuzz_$name"
+  }
+  iot::info "fuzz_$name built in $((SECONDS - build_start)) s"
 fi
 
 work=$build_dir/fuzz-corpus/$name
