@@ -119,9 +119,9 @@ void BM_OutboxAddRemove100(benchmark::State& state) {
     state.SkipWithError(std::string(applied.status().message()).c_str());
     return;
   }
-  PgOutbox outbox(pool, "bench",
-                  std::make_shared<const ActionSecrets>(
-                      *common::SecretBox::FromKeyText(std::string(64, 'b'))));
+  PgOutbox outbox(
+      pool, "bench",
+      std::make_shared<const ActionSecrets>(*common::SecretBox::FromKeyText(std::string(64, 'b'))));
   auto rules = HundredRules();
   IngestRecord record{.message_id = "m",
                       .tenant_id = "t1",
