@@ -78,7 +78,7 @@ mkdir -p "$reports"
 supp=$IOT_REPO_ROOT/.sanitizers
 # halt_on_error: the first report stops the process (a test or a service fails, visibly);
 # log_path: reports of processes whose output nobody reads (services, the broker) are kept.
-export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:log_path=$reports/asan:strict_init_order=1:detect_stack_use_after_return=0"
+export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:log_path=$reports/asan:detect_stack_use_after_return=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan:suppressions=$supp/ubsan.supp"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
 export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:history_size=4:log_path=$reports/tsan:suppressions=$supp/tsan.supp"
