@@ -7,6 +7,7 @@
 #include <string>
 #include <variant>
 
+#include "client_id.h"
 #include "fuzz_input.h"
 #include "iot/device_gateway/topics.h"
 #include "iot/device_gateway/uplink.h"
