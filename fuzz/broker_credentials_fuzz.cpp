@@ -3,6 +3,7 @@
 // client id names. Input: client id '\n' user name '\n' password.
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <string>
 
 #include "client_id.h"
@@ -26,8 +27,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Require(iot::broker::IsValidDeviceId(parsed->device_id));
   Require(client_id.starts_with(parsed->device_id));
   Require(parsed->sign_type == 0 || parsed->sign_type == 1);
-  // The timestamp names a real hour: formatting that hour gives the same text back.
-  Require(iot::broker::FormatClientTimestamp(parsed->hour_start) == parsed->timestamp);
+  // The timestamp names a real hour: that hour's date and hour give the same text back.
+  const auto day = std::chrono::floor<std::chrono::days>(parsed->hour_start);
+  const std::chrono::year_month_day date{day};
+  const auto hour = std::chrono::duration_cast<std::chrono::hours>(parsed->hour_start - day);
+  char text[16];
+  std::snprintf(text, sizeof text, "%04d%02u%02u%02d", static_cast<int>(date.year()),
+                static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
+                static_cast<int>(hour.count()));
+  Require(parsed->timestamp == text);
   (void)iot::broker::TimestampWithinSkew(parsed->hour_start, std::chrono::system_clock::now(),
                                          std::chrono::hours(1));
 

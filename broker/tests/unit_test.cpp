@@ -55,6 +55,16 @@ TEST(ClientIdTest, RejectsMalformedClientIds) {
   EXPECT_TRUE(ParseClientId("p1_n1_0_0_2024022917").has_value()) << "leap day";
 }
 
+TEST(ClientIdTest, TimestampsFarFromNowAreOutsideTheSkewWithoutOverflow) {
+  // Years the clock's nanoseconds cannot hold (about 1678..2262): compared in seconds.
+  const auto now = std::chrono::system_clock::now();
+  for (const char* id : {"p1_n1_0_1_0004022917", "p1_n1_0_1_9999123123", "p1_n1_0_1_0000010100"}) {
+    const auto parsed = ParseClientId(id);
+    ASSERT_TRUE(parsed.has_value()) << id;
+    EXPECT_FALSE(TimestampWithinSkew(parsed->hour_start, now, std::chrono::hours{1})) << id;
+  }
+}
+
 TEST(ClientIdTest, TimestampSkewCoversTheWholeHourPlusTheSkew) {
   const auto hour = sys_days{std::chrono::year{2026} / 11 / 26} + hours{17};
   const auto skew = seconds{3600};
