@@ -61,6 +61,7 @@ RuleRecord ToGroup(const std::string& id, const std::string& resource) {
                     .device_id = {},
                     .sql = "SELECT *",
                     .actions = {RuleAction{.type = "consumer_group", .config = {{"group", "all"}}}},
+                    .unreadable_secrets = {},
                     .enabled = true,
                     .create_time = {},
                     .update_time = {}};
