@@ -48,6 +48,17 @@ struct Replica {
   }
 };
 
+/// A rule row as a version before the checks and sealing wrote it: straight into PostgreSQL,
+/// its settings in plain text.
+void InsertPlainRule(pqxx::work& tx, const std::string& rule_id, const std::string& device_id,
+                     const nlohmann::json& actions) {
+  tx.exec_params(
+      "INSERT INTO rule_forwarding.rules (tenant_id, rule_id, name, resource, device_id, sql, "
+      "actions, secrets_sealed) VALUES ('default', $1, 'old', 'device.property', $2, "
+      "'SELECT *', $3::jsonb, false)",
+      rule_id, device_id, actions.dump());
+}
+
 class RulesSecurityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -291,11 +302,7 @@ TEST_F(RulesSecurityTest, ARuleStoredWithAnInternalDestinationIsRefusedAtDeliver
   {
     pqxx::connection c(guarded_->pg_url);
     pqxx::work tx(c);
-    tx.exec_params(
-        "INSERT INTO rule_forwarding.rules (tenant_id, rule_id, name, resource, device_id, sql, "
-        "actions, secrets_sealed) VALUES ('default', 'stored-internal', 'old', "
-        "'device.property', 'dev-stored', 'SELECT *', $1::jsonb, false)",
-        actions.dump());
+    InsertPlainRule(tx, "stored-internal", "dev-stored", actions);
     tx.commit();
   }
   // The replica picks the row up at its periodic reload (300 ms here).
@@ -449,11 +456,7 @@ TEST_F(RulesSecurityTest, RowsStoredInPlainTextBeforeSealingAreSealedAtStart) {
   {
     pqxx::connection c(allowed_->pg_url);
     pqxx::work tx(c);
-    tx.exec_params(
-        "INSERT INTO rule_forwarding.rules (tenant_id, rule_id, name, resource, device_id, sql, "
-        "actions, secrets_sealed) VALUES ('default', 'plain-rule', 'old', 'device.property', "
-        "'dev-plain', 'SELECT *', $1::jsonb, false)",
-        actions.dump());
+    InsertPlainRule(tx, "plain-rule", "dev-plain", actions);
     tx.exec_params(
         "INSERT INTO rule_forwarding.outbox (owner, item, sealed) VALUES ('gone-replica', $1, "
         "false)",
