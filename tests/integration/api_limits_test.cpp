@@ -105,6 +105,7 @@ class Platform : public ::testing::Environment {
         {"IOT_REDIS_URL", redis_->Url()},
         {"IOT_MQTT_URL", broker_->Url()},
         {"IOT_SERVICE_API_KEY", kServiceKey},
+        {"IOT_SECRET_KEY", kSecretKey},
         {"IOT_THING_MODEL_ADDR", thing_model_->address()},
         {"IOT_DEVICE_GATEWAY_ADDR", no_gateway}};
     for (const auto& [binary, prefix] : {std::pair{"shadow", "IOT_SHADOW"},
