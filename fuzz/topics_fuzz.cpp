@@ -1,9 +1,12 @@
 // Topic rules of the broker plugin and the gateway's view of the same topics. Input: device id
 // '\n' topic '\n' payload. Properties checked:
 // - what the broker lets a device publish is relayed on its uplink partition and admitted by the
-//   gateway as that device's message on that very topic;
+//   gateway as that device's message on that very topic, or rejected as too_long when it is over
+//   the gateway's topic limits (the broker's ACL has none);
 // - the broker relays a downlink only to the device it names, on the topic the gateway meant;
 // - nothing crashes on any topic (ACL, relay parsing, classification, AdmitUplink).
+#include <algorithm>
+#include <cstddef>
 #include <string>
 #include <variant>
 
@@ -48,10 +51,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Require(relay.has_value());
     Require(gw::DeviceTopicOfRelay(*relay) == topic);
     const auto admitted = gw::AdmitUplink(*relay, payload, limits, limiter, 0);
-    const auto* message = std::get_if<gw::UplinkMessage>(&admitted);
-    Require(message != nullptr);
-    Require(message->device_id == device_id);
-    Require(message->topic == topic);
+    if (const auto* message = std::get_if<gw::UplinkMessage>(&admitted)) {
+      Require(message->device_id == device_id);
+      Require(message->topic == topic);
+    } else {
+      // The broker's ACL has no length limits; the gateway's (topic bytes and levels, the ids in
+      // it) reject such a message as too_long, counted — never as an unknown topic.
+      const auto& rejected = std::get<gw::RejectedUplink>(admitted);
+      Require(rejected.reason == gw::RejectReason::kTooLong);
+      Require(topic.size() > limits.max_topic_bytes || topic.size() > limits.max_id_bytes ||
+              std::count(topic.begin(), topic.end(), '/') + 1 >
+                  static_cast<std::ptrdiff_t>(limits.max_topic_levels));
+    }
   }
   // Downlink: gateway topic -> relay topic -> broker -> the same device and topic.
   for (const auto kind : {gw::DownlinkKind::kCommand, gw::DownlinkKind::kPropertiesSet,
