@@ -20,8 +20,7 @@ namespace {
 struct Setup {
   prometheus::Registry registry;
   gw::GatewayMetrics metrics{registry};
-  gw::MessageIds ids{"fuzz"};
-  gw::UplinkProcessor processor{ids, metrics};
+  gw::UplinkProcessor processor{metrics};
   gw::DeviceInfo device;
 
   Setup() {
@@ -74,7 +73,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   (void)gw::ParseDeviceTime(request_id);
 
-  gw::UplinkMessage message{.kind = kind,
+  gw::UplinkMessage message{.message_id = "fuzz-1",
+                            .kind = kind,
                             .device_id = setup->device.device_id,
                             .topic = "$oc/devices/smartmeter01_meter-1/sys/fuzz",
                             .request_id = request_id,
