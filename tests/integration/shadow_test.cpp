@@ -595,17 +595,9 @@ TEST_F(ShadowTest, RedisFlushedIsRebuiltFromPostgresWithoutRestart) {
         return Show(&response).ok();
       },
       seconds(10)));
-  meter = Meter();
-  EXPECT_EQ(json::parse(meter.reported().properties_json()),
-            json({{"voltage", 230}, {"relay_state", "ON"}}));
-  EXPECT_EQ(json::parse(meter.desired().properties_json()), json({{"relay_state", "OFF"}}));
-  EXPECT_GE(meter.version(), version);
-  // Version checks keep working across the rebuild.
-  EXPECT_EQ(SetDesired({{"relay_state", "ON"}}, meter.version() - 1).error_code(),
-            grpc::StatusCode::ABORTED);
-  EXPECT_TRUE(SetDesired({{"relay_state", "ON"}}, meter.version()).ok());
-  // The flush took thing-model's API-key projection too: the next tests add devices there, so
-  // wait until it has rebuilt it (and its authenticator's half-second negative cache expired).
+  // The flush took thing-model's API-key projection too: shadow's desired writes and the next
+  // tests' AddDevice go there, so wait until it has rebuilt it (and its authenticator's half-second
+  // negative cache expired).
   auto products = tm::Products::NewStub(tm_channel_);
   EXPECT_TRUE(WaitUntil(
       [&] {
@@ -616,6 +608,15 @@ TEST_F(ShadowTest, RedisFlushedIsRebuiltFromPostgresWithoutRestart) {
         return products->ShowProduct(ctx.get(), request, &product).ok();
       },
       seconds(30)));
+  meter = Meter();
+  EXPECT_EQ(json::parse(meter.reported().properties_json()),
+            json({{"voltage", 230}, {"relay_state", "ON"}}));
+  EXPECT_EQ(json::parse(meter.desired().properties_json()), json({{"relay_state", "OFF"}}));
+  EXPECT_GE(meter.version(), version);
+  // Version checks keep working across the rebuild.
+  EXPECT_EQ(SetDesired({{"relay_state", "ON"}}, meter.version() - 1).error_code(),
+            grpc::StatusCode::ABORTED);
+  EXPECT_TRUE(SetDesired({{"relay_state", "ON"}}, meter.version()).ok());
 }
 
 TEST_F(ShadowTest, RebuildOverIntactRedisChangesNoVersion) {
