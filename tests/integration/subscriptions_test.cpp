@@ -50,6 +50,13 @@ class Consumer {
       reader_.join();
     }
   }
+  /// Acks one message (for consumers without auto_ack).
+  void Ack(const std::string& message_id) {
+    rf::SubscribeRequest ack;
+    ack.mutable_ack()->add_message_ids(message_id);
+    std::lock_guard lock(write_mu_);
+    stream_->Write(ack);
+  }
   /// Ends the stream and returns its status.
   grpc::Status Finish() {
     {
@@ -376,6 +383,54 @@ TEST_F(SubscriptionsTest, IotctlCreatesGroupsAndSubscribes) {
   auto unknown = iotctl({"subscribe", "--group", "nope"}, "unknown.log");
   EXPECT_EQ(unknown->Wait(seconds(20)), 1);
   EXPECT_NE(unknown->Log().find("group_name"), std::string::npos) << unknown->Log();
+}
+
+TEST_F(SubscriptionsTest, EntriesALostReadReplyMadeTheConsumersComeAfterTheErrorNotTheAckTimeout) {
+  // A Redis that goes away (SIGTERM) may have carried out an XREADGROUP whose reply never reached
+  // the service: those entries are the consumer's, pending, and the stream never got them.
+  // Modelled exactly: while the consumer holds its one allowed message (so the service reads
+  // nothing), the test reads the next entry as that consumer; then the service's next command
+  // fails (XACK refused by an ACL rule for a moment). The entry must come well before the ack
+  // timeout (60 s), once, and nothing the consumer holds or acked may come again.
+  ASSERT_TRUE(CreateGroup("lost-reply", 60).ok());
+  ForwardToGroup("s-lost", "lost-reply");
+  Consumer consumer(platform_->channel(), kHsAdminKey, "lost-reply", "a", 1, false);
+  ASSERT_TRUE(Ingest("s-lost", 0, 1).ok());
+  ASSERT_TRUE(consumer.WaitFor(1));
+  const std::string key = rule_forwarding::StreamKey("default", "lost-reply");
+  auto redis = *common::RedisClient::Create({.url = platform_->redis().Url()});
+  ASSERT_TRUE(Ingest("s-lost", 1, 2).ok());
+  auto stolen =
+      redis->Command({"XREADGROUP", "GROUP", "app", "a", "COUNT", "1", "STREAMS", key, ">"});
+  ASSERT_TRUE(stolen.ok() && stolen->type == common::RedisReply::Type::kArray)
+      << (stolen.ok() ? stolen->str : stolen.status().ToString());
+
+  ASSERT_TRUE(redis->Command({"ACL", "SETUSER", "default", "-xack"}).ok());
+  const size_t log_before = platform_->service().process().Log().size();
+  consumer.Ack(consumer.messages()[0].message_id());
+  const bool failed = WaitUntil(
+      [&] {
+        const std::string log = platform_->service().process().Log();
+        return log.size() > log_before &&
+               log.find("consumer group read failed", log_before) != std::string::npos;
+      },
+      seconds(10));
+  ASSERT_TRUE(redis->Command({"ACL", "SETUSER", "default", "+xack"}).ok());
+  ASSERT_TRUE(failed) << "the service's XACK did not fail";
+
+  ASSERT_TRUE(consumer.WaitFor(2, seconds(10)))
+      << "the entry the lost reply made the consumer's waited for the ack timeout";
+  const auto got = consumer.messages();
+  EXPECT_EQ(Seq(got[1]), 1);
+  EXPECT_TRUE(got[1].redelivered());
+  consumer.Ack(got[1].message_id());
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return platform_->Metric("iot_rf_group_backlog", {{"group", "lost-reply"}}) == 0;
+      },
+      seconds(10)));
+  EXPECT_EQ(consumer.messages().size(), 2u) << "something came twice";
+  EXPECT_TRUE(consumer.Finish().ok());
 }
 
 // Last: it restarts the Redis every other test uses.

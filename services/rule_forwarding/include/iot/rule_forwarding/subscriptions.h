@@ -166,7 +166,9 @@ struct SubscriptionMetrics {
 
 /// One consumer's Subscribe stream: hands it its own unacked messages first (a consumer that
 /// comes back), then messages other consumers left unacked past the ack timeout, then new ones,
-/// never more than max_in_flight unacked at once. Redis errors are retried with backoff; a
+/// never more than max_in_flight unacked at once. Redis errors are retried with backoff, and
+/// after one its own unacked messages are read again first (a read whose reply was lost made
+/// them its own), without those its client holds or acked; a
 /// vanished Redis group is recreated (MKSTREAM) unless the group was deleted.
 class SubscriptionSession {
  public:
@@ -188,6 +190,9 @@ class SubscriptionSession {
   /// Sends `messages`; false when the client is gone.
   bool SendAll(const Sender& send, std::vector<GroupMessage> messages);
   void ExpireInFlight();
+  /// Removes from this consumer's re-read pending entries those its client holds (sent, not
+  /// acked yet) or has acked (XACK still to be retried): only the ones it never got remain.
+  void DropHeld(std::vector<GroupMessage>& pending);
   int Room();
 
   ConsumerGroupSettings group_;
