@@ -256,28 +256,37 @@ void Wire(common::ServiceContext& context) {
     }
   }
   auto broker_dropped = std::make_shared<double>(0);
-  context.mqtt->SetMessageHandler([owner, metrics, broker_dropped](const common::MqttMessage& m) {
-    if (m.topic == kPartitionsTopic) {
-      if (const auto count = ParsePartitionCount(m.payload)) {
-        owner->SetPartitionCount(*count);
-      } else {
-        common::LogError("malformed uplink partition count from the broker",
-                         {{"payload", m.payload}});
-      }
-      return;
-    }
-    if (m.topic == kBrokerDroppedTopic) {
-      const double dropped = std::strtod(m.payload.c_str(), nullptr);
-      metrics->broker_dropped.Set(dropped);
-      if (dropped > *broker_dropped) {
-        common::LogError(
-            "the broker dropped messages at its queue limits (max_queued_messages / "
-            "max_queued_bytes): device data was lost",
-            {{"dropped_total", dropped}});
-      }
-      *broker_dropped = dropped;
-    }
-  });
+  // The owner is held weakly: it holds (through the sessions, the pipeline and the publisher)
+  // this MQTT connection, whose handler this is — a strong capture would be a reference cycle
+  // that keeps all of it alive past exit (LeakSanitizer's report, docs/security.md).
+  std::weak_ptr<PartitionOwner> weak_owner = owner;
+  context.mqtt->SetMessageHandler(
+      [weak_owner, metrics, broker_dropped](const common::MqttMessage& m) {
+        if (m.topic == kPartitionsTopic) {
+          const auto held = weak_owner.lock();
+          if (held == nullptr) {
+            return;  // shutting down
+          }
+          if (const auto count = ParsePartitionCount(m.payload)) {
+            held->SetPartitionCount(*count);
+          } else {
+            common::LogError("malformed uplink partition count from the broker",
+                             {{"payload", m.payload}});
+          }
+          return;
+        }
+        if (m.topic == kBrokerDroppedTopic) {
+          const double dropped = std::strtod(m.payload.c_str(), nullptr);
+          metrics->broker_dropped.Set(dropped);
+          if (dropped > *broker_dropped) {
+            common::LogError(
+                "the broker dropped messages at its queue limits (max_queued_messages / "
+                "max_queued_bytes): device data was lost",
+                {{"dropped_total", dropped}});
+          }
+          *broker_dropped = dropped;
+        }
+      });
   owner->Start();
   context.host.AddDependency("uplink partitions", [owner, sessions]() -> absl::Status {
     if (!owner->settled()) {
