@@ -7,6 +7,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "alink_topics.h"
 #include "client_id.h"
 #include "topic_rules.h"
 
@@ -15,6 +16,9 @@ namespace {
 
 constexpr int kPresenceQos = 1;
 constexpr int kDownResultQos = 1;
+/// `tm:dev:{id}` field `dialect` (docs/redis-projection.md): absent or huawei = IoTDA.
+constexpr std::string_view kAlinkDialect = "alink";
+constexpr std::string_view kHuaweiDialect = "huawei";
 /// Refused connects are logged one by one up to this many a second; a flood is counted instead.
 constexpr int kRefusalLinesPerSecond = 20;
 /// Source addresses tracked by the per-address connect bucket (idle ones make room).
@@ -93,11 +97,15 @@ bool AuthPlugin::OnBasicAuth(const ConnectRequest& request) {
   if (service_accounts_.contains(username)) {
     return AuthenticateService(request, username);
   }
+  if (IsAlinkClientId(request.client_id)) {
+    return AuthenticateAlink(request, username);
+  }
   return AuthenticateDevice(request, username);
 }
 
 void AuthPlugin::Refuse(const ConnectRequest& request, std::string_view why) {
   ++stats_.refused;
+  stats_.refused_alink += IsAlinkClientId(request.client_id) ? 1U : 0U;
   if (!connect_charged_ && !reloading_) {
     address_limiter_.Allow(request.address);
   }
@@ -163,12 +171,13 @@ void AuthPlugin::LogConnectStats() {
     return;
   }
   Log(LogLevel::kNotice,
-      fmt::format("connect guard, last {:.0f} s: {} connects refused ({} unknown devices "
-                  "answered from memory, {} over the per-address limit, {} over the lookup "
-                  "budget, {} log lines suppressed); {} Redis lookups on the broker thread, mean "
-                  "{} us, max {} us",
-                  seconds, stats_.refused, stats_.unknown_from_memory, stats_.refused_per_address,
-                  stats_.refused_lookup_budget, stats_.lines_suppressed, stats_.lookups,
+      fmt::format("connect guard, last {:.0f} s: {} connects refused ({} in the Alink form, {} "
+                  "unknown devices answered from memory, {} over the per-address limit, {} over "
+                  "the lookup budget, {} log lines suppressed); {} Redis lookups on the broker "
+                  "thread, mean {} us, max {} us",
+                  seconds, stats_.refused, stats_.refused_alink, stats_.unknown_from_memory,
+                  stats_.refused_per_address, stats_.refused_lookup_budget, stats_.lines_suppressed,
+                  stats_.lookups,
                   stats_.lookups == 0
                       ? 0
                       : stats_.lookup_total.count() / static_cast<int64_t>(stats_.lookups),
@@ -187,6 +196,7 @@ bool AuthPlugin::AuthenticateService(const ConnectRequest& request, const std::s
                                        .client_id = request.client_id,
                                        .address = request.address,
                                        .record = {},
+                                       .alink = std::nullopt,
                                        .closing = false};
   Log(LogLevel::kInfo, fmt::format("service account '{}' connected as '{}' from {}", username,
                                    request.client_id, request.address));
@@ -209,35 +219,23 @@ bool AuthPlugin::AuthenticateDevice(const ConnectRequest& request, const std::st
                                 parsed->timestamp, config_.time_skew.count()));
     return false;
   }
-  auto found = FindDevice(request, parsed->device_id);
-  if (!found) {
-    return false;
+  bool accept_as_is = false;
+  auto record = ConnectingDevice(request, parsed->device_id, &accept_as_is);
+  if (!record) {
+    return accept_as_is;
   }
-  Lookup& lookup = *found;
-  if (lookup.status == LookupStatus::kUnavailable && reloading_) {
-    // Re-authentication of a connected device on reload: a Redis outage is no reason to drop
-    // it (the change watcher re-checks it once Redis is back).
-    return true;
-  }
-  if (lookup.status == LookupStatus::kUnavailable) {
-    Refuse(request, "credential store (Redis) unavailable and the device is not cached");
-    return false;
-  }
-  if (lookup.status == LookupStatus::kNotFound || !lookup.record) {
-    Refuse(request, "unknown device");
-    return false;
-  }
-  DeviceRecord& record = *lookup.record;
-  if (record.frozen) {
-    Refuse(request, "device is frozen");
+  if (!record->dialect.empty() && record->dialect != kHuaweiDialect) {
+    Refuse(request, fmt::format("device is of the {} dialect: it connects with a client id "
+                                "<cid>|k=v,...| and the username {{deviceName}}&{{productKey}}",
+                                record->dialect));
     return false;
   }
 
   const bool has_password = request.password && !request.password->empty();
   if (!has_password && request.certificate_fingerprint) {
-    if (record.fingerprint.empty() ||
+    if (record->fingerprint.empty() ||
         !common::ConstantTimeEquals(Lower(*request.certificate_fingerprint),
-                                    Lower(record.fingerprint))) {
+                                    Lower(record->fingerprint))) {
       Refuse(request, "client certificate is not the device's registered certificate");
       return false;
     }
@@ -246,17 +244,8 @@ bool AuthPlugin::AuthenticateDevice(const ConnectRequest& request, const std::st
       Refuse(request, "no password");
       return false;
     }
-    if (record.sealed_secret.empty()) {
-      Refuse(request, "device has no secret (certificate device)");
-      return false;
-    }
-    auto secret = record.secret ? absl::StatusOr<std::string>(*record.secret)
-                                : secret_box_.Open(record.sealed_secret, parsed->device_id);
-    if (!secret.ok()) {
-      Log(LogLevel::kError,
-          fmt::format("cannot open the sealed secret of device '{}' (wrong IOT_SECRET_KEY?): {}",
-                      parsed->device_id, std::string(secret.status().message())));
-      Refuse(request, "device secret unreadable");
+    const auto secret = DeviceSecret(request, parsed->device_id, *record);
+    if (!secret) {
       return false;
     }
     const std::string expected = common::HmacSha256Hex(parsed->timestamp, *secret);
@@ -265,17 +254,124 @@ bool AuthPlugin::AuthenticateDevice(const ConnectRequest& request, const std::st
       return false;
     }
   }
-  if (lookup.stale) {
-    Log(LogLevel::kWarning, fmt::format("device '{}' authenticated from a stale cache entry "
-                                        "(Redis unreachable)",
-                                        parsed->device_id));
-  }
-  RegisterDevice(request, parsed->device_id, std::move(record));
+  RegisterDevice(request, parsed->device_id, *std::move(record));
   return true;
 }
 
+bool AuthPlugin::AuthenticateAlink(const ConnectRequest& request, const std::string& username) {
+  const auto client_id = ParseAlinkClientId(request.client_id);
+  if (!client_id.ok()) {
+    Refuse(request, fmt::format("Alink client id: {}", std::string(client_id.status().message())));
+    return false;
+  }
+  if (client_id->securemode == "-2") {
+    Refuse(request,
+           "Alink securemode=-2 (token login after dynamic registration) is not "
+           "supported: the device must sign with its deviceSecret");
+    return false;
+  }
+  if (client_id->auth_type == "register" || client_id->auth_type == "regnwl") {
+    Refuse(request, fmt::format("Alink authType={} (dynamic registration) is not supported",
+                                client_id->auth_type));
+    return false;
+  }
+  auto name = ParseAlinkUsername(username);
+  if (!name.ok()) {
+    Refuse(request, fmt::format("Alink username: {}", std::string(name.status().message())));
+    return false;
+  }
+  const std::string device_id = AlinkDeviceId(*name);
+  bool accept_as_is = false;
+  auto record = ConnectingDevice(request, device_id, &accept_as_is);
+  if (!record) {
+    return accept_as_is;
+  }
+  if (record->dialect != kAlinkDialect) {
+    Refuse(request,
+           "device is not of the alink dialect: it connects with the IoTDA client id "
+           "{device_id}_0_{0|1}_{YYYYMMDDHH}");
+    return false;
+  }
+  if (record->product_id != name->product_key || record->node_id != name->device_name) {
+    // {pk}_{dn} is ambiguous when either contains '_': the record says which device it is.
+    Refuse(request, fmt::format("device '{}' is productKey '{}', deviceName '{}'", device_id,
+                                record->product_id, record->node_id));
+    return false;
+  }
+  if (!request.password || request.password->empty()) {
+    Refuse(request, "no password (certificate login is for IoTDA devices only)");
+    return false;
+  }
+  const auto secret = DeviceSecret(request, device_id, *record);
+  if (!secret) {
+    return false;
+  }
+  if (!VerifyAlinkPassword(*request.password, *secret, AlinkSignContent(*client_id, *name))) {
+    Refuse(request, fmt::format("bad password (signmethod {}, {} hex characters)",
+                                SignMethodName(client_id->sign_method), request.password->size()));
+    return false;
+  }
+  RegisterDevice(request, device_id, *std::move(record), *std::move(name));
+  return true;
+}
+
+std::optional<DeviceRecord> AuthPlugin::ConnectingDevice(const ConnectRequest& request,
+                                                         const std::string& device_id,
+                                                         bool* accept_as_is) {
+  auto found = FindDevice(request, device_id);
+  if (!found) {
+    return std::nullopt;
+  }
+  Lookup& lookup = *found;
+  if (lookup.status == LookupStatus::kUnavailable && reloading_) {
+    // Re-authentication of a connected device on reload: a Redis outage is no reason to drop
+    // it (the change watcher re-checks it once Redis is back).
+    *accept_as_is = true;
+    return std::nullopt;
+  }
+  if (lookup.status == LookupStatus::kUnavailable) {
+    Refuse(request, "credential store (Redis) unavailable and the device is not cached");
+    return std::nullopt;
+  }
+  if (lookup.status == LookupStatus::kNotFound || !lookup.record) {
+    Refuse(request, "unknown device");
+    return std::nullopt;
+  }
+  if (lookup.record->frozen) {
+    Refuse(request, "device is frozen");
+    return std::nullopt;
+  }
+  if (lookup.stale) {
+    Log(LogLevel::kWarning, fmt::format("device '{}' is checked against a stale cache entry "
+                                        "(Redis unreachable)",
+                                        device_id));
+  }
+  return std::move(lookup.record);
+}
+
+std::optional<std::string> AuthPlugin::DeviceSecret(const ConnectRequest& request,
+                                                    const std::string& device_id,
+                                                    const DeviceRecord& record) {
+  if (record.sealed_secret.empty()) {
+    Refuse(request, "device has no secret (certificate device)");
+    return std::nullopt;
+  }
+  if (record.secret) {
+    return record.secret;
+  }
+  auto secret = secret_box_.Open(record.sealed_secret, device_id);
+  if (!secret.ok()) {
+    Log(LogLevel::kError,
+        fmt::format("cannot open the sealed secret of device '{}' (wrong IOT_SECRET_KEY?): {}",
+                    device_id, std::string(secret.status().message())));
+    Refuse(request, "device secret unreadable");
+    return std::nullopt;
+  }
+  return *std::move(secret);
+}
+
 void AuthPlugin::RegisterDevice(const ConnectRequest& request, const std::string& device_id,
-                                DeviceRecord record) {
+                                DeviceRecord record, std::optional<AlinkName> alink) {
   // Mosquitto re-authenticates every connected client when it reloads its configuration
   // (SIGHUP): the same connection again is not a new one.
   if (const auto current = device_sessions_.find(device_id);
@@ -293,6 +389,7 @@ void AuthPlugin::RegisterDevice(const ConnectRequest& request, const std::string
                     .client_id = request.client_id,
                     .address = request.address,
                     .record = std::move(record),
+                    .alink = std::move(alink),
                     .closing = false};
   device_sessions_[device_id] = request.session;
   {
@@ -349,27 +446,67 @@ void AuthPlugin::OnDisconnect(SessionKey key) {
 
 // ---- Authorisation ----
 
+namespace {
+
+/// The device's topics in its dialect: Alink (alink_topics.h) or IoTDA (topic_rules.h).
+bool MayPublish(const std::string& device_id, const std::optional<AlinkName>& alink,
+                std::string_view topic) {
+  return alink ? AlinkMayPublish(alink->product_key, alink->device_name, topic)
+               : DeviceMayPublish(device_id, topic);
+}
+
+bool MayReceive(const std::string& device_id, const std::optional<AlinkName>& alink,
+                std::string_view topic) {
+  return alink ? AlinkMayReceive(alink->product_key, alink->device_name, topic)
+               : DeviceMayReceive(device_id, topic);
+}
+
+bool MaySubscribe(const std::string& device_id, const std::optional<AlinkName>& alink,
+                  std::string_view filter) {
+  return alink ? AlinkMaySubscribe(alink->product_key, alink->device_name, filter)
+               : DeviceMaySubscribe(device_id, filter);
+}
+
+std::optional<std::string> RelayTopic(const std::string& device_id,
+                                      const std::optional<AlinkName>& alink, std::string_view topic,
+                                      uint32_t partitions) {
+  return alink ? AlinkUplinkRelayTopic(device_id, alink->product_key, alink->device_name, topic,
+                                       partitions)
+               : UplinkRelayTopic(device_id, topic, partitions);
+}
+
+/// A device as identified by the user name it authenticated with, for an offline or forgotten
+/// connection: `{deviceName}&{productKey}` is an Alink device, anything else an IoTDA device id.
+std::pair<std::string, std::optional<AlinkName>> DeviceOfUsername(std::string_view username) {
+  if (auto name = ParseAlinkUsername(username); name.ok()) {
+    std::string device_id = AlinkDeviceId(*name);
+    return {std::move(device_id), *std::move(name)};
+  }
+  return {std::string(username), std::nullopt};
+}
+
+}  // namespace
+
 bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topic,
                             std::string_view username, const AclMessage* message) {
   const auto it = sessions_.find(key);
   if (it == sessions_.end()) {
+    if (username.empty() || service_accounts_.contains(std::string(username))) {
+      // An offline persistent session of a service account: only queueing (read) is checked
+      // for it. Everything else needs a live, authenticated connection.
+      return access == Access::kRead && !username.empty() && !IsDownlinkTopic(topic);
+    }
+    const auto [device_id, alink] = DeviceOfUsername(username);
     // A write without a connection the plugin knows is a delayed will (Will Delay Interval)
     // of a device that authenticated before (mosquitto clears the will of a connection that
     // did not): relayed like the others.
-    if (access == Access::kWrite && message != nullptr && !username.empty() &&
-        !service_accounts_.contains(std::string(username)) && DeviceMayPublish(username, topic)) {
-      RelayWill(std::string(username), topic, *message);
+    if (access == Access::kWrite && message != nullptr && MayPublish(device_id, alink, topic)) {
+      RelayWill(device_id, alink, topic, *message);
       return false;
     }
     // An offline persistent session: only queueing (read) is checked for it, by the identity it
-    // authenticated with. Everything else needs a live, authenticated connection.
-    if (access != Access::kRead || username.empty()) {
-      return false;
-    }
-    if (service_accounts_.contains(std::string(username))) {
-      return !IsDownlinkTopic(topic);
-    }
-    return DeviceMayReceive(username, topic);
+    // authenticated with.
+    return access == Access::kRead && MayReceive(device_id, alink, topic);
   }
   const Session& session = it->second;
   if (session.role == Role::kService) {
@@ -380,16 +517,16 @@ bool AuthPlugin::OnAclCheck(SessionKey key, Access access, std::string_view topi
     case Access::kWrite:
       if (session.closing && message != nullptr) {
         // Mosquitto checks a will after the disconnect event: the connection is closing.
-        if (DeviceMayPublish(session.identity, topic)) {
-          RelayWill(session.identity, topic, *message);
+        if (MayPublish(session.identity, session.alink, topic)) {
+          RelayWill(session.identity, session.alink, topic, *message);
         }
         return false;
       }
-      return DeviceMayPublish(session.identity, topic);
+      return MayPublish(session.identity, session.alink, topic);
     case Access::kRead:
-      return DeviceMayReceive(session.identity, topic);
+      return MayReceive(session.identity, session.alink, topic);
     case Access::kSubscribe:
-      return DeviceMaySubscribe(session.identity, topic);
+      return MaySubscribe(session.identity, session.alink, topic);
     case Access::kUnsubscribe:
       return true;
   }
@@ -411,7 +548,8 @@ MessageVerdict AuthPlugin::OnMessage(SessionKey key, std::string_view topic,
     if (deliver_as != nullptr && it != sessions_.end() && it->second.role == Role::kDevice) {
       // The ACL check allowed the publish, so the topic is the device's own.
       *deliver_as =
-          UplinkRelayTopic(it->second.identity, topic, config_.uplink_partitions).value_or("");
+          RelayTopic(it->second.identity, it->second.alink, topic, config_.uplink_partitions)
+              .value_or("");
       if (message_id != nullptr && !deliver_as->empty()) {
         *message_id = NextMessageId();
       }
@@ -421,7 +559,11 @@ MessageVerdict AuthPlugin::OnMessage(SessionKey key, std::string_view topic,
   if (it == sessions_.end() || it->second.role != Role::kService) {
     return MessageVerdict::kDeny;
   }
-  const auto down = ParseDownlinkTopic(topic);
+  auto down = ParseDownlinkTopic(topic);
+  const bool alink_down = !down;
+  if (alink_down) {
+    down = ParseAlinkDownlinkTopic(topic);
+  }
   if (!down) {
     Log(LogLevel::kWarning, fmt::format("dropped malformed downlink topic '{}' from '{}'", topic,
                                         it->second.client_id));
@@ -432,7 +574,19 @@ MessageVerdict AuthPlugin::OnMessage(SessionKey key, std::string_view topic,
     PublishDownResult(down->device_id, down->device_topic, "offline", "");
     return MessageVerdict::kDeny;
   }
-  const std::string client_id = sessions_.at(current->second).client_id;
+  const Session& device = sessions_.at(current->second);
+  const std::string client_id = device.client_id;
+  if (alink_down != device.alink.has_value() ||
+      !MayReceive(device.identity, device.alink, down->device_topic)) {
+    // An IoTDA topic for an Alink device or the reverse, or (`{pk}_{dn}` being ambiguous when
+    // either contains '_') another pair's topic: the device could not use it.
+    Log(LogLevel::kWarning,
+        fmt::format("dropped downlink '{}' from '{}': not a topic of device '{}' ({} dialect)",
+                    topic, it->second.client_id, down->device_id,
+                    device.alink ? kAlinkDialect : kHuaweiDialect));
+    PublishDownResult(down->device_id, down->device_topic, "error", client_id);
+    return MessageVerdict::kDeny;
+  }
   if (!broker_.Publish(client_id, down->device_topic, payload, qos)) {
     PublishDownResult(down->device_id, down->device_topic, "error", client_id);
     return MessageVerdict::kDeny;
@@ -485,9 +639,9 @@ std::string AuthPlugin::NextMessageId() {
   return fmt::format("{}-{}", id_nonce_, ++next_message_id_);
 }
 
-void AuthPlugin::RelayWill(const std::string& device_id, std::string_view topic,
-                           const AclMessage& message) {
-  const auto relay = UplinkRelayTopic(device_id, topic, config_.uplink_partitions);
+void AuthPlugin::RelayWill(const std::string& device_id, const std::optional<AlinkName>& alink,
+                           std::string_view topic, const AclMessage& message) {
+  const auto relay = RelayTopic(device_id, alink, topic, config_.uplink_partitions);
   if (!relay) {
     return;
   }

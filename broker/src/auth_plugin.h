@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "alink_client_id.h"
 #include "device_directory.h"
 #include "iot/common/crypto.h"
 #include "iot/common/rate_limiter.h"
@@ -142,13 +143,26 @@ class AuthPlugin {
     std::string client_id;
     std::string address;
     DeviceRecord record;  ///< Devices: tenant/product/node for presence.
+    /// Alink devices: their productKey and deviceName, which name their topics (alink_topics.h);
+    /// nullopt for IoTDA devices (topic_rules.h).
+    std::optional<AlinkName> alink;
     /// Disconnected (or being kicked): its presence "disconnected" has been sent; forgotten at
     /// the next tick (mosquitto may still check the ACL of its will until then).
     bool closing = false;
   };
 
   bool AuthenticateService(const ConnectRequest& request, const std::string& username);
+  /// IoTDA client id `{device_id}_0_{sign}_{YYYYMMDDHH}`.
   bool AuthenticateDevice(const ConnectRequest& request, const std::string& username);
+  /// Alink client id `<cid>|k=v,...|` (alink_client_id.h).
+  bool AuthenticateAlink(const ConnectRequest& request, const std::string& username);
+  /// The record of a device that connects: found, not frozen. nullopt when refused (logged) —
+  /// or, with `*accept_as_is`, when a reload re-authenticates it while Redis is down (it stays).
+  std::optional<DeviceRecord> ConnectingDevice(const ConnectRequest& request,
+                                               const std::string& device_id, bool* accept_as_is);
+  /// The device's secret, opened; nullopt when it has none or it cannot be opened (refused).
+  std::optional<std::string> DeviceSecret(const ConnectRequest& request,
+                                          const std::string& device_id, const DeviceRecord& record);
   /// The device's record: from memory, or from Redis on this thread — for an id not held, within
   /// the per-address and overall lookup limits (nullopt: refused for them, already logged).
   std::optional<Lookup> FindDevice(const ConnectRequest& request, const std::string& device_id);
@@ -158,7 +172,7 @@ class AuthPlugin {
   /// Every `stats_interval`: the connect-guard line, when anything happened.
   void LogConnectStats();
   void RegisterDevice(const ConnectRequest& request, const std::string& device_id,
-                      DeviceRecord record);
+                      DeviceRecord record, std::optional<AlinkName> alink = std::nullopt);
   /// Marks the device's current session closing, publishes its "disconnected" and kicks it.
   void EndDeviceSession(const std::string& device_id, std::string_view reason, bool kick);
   void PublishPresence(std::string_view event, const std::string& device_id, const Session& session,
@@ -167,8 +181,10 @@ class AuthPlugin {
                          std::string_view status, const std::string& client_id);
   /// A new message id: `{boot nonce}-{counter}`, unique across broker restarts.
   std::string NextMessageId();
-  /// Relays the will of `device_id` on its own up-topic `topic` to the gateways.
-  void RelayWill(const std::string& device_id, std::string_view topic, const AclMessage& message);
+  /// Relays the will of `device_id` (`alink`: an Alink device) on its own up-topic `topic` to
+  /// the gateways.
+  void RelayWill(const std::string& device_id, const std::optional<AlinkName>& alink,
+                 std::string_view topic, const AclMessage& message);
   /// Watcher thread: queues kicks from re-read records.
   void ApplyRefresh(const RefreshResult& result);
   void QueueKick(const std::string& device_id, std::string reason);
@@ -195,6 +211,7 @@ class AuthPlugin {
   // the overall budget of broker-thread Redis reads, and what they did (logged periodically).
   struct ConnectStats {
     uint64_t refused = 0;
+    uint64_t refused_alink = 0;  ///< Of `refused`, connects in the Alink form.
     uint64_t unknown_from_memory = 0;
     uint64_t refused_per_address = 0;
     uint64_t refused_lookup_budget = 0;

@@ -48,6 +48,8 @@ std::optional<DeviceRecord> DeviceDirectory::ParseRecord(const common::RedisRepl
       record.sealed_secret = value;
     } else if (field == "fingerprint") {
       record.fingerprint = value;
+    } else if (field == "dialect") {
+      record.dialect = value;
     } else if (field == "version") {
       std::from_chars(value.data(), value.data() + value.size(), record.version);
     }

@@ -45,6 +45,9 @@ struct DeviceRecord {
   std::optional<std::string> secret;
   /// Lowercase hex SHA-256 of the certificate (DER); empty if none.
   std::string fingerprint;
+  /// `alink` for a device of an Alink product (it connects only in the Alink form); empty or
+  /// `huawei` for an IoTDA device.
+  std::string dialect;
   int64_t version = 0;
 };
 
