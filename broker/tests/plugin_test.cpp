@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "alink_client_id.h"
 #include "iot/common/crypto.h"
 #include "iot/common/redis.h"
 #include "iot/testing/pki.h"
@@ -104,14 +106,25 @@ class PluginTest : public ::testing::Test {
     ASSERT_FALSE(reply->is_error()) << reply->DebugString();
   }
 
-  /// Writes `tm:dev:{id}` as thing-model does, the secret sealed with the platform key.
-  void AddDevice(const std::string& id, const std::string& secret, bool frozen = false) {
+  /// Writes `tm:dev:{id}` as thing-model does, the secret sealed with the platform key; product
+  /// and node id are the parts of `id` before and after its first '_'. `dialect`: the field of
+  /// devices of Alink products (`alink`), none when empty.
+  void AddDevice(const std::string& id, const std::string& secret, bool frozen = false,
+                 const std::string& dialect = "") {
     auto box = common::SecretBox::FromKeyText(kSecretKey);
     ASSERT_TRUE(box.ok()) << box.status();
     const size_t split = id.find('_');
-    Redis({"HSET", "tm:dev:" + id, "tenant_id", "t1", "product_id", id.substr(0, split), "node_id",
-           id.substr(split + 1), "frozen", frozen ? "1" : "0", "secret", box->Seal(secret, id),
-           "version", "1"});
+    std::vector<std::string> command = {"HSET",       "tm:dev:" + id,
+                                        "tenant_id",  "t1",
+                                        "product_id", id.substr(0, split),
+                                        "node_id",    id.substr(split + 1),
+                                        "frozen",     frozen ? "1" : "0",
+                                        "secret",     box->Seal(secret, id),
+                                        "version",    "1"};
+    if (!dialect.empty()) {
+      command.insert(command.end(), {"dialect", dialect});
+    }
+    Redis(command);
   }
 
   /// Writes a certificate-only device as thing-model does (RedisProjection::PutDevice: the whole
@@ -1449,6 +1462,501 @@ TEST_F(PluginTest, BadConfigurationStopsTheBrokerWithAClearLogLine) {
   EXPECT_NE(*exit_code, 0);
   EXPECT_THAT(broker.Log(), HasSubstr("iot_auth: invalid configuration, not starting: "
                                       "plugin_opt_redis_url: required"));
+}
+
+// ---- Alink devices (README.md, Alink devices) ----
+
+/// LinkSDK 4.x and the C SDK 3.x send this fixed timestamp.
+constexpr char kLinkSdkTimestamp[] = "2524608000000";
+
+class AlinkTest : public ProjectionTest {
+ protected:
+  /// An Alink device `{pk}_{dn}` in the projection (dialect `alink`).
+  void AddAlinkDevice(const std::string& pk, const std::string& dn, const std::string& secret,
+                      bool frozen = false) {
+    AddDevice(pk + "_" + dn, secret, frozen, "alink");
+  }
+
+  /// "clientId"<cid>"deviceName"<dn>"productKey"<pk>"timestamp"<ts>: what the password signs.
+  static std::string Content(const std::string& cid, const std::string& pk, const std::string& dn,
+                             const std::string& timestamp) {
+    return "clientId" + cid + "deviceName" + dn + "productKey" + pk +
+           (timestamp.empty() ? "" : "timestamp" + timestamp);
+  }
+
+  /// As the Node SDK (alibabacloud-iot-device-sdk 1.2.8) connects: cid `{pk}&{dn}`, a client id
+  /// that says hmacsha256 with a millisecond timestamp, a lower-case HMAC-SHA1 signature.
+  TestClient::Options NodeSdk(const std::string& pk, const std::string& dn,
+                              const std::string& secret, int protocol = 4) const {
+    const std::string cid = pk + "&" + dn;
+    const std::string timestamp =
+        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count());
+    return TestClient::Options{
+        .port = broker_->port(),
+        .client_id = fmt::format("{}|securemode=3,signmethod=hmacsha256,timestamp={},"
+                                 "lan=NodeJS,_v=1.2.8|",
+                                 cid, timestamp),
+        .username = dn + "&" + pk,
+        .password = broker::AlinkSign(broker::AlinkSignMethod::kHmacSha1, secret,
+                                      Content(cid, pk, dn, timestamp)),
+        .protocol = protocol,
+        .clean_session = false};
+  }
+
+  /// As LinkSDK 4.x connects: cid `{pk}.{dn}`, the fixed timestamp, `_ss=1,...,ext=3`, an
+  /// upper-case HMAC-SHA256 signature.
+  TestClient::Options LinkSdk4(const std::string& pk, const std::string& dn,
+                               const std::string& secret) const {
+    const std::string cid = pk + "." + dn;
+    std::string password = common::HmacSha256Hex(secret, Content(cid, pk, dn, kLinkSdkTimestamp));
+    for (char& c : password) {
+      c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    return TestClient::Options{
+        .port = broker_->port(),
+        .client_id = fmt::format("{}|timestamp={},_ss=1,_v=sdk-c-4.1.0,securemode=3,"
+                                 "signmethod=hmacsha256,ext=3,_conn=tcp_5f3a|",
+                                 cid, kLinkSdkTimestamp),
+        .username = dn + "&" + pk,
+        .password = password};
+  }
+
+  /// Where the plugin delivers the device's uplink on `topic` (an Alibaba topic).
+  static std::string AlinkUp(const std::string& device_id, const std::string& topic) {
+    return fmt::format("iot/up/{}/{}/alink{}", broker::UplinkPartition(device_id, kPartitions),
+                       device_id, topic);
+  }
+};
+
+TEST_F(AlinkTest, NodeSdkDeviceConnectsAndItsUplinkReachesTheGatewaysWithAMessageId) {
+  AddAlinkDevice("a1Pk", "dev01", "node-secret");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/alink/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/presence/+/+", 1), 1);
+
+  const auto options = NodeSdk("a1Pk", "dev01", "node-secret");
+  auto device = Connect(options);
+  ASSERT_TRUE(device->connected());
+  const std::string post =
+      R"({"id":"1|exp-topic|/sys/a1Pk/dev01/thing/event/property/post_reply","version":"1.0",)"
+      R"("params":{"temperature":21.5},"method":"thing.event.property.post"})";
+  EXPECT_EQ(device->Publish("/sys/a1Pk/dev01/thing/event/property/post", post, 1), 0);
+  const std::string up = AlinkUp("a1Pk_dev01", "/sys/a1Pk/dev01/thing/event/property/post");
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [&](const ReceivedMessage& m) { return m.topic == up && m.payload == post; }, kWait))
+      << BrokerLog();
+  const auto relayed = gateway->messages_on(up);
+  EXPECT_FALSE(relayed[0].Property(kMessageId).empty());
+  EXPECT_FALSE(relayed[0].Property("iot-received-at").empty());
+  EXPECT_EQ(relayed[0].qos, 1);
+
+  // Every up-topic of the dialect, LinkSDK's `?_rid=` stripped; each with an id of its own.
+  const std::vector<std::pair<std::string, std::string>> topics = {
+      {"/sys/a1Pk/dev01/thing/event/alarm/post?_rid=1700000000001",
+       "/sys/a1Pk/dev01/thing/event/alarm/post"},
+      {"/sys/a1Pk/dev01/thing/event/property/batch/post",
+       "/sys/a1Pk/dev01/thing/event/property/batch/post"},
+      {"/sys/a1Pk/dev01/thing/service/property/set_reply",
+       "/sys/a1Pk/dev01/thing/service/property/set_reply"},
+      {"/sys/a1Pk/dev01/rrpc/response/42", "/sys/a1Pk/dev01/rrpc/response/42"},
+      {"/a1Pk/dev01/user/foo/bar", "/a1Pk/dev01/user/foo/bar"},
+      {"/shadow/update/a1Pk/dev01", "/shadow/update/a1Pk/dev01"},
+      {"/ext/ntp/a1Pk/dev01/request", "/ext/ntp/a1Pk/dev01/request"},
+      {"/ext/rrpc/7/sys/a1Pk/dev01/thing/service/reboot",
+       "/ext/rrpc/7/sys/a1Pk/dev01/thing/service/reboot"},
+  };
+  for (const auto& [topic, alibaba] : topics) {
+    EXPECT_EQ(device->Publish(topic, "p:" + alibaba, 1), 0) << topic;
+  }
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [&](const ReceivedMessage& m) { return m.payload == "p:" + topics.back().second; }, kWait));
+  std::set<std::string> ids = {relayed[0].Property(kMessageId)};
+  for (const auto& [topic, alibaba] : topics) {
+    const auto got = gateway->messages_on(AlinkUp("a1Pk_dev01", alibaba));
+    ASSERT_EQ(got.size(), 1U) << topic;
+    EXPECT_EQ(got[0].payload, "p:" + alibaba);
+    ids.insert(got[0].Property(kMessageId));
+  }
+  EXPECT_EQ(ids.size(), topics.size() + 1);
+
+  // Presence: the Alink client id, the device's product (productKey) and node (deviceName).
+  device->Disconnect();
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "a1Pk_dev01").size() == 2; }, kWait));
+  const auto events = Presence(*gateway, "a1Pk_dev01");
+  EXPECT_EQ(events[0]["event"], "connected");
+  EXPECT_EQ(events[1]["event"], "disconnected");
+  for (const auto& event : events) {
+    EXPECT_EQ(event["client_id"], options.client_id);
+    EXPECT_EQ(event["product_id"], "a1Pk");
+    EXPECT_EQ(event["node_id"], "dev01");
+  }
+  EXPECT_EQ(
+      gateway->messages_on(broker::PartitionedPresenceTopic("a1Pk_dev01", kPartitions)).size(), 2U);
+}
+
+TEST_F(AlinkTest, LinkSdk4DeviceSignsUpperCaseWithTheFixedTimestampAndGetsDownlinkUnasked) {
+  AddAlinkDevice("a1Pk", "link4", "link-secret");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/down-result/+", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("iot/up/+/+/alink/#", 1), 1);
+  auto device = Connect(LinkSdk4("a1Pk", "link4", "link-secret"));  // never subscribes
+
+  // Property set, RRPC (both forms), shadow control, NTP answer, custom topic: each delivered
+  // as the Alibaba topic, with the payload and QoS of the internal message.
+  const std::vector<std::string> down = {"/sys/a1Pk/link4/thing/service/property/set",
+                                         "/sys/a1Pk/link4/rrpc/request/1001",
+                                         "/ext/rrpc/1002/sys/a1Pk/link4/thing/service/reboot",
+                                         "/shadow/get/a1Pk/link4",
+                                         "/ext/ntp/a1Pk/link4/response",
+                                         "/a1Pk/link4/user/get"};
+  for (const auto& topic : down) {
+    EXPECT_EQ(gateway->Publish("$iot/down/a1Pk_link4/alink" + topic, "d:" + topic, 1),
+              kV5NoMatchingSubscribers)
+        << topic;
+  }
+  ASSERT_TRUE(device->WaitForCount(down.size(), kWait)) << BrokerLog();
+  const auto received = device->messages();
+  ASSERT_EQ(received.size(), down.size());
+  for (size_t i = 0; i < down.size(); ++i) {
+    EXPECT_EQ(received[i].topic, down[i]);
+    EXPECT_EQ(received[i].payload, "d:" + down[i]);
+    EXPECT_EQ(received[i].qos, 1);
+  }
+  ASSERT_TRUE(gateway->WaitForCount(down.size(), kWait));
+  const auto result = Json::parse(gateway->messages_on("$iot/down-result/a1Pk_link4")[0].payload);
+  EXPECT_EQ(result["status"], "relayed");
+  EXPECT_EQ(result["topic"], down[0]);
+
+  // It answers the RRPC request with its uplink.
+  EXPECT_EQ(device->Publish("/sys/a1Pk/link4/rrpc/response/1001?_rid=3", R"({"code":200})", 0), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) {
+        return m.topic == AlinkUp("a1Pk_link4", "/sys/a1Pk/link4/rrpc/response/1001");
+      },
+      kWait));
+
+  // Not delivered: another device's topic, an up-topic, an IoTDA topic for this Alink device.
+  AddAlinkDevice("a1Pk", "other", "s");
+  auto other = Connect(LinkSdk4("a1Pk", "other", "s"));
+  for (const std::string& topic :
+       {std::string("$iot/down/a1Pk_link4/alink/sys/a1Pk/other/thing/service/property/set"),
+        std::string("$iot/down/a1Pk_other/alink/sys/a1Pk/link4/thing/service/property/set"),
+        std::string("$iot/down/a1Pk_link4/alink/shadow/update/a1Pk/link4"),
+        std::string("$iot/down/a1Pk_link4/alink")}) {
+    EXPECT_EQ(gateway->Publish(topic, "forged", 1), kV5NotAuthorized) << topic;
+  }
+  EXPECT_EQ(gateway->Publish("$iot/down/a1Pk_link4/sys/messages/down", "iotda", 1),
+            kV5NotAuthorized);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        for (const auto& m : gateway->messages_on("$iot/down-result/a1Pk_link4")) {
+          if (Json::parse(m.payload)["status"] == "error") {
+            return true;
+          }
+        }
+        return false;
+      },
+      kWait));
+  EXPECT_THAT(BrokerLog(), HasSubstr("not a topic of device 'a1Pk_link4' (alink dialect)"));
+  // A last good one: once it is in, any of the refused ones would be too.
+  EXPECT_LT(gateway->Publish("$iot/down/a1Pk_link4/alink/a1Pk/link4/user/last", "last", 1), 0x80);
+  ASSERT_TRUE(
+      device->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "last"; }, kWait));
+  EXPECT_EQ(device->messages().size(), down.size() + 1);
+  EXPECT_TRUE(other->messages().empty());
+
+  // Offline: the gateway is told.
+  device->Disconnect();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return gateway->Publish("$iot/down/a1Pk_link4/alink/sys/a1Pk/link4/rrpc/request/9", "{}",
+                                1) == kV5NotAuthorized;
+      },
+      kWait));
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        const auto results = gateway->messages_on("$iot/down-result/a1Pk_link4");
+        return Json::parse(results.back().payload)["status"] == "offline";
+      },
+      kWait));
+}
+
+TEST_F(AlinkTest, SubscribedNodeSdkDeviceGetsEachDownlinkOnce) {
+  AddAlinkDevice("a1Pk", "subbed", "s");
+  auto gateway = Gateway();
+  auto device = Connect(NodeSdk("a1Pk", "subbed", "s"));
+  // What the Node SDK subscribes to at connect (and /ext/session/..., refused: not ours).
+  for (const char* filter :
+       {"/sys/a1Pk/subbed/thing/event/property/post_reply",
+        "/sys/a1Pk/subbed/thing/service/property/set", "/sys/a1Pk/subbed/thing/event/+/post_reply",
+        "/shadow/get/a1Pk/subbed", "/sys/a1Pk/subbed/rrpc/request/+", "/sys/a1Pk/subbed/#"}) {
+    EXPECT_EQ(device->Subscribe(filter, 1), 1) << filter;
+  }
+  EXPECT_EQ(device->Subscribe("/ext/session/a1Pk/subbed/combine/login_reply", 1), 0x80);
+  for (int i = 1; i <= 3; ++i) {
+    EXPECT_LT(gateway->Publish(
+                  fmt::format("$iot/down/a1Pk_subbed/alink/sys/a1Pk/subbed/rrpc/request/{}", i),
+                  fmt::format("rrpc-{}", i), 1),
+              0x80);
+  }
+  EXPECT_LT(gateway->Publish("$iot/down/a1Pk_subbed/alink/shadow/get/a1Pk/subbed", "last", 1),
+            0x80);
+  ASSERT_TRUE(
+      device->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "last"; }, kWait));
+  std::vector<std::string> payloads;
+  for (const auto& m : device->messages()) {
+    payloads.push_back(m.payload);
+  }
+  EXPECT_THAT(payloads, ::testing::ElementsAre("rrpc-1", "rrpc-2", "rrpc-3", "last"));
+}
+
+TEST_F(AlinkTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
+  AddAlinkDevice("a1Pk", "a", "sa");
+  AddAlinkDevice("a1Pk", "b", "sb");
+  AddDevice("p1_h", "sh");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("iot/up/#", 1), 1);
+  auto a = Connect(NodeSdk("a1Pk", "a", "sa", /*protocol=*/5));
+  auto b = Connect(LinkSdk4("a1Pk", "b", "sb"));
+
+  for (const std::string& topic : {
+           std::string("/sys/a1Pk/b/thing/event/property/post"),  // B's
+           std::string("/a1Pk/b/user/foo"),
+           std::string("/shadow/update/a1Pk/b"),
+           std::string("/ext/ntp/a1Pk/b/request"),
+           std::string("/ext/rrpc/1/sys/a1Pk/b/thing/service/x"),
+           std::string("/sys/a1Pk/a/rrpc/request/1"),  // its own down-topics
+           std::string("/shadow/get/a1Pk/a"),
+           std::string("/sys/a1Pk/a/other"),
+           std::string("$oc/devices/a1Pk_a/sys/properties/report"),  // the IoTDA form
+           std::string("$oc/devices/p1_h/sys/properties/report"),
+           std::string("$iot/down/a1Pk_b/alink/sys/a1Pk/b/thing/service/property/set"),
+           std::string("$iot/presence/a1Pk_a"),
+           std::string("$iot/config/uplink_partitions"),
+           AlinkUp("a1Pk_a", "/sys/a1Pk/a/thing/event/property/post"),
+           AlinkUp("a1Pk_b", "/sys/a1Pk/b/thing/event/property/post"),
+       }) {
+    EXPECT_EQ(a->Publish(topic, "forged", 1), kV5NotAuthorized) << topic;
+  }
+  for (const char* filter :
+       {"/sys/a1Pk/b/#", "/sys/a1Pk/+/thing/#", "/sys/+/a/#", "/sys/#", "#", "/#", "/a1Pk/b/user/#",
+        "/a1Pk/+/user/#", "/shadow/get/a1Pk/+", "/shadow/get/a1Pk/b", "/ext/ntp/a1Pk/b/response",
+        "/ext/rrpc/+/sys/a1Pk/b/#", "/ext/rrpc/#", "$oc/devices/a1Pk_a/#", "$iot/#", "iot/up/#",
+        "iot/presence/+/+", "$share/g/sys/a1Pk/a/#", "$share/g/iot/up/#"}) {
+    EXPECT_EQ(a->Subscribe(filter, 1), kV5NotAuthorized) << filter;
+  }
+  // Its own work; the marker arriving means the forged ones, sent before, were dropped.
+  EXPECT_EQ(a->Subscribe("/sys/a1Pk/a/#", 1), 1);
+  EXPECT_EQ(a->Publish("/a1Pk/a/user/marker", "marker", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "marker"; }, kWait));
+  for (const auto& m : gateway->messages()) {
+    EXPECT_NE(m.payload, "forged") << m.topic;
+  }
+  // B's uplink reaches the gateway, not A (nor does A see its own: it goes to iot/up/...).
+  EXPECT_EQ(b->Publish("/sys/a1Pk/b/thing/event/property/post", "from-b", 1), 0);
+  EXPECT_EQ(a->Publish("/sys/a1Pk/a/thing/event/property/post", "from-a", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "from-b"; }, kWait));
+  ASSERT_TRUE(gateway->WaitForMessage(
+      [](const ReceivedMessage& m) { return m.payload == "from-a"; }, kWait));
+  EXPECT_TRUE(a->messages().empty());
+  EXPECT_TRUE(b->messages().empty());
+}
+
+TEST_F(AlinkTest, DevicePublishesAreNeverRetained) {
+  AddAlinkDevice("a1Pk", "ret", "s");
+  auto device = Connect(NodeSdk("a1Pk", "ret", "s", /*protocol=*/5));
+  for (const char* topic : {"/sys/a1Pk/ret/thing/event/property/post", "/a1Pk/ret/user/t1",
+                            "/shadow/update/a1Pk/ret"}) {
+    EXPECT_LT(device->Publish(topic, "retained", 1, kWait, {}, /*retain=*/true), 0x80) << topic;
+  }
+  // A gateway subscribing afterwards gets the marker only (retained messages come first).
+  auto later = Gateway("gateway-later");
+  ASSERT_EQ(later->Subscribe("iot/up/#", 1), 1);
+  EXPECT_LT(device->Publish("/a1Pk/ret/user/t1", "marker", 1), 0x80);
+  ASSERT_TRUE(
+      later->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "marker"; }, kWait));
+  for (const auto& m : later->messages()) {
+    EXPECT_EQ(m.payload, "marker") << m.topic;
+  }
+}
+
+TEST_F(AlinkTest, FrozenDeletedOrReplacedConnectionsAreClosedWithTheirPresence) {
+  AddAlinkDevice("a1Pk", "fz", "s");
+  AddAlinkDevice("a1Pk", "del", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+
+  // A second connection (another client id) replaces the first.
+  const auto first_options = NodeSdk("a1Pk", "fz", "s");
+  auto first = Connect(first_options);
+  const auto second_options = LinkSdk4("a1Pk", "fz", "s");
+  auto second = Connect(second_options);
+  EXPECT_TRUE(first->WaitDisconnected(kWait));
+
+  Redis({"HSET", "tm:dev:a1Pk_fz", "frozen", "1", "version", "2"});
+  NotifyChange("a1Pk_fz", "upsert", true);
+  EXPECT_TRUE(second->WaitDisconnected(kKickDeadline));
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "a1Pk_fz").size() == 4; }, kWait));
+  std::vector<std::string> seen;
+  for (const auto& e : Presence(*gateway, "a1Pk_fz")) {
+    seen.push_back(fmt::format("{} {} {}", e["event"].get<std::string>(),
+                               e["client_id"].get<std::string>(), e["reason"].get<std::string>()));
+  }
+  EXPECT_THAT(seen, ::testing::ElementsAre("connected " + first_options.client_id + " connect",
+                                           "disconnected " + first_options.client_id + " replaced",
+                                           "connected " + second_options.client_id + " connect",
+                                           "disconnected " + second_options.client_id + " frozen"));
+  EXPECT_EQ(TryConnect(LinkSdk4("a1Pk", "fz", "s")), kV311NotAuthorized);
+
+  auto deleted = Connect(NodeSdk("a1Pk", "del", "s"));
+  Redis({"DEL", "tm:dev:a1Pk_del"});
+  NotifyChange("a1Pk_del", "delete", false);
+  EXPECT_TRUE(deleted->WaitDisconnected(kKickDeadline));
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "a1Pk_del").size() == 2; }, kWait));
+  EXPECT_EQ(Presence(*gateway, "a1Pk_del")[1]["reason"], "deleted");
+  EXPECT_EQ(TryConnect(NodeSdk("a1Pk", "del", "s")), kV311NotAuthorized);
+}
+
+TEST_F(AlinkTest, RefusesEveryBadIdentityAndCountsTheRefusals) {
+  // Connect-guard lines at least 2 s apart: no two of them have the same time stamp (the log
+  // has each line twice, from stdout and stderr: those are told apart by it).
+  StartBroker("plugin_opt_stats_interval_ms 2000");
+  WaitForLoad();
+  AddAlinkDevice("a1Pk", "ok", "good");
+  AddAlinkDevice("a1Pk", "frozen", "good", /*frozen=*/true);
+  AddAlinkDevice("a1Pk", "gone", "good");
+  Redis({"DEL", "tm:dev:a1Pk_gone"});
+  AddDevice("p1_huawei", "good");  // an IoTDA device (no dialect field)
+  // `{pk}_{dn}` is ambiguous: product "a1Pk", device "x_y" is also "a1Pk_x" + "y".
+  Redis({"HSET", "tm:dev:a1Pk_x_y", "tenant_id", "t1", "product_id", "a1Pk", "node_id", "x_y",
+         "frozen", "0", "secret",
+         common::SecretBox::FromKeyText(kSecretKey)->Seal("good", "a1Pk_x_y"), "dialect", "alink",
+         "version", "1"});
+
+  struct Case {
+    std::string name;
+    TestClient::Options options;
+    std::string reason;  ///< in the refusal's log line
+  };
+  const auto good = LinkSdk4("a1Pk", "ok", "good");
+  auto with = [&](const std::function<void(TestClient::Options&)>& change) {
+    auto options = good;
+    change(options);
+    return options;
+  };
+  const std::string params = "|timestamp=2524608000000,securemode=3,signmethod=hmacsha256|";
+  std::vector<Case> cases = {
+      {"no '|' after the parameters",
+       with([](auto& o) { o.client_id = "a1Pk.ok|timestamp=2524608000000,securemode=3"; }),
+       "needs a '|' before and after"},
+      {"empty cid", with([&](auto& o) { o.client_id = params; }), "empty <cid>"},
+      {"unknown signmethod", with([](auto& o) {
+         o.client_id = "a1Pk.ok|timestamp=2524608000000,signmethod=hmacsha512|";
+       }),
+       "signmethod 'hmacsha512'"},
+      {"securemode=-2 (token login)",
+       with([](auto& o) { o.client_id = "a1Pk.ok|securemode=-2,signmethod=hmacsha256|"; }),
+       "securemode=-2 (token login after dynamic registration) is not supported"},
+      {"dynamic registration", with([](auto& o) {
+         o.client_id = "a1Pk.ok|securemode=2,authType=register,random=1,signmethod=hmacsha256|";
+       }),
+       "authType=register (dynamic registration) is not supported"},
+      {"username without '&'", with([](auto& o) { o.username = "ok"; }),
+       "username is not {deviceName}&{productKey}"},
+      {"'/' in the deviceName", with([](auto& o) { o.username = "o/k&a1Pk"; }),
+       "deviceName (before '&') must be"},
+      {"'+' in the productKey", with([](auto& o) { o.username = "ok&a1+Pk"; }),
+       "productKey (after '&') must be"},
+      {"unknown productKey", LinkSdk4("a1Other", "ok", "good"), "unknown device"},
+      {"unknown deviceName", LinkSdk4("a1Pk", "nobody", "good"), "unknown device"},
+      {"wrong signature", LinkSdk4("a1Pk", "ok", "bad"), "bad password"},
+      {"signature of no algorithm's length",
+       with([](auto& o) { o.password = o.password->substr(0, 50); }), "bad password"},
+      {"signature over another timestamp", with([](auto& o) {
+         o.client_id = "a1Pk.ok|timestamp=2524608000001,securemode=3,signmethod=hmacsha256|";
+       }),
+       "bad password"},
+      {"no password", with([](auto& o) { o.password.reset(); }), "no password"},
+      {"frozen", LinkSdk4("a1Pk", "frozen", "good"), "device is frozen"},
+      {"deleted", LinkSdk4("a1Pk", "gone", "good"), "unknown device"},
+      {"an IoTDA device in the Alink form", LinkSdk4("p1", "huawei", "good"),
+       "device is not of the alink dialect"},
+      {"an Alink device in the IoTDA form", Device("a1Pk_ok", "good"),
+       "device is of the alink dialect"},
+      {"the other reading of an ambiguous device id", LinkSdk4("a1Pk_x", "y", "good"),
+       "device 'a1Pk_x_y' is productKey 'a1Pk', deviceName 'x_y'"},
+  };
+  int alink_form = 0;
+  for (const auto& c : cases) {
+    EXPECT_EQ(TryConnect(c.options), kV311NotAuthorized) << c.name;
+    alink_form += broker::IsAlinkClientId(c.options.client_id) ? 1 : 0;
+    // Below the 20 refusal lines a second that are logged one by one.
+    std::this_thread::sleep_for(60ms);
+  }
+  EXPECT_EQ(TryConnect(NodeSdk("a1Pk", "ok", "good", 5)), 0);
+  EXPECT_EQ(TryConnect(good), 0);
+  EXPECT_EQ(TryConnect(LinkSdk4("a1Pk", "x_y", "good")), 0);
+  const std::string log = BrokerLog();
+  for (const auto& c : cases) {
+    EXPECT_THAT(log, HasSubstr(fmt::format("refused client '{}'", c.options.client_id))) << c.name;
+    EXPECT_THAT(log, HasSubstr(c.reason)) << c.name;
+  }
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("good")));  // no secret in the log
+  // Counted: the connect-guard lines add up to every refusal, the Alink-form ones apart.
+  const std::regex guard(R"((\d{10}): iot_auth: connect guard, last \d+ s: (\d+) connects refused )"
+                         R"(\((\d+) in the Alink form)");
+  int refused = 0;
+  int alink = 0;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        const std::string text = BrokerLog();
+        std::set<std::string> lines;  // each line once
+        refused = 0;
+        alink = 0;
+        for (auto it = std::sregex_iterator(text.begin(), text.end(), guard);
+             it != std::sregex_iterator(); ++it) {
+          if (lines.insert(it->str()).second) {
+            refused += std::stoi((*it)[2].str());
+            alink += std::stoi((*it)[3].str());
+          }
+        }
+        return refused == static_cast<int>(cases.size()) && alink == alink_form;
+      },
+      kWait))
+      << refused << " refused, " << alink << " in the Alink form; log:\n"
+      << BrokerLog();
+}
+
+TEST_F(AlinkTest, ConnectFloodsOfAlinkIdsAreBoundedLikeIotdaOnes) {
+  AddAlinkDevice("a1Pk", "held", "s");
+  StartBroker(
+      "plugin_opt_connect_rate_per_address 1\nplugin_opt_connect_burst_per_address 5\n"
+      "plugin_opt_unknown_cache_ttl_ms 60000");
+  WaitForLoad();
+  Redis({"CONFIG", "RESETSTAT"});
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 30; ++i) {
+    EXPECT_EQ(TryConnect(LinkSdk4("a1Pk", fmt::format("x{}", i), "s")), kV311NotAuthorized);
+  }
+  // The burst of 5, then one a second: the others were refused without asking Redis.
+  const auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start);
+  const int64_t lookups = HgetallCalls();
+  EXPECT_GE(lookups, 5);
+  EXPECT_LE(lookups, 5 + static_cast<int64_t>(elapsed.count()) + 1);
+  EXPECT_THAT(BrokerLog(), HasSubstr("over the limit of 1 connects/s from 127.0.0.1"));
+  // A device held in memory still connects from that address.
+  EXPECT_EQ(TryConnect(LinkSdk4("a1Pk", "held", "s")), 0);
+  // An unknown id looked up once is answered from memory (from another address: a fresh bucket).
+  auto again = LinkSdk4("a1Pk", "x0", "s");
+  again.bind_address = "127.0.0.2";
+  Redis({"CONFIG", "RESETSTAT"});
+  EXPECT_EQ(TryConnect(again), kV311NotAuthorized);
+  EXPECT_EQ(HgetallCalls(), 0);
 }
 
 }  // namespace
