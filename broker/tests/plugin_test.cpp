@@ -1785,6 +1785,40 @@ TEST_F(AlinkTest, DevicePublishesAreNeverRetained) {
   }
 }
 
+TEST_F(AlinkTest, AWillOnTheDevicesOwnUpTopicIsRelayedAndOneElsewhereGoesNowhere) {
+  AddAlinkDevice("a1Pk", "will", "s");
+  AddAlinkDevice("a1Pk", "bad", "s");
+  auto gateway = Gateway();
+  ASSERT_EQ(gateway->Subscribe("iot/up/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("/sys/#", 1), 1);
+  ASSERT_EQ(gateway->Subscribe("$iot/presence/+", 1), 1);
+  auto options = LinkSdk4("a1Pk", "will", "s");
+  options.will_topic = "/sys/a1Pk/will/thing/event/power_lost/post";
+  options.will_payload = R"({"id":"1","params":{}})";
+  Connect(options)->Drop();
+  const std::string up = AlinkUp("a1Pk_will", "/sys/a1Pk/will/thing/event/power_lost/post");
+  ASSERT_TRUE(
+      gateway->WaitForMessage([&](const ReceivedMessage& m) { return m.topic == up; }, kWait))
+      << BrokerLog();
+  EXPECT_EQ(gateway->messages_on(up)[0].payload, options.will_payload);
+  EXPECT_FALSE(gateway->messages_on(up)[0].Property(kMessageId).empty());
+  EXPECT_TRUE(gateway->messages_on(options.will_topic).empty());  // not parked there
+
+  // On another device's topic: nowhere, neither there nor relayed.
+  auto bad = LinkSdk4("a1Pk", "bad", "s");
+  bad.will_topic = "/sys/a1Pk/will/thing/event/power_lost/post";
+  bad.will_payload = "forged";
+  Connect(bad)->Drop();
+  ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "a1Pk_bad").size() == 2; }, kWait));
+  auto marker = Connect(LinkSdk4("a1Pk", "will", "s"));
+  EXPECT_EQ(marker->Publish("/a1Pk/will/user/marker", "after", 1), 0);
+  ASSERT_TRUE(gateway->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "after"; },
+                                      kWait));
+  for (const auto& m : gateway->messages()) {
+    EXPECT_NE(m.payload, "forged") << m.topic;
+  }
+}
+
 TEST_F(AlinkTest, FrozenDeletedOrReplacedConnectionsAreClosedWithTheirPresence) {
   AddAlinkDevice("a1Pk", "fz", "s");
   AddAlinkDevice("a1Pk", "del", "s");
