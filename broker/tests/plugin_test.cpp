@@ -67,6 +67,15 @@ std::string Timestamp(std::chrono::system_clock::time_point time) {
 
 std::string Now() { return Timestamp(std::chrono::system_clock::now()); }
 
+/// The payloads `client` received, in order.
+std::vector<std::string> Payloads(const TestClient& client) {
+  std::vector<std::string> payloads;
+  for (const auto& m : client.messages()) {
+    payloads.push_back(m.payload);
+  }
+  return payloads;
+}
+
 std::string ReadFile(const std::filesystem::path& path) {
   std::ifstream in(path);
   std::stringstream out;
@@ -827,11 +836,7 @@ TEST_F(PluginTest, SubscribedDeviceGetsEachDownlinkOnce) {
   EXPECT_LT(gateway->Publish("$iot/down/p1_sub/sys/messages/down", "last", 1), 0x80);
   ASSERT_TRUE(
       device->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "last"; }, kWait));
-  std::vector<std::string> payloads;
-  for (const auto& m : device->messages()) {
-    payloads.push_back(m.payload);
-  }
-  EXPECT_THAT(payloads, ::testing::ElementsAre("cmd-1", "cmd-2", "cmd-3", "last"));
+  EXPECT_THAT(Payloads(*device), ::testing::ElementsAre("cmd-1", "cmd-2", "cmd-3", "last"));
 }
 
 // ---- Presence ----
@@ -1706,11 +1711,7 @@ TEST_F(AlinkTest, SubscribedNodeSdkDeviceGetsEachDownlinkOnce) {
             0x80);
   ASSERT_TRUE(
       device->WaitForMessage([](const ReceivedMessage& m) { return m.payload == "last"; }, kWait));
-  std::vector<std::string> payloads;
-  for (const auto& m : device->messages()) {
-    payloads.push_back(m.payload);
-  }
-  EXPECT_THAT(payloads, ::testing::ElementsAre("rrpc-1", "rrpc-2", "rrpc-3", "last"));
+  EXPECT_THAT(Payloads(*device), ::testing::ElementsAre("rrpc-1", "rrpc-2", "rrpc-3", "last"));
 }
 
 TEST_F(AlinkTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
