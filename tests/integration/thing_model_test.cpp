@@ -1087,7 +1087,7 @@ TEST_F(ThingModelTest, DerivedModelValidatesAlinkDevicesProperties) {
   using Paths = std::vector<std::string>;
   EXPECT_EQ(validate(R"({"services":[{"service_id":"default","properties":{
       "CurrentTemperature":21.5,"PowerSwitch":true,"WorkMode":3,"Label":"hall",
-      "Schedule":{"StartHour":6},"Zones":["a","b"]}},
+      "Schedule":{"StartHour":6},"Zones":["a","b"],"RecentTemperatures":[20.5,21]}},
       {"service_id":"airQuality","properties":{"PM25":12,"CO2":600}}]})",
                      false),
             Paths{});

@@ -441,6 +441,10 @@ class ModelParser : public detail::IssueCollector {
       return param;
     }
     const std::string_view type_name = DataTypeName(param.type);
+    if (param.type == DataType::kJsonObject) {
+      const json* alink_type = Get(node, "alink_type");
+      param.accepts_array = alink_type != nullptr && *alink_type == "array";
+    }
 
     // min / max / step: numeric types only; elsewhere ignored, as IoTDA does.
     std::optional<NumericLimit>* limits[] = {&param.min, &param.max, &param.step};

@@ -166,6 +166,24 @@ TEST(AlinkTslTest, DerivedModelValidatesValues) {
   EXPECT_FALSE(props({{"WorkMode", 9}}).ok()) << "above the largest enum key";
   EXPECT_FALSE(props({{"Label", std::string(65, 'x')}}).ok());
   EXPECT_FALSE(props({{"Zones", {1, 2}}}).ok());
+  // Arrays of numbers or structs are jsonObjects that take arrays; other jsonObjects do not.
+  EXPECT_TRUE(props({{"RecentTemperatures", {20.5, 21, 19.75}}}).ok());
+  EXPECT_FALSE(props({{"Schedule", {1, 2}}}).ok());
+  const std::string report =
+      R"({"services":[{"service_id":"default","properties":{"RecentTemperatures":[20.5,21],)"
+      R"("Schedule":[6,22],"Zones":["a"]}}]})";
+  const ReportResult result = validator.ValidateReport(report);
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].path, "services[0].properties.Schedule");
+  ASSERT_EQ(result.properties.size(), 2u);
+  EXPECT_EQ(result.properties[0].name, "RecentTemperatures");
+  EXPECT_EQ(result.properties[0].value, "[20.5,21]");
+  EXPECT_FALSE(
+      validator
+          .ValidateReport(std::string_view(R"({"services":[{"service_id":"default",)"
+                                           R"("properties":{"RecentTemperatures":[1,}}]})"))
+          .ok())
+      << "malformed inside the array";
   // Writes need rw: CurrentTemperature is r.
   EXPECT_FALSE(
       validator.ValidateProperties("default", {{"CurrentTemperature", 20}}, PropertyMode::kWrite)
