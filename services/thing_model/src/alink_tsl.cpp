@@ -25,6 +25,8 @@ using nlohmann::json;
 constexpr std::string_view kTypes = "int, float, double, text, date, bool, enum, struct, array";
 constexpr std::string_view kItemTypes = "int, float, double, text, struct";
 constexpr std::string_view kDefaultService = "default";
+// A product name's limit in the registry.
+constexpr std::size_t kMaxProductNameLength = 128;
 
 bool IsIdentifierChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -145,6 +147,10 @@ class TslConverter : public detail::IssueCollector {
     if (const json* name = Member(*profile, "productName")) {
       if (name->is_string()) {
         out.product_name = name->get<std::string>();
+        if (out.product_name.size() > kMaxProductNameLength) {
+          Error("profile.productName",
+                fmt::format("longer than {} characters", kMaxProductNameLength));
+        }
       } else {
         Error("profile.productName", "must be a string");
       }

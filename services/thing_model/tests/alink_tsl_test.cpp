@@ -368,6 +368,8 @@ TEST(AlinkTslTest, InvalidTslsAreRejectedWithTheirPath) {
       {"productKey not a string", "/profile/productKey", 12, "profile.productKey",
        "must be a string"},
       {"profile not an object", "/profile", "a1", "profile", "must be an object"},
+      {"long productName", "/profile/productName", std::string(129, 'n'), "profile.productName",
+       "longer than 128 characters"},
   };
   for (const InvalidCase& c : cases) {
     json tsl = Thermostat();
