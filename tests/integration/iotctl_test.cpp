@@ -330,6 +330,81 @@ TEST_F(IotctlTest, InvalidModelPrintsEveryErrorPath) {
   EXPECT_TRUE(Contains(missing.output, "/nonexistent/product.json")) << missing.output;
 }
 
+TEST_F(IotctlTest, AlinkProductsFromATslAndDevicesByDeviceName) {
+  // The sample TSL under a key of its own, indented as a user's file would be.
+  auto tsl = nlohmann::json::parse(ReadFile(IOT_ALINK_TESTDATA_DIR "/thermostat_tsl.json"));
+  const std::string key = "a1" + common::HexEncode(common::RandomBytes(5)).substr(0, 9);
+  tsl["profile"]["productKey"] = key;
+  const auto file = dir_->path() / (key + ".tsl.json");
+  WriteFile(file, tsl.dump(2));
+
+  // Detected as a TSL: no flag needed.
+  Result created = Run(admin_, {"product", "create", "--file", file.string()});
+  ASSERT_EQ(created.code, 0) << created.output;
+  EXPECT_EQ(ValueAfter(created.output, "product"), key) << created.output;
+  EXPECT_EQ(ValueAfter(created.output, "dialect"), "alink") << created.output;
+  EXPECT_TRUE(Contains(created.output, "airQuality")) << created.output;
+
+  const auto shown = Json(admin_, {"product", "show", key});
+  EXPECT_EQ(shown["dialect"], "alink");
+  EXPECT_EQ(shown["tsl_json"], tsl.dump(2)) << "the TSL as the file held it";
+  Result printed = Run(admin_, {"product", "show", key, "--tsl"});
+  ASSERT_EQ(printed.code, 0) << printed.output;
+  EXPECT_EQ(nlohmann::json::parse(printed.output), tsl);
+  Result model = Run(admin_, {"product", "show", key, "--model"});
+  ASSERT_EQ(model.code, 0) << model.output;
+  EXPECT_EQ(nlohmann::json::parse(model.output)["service_capabilities"][0]["service_id"],
+            "default");
+  Result list = Run(admin_, {"product", "list"});
+  ASSERT_EQ(list.code, 0) << list.output;
+  EXPECT_TRUE(Contains(list.output, "DIALECT")) << list.output;
+  EXPECT_TRUE(Contains(list.output, "alink")) << list.output;
+
+  // A TSL update: detected again; a new model version.
+  tsl["properties"].push_back(
+      {{"identifier", "Humidity"}, {"accessMode", "r"}, {"dataType", {{"type", "int"}}}});
+  WriteFile(file, tsl.dump());
+  const auto updated = Json(admin_, {"product", "update", key, "--file", file.string()});
+  EXPECT_EQ(updated["model_version"], 2);
+
+  // A device with its Alibaba deviceName and deviceSecret.
+  const std::string secret = "AbCdEf0123456789AbCdEf0123456789";
+  Result added = Run(
+      admin_, {"device", "add", "--product", key, "--node", "hall@home.1:a", "--secret", secret});
+  ASSERT_EQ(added.code, 0) << added.output;
+  EXPECT_EQ(ValueAfter(added.output, "device"), key + "_hall@home.1:a") << added.output;
+  EXPECT_EQ(ValueAfter(added.output, "secret"), secret) << added.output;
+
+  // --tsl for a file that does not look like one; without it, it is taken for a Huawei model.
+  const auto bare = dir_->path() / (key + ".bare.json");
+  WriteFile(bare, R"({"schema": "https://iotx-tsl.oss-ap-southeast-1.aliyuncs.com/schema.json"})");
+  Result huawei = Run(admin_, {"product", "create", "--file", bare.string()});
+  EXPECT_EQ(huawei.code, 1) << huawei.output;
+  EXPECT_TRUE(Contains(huawei.output, "service_capabilities")) << huawei.output;
+  Result forced = Run(admin_, {"product", "create", "--file", bare.string(), "--tsl"});
+  ASSERT_EQ(forced.code, 0) << forced.output;
+  EXPECT_EQ(ValueAfter(forced.output, "dialect"), "alink") << forced.output;
+  EXPECT_EQ(ValueAfter(forced.output, "product").substr(0, 2), "a1") << forced.output;
+
+  // An invalid TSL: every error with its TSL path.
+  tsl["profile"]["productKey"] = "a1" + common::HexEncode(common::RandomBytes(5)).substr(0, 9);
+  tsl["properties"][0]["dataType"]["type"] = "number";
+  tsl["services"][2]["callType"] = "later";
+  WriteFile(file, tsl.dump());
+  Result invalid = Run(admin_, {"product", "create", "--file", file.string()});
+  EXPECT_EQ(invalid.code, 1) << invalid.output;
+  EXPECT_TRUE(Contains(invalid.output, "\n  properties[0].dataType.type: ")) << invalid.output;
+  EXPECT_TRUE(Contains(invalid.output, "\n  services[2].callType: ")) << invalid.output;
+
+  // A Huawei product has no TSL to print.
+  const std::string id = UniqueId("p");
+  ASSERT_EQ(Run(admin_, {"product", "create", "-f", ProductFile(id)}).code, 0);
+  EXPECT_EQ(ValueAfter(Run(admin_, {"product", "show", id}).output, "dialect"), "huawei");
+  Result no_tsl = Run(admin_, {"product", "show", id, "--tsl"});
+  EXPECT_EQ(no_tsl.code, 2) << no_tsl.output;
+  EXPECT_TRUE(Contains(no_tsl.output, "huawei product")) << no_tsl.output;
+}
+
 TEST_F(IotctlTest, EachGroupTalksToItsOwnServiceUnlessAddrIsGiven) {
   // Nothing listens on these ports: the error names the address the command used.
   const std::string shadow = fmt::format("127.0.0.1:{}", iot::testing::FreePort());

@@ -1,5 +1,6 @@
 // thing-model as a process over real gRPC, with real PostgreSQL and a private Redis: tenants
 // and keys, roles, products with Huawei models, devices, the credential projection.
+#include <fmt/format.h>
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
 
@@ -41,6 +42,14 @@ std::string SmartMeter(const std::string& product_id) {
   auto body = nlohmann::json::parse(ReadFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
   body["product_id"] = product_id;
   return body.dump();
+}
+
+/// The sample thermostat TSL (tests/data/alink) under a product key of its own: product ids
+/// are unique across tenants and tests share the database.
+nlohmann::json Thermostat(const std::string& product_key) {
+  auto tsl = nlohmann::json::parse(ReadFile(IOT_ALINK_TESTDATA_DIR "/thermostat_tsl.json"));
+  tsl["profile"]["productKey"] = product_key;
+  return tsl;
 }
 
 /// One thing-model process for the whole suite; each test uses its own tenant.
@@ -113,6 +122,60 @@ class ThingModelTest : public ::testing::Test {
     pb::Product response;
     auto ctx = Context(key);
     return products_->CreateProduct(use ? use : ctx.get(), request, out ? out : &response);
+  }
+
+  grpc::Status CreateFromTsl(const std::string& tsl_json, pb::Product* out = nullptr,
+                             grpc::ClientContext* use = nullptr) {
+    pb::CreateProductRequest request;
+    request.set_tsl_json(tsl_json);
+    pb::Product response;
+    auto ctx = Context(admin_);
+    return products_->CreateProduct(use ? use : ctx.get(), request, out ? out : &response);
+  }
+
+  grpc::Status UpdateProduct(const std::string& product_id, const std::string& product_json,
+                             const std::string& tsl_json, pb::Product* out = nullptr) {
+    pb::UpdateProductRequest request;
+    request.set_product_id(product_id);
+    request.set_product_json(product_json);
+    request.set_tsl_json(tsl_json);
+    pb::Product response;
+    auto ctx = Context(admin_);
+    return products_->UpdateProduct(ctx.get(), request, out ? out : &response);
+  }
+
+  pb::Product Show(const std::string& product_id, int32_t version = 0) {
+    pb::ShowProductRequest request;
+    request.set_product_id(product_id);
+    request.set_model_version(version);
+    pb::Product product;
+    auto ctx = Context(admin_);
+    EXPECT_TRUE(products_->ShowProduct(ctx.get(), request, &product).ok());
+    return product;
+  }
+
+  std::map<std::string, std::string> ProjectedDevice(const std::string& device_id) {
+    auto hash = redis_client_->Command({"HGETALL", "tm:dev:" + device_id});
+    EXPECT_TRUE(hash.ok());
+    std::map<std::string, std::string> fields;
+    for (size_t i = 0; hash.ok() && i + 1 < hash->elements.size(); i += 2) {
+      fields[hash->elements[i].str] = hash->elements[i + 1].str;
+    }
+    return fields;
+  }
+
+  pb::DeviceContext DeviceContext(const std::string& device_id) {
+    pb::GetDeviceContextRequest request;
+    request.set_device_id(device_id);
+    pb::DeviceContext context;
+    auto ctx = Context(kServiceKey);
+    EXPECT_TRUE(internal_->GetDeviceContext(ctx.get(), request, &context).ok());
+    return context;
+  }
+
+  /// An Alibaba-style product key: a1 + 9 characters.
+  std::string UniqueProductKey() {
+    return "a1" + common::HexEncode(common::RandomBytes(5)).substr(0, 9);
   }
 
   grpc::Status AddDevice(const std::string& key, const std::string& product_id,
@@ -754,6 +817,291 @@ TEST_F(ThingModelTest, PresenceFromTheServiceCredential) {
   ASSERT_TRUE(internal_->ValidateProperties(c3.get(), v, &write_errors).ok());
   ASSERT_EQ(write_errors.errors_size(), 1);
   EXPECT_EQ(write_errors.errors(0).path(), "services[0].properties.voltage");
+}
+
+}  // namespace
+}  // namespace iot
+
+namespace iot {
+namespace {
+
+TEST_F(ThingModelTest, AlinkProductFromTslKeepsTheTslAndDerivesTheModel) {
+  const std::string key = UniqueProductKey();
+  // Indented, key order of the file: what is given back must be these very bytes.
+  const std::string tsl = Thermostat(key).dump(2);
+  pb::Product created;
+  ASSERT_TRUE(CreateFromTsl(tsl, &created).ok());
+  EXPECT_EQ(created.product_id(), key);
+  EXPECT_EQ(created.dialect(), "alink");
+  EXPECT_EQ(created.tsl_json(), tsl);
+  EXPECT_EQ(created.name(), key) << "a TSL has no product name: the product key stands in";
+  EXPECT_EQ(created.model_version(), 1);
+
+  const pb::Product shown = Show(key);
+  EXPECT_EQ(shown.dialect(), "alink");
+  EXPECT_EQ(shown.tsl_json(), tsl);
+  const auto model = nlohmann::json::parse(shown.product_json());
+  EXPECT_EQ(model["product_id"], key);
+  ASSERT_EQ(model["service_capabilities"].size(), 2u);
+  EXPECT_EQ(model["service_capabilities"][0]["service_id"], "default");
+  EXPECT_EQ(model["service_capabilities"][1]["service_id"], "airQuality");
+
+  // Huawei products say so; lists carry the dialect, not the documents.
+  const std::string huawei = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(huawei)).ok());
+  EXPECT_EQ(Show(huawei).dialect(), "huawei");
+  EXPECT_EQ(Show(huawei).tsl_json(), "");
+  pb::ListProductsRequest list;
+  pb::ListProductsResponse listed;
+  auto ctx = Context(admin_);
+  ASSERT_TRUE(products_->ListProducts(ctx.get(), list, &listed).ok());
+  std::map<std::string, std::string> dialects;
+  for (const auto& p : listed.products()) {
+    dialects[p.product_id()] = p.dialect();
+    EXPECT_TRUE(p.tsl_json().empty());
+  }
+  EXPECT_EQ(dialects[key], "alink");
+  EXPECT_EQ(dialects[huawei], "huawei");
+
+  // The same product key twice.
+  EXPECT_EQ(CreateFromTsl(tsl).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(ThingModelTest, AlinkProductKeyIsGeneratedWhenAbsent) {
+  auto tsl = Thermostat("x");
+  tsl["profile"].erase("productKey");
+  pb::Product created;
+  ASSERT_TRUE(CreateFromTsl(tsl.dump(), &created).ok());
+  const std::string& id = created.product_id();
+  ASSERT_EQ(id.size(), 11u) << id;
+  EXPECT_EQ(id.substr(0, 2), "a1");
+  EXPECT_TRUE(std::all_of(id.begin(), id.end(), [](char c) { return std::isalnum(c) != 0; })) << id;
+  EXPECT_EQ(created.tsl_json(), tsl.dump()) << "the TSL is kept as given, without the key";
+}
+
+TEST_F(ThingModelTest, AlinkTslUpdatesMakeVersionsAndKeepTheDialect) {
+  const std::string key = UniqueProductKey();
+  auto tsl = Thermostat(key);
+  ASSERT_TRUE(CreateFromTsl(tsl.dump()).ok());
+  auto v2 = tsl;
+  v2["properties"].push_back({{"identifier", "Humidity"},
+                              {"accessMode", "r"},
+                              {"dataType", {{"type", "int"}, {"specs", {{"max", "100"}}}}}});
+  pb::Product updated;
+  ASSERT_TRUE(UpdateProduct(key, "", v2.dump(), &updated).ok());
+  EXPECT_EQ(updated.model_version(), 2);
+  EXPECT_EQ(updated.dialect(), "alink");
+  EXPECT_EQ(updated.tsl_json(), v2.dump());
+  EXPECT_EQ(Show(key, 1).tsl_json(), tsl.dump()) << "every version keeps its own TSL";
+  // Without a productKey the TSL updates the product named in the request.
+  v2["profile"].erase("productKey");
+  ASSERT_TRUE(UpdateProduct(key, "", v2.dump(), &updated).ok());
+  EXPECT_EQ(updated.model_version(), 2) << "same model";
+
+  // Another product key, a Huawei model for an alink product, a TSL for a Huawei product.
+  v2["profile"]["productKey"] = "a1Other0000";
+  grpc::Status other = UpdateProduct(key, "", v2.dump());
+  EXPECT_EQ(other.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(other.error_message().rfind("profile.productKey:", 0), 0u) << other.error_message();
+  grpc::Status huawei_json = UpdateProduct(key, SmartMeter(key), "");
+  EXPECT_EQ(huawei_json.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(huawei_json.error_message().rfind("tsl_json:", 0), 0u) << huawei_json.error_message();
+  const std::string huawei = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(huawei)).ok());
+  grpc::Status tsl_for_huawei = UpdateProduct(huawei, "", Thermostat(huawei).dump());
+  EXPECT_EQ(tsl_for_huawei.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(tsl_for_huawei.error_message().rfind("product_json:", 0), 0u)
+      << tsl_for_huawei.error_message();
+  EXPECT_EQ(Show(huawei).dialect(), "huawei");
+  EXPECT_EQ(UpdateProduct(huawei, SmartMeter(huawei), Thermostat(huawei).dump()).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ThingModelTest, InvalidTslsAreRejectedWithTheirPath) {
+  struct Case {
+    std::string pointer;
+    nlohmann::json value;
+    std::string path;
+  };
+  const std::vector<Case> cases = {
+      {"/properties/0/dataType/type", "number", "properties[0].dataType.type"},
+      {"/properties/4/dataType/specs/min", "ten", "properties[4].dataType.specs.min"},
+      {"/properties/3/dataType/specs", nlohmann::json::object(), "properties[3].dataType.specs"},
+      {"/properties/2/identifier", "CurrentTemperature", "properties[2].identifier"},
+      {"/services/2/callType", "sometimes", "services[2].callType"},
+      {"/profile/productKey", "a1/bad", "profile.productKey"},
+  };
+  for (const Case& c : cases) {
+    auto tsl = Thermostat(UniqueProductKey());
+    tsl[nlohmann::json::json_pointer(c.pointer)] = c.value;
+    grpc::ClientContext ctx;
+    common::SetBearer(ctx, admin_);
+    const grpc::Status status = CreateFromTsl(tsl.dump(), nullptr, &ctx);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.pointer;
+    EXPECT_EQ(status.error_message().rfind(c.path + ":", 0), 0u)
+        << c.pointer << ": " << status.error_message();
+    auto it = ctx.GetServerTrailingMetadata().find("iot-model-errors-bin");
+    ASSERT_NE(it, ctx.GetServerTrailingMetadata().end()) << c.pointer;
+    pb::ModelErrors errors;
+    ASSERT_TRUE(errors.ParseFromString(std::string(it->second.data(), it->second.size())));
+    ASSERT_GE(errors.errors_size(), 1);
+    EXPECT_EQ(errors.errors(0).path(), c.path);
+  }
+  // The identifier missing.
+  auto tsl = Thermostat(UniqueProductKey());
+  tsl["events"][1].erase("identifier");
+  grpc::Status missing = CreateFromTsl(tsl.dump());
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(missing.error_message(), "events[1].identifier: required");
+
+  // Both documents; neither is a JSON object; the model limits apply to TSLs as to models.
+  pb::CreateProductRequest both;
+  both.set_product_json(SmartMeter(UniqueProduct()));
+  both.set_tsl_json(Thermostat(UniqueProductKey()).dump());
+  pb::Product product;
+  auto ctx = Context(admin_);
+  grpc::Status status = products_->CreateProduct(ctx.get(), both, &product);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("product_json"), std::string::npos);
+  EXPECT_NE(status.error_message().find("tsl_json"), std::string::npos) << status.error_message();
+  EXPECT_EQ(CreateFromTsl("[1, 2]").error_message(), "TSL must be a JSON object");
+  EXPECT_EQ(CreateFromTsl("{\"properties\": ").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(CreateFromTsl(std::string(65, '[') + std::string(65, ']')).error_message(),
+            "TSL nested deeper than 64 levels");
+  const size_t max_bytes = 500 * 1024;
+  std::string padded = Thermostat(UniqueProductKey()).dump();
+  padded.append(max_bytes - padded.size(), ' ');
+  EXPECT_TRUE(CreateFromTsl(padded).ok()) << "500 KiB exactly";
+  padded = Thermostat(UniqueProductKey()).dump();
+  padded.append(max_bytes + 1 - padded.size(), ' ');
+  EXPECT_EQ(CreateFromTsl(padded).error_message(),
+            fmt::format("TSL too large: {} bytes > {} bytes", max_bytes + 1, max_bytes));
+}
+
+TEST_F(ThingModelTest, AlinkDevicesAreNamedByTheirDeviceName) {
+  const std::string key = UniqueProductKey();
+  ASSERT_TRUE(CreateFromTsl(Thermostat(key).dump()).ok());
+  // Alibaba's deviceName may hold '@', '.' and ':'; the device's own 32-character secret.
+  const std::string name = "hall@home.floor:1";
+  const std::string secret = "0123456789abcdefABCDEF0123456789";
+  pb::AddDeviceResponse added;
+  ASSERT_TRUE(AddDevice(admin_, key, name, &added, secret).ok());
+  const std::string device = key + "_" + name;
+  EXPECT_EQ(added.device().device_id(), device);
+  EXPECT_EQ(added.device().node_id(), name);
+  EXPECT_EQ(added.secret(), secret);
+
+  auto fields = ProjectedDevice(device);
+  EXPECT_EQ(fields["dialect"], "alink");
+  EXPECT_EQ(fields["node_id"], name);
+  EXPECT_EQ(fields["product_id"], key);
+  auto box = common::SecretBox::FromKeyText(kSecretKeyHex);
+  ASSERT_TRUE(box.ok());
+  EXPECT_EQ(*box->Open(fields["secret"], device), secret);
+  pb::DeviceContext context = DeviceContext(device);
+  EXPECT_EQ(context.dialect(), "alink");
+  EXPECT_EQ(context.node_id(), name);
+  EXPECT_EQ(context.product_json(), Show(key).product_json());
+
+  // Freezing re-projects the device: the dialect stays.
+  pb::FreezeDeviceRequest freeze;
+  freeze.set_device_id(device);
+  pb::Device frozen;
+  auto ctx = Context(admin_);
+  ASSERT_TRUE(devices_->FreezeDevice(ctx.get(), freeze, &frozen).ok());
+  fields = ProjectedDevice(device);
+  EXPECT_EQ(fields["frozen"], "1");
+  EXPECT_EQ(fields["dialect"], "alink");
+
+  // Huawei devices have no dialect field and keep today's node ids.
+  const std::string huawei = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(huawei)).ok());
+  ASSERT_TRUE(AddDevice(admin_, huawei, "n1").ok());
+  EXPECT_EQ(ProjectedDevice(huawei + "_n1").count("dialect"), 0u);
+  EXPECT_EQ(DeviceContext(huawei + "_n1").dialect(), "huawei");
+  grpc::Status at = AddDevice(admin_, huawei, "a@b");
+  EXPECT_EQ(at.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(at.error_message().rfind("node_id:", 0), 0u) << at.error_message();
+
+  // Bad device names of an alink product.
+  for (const std::string& bad : {std::string("has space"), std::string("a/b"), std::string("a&b"),
+                                 std::string(65, 'n'), std::string()}) {
+    grpc::Status refused = AddDevice(admin_, key, bad);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_EQ(refused.error_message().rfind("node_id:", 0), 0u) << refused.error_message();
+  }
+  EXPECT_TRUE(AddDevice(admin_, key, std::string(64, 'n')).ok());
+  // An alink device's id is always {productKey}_{deviceName}.
+  pb::AddDeviceRequest custom;
+  custom.set_product_id(key);
+  custom.set_node_id("dev2");
+  custom.set_device_id("my-own-id");
+  auto ctx2 = Context(admin_);
+  grpc::Status custom_id = devices_->AddDevice(ctx2.get(), custom, &added);
+  EXPECT_EQ(custom_id.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(custom_id.error_message().rfind("device_id:", 0), 0u) << custom_id.error_message();
+  custom.set_device_id(key + "_dev2");
+  auto ctx3 = Context(admin_);
+  EXPECT_TRUE(devices_->AddDevice(ctx3.get(), custom, &added).ok());
+  EXPECT_EQ(AddDevice(admin_, key, name).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(ThingModelTest, AlinkDialectSurvivesAProjectionRebuild) {
+  const std::string key = UniqueProductKey();
+  ASSERT_TRUE(CreateFromTsl(Thermostat(key).dump()).ok());
+  ASSERT_TRUE(AddDevice(admin_, key, "dev.1").ok());
+  const std::string huawei = UniqueProduct();
+  ASSERT_TRUE(CreateProduct(admin_, SmartMeter(huawei)).ok());
+  ASSERT_TRUE(AddDevice(admin_, huawei, "n1").ok());
+  ASSERT_TRUE(redis_client_->Command({"FLUSHALL"}).ok());
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto exists = redis_client_->Command({"EXISTS", "tm:dev:" + huawei + "_n1"});
+        auto ready = redis_client_->Command({"EXISTS", "tm:projection:ready"});
+        return exists.ok() && exists->integer == 1 && ready.ok() && ready->integer == 1;
+      },
+      seconds(10)))
+      << server_->process().Log();
+  EXPECT_EQ(ProjectedDevice(key + "_dev.1")["dialect"], "alink");
+  EXPECT_EQ(ProjectedDevice(huawei + "_n1").count("dialect"), 0u);
+}
+
+TEST_F(ThingModelTest, DerivedModelValidatesAlinkDevicesProperties) {
+  const std::string key = UniqueProductKey();
+  ASSERT_TRUE(CreateFromTsl(Thermostat(key).dump()).ok());
+  ASSERT_TRUE(AddDevice(admin_, key, "dev1").ok());
+  auto validate = [&](const std::string& report, bool writable) {
+    pb::ValidatePropertiesRequest v;
+    v.set_device_id(key + "_dev1");
+    v.set_report_json(report);
+    v.set_require_writable(writable);
+    pb::ValidatePropertiesResponse errors;
+    auto c = Context(kServiceKey);
+    EXPECT_TRUE(internal_->ValidateProperties(c.get(), v, &errors).ok());
+    std::vector<std::string> paths;
+    for (const auto& e : errors.errors()) {
+      paths.push_back(e.path());
+    }
+    return paths;
+  };
+  using Paths = std::vector<std::string>;
+  EXPECT_EQ(validate(R"({"services":[{"service_id":"default","properties":{
+      "CurrentTemperature":21.5,"PowerSwitch":true,"WorkMode":3,"Label":"hall",
+      "Schedule":{"StartHour":6},"Zones":["a","b"],"RecentTemperatures":[20.5,21]}},
+      {"service_id":"airQuality","properties":{"PM25":12,"CO2":600}}]})",
+                     false),
+            Paths{});
+  EXPECT_EQ(validate(R"({"services":[{"service_id":"default","properties":{
+      "CurrentTemperature":500,"WorkMode":4,"FanSpeed":2}},
+      {"service_id":"airQuality","properties":{"PM25":-1}}]})",
+                     false),
+            (Paths{"services[0].properties.CurrentTemperature", "services[0].properties.WorkMode",
+                   "services[1].properties.PM25"}));
+  // Writes need accessMode rw.
+  EXPECT_EQ(validate(R"({"services":[{"service_id":"default","properties":{
+      "CurrentTemperature":20,"TargetTemperature":21}}]})",
+                     true),
+            Paths{"services[0].properties.CurrentTemperature"});
 }
 
 }  // namespace

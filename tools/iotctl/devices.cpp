@@ -292,13 +292,16 @@ void AddDeviceCommands(CLI::App& app, Cli& cli) {
   CLI::App* add = device->add_subcommand("add", "Register a device (its secret is shown once)");
   add->add_option("--product", add_options->product_id, "Product id")->required();
   add->add_option("--node", add_options->node_id,
-                  "Node id, unique within the product: [A-Za-z0-9_-]{1,64}")
+                  "Node id, unique within the product: [A-Za-z0-9_-]{1,64}; of an alink product: "
+                  "the Alibaba deviceName, which may also hold '@', '.' and ':'")
       ->required();
-  add->add_option("--device-id", add_options->device_id, "Device id (default: <product>_<node>)");
+  add->add_option("--device-id", add_options->device_id,
+                  "Device id (default and for alink products always: <product>_<node>)");
   add->add_option("--name", add_options->name, "Device name");
   add->add_option("--description", add_options->description, "Description");
   add->add_option("--secret", add_options->secret,
-                  "Secret, 8..32 characters (generated when absent and no --fingerprint)");
+                  "Secret, 8..32 characters (generated when absent and no --fingerprint); an "
+                  "Alibaba device keeps its deviceSecret");
   add->add_option("--fingerprint", add_options->fingerprint,
                   "SHA-256 fingerprint (hex) of the device's X.509 certificate");
   add->add_option("--tag", add_options->tags, "Tag KEY=VALUE (repeatable)")

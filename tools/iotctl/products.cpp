@@ -1,5 +1,5 @@
-// Command `product`: products and their Huawei IoTDA product models, over
-// iot.thing_model.v1.Products.
+// Command `product`: products and their thing models — Huawei IoTDA product models or Alibaba
+// TSLs (dialect alink) — over iot.thing_model.v1.Products.
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -24,6 +24,7 @@ size_t CountOf(const nlohmann::ordered_json& service, const char* field) {
 void PrintProduct(const pb::Product& product) {
   Fields fields;
   fields.Add("product", product.product_id())
+      .Add("dialect", OrDash(product.dialect()))
       .Add("name", product.name())
       .Add("device type", OrDash(product.device_type()))
       .Add("protocol", OrDash(product.protocol_type()))
@@ -65,11 +66,63 @@ void Print(Client& client, const pb::Product& product) {
   }
 }
 
+/// True for an Alibaba TSL: a JSON object with a `profile` or a top-level `properties`,
+/// `services` or `events` array, and no Huawei `service_capabilities`.
+bool LooksLikeTsl(const std::string& text) {
+  const auto doc = nlohmann::json::parse(text, nullptr, false);
+  if (!doc.is_object() || doc.contains("service_capabilities")) {
+    return false;
+  }
+  if (doc.contains("profile")) {
+    return true;
+  }
+  for (const char* key : {"properties", "services", "events"}) {
+    auto it = doc.find(key);
+    if (it != doc.end() && it->is_array()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// A model file: the document and whether it is sent as a TSL (--tsl, or detected).
+struct ModelInput {
+  std::string text;
+  bool tsl = false;
+};
+
+ModelInput ReadModel(const std::string& file, bool force_tsl) {
+  ModelInput input{.text = ReadInput(file), .tsl = force_tsl};
+  input.tsl = input.tsl || LooksLikeTsl(input.text);
+  return input;
+}
+
+void AddModelOptions(CLI::App* command, std::string& file, bool& tsl, const char* what) {
+  command
+      ->add_option("-f,--file", file,
+                   std::string(what) +
+                       ": Huawei IoTDA product JSON or an Alibaba TSL (detected: a JSON object "
+                       "with profile or properties/services/events arrays and no "
+                       "service_capabilities), - for stdin")
+      ->required();
+  command->add_flag("--tsl", tsl, "The file is an Alibaba TSL (dialect alink), whatever it holds");
+}
+
 // ------------------------------------------------------------------------------ commands
 
-void ProductCreate(Client& client, const std::string& file) {
+struct CreateOptions {
+  std::string file;
+  bool tsl = false;
+};
+
+void ProductCreate(Client& client, const CreateOptions& options) {
   pb::CreateProductRequest request;
-  request.set_product_json(ReadInput(file));
+  ModelInput input = ReadModel(options.file, options.tsl);
+  if (input.tsl) {
+    request.set_tsl_json(std::move(input.text));
+  } else {
+    request.set_product_json(std::move(input.text));
+  }
   auto stub = pb::Products::NewStub(client.channel());
   Print(client, client.Call<pb::Product>([&](auto* context, auto* out) {
     return stub->CreateProduct(context, request, out);
@@ -79,12 +132,18 @@ void ProductCreate(Client& client, const std::string& file) {
 struct UpdateOptions {
   std::string product_id;
   std::string file;
+  bool tsl = false;
 };
 
 void ProductUpdate(Client& client, const UpdateOptions& options) {
   pb::UpdateProductRequest request;
   request.set_product_id(options.product_id);
-  request.set_product_json(ReadInput(options.file));
+  ModelInput input = ReadModel(options.file, options.tsl);
+  if (input.tsl) {
+    request.set_tsl_json(std::move(input.text));
+  } else {
+    request.set_product_json(std::move(input.text));
+  }
   auto stub = pb::Products::NewStub(client.channel());
   Print(client, client.Call<pb::Product>([&](auto* context, auto* out) {
     return stub->UpdateProduct(context, request, out);
@@ -95,7 +154,14 @@ struct ShowOptions {
   std::string product_id;
   int32_t model_version = 0;
   bool model = false;
+  bool tsl = false;
 };
+
+/// `text` indented when it is JSON (keys in their imported order), else as it is.
+void PrintDocument(const std::string& text) {
+  const auto doc = nlohmann::ordered_json::parse(text, nullptr, false);
+  std::cout << (doc.is_discarded() ? text : doc.dump(2)) << "\n";
+}
 
 void ProductShow(Client& client, const ShowOptions& options) {
   pb::ShowProductRequest request;
@@ -104,10 +170,17 @@ void ProductShow(Client& client, const ShowOptions& options) {
   auto stub = pb::Products::NewStub(client.channel());
   const auto product = client.Call<pb::Product>(
       [&](auto* context, auto* out) { return stub->ShowProduct(context, request, out); });
+  if (options.tsl) {
+    if (product.tsl_json().empty()) {
+      throw Failure(kExitUsage,
+                    "product " + options.product_id +
+                        " is a huawei product: it has no TSL (--model shows its model)");
+    }
+    PrintDocument(product.tsl_json());
+    return;
+  }
   if (options.model) {
-    // ordered_json: the model's keys stay in the order they were imported in.
-    const auto model = nlohmann::ordered_json::parse(product.product_json(), nullptr, false);
-    std::cout << (model.is_discarded() ? product.product_json() : model.dump(2)) << "\n";
+    PrintDocument(product.product_json());
     return;
   }
   Print(client, product);
@@ -139,11 +212,12 @@ void ProductList(Client& client, const ListOptions& options) {
   if (result.products().empty()) {
     std::cerr << "no products\n";
   } else {
-    Table table({"PRODUCT_ID", "NAME", "DEVICE_TYPE", "PROTOCOL", "VERSION", "DEVICES", "UPDATED"});
+    Table table({"PRODUCT_ID", "NAME", "DIALECT", "DEVICE_TYPE", "PROTOCOL", "VERSION", "DEVICES",
+                 "UPDATED"});
     for (const auto& p : result.products()) {
-      table.AddRow({p.product_id(), p.name(), OrDash(p.device_type()), OrDash(p.protocol_type()),
-                    std::to_string(p.model_version()), std::to_string(p.device_count()),
-                    ReadableTime(p.update_time())});
+      table.AddRow({p.product_id(), p.name(), OrDash(p.dialect()), OrDash(p.device_type()),
+                    OrDash(p.protocol_type()), std::to_string(p.model_version()),
+                    std::to_string(p.device_count()), ReadableTime(p.update_time())});
     }
     table.Print(std::cout);
   }
@@ -197,20 +271,20 @@ void AddProductCommands(CLI::App& app, Cli& cli) {
   CLI::App* product = app.add_subcommand("product", "Products and their thing models");
   product->require_subcommand(1);
 
-  auto create_file = std::make_shared<std::string>();
-  CLI::App* create = product->add_subcommand("create", "Create a product from Huawei product JSON");
-  create
-      ->add_option("-f,--file", *create_file,
-                   "Huawei IoTDA product JSON (- for stdin); product_id generated when absent")
-      ->required();
-  OnRun(create, cli, [create_file](Client& client) { ProductCreate(client, *create_file); });
+  auto create_options = std::make_shared<CreateOptions>();
+  CLI::App* create = product->add_subcommand(
+      "create",
+      "Create a product from Huawei product JSON or an Alibaba TSL (dialect alink: product id = "
+      "the TSL's productKey); the id is generated when absent");
+  AddModelOptions(create, create_options->file, create_options->tsl, "The product");
+  OnRun(create, cli, [create_options](Client& client) { ProductCreate(client, *create_options); });
 
   auto update_options = std::make_shared<UpdateOptions>();
   CLI::App* update = product->add_subcommand(
       "update", "Replace a product's JSON (a new model version when services change)");
   update->add_option("PRODUCT_ID", update_options->product_id, "Product id")->required();
-  update->add_option("-f,--file", update_options->file, "The whole new product JSON (- for stdin)")
-      ->required();
+  AddModelOptions(update, update_options->file, update_options->tsl,
+                  "The whole new product (an alink product takes a TSL)");
   OnRun(update, cli, [update_options](Client& client) { ProductUpdate(client, *update_options); });
 
   auto show_options = std::make_shared<ShowOptions>();
@@ -219,7 +293,11 @@ void AddProductCommands(CLI::App& app, Cli& cli) {
   show->add_option("--model-version", show_options->model_version,
                    "That model version instead of the current one")
       ->check(CLI::Range(1, std::numeric_limits<int32_t>::max()));
-  show->add_flag("--model", show_options->model, "Print only the product JSON (the model)");
+  show->add_flag("--model", show_options->model,
+                 "Print only the product JSON (the model; of an alink product: derived from its "
+                 "TSL)");
+  show->add_flag("--tsl", show_options->tsl, "Print only the TSL of an alink product, as imported")
+      ->excludes("--model");
   OnRun(show, cli, [show_options](Client& client) { ProductShow(client, *show_options); });
 
   auto list_options = std::make_shared<ListOptions>();

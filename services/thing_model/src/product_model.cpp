@@ -9,8 +9,7 @@
 #include <limits>
 #include <utility>
 
-#include "iot/common/json_limits.h"
-#include "iot/common/status.h"
+#include "model/model_document.h"
 #include "model/value_checks.h"
 
 namespace iot::thing_model {
@@ -28,52 +27,19 @@ constexpr std::size_t kMaxCommandsPerService = 500;
 constexpr std::size_t kMaxEventsPerService = 500;
 
 std::string Join(std::string_view path, std::string_view key) {
-  return path.empty() ? std::string(key) : fmt::format("{}.{}", path, key);
+  return detail::JoinPath(path, key);
 }
 
-std::string At(std::string_view path, std::size_t index) {
-  return fmt::format("{}[{}]", path, index);
-}
+std::string At(std::string_view path, std::size_t index) { return detail::IndexPath(path, index); }
 
-// An absent key and an explicit null are the same thing in IoTDA documents.
-const json* Get(const json& object, std::string_view key) {
-  auto it = object.find(key);
-  if (it == object.end() || it->is_null()) {
-    return nullptr;
-  }
-  return &*it;
-}
+const json* Get(const json& object, std::string_view key) { return detail::Member(object, key); }
 
-std::string_view Trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) {
-    text.remove_prefix(1);
-  }
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) {
-    text.remove_suffix(1);
-  }
-  return text;
-}
+std::string_view Trim(std::string_view text) { return detail::TrimBlanks(text); }
 
 // Checks one document, collecting every error (up to the cap) with its path.
-class ModelParser {
+class ModelParser : public detail::IssueCollector {
  public:
-  explicit ModelParser(ModelDiagnostics& diagnostics) : diagnostics_(diagnostics) {}
-
-  void Error(std::string path, std::string message) {
-    if (diagnostics_.errors.size() >= kMaxModelErrors) {
-      ++diagnostics_.dropped_errors;
-      return;
-    }
-    diagnostics_.errors.push_back({std::move(path), std::move(message)});
-  }
-
-  void Warn(std::string path, std::string message) {
-    if (diagnostics_.warnings.size() < kMaxModelErrors) {
-      diagnostics_.warnings.push_back({std::move(path), std::move(message)});
-    }
-  }
-
-  bool failed() const { return !diagnostics_.errors.empty() || diagnostics_.dropped_errors > 0; }
+  using IssueCollector::IssueCollector;
 
   // A product field: absent, null or a string.
   void ReadString(const json& object, std::string_view key, std::string_view path,
@@ -475,6 +441,10 @@ class ModelParser {
       return param;
     }
     const std::string_view type_name = DataTypeName(param.type);
+    if (param.type == DataType::kJsonObject) {
+      const json* alink_type = Get(node, "alink_type");
+      param.accepts_array = alink_type != nullptr && *alink_type == "array";
+    }
 
     // min / max / step: numeric types only; elsewhere ignored, as IoTDA does.
     std::optional<NumericLimit>* limits[] = {&param.min, &param.max, &param.step};
@@ -565,8 +535,6 @@ class ModelParser {
       Warn(enum_path, "empty: any string is accepted");
     }
   }
-
-  ModelDiagnostics& diagnostics_;
 };
 
 }  // namespace
@@ -622,37 +590,14 @@ absl::StatusOr<ProductModel> ParseProductModel(std::string_view json_text,
   ProductModel product;
   std::vector<Service> services;
   try {
-    if (json_text.size() > kMaxModelBytes) {
-      parser.Error("", fmt::format("product model too large: {} bytes > {} bytes", json_text.size(),
-                                   kMaxModelBytes));
-    } else if (common::JsonNestingDepth(json_text, kMaxModelDepth) > kMaxModelDepth) {
-      parser.Error("", fmt::format("product model nested deeper than {} levels", kMaxModelDepth));
-    } else {
-      json root;
-      try {
-        root = json::parse(json_text.begin(), json_text.end());
-      } catch (const json::parse_error& error) {
-        parser.Error("", fmt::format("not valid JSON: {}", common::JsonErrorText(error)));
-      }
-      if (!parser.failed()) {
-        services = parser.ParseDocument(root, product);
-      }
+    if (auto root = detail::ReadDocument(json_text, "product model", parser)) {
+      services = parser.ParseDocument(*root, product);
     }
   } catch (const std::exception& error) {
     parser.Error("", fmt::format("cannot read product model: {}", error.what()));
   }
-
   if (parser.failed()) {
-    const ModelIssue& first = diag.errors.front();
-    const std::size_t more = diag.errors.size() - 1 + diag.dropped_errors;
-    std::string reason = first.message;
-    if (more > 0) {
-      reason += fmt::format(" (and {} more error{})", more, more == 1 ? "" : "s");
-    }
-    if (first.path.empty()) {
-      return absl::InvalidArgumentError(reason);
-    }
-    return common::InvalidField(first.path, reason);
+    return detail::Rejected(diag);
   }
   product.source = std::string(json_text);
   product.model = std::make_shared<const CompiledModel>(std::move(services));

@@ -33,10 +33,39 @@ bool MatchesCharset(std::string_view s, std::string_view extra, bool allow_upper
 }
 
 absl::Status CheckId(std::string_view field, std::string_view value, size_t max_len,
-                     bool allow_upper) {
-  if (value.empty() || value.size() > max_len || !MatchesCharset(value, "_-", allow_upper)) {
-    return InvalidField(field, fmt::format("must be 1..{} characters of {}, '_' and '-'", max_len,
-                                           allow_upper ? "A-Z, a-z, 0-9" : "a-z, 0-9"));
+                     bool allow_upper, std::string_view extra = "_-") {
+  if (value.empty() || value.size() > max_len || !MatchesCharset(value, extra, allow_upper)) {
+    std::string allowed;
+    for (const char c : extra) {
+      allowed += fmt::format(", '{}'", c);
+    }
+    allowed.replace(allowed.rfind(','), 1, " and");
+    return InvalidField(field, fmt::format("must be 1..{} characters of {}{}", max_len,
+                                           allow_upper ? "A-Z, a-z, 0-9" : "a-z, 0-9", allowed));
+  }
+  return absl::OkStatus();
+}
+
+/// An Alibaba deviceName is a node id that may also hold '@', '.' and ':' (Alibaba allows
+/// [A-Za-z0-9_-@.:]{4,32}; the registry accepts 1..64 of them).
+constexpr std::string_view kAlinkIdExtra = "_-@.:";
+
+/// `a1` and 9 characters of [A-Za-z0-9], the form of Alibaba's product keys.
+std::string NewProductKey() {
+  constexpr std::string_view kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  std::string key = "a1";
+  for (const char byte : common::RandomBytes(9)) {
+    key += kAlphabet[static_cast<unsigned char>(byte) % kAlphabet.size()];
+  }
+  return key;
+}
+
+/// A product comes from exactly one of a Huawei product model and an Alibaba TSL.
+absl::Status CheckOneModel(const std::string& product_json, const std::string& tsl_json) {
+  if (!product_json.empty() && !tsl_json.empty()) {
+    return InvalidField("tsl_json",
+                        "product_json and tsl_json exclude each other: give one of them");
   }
   return absl::OkStatus();
 }
@@ -340,13 +369,50 @@ absl::StatusOr<ProductRecord> ThingModelService::ParseProduct(
   return product;
 }
 
+absl::StatusOr<ProductRecord> ThingModelService::ParseTslProduct(
+    const std::string& tenant_id, const std::string& tsl_json, const std::string& product_id,
+    std::vector<ModelIssue>* issues) const {
+  ModelDiagnostics diagnostics;
+  auto tsl = ConvertTsl(tsl_json, &diagnostics);
+  if (!tsl.ok()) {
+    if (issues != nullptr) {
+      *issues = std::move(diagnostics.errors);
+    }
+    return tsl.status();
+  }
+  std::string key = tsl->product_key;
+  if (!product_id.empty()) {
+    if (!key.empty() && key != product_id) {
+      return InvalidField("profile.productKey",
+                          fmt::format("'{}' differs from product_id '{}'", key, product_id));
+    }
+    key = product_id;
+  } else if (key.empty()) {
+    key = NewProductKey();
+  }
+  tsl->model["product_id"] = key;
+  tsl->model["name"] = tsl->product_name.empty() ? key : tsl->product_name;
+  auto product = ParseProduct(tenant_id, tsl->model.dump(), issues);
+  if (!product.ok()) {
+    return product.status();
+  }
+  product->dialect = kDialectAlink;
+  product->tsl_json = tsl_json;
+  return product;
+}
+
 absl::StatusOr<ProductRecord> ThingModelService::CreateProduct(const Principal& caller,
                                                                const std::string& product_json,
+                                                               const std::string& tsl_json,
                                                                std::vector<ModelIssue>* issues) {
   if (absl::Status s = CheckTenantWrite(caller, "create products"); !s.ok()) {
     return s;
   }
-  auto product = ParseProduct(caller.tenant_id, product_json, issues);
+  if (absl::Status s = CheckOneModel(product_json, tsl_json); !s.ok()) {
+    return s;
+  }
+  auto product = tsl_json.empty() ? ParseProduct(caller.tenant_id, product_json, issues)
+                                  : ParseTslProduct(caller.tenant_id, tsl_json, {}, issues);
   if (!product.ok()) {
     return product.status();
   }
@@ -368,6 +434,7 @@ absl::StatusOr<ProductRecord> ThingModelService::CreateProduct(const Principal& 
         {"op", "create"},
         {"product_id", product->product_id},
         {"tenant_id", product->tenant_id},
+        {"dialect", product->dialect},
         {"model_version", 1}}.dump());
   });
   return registry_->GetProduct(caller.tenant_id, product->product_id, 0);
@@ -388,6 +455,7 @@ absl::StatusOr<ProductRecord> ThingModelService::ShowProduct(const Principal& ca
 absl::StatusOr<ProductRecord> ThingModelService::UpdateProduct(const Principal& caller,
                                                                const std::string& product_id,
                                                                const std::string& product_json,
+                                                               const std::string& tsl_json,
                                                                std::vector<ModelIssue>* issues) {
   if (absl::Status s = CheckTenantWrite(caller, "update products"); !s.ok()) {
     return s;
@@ -395,11 +463,27 @@ absl::StatusOr<ProductRecord> ThingModelService::UpdateProduct(const Principal& 
   if (product_id.empty()) {
     return InvalidField("product_id", "is required");
   }
+  if (absl::Status s = CheckOneModel(product_json, tsl_json); !s.ok()) {
+    return s;
+  }
   auto current = registry_->GetProduct(caller.tenant_id, product_id, 0);
   if (!current.ok()) {
     return current.status();
   }
-  auto product = ParseProduct(caller.tenant_id, product_json, issues);
+  // A product keeps its dialect: its devices' identities and topics depend on it.
+  const bool alink = current->dialect == kDialectAlink;
+  if (alink && tsl_json.empty()) {
+    return InvalidField("tsl_json", fmt::format("product '{}' is an alink product: update it "
+                                                "with tsl_json, not product_json",
+                                                product_id));
+  }
+  if (!alink && !tsl_json.empty()) {
+    return InvalidField("product_json", fmt::format("product '{}' is a huawei product: update it "
+                                                    "with product_json, not tsl_json",
+                                                    product_id));
+  }
+  auto product = alink ? ParseTslProduct(caller.tenant_id, tsl_json, product_id, issues)
+                       : ParseProduct(caller.tenant_id, product_json, issues);
   if (!product.ok()) {
     return product.status();
   }
@@ -408,7 +492,7 @@ absl::StatusOr<ProductRecord> ThingModelService::UpdateProduct(const Principal& 
   }
   product->product_id = product_id;
   const auto old_model = nlohmann::json::parse(current->product_json, nullptr, false);
-  const auto new_model = nlohmann::json::parse(product_json, nullptr, false);
+  const auto new_model = nlohmann::json::parse(product->product_json, nullptr, false);
   const bool model_changed = old_model.value("service_capabilities", nlohmann::json()) !=
                              new_model.value("service_capabilities", nlohmann::json());
   auto updated = registry_->UpdateProduct(*product, model_changed);
@@ -486,19 +570,30 @@ absl::StatusOr<CreatedDevice> ThingModelService::AddDevice(const Principal& call
   if (device.product_id.empty()) {
     return InvalidField("product_id", "is required");
   }
-  if (absl::Status s = CheckId("node_id", device.node_id, 64, true); !s.ok()) {
-    return s;
-  }
   auto product = registry_->GetProduct(caller.tenant_id, device.product_id, 0);
   if (!product.ok()) {
     return product.status();
   }
-  if (device.device_id.empty()) {
-    device.device_id = device.product_id + "_" + device.node_id;
-  }
-  if (absl::Status s = CheckId("device_id", device.device_id, 128, true); !s.ok()) {
+  // An Alink device's node id is its Alibaba deviceName and its device id {productKey}_{name}:
+  // the broker finds it by the username {deviceName}&{productKey} it connects with.
+  const bool alink = product->dialect == kDialectAlink;
+  const std::string_view id_extra = alink ? kAlinkIdExtra : "_-";
+  if (absl::Status s = CheckId("node_id", device.node_id, 64, true, id_extra); !s.ok()) {
     return s;
   }
+  const std::string canonical_id = device.product_id + "_" + device.node_id;
+  if (device.device_id.empty()) {
+    device.device_id = canonical_id;
+  } else if (alink && device.device_id != canonical_id) {
+    return InvalidField("device_id",
+                        fmt::format("an alink device's id is {{product_id}}_{{node_id}} "
+                                    "('{}'); leave it empty",
+                                    canonical_id));
+  }
+  if (absl::Status s = CheckId("device_id", device.device_id, 128, true, id_extra); !s.ok()) {
+    return s;
+  }
+  device.dialect = product->dialect;
   if (!device.fingerprint.empty()) {
     auto raw = common::HexDecode(device.fingerprint);
     if (!raw.ok() || raw->size() != 32) {

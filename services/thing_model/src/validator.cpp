@@ -449,6 +449,12 @@ class ReportWalker {
         return object.raw_json().get(raw);
       }
       case od::json_type::array:
+        if (param.accepts_array) {
+          // Parsed fully by the caller, as a jsonObject's content.
+          od::array array;
+          SIMDJSON_TRY(value.get_array().get(array));
+          return array.raw_json().get(raw);
+        }
         if (param.type != DataType::kStringList) {
           issue = detail::WrongType(param, "array");
           return simdjson::SUCCESS;

@@ -32,8 +32,10 @@ void ToProto(const ProductRecord& p, pb::Product* out, bool with_json) {
   out->set_create_time(p.create_time);
   out->set_update_time(p.update_time);
   out->set_device_count(p.device_count);
+  out->set_dialect(p.dialect);
   if (with_json) {
     out->set_product_json(p.product_json);
+    out->set_tsl_json(p.tsl_json);
   }
 }
 
@@ -172,7 +174,8 @@ grpc::Status ProductsHandler::CreateProduct(grpc::ServerContext* context,
                                             pb::Product* response) {
   IOT_AUTHORIZE(caller, Access::kWrite);
   std::vector<ModelIssue> issues;
-  auto product = service_->CreateProduct(caller, request->product_json(), &issues);
+  auto product =
+      service_->CreateProduct(caller, request->product_json(), request->tsl_json(), &issues);
   if (!product.ok()) {
     return ModelRejected(context, product.status(), issues);
   }
@@ -197,8 +200,8 @@ grpc::Status ProductsHandler::UpdateProduct(grpc::ServerContext* context,
                                             pb::Product* response) {
   IOT_AUTHORIZE(caller, Access::kWrite);
   std::vector<ModelIssue> issues;
-  auto product =
-      service_->UpdateProduct(caller, request->product_id(), request->product_json(), &issues);
+  auto product = service_->UpdateProduct(caller, request->product_id(), request->product_json(),
+                                         request->tsl_json(), &issues);
   if (!product.ok()) {
     return ModelRejected(context, product.status(), issues);
   }
@@ -398,6 +401,7 @@ grpc::Status InternalHandler::GetDeviceContext(grpc::ServerContext* context,
   response->set_model_version(product.model_version);
   response->set_product_json(product.product_json);
   response->set_status(StatusOf(device));
+  response->set_dialect(product.dialect);
   return grpc::Status::OK;
 }
 

@@ -193,6 +193,9 @@ CheckResult CheckJsonValue(const Parameter& param, const nlohmann::json& value) 
       }
       return std::nullopt;
     case Type::array: {
+      if (param.accepts_array) {
+        return std::nullopt;
+      }
       if (param.type != DataType::kStringList) {
         return WrongType(param, "array");
       }

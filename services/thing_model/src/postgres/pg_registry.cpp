@@ -18,12 +18,14 @@ constexpr const char* kKeyColumns = "key_id, tenant_id, name, role, key_hash, pr
 constexpr const char* kProductColumns =
     "p.product_id, p.tenant_id, p.name, p.device_type, p.protocol_type, p.data_format, "
     "p.manufacturer_name, p.industry, p.description, p.model_version, " IOT_TS(
-        "p.created_at") ", " IOT_TS("p.updated_at");
+        "p.created_at") ", " IOT_TS("p.updated_at") ", p.dialect";
 
 constexpr const char* kDeviceColumns =
     "device_id, tenant_id, product_id, node_id, device_name, description, tags::text, "
     "coalesce(secret_sealed, ''), coalesce(fingerprint, ''), frozen, connection, " IOT_TS(
-        "presence_time") ", " IOT_TS("last_online_at") ", " IOT_TS("last_offline_at") ", " IOT_TS("created_at");
+        "presence_time") ", " IOT_TS("last_online_at") ", " IOT_TS("last_offline_at") ", " IOT_TS("created_at") ", "
+    // The product's dialect, which the projection and the device context carry.
+    "(SELECT p.dialect FROM thing_model.products p WHERE p.product_id = devices.product_id)";
 
 ApiKeyRecord KeyFromRow(const pqxx::row& r) {
   ApiKeyRecord key;
@@ -52,6 +54,7 @@ ProductRecord ProductFromRow(const pqxx::row& r) {
   p.model_version = r[9].as<int32_t>();
   p.create_time = r[10].as<std::string>();
   p.update_time = r[11].as<std::string>();
+  p.dialect = r[12].as<std::string>();
   return p;
 }
 
@@ -99,6 +102,7 @@ DeviceRecord DeviceFromRow(const pqxx::row& r) {
   d.last_online_time = r[12].as<std::string>();
   d.last_offline_time = r[13].as<std::string>();
   d.create_time = r[14].as<std::string>();
+  d.dialect = r[15].is_null() ? kDialectHuawei : r[15].as<std::string>();
   return d;
 }
 
@@ -220,14 +224,14 @@ absl::Status PgRegistry::CreateProduct(const ProductRecord& p) {
     pqxx::work w(c);
     w.exec_params(
         "INSERT INTO thing_model.products (product_id, tenant_id, name, device_type, "
-        "protocol_type, data_format, manufacturer_name, industry, description, model_version) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)",
+        "protocol_type, data_format, manufacturer_name, industry, description, model_version, "
+        "dialect) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10)",
         p.product_id, p.tenant_id, p.name, p.device_type, p.protocol_type, p.data_format,
-        p.manufacturer_name, p.industry, p.description);
+        p.manufacturer_name, p.industry, p.description, p.dialect);
     w.exec_params(
-        "INSERT INTO thing_model.product_models (product_id, model_version, product_json) "
-        "VALUES ($1, 1, $2)",
-        p.product_id, p.product_json);
+        "INSERT INTO thing_model.product_models (product_id, model_version, product_json, "
+        "tsl_json) VALUES ($1, 1, $2, NULLIF($3, ''))",
+        p.product_id, p.product_json, p.tsl_json);
     w.commit();
   });
 }
@@ -240,7 +244,8 @@ absl::StatusOr<ProductRecord> PgRegistry::GetProduct(const std::string& tenant_i
     const pqxx::result r = w.exec_params(
         fmt::format("SELECT {}, m.product_json, m.model_version, "
                     "(SELECT count(*) FROM thing_model.devices d WHERE d.product_id = "
-                    "p.product_id) FROM thing_model.products p JOIN thing_model.product_models m "
+                    "p.product_id), coalesce(m.tsl_json, '') FROM thing_model.products p JOIN "
+                    "thing_model.product_models m "
                     "ON m.product_id = p.product_id AND m.model_version = CASE WHEN $3 = 0 THEN "
                     "p.model_version ELSE $3 END WHERE p.tenant_id = $1 AND p.product_id = $2",
                     kProductColumns),
@@ -252,9 +257,10 @@ absl::StatusOr<ProductRecord> PgRegistry::GetProduct(const std::string& tenant_i
                                                    product_id, model_version));
     }
     ProductRecord p = ProductFromRow(r[0]);
-    p.product_json = r[0][12].as<std::string>();
-    p.model_version = r[0][13].as<int32_t>();
-    p.device_count = r[0][14].as<int64_t>();
+    p.product_json = r[0][13].as<std::string>();
+    p.model_version = r[0][14].as<int32_t>();
+    p.device_count = r[0][15].as<int64_t>();
+    p.tsl_json = r[0][16].as<std::string>();
     return p;
   });
 }
@@ -276,10 +282,10 @@ absl::StatusOr<ProductRecord> PgRegistry::UpdateProduct(const ProductRecord& p,
     const auto version = r[0][0].as<int32_t>();
     // Metadata-only changes rewrite the current version's JSON; model changes add a version.
     w.exec_params(
-        "INSERT INTO thing_model.product_models (product_id, model_version, product_json) "
-        "VALUES ($1, $2, $3) ON CONFLICT (product_id, model_version) DO UPDATE SET "
-        "product_json = EXCLUDED.product_json",
-        p.product_id, version, p.product_json);
+        "INSERT INTO thing_model.product_models (product_id, model_version, product_json, "
+        "tsl_json) VALUES ($1, $2, $3, NULLIF($4, '')) ON CONFLICT (product_id, model_version) "
+        "DO UPDATE SET product_json = EXCLUDED.product_json, tsl_json = EXCLUDED.tsl_json",
+        p.product_id, version, p.product_json, p.tsl_json);
     w.commit();
     return absl::OkStatus();
   });
@@ -333,7 +339,7 @@ absl::StatusOr<Page<ProductRecord>> PgRegistry::ListProducts(const std::string& 
     std::vector<ProductRecord> products;
     for (const auto& row : r) {
       products.push_back(ProductFromRow(row));
-      products.back().device_count = row[12].as<int64_t>();
+      products.back().device_count = row[13].as<int64_t>();
     }
     return MakePage<ProductRecord>(std::move(products), page.limit,
                                    [](const ProductRecord& p) { return p.product_id; });

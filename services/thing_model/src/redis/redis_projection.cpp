@@ -30,6 +30,9 @@ void AppendPutDevice(const DeviceRecord& d, std::vector<std::vector<std::string>
   if (!d.fingerprint.empty()) {
     hset.insert(hset.end(), {"fingerprint", d.fingerprint});
   }
+  if (d.dialect == kDialectAlink) {
+    hset.insert(hset.end(), {"dialect", d.dialect});
+  }
   commands.push_back({"MULTI"});
   commands.push_back({"DEL", key});
   commands.push_back(std::move(hset));

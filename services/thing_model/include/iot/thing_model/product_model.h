@@ -83,6 +83,9 @@ struct Parameter {
   std::string description;
   nlohmann::json default_value;  ///< null when absent
   std::uint32_t index = 0;       ///< position in its list
+  /// A jsonObject that also takes a JSON array: an Alibaba TSL array of numbers or structs
+  /// (`"alink_type": "array"` in a model derived from a TSL, alink_tsl.h).
+  bool accepts_array = false;
 
   bool Writable() const { return (method & kMethodWrite) != 0; }
   bool InEnum(std::string_view value) const { return enum_index.find(value) != enum_index.end(); }

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "iot/common/auth.h"
 #include "iot/common/crypto.h"
+#include "iot/thing_model/alink_tsl.h"
 #include "iot/thing_model/ports.h"
 #include "iot/thing_model/product_model.h"
 #include "iot/thing_model/types.h"
@@ -60,15 +61,19 @@ class ThingModelService {
   absl::StatusOr<Page<ApiKeyRecord>> ListApiKeys(const common::Principal& caller,
                                                  const PageRequest& page, bool include_revoked);
 
-  /// On an invalid model: INVALID_ARGUMENT naming the first path; `issues` gets all of them.
+  /// From a Huawei product model or (dialect alink) an Alibaba TSL, exactly one of them. On an
+  /// invalid model: INVALID_ARGUMENT naming the first path; `issues` gets all of them.
   absl::StatusOr<ProductRecord> CreateProduct(const common::Principal& caller,
                                               const std::string& product_json,
+                                              const std::string& tsl_json,
                                               std::vector<ModelIssue>* issues);
   absl::StatusOr<ProductRecord> ShowProduct(const common::Principal& caller,
                                             const std::string& product_id, int32_t version);
+  /// huawei products take product_json, alink products tsl_json: a product keeps its dialect.
   absl::StatusOr<ProductRecord> UpdateProduct(const common::Principal& caller,
                                               const std::string& product_id,
                                               const std::string& product_json,
+                                              const std::string& tsl_json,
                                               std::vector<ModelIssue>* issues);
   absl::StatusOr<int64_t> DeleteProduct(const common::Principal& caller,
                                         const std::string& product_id, bool force);
@@ -113,6 +118,11 @@ class ThingModelService {
   absl::StatusOr<ProductRecord> ParseProduct(const std::string& tenant_id,
                                              const std::string& product_json,
                                              std::vector<ModelIssue>* issues) const;
+  /// A product of dialect alink from its TSL; `product_id` set: the product being updated.
+  absl::StatusOr<ProductRecord> ParseTslProduct(const std::string& tenant_id,
+                                                const std::string& tsl_json,
+                                                const std::string& product_id,
+                                                std::vector<ModelIssue>* issues) const;
   /// After a committed change: write the projection, or mark it for rebuild if Redis fails.
   void Project(const std::function<absl::Status()>& write);
   absl::Status RebuildProjection();

@@ -29,6 +29,10 @@ struct ApiKeyRecord {
   std::string revoke_time;  ///< empty while active
 };
 
+/// A product's protocol dialect: how its devices connect and talk (issue 17).
+inline constexpr const char* kDialectHuawei = "huawei";  ///< Huawei IoTDA (the default)
+inline constexpr const char* kDialectAlink = "alink";    ///< Alibaba Cloud IoT (Alink, TSL)
+
 struct ProductRecord {
   std::string product_id;
   std::string tenant_id;
@@ -44,6 +48,10 @@ struct ProductRecord {
   std::string update_time;
   std::string product_json;  ///< of `model_version`; empty in lists
   int64_t device_count = 0;
+  std::string dialect = kDialectHuawei;
+  /// alink: the TSL of `model_version` as imported (product_json is derived from it); empty in
+  /// lists and for huawei products.
+  std::string tsl_json;
 };
 
 enum class Connection { kInactive, kOnline, kOffline };
@@ -64,6 +72,8 @@ struct DeviceRecord {
   std::string last_online_time;
   std::string last_offline_time;
   std::string create_time;
+  /// The product's dialect (read with the device, never written with it).
+  std::string dialect = kDialectHuawei;
 };
 
 /// Keyset paging: `marker` is the last id of the previous page.
