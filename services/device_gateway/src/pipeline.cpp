@@ -9,6 +9,7 @@
 #include "iot/common/backoff.h"
 #include "iot/common/logging.h"
 #include "iot/common/metrics.h"
+#include "iot/device_gateway/alink.h"
 
 namespace iot::device_gateway {
 namespace {
@@ -490,15 +491,21 @@ bool UplinkPipeline::FlushShadow(const Outputs& out, Rejections& rejected) {
   std::vector<DeviceReply> replies;
   for (const auto& get : out.shadow_gets) {
     std::optional<std::string> body;
+    const bool alink = get.device().dialect() == "alink";
     const absl::Status status = Attempt(Target::kShadowGet, [&]() -> absl::Status {
       auto shadow = downstream_->GetDeviceShadow(get);
       if (shadow.ok()) {
         body = *std::move(shadow);
         return absl::OkStatus();
       }
-      // No shadow for the device: nothing to answer.
-      return shadow.status().code() == absl::StatusCode::kNotFound ? absl::OkStatus()
-                                                                   : shadow.status();
+      if (shadow.status().code() != absl::StatusCode::kNotFound) {
+        return shadow.status();
+      }
+      // No shadow for the device: nothing to answer; an Alink device gets an empty document.
+      if (alink) {
+        body = R"({"shadow":[]})";
+      }
+      return absl::OkStatus();
     });
     if (status.code() == absl::StatusCode::kCancelled) {
       return false;
@@ -510,16 +517,30 @@ bool UplinkPipeline::FlushShadow(const Outputs& out, Rejections& rejected) {
           "shadow get refused: not answered",
           {{"device_id", get.device().device_id()}, {"error", std::string(status.message())}});
     }
-    if (body) {
+    if (body && alink) {
+      const auto parsed = nlohmann::json::parse(*body, nullptr, false);
+      replies.push_back(
+          {.device_topic = AlinkDeviceTopic(
+               get.device().device_id(),
+               fmt::format("/shadow/get/{}/{}", get.device().product_id(), get.device().node_id())),
+           .payload = AlinkShadowReply(parsed.is_discarded() ? nlohmann::json::object() : parsed,
+                                       NowUnixMs())
+                          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)});
+    } else if (body) {
       replies.push_back({.device_topic = DownlinkTopic(DownlinkKind::kShadowResponse,
                                                        get.device().device_id(), get.request_id()),
                          .payload = *std::move(body)});
     }
   }
   replies.insert(replies.end(), out.replies.begin(), out.replies.end());
+  PublishReplies(replies, 1);
+  return true;
+}
+
+void UplinkPipeline::PublishReplies(const std::vector<DeviceReply>& replies, int qos) {
   for (const auto& reply : replies) {
     // Best effort, as any downlink: a device that went away asks again.
-    auto sent = publisher_->Publish(reply.device_topic, reply.payload, 1);
+    auto sent = publisher_->Publish(reply.device_topic, reply.payload, qos);
     const char* result = !sent.ok() ? "error" : (*sent ? "online" : "offline");
     metrics_.downlink.Add({{"kind", "reply"}, {"result", result}}).Increment();
     if (!sent.ok()) {
@@ -528,7 +549,6 @@ bool UplinkPipeline::FlushShadow(const Outputs& out, Rejections& rejected) {
           {{"topic", reply.device_topic}, {"error", std::string(sent.status().message())}});
     }
   }
-  return true;
 }
 
 bool UplinkPipeline::FlushCommands(const Outputs& out, Rejections& rejected) {
@@ -677,6 +697,10 @@ void UplinkPipeline::Done(Batch& batch, bool ok) {
           {{"messages", messages}});
       continue;
     }
+    // Every owner has the batch: its confirmations may go out (at QoS 0: the network thread
+    // never waits for them, and a lost one is a reply the device sees time out, as on a network
+    // loss), then the broker learns it may forget the messages.
+    PublishReplies(done->out.after_handoff, 0);
     for (const Ack& ack : done->acks) {
       if (ack) {
         ack();

@@ -7,19 +7,17 @@
 #include "iot/common/json_limits.h"
 #include "iot/common/logging.h"
 #include "iot/common/rejections.h"
+#include "processor_internal.h"
 
 namespace iot::device_gateway {
 namespace {
 
 using Json = nlohmann::json;
 
-constexpr size_t kMaxErrorsInRecord = 20;
+using internal::Dump;
+using internal::JoinErrors;
+using internal::kMaxErrorsInRecord;
 constexpr std::string_view kShadowRequestPrefix = "shadow-";
-
-/// JSON text of any bytes: invalid UTF-8 is replaced rather than refused.
-std::string Dump(const Json& value) {
-  return value.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
 
 command_dispatch::v1::ResponseKind ResponseKindOf(UplinkKind kind) {
   switch (kind) {
@@ -125,6 +123,14 @@ RejectReason WholeReportReason(thing_model::ErrorKind kind) {
   }
 }
 
+}  // namespace
+
+namespace internal {
+
+std::string Dump(const Json& value) {
+  return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 std::string JoinErrors(const std::vector<std::string>& errors, size_t total) {
   std::string out;
   for (const auto& e : errors) {
@@ -139,12 +145,12 @@ std::string JoinErrors(const std::vector<std::string>& errors, size_t total) {
   return out;
 }
 
-}  // namespace
+}  // namespace internal
 
 bool Outputs::empty() const {
   return shadow_reports.reports_size() == 0 && shadow_set_results.empty() && shadow_gets.empty() &&
          presence.events_size() == 0 && responses.responses_size() == 0 &&
-         records.records_size() == 0 && replies.empty();
+         records.records_size() == 0 && replies.empty() && after_handoff.empty();
 }
 
 void Outputs::Clear() {
@@ -155,6 +161,7 @@ void Outputs::Clear() {
   responses.Clear();
   records.Clear();
   replies.clear();
+  after_handoff.clear();
 }
 
 bool RejectionLogAllowed() {
@@ -170,6 +177,7 @@ void SetDeviceRef(const DeviceInfo& device, device_gateway::v1::DeviceRef* ref) 
   ref->set_device_id(device.device_id);
   ref->set_product_id(device.product_id);
   ref->set_node_id(device.node_id);
+  ref->set_dialect(device.dialect);
 }
 
 void UplinkProcessor::AddRecord(const device_gateway::v1::DeviceRef& device, std::string message_id,
@@ -186,7 +194,8 @@ void UplinkProcessor::AddRecord(const device_gateway::v1::DeviceRef& device, std
   const Json header = {{"device_id", device.device_id()},
                        {"product_id", device.product_id()},
                        {"node_id", device.node_id()},
-                       {"tenant_id", device.tenant_id()}};
+                       {"tenant_id", device.tenant_id()},
+                       {"dialect", device.dialect().empty() ? "huawei" : device.dialect()}};
   record->set_envelope_json(fmt::format(
       R"({{"resource":{},"event":{},"event_time":"{}","notify_data":{{"header":{},"body":{}}}}})",
       Json(resource).dump(), Json(event).dump(), CompactUtc(event_unix_ms), header.dump(),
@@ -280,6 +289,9 @@ void UplinkProcessor::Process(const DeviceInfo& device, const UplinkMessage& mes
     case UplinkKind::kShadowGet:
       ShadowGet(device, message, out);
       return;
+    case UplinkKind::kAlink:
+      Alink(device, message, out);
+      return;
     case UplinkKind::kGatewayPropertiesReport:
       Reject(device, message.message_id, RejectReason::kUnsupported, message.topic,
              "sub-device property reports are not supported yet", message.received_at_unix_ms, out);
@@ -289,27 +301,44 @@ void UplinkProcessor::Process(const DeviceInfo& device, const UplinkMessage& mes
 
 void UplinkProcessor::PropertiesReport(const DeviceInfo& device, const UplinkMessage& message,
                                        Outputs& out) const {
+  HandOnReport(
+      device, message, message.payload,
+      [](const thing_model::ValidationError& e) { return e.ToString(); }, {}, out);
+}
+
+UplinkProcessor::ReportOutcome UplinkProcessor::HandOnReport(
+    const DeviceInfo& device, const UplinkMessage& message, std::string_view report_json,
+    const std::function<std::string(const thing_model::ValidationError&)>& describe,
+    const std::vector<std::string>& extra_errors, Outputs& out) const {
   thread_local thing_model::ReportResult result;
-  device.validator->ValidateReport(message.payload, result,
+  device.validator->ValidateReport(report_json, result,
                                    {.check_required = false,
-                                    .max_bytes = message.payload.size() + 1,
+                                    .max_bytes = report_json.size() + 1,
                                     .max_errors = 100,
                                     .max_depth = limits_.max_json_depth,
                                     .max_services = limits_.max_services,
                                     .max_properties = limits_.max_properties,
                                     .max_name_bytes = limits_.max_name_bytes,
                                     .max_string_bytes = limits_.max_string_bytes});
-  if (!result.errors.empty()) {
-    const bool whole = result.services.empty() && result.properties.empty() &&
-                       thing_model::RefusesWholePayload(result.errors.front().kind);
-    std::vector<std::string> texts;
-    for (size_t i = 0; i < result.errors.size() && i < kMaxErrorsInRecord; ++i) {
-      texts.push_back(result.errors[i].ToString());
+  ReportOutcome outcome;
+  if (!result.errors.empty() || !extra_errors.empty()) {
+    outcome.whole = result.services.empty() && result.properties.empty() &&
+                    !result.errors.empty() &&
+                    thing_model::RefusesWholePayload(result.errors.front().kind);
+    std::vector<std::string> texts(
+        extra_errors.begin(), extra_errors.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                                         extra_errors.size(), kMaxErrorsInRecord)));
+    for (size_t i = 0; i < result.errors.size() && texts.size() < kMaxErrorsInRecord; ++i) {
+      texts.push_back(describe(result.errors[i]));
     }
+    const size_t total = result.error_count() + extra_errors.size();
+    outcome.invalid = outcome.whole ? 1 : total;
+    outcome.detail = JoinErrors(texts, total);
     Reject(device, message.message_id,
-           whole ? WholeReportReason(result.errors.front().kind) : RejectReason::kInvalidProperty,
-           message.topic, JoinErrors(texts, result.error_count()), message.received_at_unix_ms, out,
-           whole ? 1.0 : static_cast<double>(result.error_count()));
+           outcome.whole ? WholeReportReason(result.errors.front().kind)
+                         : RejectReason::kInvalidProperty,
+           message.topic, outcome.detail, message.received_at_unix_ms, out,
+           static_cast<double>(outcome.invalid));
   }
   // The valid part passes on (DESIGN.md §2), values exactly as reported.
   std::string services = "[";
@@ -343,7 +372,7 @@ void UplinkProcessor::PropertiesReport(const DeviceInfo& device, const UplinkMes
   }
   services += ']';
   if (services.size() == 2) {
-    return;  // nothing valid
+    return outcome;  // nothing valid
   }
   auto* report = out.shadow_reports.add_reports();
   report->set_message_id(message.message_id);
@@ -353,6 +382,7 @@ void UplinkProcessor::PropertiesReport(const DeviceInfo& device, const UplinkMes
   AddRecord(device, message.message_id, "device.property", "report", message.topic,
             event_time.value_or(message.received_at_unix_ms), R"({"services":)" + services + "}",
             out);
+  return outcome;
 }
 
 void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& message,
@@ -443,9 +473,10 @@ void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& mes
 }
 
 std::optional<Json> UplinkProcessor::ParseStructured(const DeviceInfo& device,
-                                                     const UplinkMessage& message,
-                                                     Outputs& out) const {
-  if (message.payload.empty() && message.kind != UplinkKind::kEventUp) {
+                                                     const UplinkMessage& message, Outputs& out,
+                                                     std::string* refusal_detail) const {
+  if (message.payload.empty() && message.kind != UplinkKind::kEventUp &&
+      message.kind != UplinkKind::kAlink) {
     return Json::object();  // responses and shadow gets may come without a body
   }
   auto parsed = ParseDeviceJson(message.payload, limits_);
@@ -458,6 +489,9 @@ std::optional<Json> UplinkProcessor::ParseStructured(const DeviceInfo& device,
   if (refusal) {
     Reject(device, message.message_id, refusal->reason, message.topic, refusal->detail,
            message.received_at_unix_ms, out);
+    if (refusal_detail != nullptr) {
+      *refusal_detail = refusal->detail;
+    }
     return std::nullopt;
   }
   return std::get<Json>(std::move(parsed));
@@ -500,13 +534,18 @@ void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& me
            "a response must be a JSON object", message.received_at_unix_ms, out);
     return;
   }
+  HandOnResponse(device, message, message.kind, message.request_id, std::move(body), out);
+}
+
+void UplinkProcessor::HandOnResponse(const DeviceInfo& device, const UplinkMessage& message,
+                                     UplinkKind kind, const std::string& request_id, Json body,
+                                     Outputs& out) const {
   const std::string payload_json = Dump(body);
-  if (message.kind == UplinkKind::kPropertiesSetResponse &&
-      message.request_id.starts_with(kShadowRequestPrefix)) {
+  if (kind == UplinkKind::kPropertiesSetResponse && request_id.starts_with(kShadowRequestPrefix)) {
     shadow::v1::PropertySetResult result;
     result.set_message_id(message.message_id);
     SetDeviceRef(device, result.mutable_device());
-    result.set_request_id(message.request_id);
+    result.set_request_id(request_id);
     result.set_payload_json(payload_json);
     result.set_received_at_unix_ms(message.received_at_unix_ms);
     out.shadow_set_results.push_back(std::move(result));
@@ -514,14 +553,13 @@ void UplinkProcessor::Response(const DeviceInfo& device, const UplinkMessage& me
     auto* response = out.responses.add_responses();
     response->set_message_id(message.message_id);
     SetDeviceRef(device, response->mutable_device());
-    response->set_kind(ResponseKindOf(message.kind));
-    response->set_request_id(message.request_id);
+    response->set_kind(ResponseKindOf(kind));
+    response->set_request_id(request_id);
     response->set_payload_json(payload_json);
     response->set_received_at_unix_ms(message.received_at_unix_ms);
   }
-  const Json record = {{"request_id", message.request_id},
-                       {"type", ResponseTypeName(message.kind)},
-                       {"response", std::move(body)}};
+  const Json record = {
+      {"request_id", request_id}, {"type", ResponseTypeName(kind)}, {"response", std::move(body)}};
   AddRecord(device, message.message_id, "device.command", "response", message.topic,
             message.received_at_unix_ms, Dump(record), out);
 }

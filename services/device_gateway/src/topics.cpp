@@ -71,6 +71,8 @@ std::string_view UplinkKindName(UplinkKind kind) {
       return "shadow_get";
     case UplinkKind::kCustom:
       return "custom";
+    case UplinkKind::kAlink:
+      return "alink";
   }
   return "unknown";
 }
@@ -89,6 +91,12 @@ std::optional<UplinkTopic> ParseUplinkTopic(std::string_view topic) {
                   .request_id = {},
                   .custom = {}};
   rest.remove_prefix(slash + 1);
+  if (ConsumePrefix(rest, "alink/")) {
+    // The Alibaba topic keeps its leading '/': `alink/sys/...` is `/sys/...`.
+    out.kind = UplinkKind::kAlink;
+    out.custom = std::string_view(rest.data() - 1, rest.size() + 1);
+    return out;
+  }
   if (ConsumePrefix(rest, "user/")) {
     if (rest.empty()) {
       return std::nullopt;

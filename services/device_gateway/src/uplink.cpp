@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <ctime>
 
+#include "iot/device_gateway/alink.h"
+
 namespace iot::device_gateway {
 
 std::optional<std::string_view> AfterPartition(std::string_view rest) {
@@ -120,10 +122,21 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
     rejected.detail = *std::move(violation);
     return rejected;
   }
-  const auto parsed = ParseUplinkTopic(*device_topic);
+  auto parsed = ParseUplinkTopic(*device_topic);
   if (!parsed) {
     rejected.detail = "not a device uplink topic";
     return rejected;
+  }
+  // An Alink device's topic is its Alibaba topic (alink.h): what records and rejections name.
+  std::optional<AlinkTopic> alink;
+  if (parsed->kind == UplinkKind::kAlink) {
+    alink = ParseAlinkTopic(parsed->custom);
+    rejected.topic = std::string(alink ? alink->topic : parsed->custom);
+    if (!alink) {
+      rejected.detail = "not an Alink device topic";
+      return rejected;
+    }
+    parsed->request_id = alink->message_id;
   }
   if (parsed->request_id.size() > limits.max_id_bytes) {
     rejected.reason = RejectReason::kTooLong;
@@ -131,10 +144,11 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
                                   parsed->request_id.size(), limits.max_id_bytes);
     return rejected;
   }
-  const size_t limit = parsed->kind == UplinkKind::kPropertiesReport ||
-                               parsed->kind == UplinkKind::kGatewayPropertiesReport
-                           ? std::min(limits.max_report_bytes, limits.max_payload_bytes)
-                           : limits.max_payload_bytes;
+  const bool report = parsed->kind == UplinkKind::kPropertiesReport ||
+                      parsed->kind == UplinkKind::kGatewayPropertiesReport ||
+                      (alink && IsAlinkReport(alink->function));
+  const size_t limit = report ? std::min(limits.max_report_bytes, limits.max_payload_bytes)
+                              : limits.max_payload_bytes;
   if (payload.size() > limit) {
     rejected.reason = RejectReason::kTooLarge;
     rejected.detail =
@@ -143,7 +157,8 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
   }
   const bool response = parsed->kind == UplinkKind::kCommandResponse ||
                         parsed->kind == UplinkKind::kPropertiesSetResponse ||
-                        parsed->kind == UplinkKind::kPropertiesGetResponse;
+                        parsed->kind == UplinkKind::kPropertiesGetResponse ||
+                        (alink && IsAlinkResponse(alink->function));
   // Responses count in a bucket of their own, keyed apart from the device's messages.
   const std::string response_key =
       response ? std::string(parsed->device_id) + "\x1fresponses" : std::string();
@@ -162,7 +177,7 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
   return UplinkMessage{.message_id = {},
                        .kind = parsed->kind,
                        .device_id = std::string(parsed->device_id),
-                       .topic = *device_topic,
+                       .topic = alink ? std::string(alink->topic) : *device_topic,
                        .request_id = std::string(parsed->request_id),
                        .payload = std::move(payload),
                        .received_at_unix_ms = received_at_unix_ms};

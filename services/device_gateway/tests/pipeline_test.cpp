@@ -53,7 +53,8 @@ class FakeRegistry final : public DeviceContextSource {
                              .product_id = "p1",
                              .node_id = "n",
                              .model_version = 1,
-                             .product_json = std::string(kModel)};
+                             .product_json = std::string(kModel),
+                             .dialect = {}};
   }
   std::atomic<int> calls{0};
   std::atomic<int> unavailable{0};

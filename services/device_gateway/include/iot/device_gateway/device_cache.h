@@ -27,6 +27,8 @@ struct DeviceInfo {
   int32_t model_version = 0;
   /// Validator of the product's model at model_version; shared by the product's devices.
   std::shared_ptr<const thing_model::Validator> validator;
+  /// The product's protocol dialect: `huawei` (IoTDA) or `alink` (Alibaba); never empty.
+  std::string dialect = "huawei";
 };
 
 /// What GetDeviceContext returns, before compiling the model.
@@ -37,6 +39,7 @@ struct DeviceContextData {
   std::string node_id;
   int32_t model_version = 0;
   std::string product_json;
+  std::string dialect;  ///< DeviceContext.dialect: "huawei", "alink" ("" = huawei)
 };
 
 /// Port: the device registry. NOT_FOUND for a device that does not exist; anything else but OK

@@ -172,6 +172,8 @@ class UplinkPipeline {
   bool Flush(Owner owner, const Outputs& out);
   bool FlushShadow(const Outputs& out, std::vector<device_gateway::v1::RejectedRecord>& rejected);
   bool FlushCommands(const Outputs& out, std::vector<device_gateway::v1::RejectedRecord>& rejected);
+  /// Publishes replies to devices (best effort: counted, a failure logged).
+  void PublishReplies(const std::vector<DeviceReply>& replies, int qos);
   /// The device of an item; nullptr when it does not exist (the item is then dropped).
   /// Retries transient failures; nullopt when stopped meanwhile.
   std::optional<std::shared_ptr<const DeviceInfo>> Resolve(const WorkItem& item);

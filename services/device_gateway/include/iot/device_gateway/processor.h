@@ -14,12 +14,15 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
+#include "iot/device_gateway/alink.h"
 #include "iot/device_gateway/device_cache.h"
 #include "iot/device_gateway/downstream.h"
 #include "iot/device_gateway/metrics.h"
@@ -43,6 +46,10 @@ struct Outputs {
   command_dispatch::v1::CompleteRequestsRequest responses;
   rule_forwarding::v1::IngestRequest records;
   std::vector<DeviceReply> replies;
+  /// Answers that confirm the device's message (Alink `_reply`s, shadow update answers): published
+  /// only once every owner has what the message became, just before it is acknowledged to the
+  /// broker (UplinkPipeline); a message handed on again after a crash is answered again.
+  std::vector<DeviceReply> after_handoff;
 
   [[nodiscard]] bool empty() const;
   void Clear();
@@ -91,12 +98,48 @@ class UplinkProcessor {
 
  private:
   void PropertiesReport(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  /// What HandOnReport found wrong: nothing (ok), some properties, or the whole report.
+  struct ReportOutcome {
+    size_t invalid = 0;  ///< properties refused (or 1 for a whole report)
+    bool whole = false;
+    std::string detail;  ///< the errors, joined
+  };
+  /// Validates an IoTDA-form property report, hands its valid part to shadow and rules (the
+  /// record's topic is message.topic) and rejects the rest. `describe` words one error;
+  /// `extra_errors` are problems found before (counted as invalid properties).
+  ReportOutcome HandOnReport(
+      const DeviceInfo& device, const UplinkMessage& message, std::string_view report_json,
+      const std::function<std::string(const thing_model::ValidationError&)>& describe,
+      const std::vector<std::string>& extra_errors, Outputs& out) const;
+  // The Alink dialect (alink_uplink.cpp).
+  void Alink(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  void AlinkPost(const DeviceInfo& device, const UplinkMessage& message, const AlinkTopic& topic,
+                 Outputs& out) const;
+  /// Validates and hands on the events of a post (`identifier` → its `{value,time}` or paras);
+  /// returns the errors.
+  std::vector<std::string> AlinkEvents(
+      const DeviceInfo& device, const UplinkMessage& message,
+      const std::vector<std::tuple<std::string, nlohmann::json, std::optional<int64_t>>>& events,
+      Outputs& out) const;
+  void AlinkShadow(const DeviceInfo& device, const UplinkMessage& message, const AlinkTopic& topic,
+                   Outputs& out) const;
+  void AlinkResponse(const DeviceInfo& device, const UplinkMessage& message,
+                     const AlinkTopic& topic, Outputs& out) const;
+  void AlinkNtp(const DeviceInfo& device, const UplinkMessage& message, const AlinkTopic& topic,
+                Outputs& out) const;
+  void AlinkRaw(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  /// A device response in command-dispatch's (or, for `shadow-` property sets, shadow's) shape
+  /// and its `device.command` / `response` record.
+  void HandOnResponse(const DeviceInfo& device, const UplinkMessage& message, UplinkKind kind,
+                      const std::string& request_id, nlohmann::json body, Outputs& out) const;
   void EventUp(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void MessageUp(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   /// The payload of an events/up, response or shadow get within the limits (depth, counts,
   /// names, strings); nullopt after rejecting it (malformed or over a limit).
+  /// `refusal`, when given, receives the rejection's detail.
   std::optional<nlohmann::json> ParseStructured(const DeviceInfo& device,
-                                                const UplinkMessage& message, Outputs& out) const;
+                                                const UplinkMessage& message, Outputs& out,
+                                                std::string* refusal = nullptr) const;
   void Response(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void ShadowGet(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   static void AddRecord(const device_gateway::v1::DeviceRef& device, std::string message_id,

@@ -18,6 +18,7 @@ enum class UplinkKind {
   kPropertiesGetResponse,    ///< sys/properties/get/response/request_id={rid}
   kShadowGet,                ///< sys/shadow/get/request_id={rid}
   kCustom,                   ///< user/... (the device's own topics)
+  kAlink,  ///< alink/... : an Alibaba topic of an Alink device (alink.h), relayed below its id
 };
 
 enum class DownlinkKind {
@@ -34,7 +35,8 @@ struct UplinkTopic {
   UplinkKind kind;
   std::string_view device_id;
   std::string_view request_id;  ///< for the request_id= kinds
-  std::string_view custom;      ///< for kCustom: the part after `user/`
+  std::string_view custom;      ///< for kCustom: the part after `user/`; kAlink: the Alibaba
+                                ///< topic (from its leading `/`)
 };
 
 std::string_view UplinkKindName(UplinkKind kind);

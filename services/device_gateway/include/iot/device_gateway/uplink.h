@@ -99,7 +99,8 @@ struct UplinkMessage {
   std::string message_id;
   UplinkKind kind = UplinkKind::kMessageUp;
   std::string device_id;
-  std::string topic;  ///< the device's topic, `$oc/devices/{id}/...`
+  /// The device's topic, `$oc/devices/{id}/...`; for kAlink the Alibaba topic (`/sys/...`).
+  std::string topic;
   std::string request_id;
   std::string payload;
   int64_t received_at_unix_ms = 0;
