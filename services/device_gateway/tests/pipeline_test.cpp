@@ -630,6 +630,46 @@ TEST_F(PipelineTest, SubmitNeverBlocksAndAMessageIsAcknowledgedOnlyOnceEveryOwne
   EXPECT_TRUE(WaitUntil([&] { return metrics_.queue_depth.Value() == 0; }, seconds(5)));
 }
 
+TEST_F(PipelineTest, AnAlinkReplyIsPublishedOnlyOnceEveryOwnerHasTheMessage) {
+  owners_->Block(true);  // rule-forwarding's Ingest does not answer
+  auto pipeline = Start(/*batch=*/1, /*owner_batches=*/1);
+  std::atomic<size_t> published_at_ack{99};
+  ASSERT_TRUE(
+      pipeline->Submit(UplinkMessage{.message_id = "a1",
+                                     .kind = UplinkKind::kAlink,
+                                     .device_id = "p1_n",
+                                     .topic = "/sys/p1/n/thing/event/property/post",
+                                     .request_id = {},
+                                     .payload = R"({"id":"7","params":{"meter:voltage":230}})",
+                                     .received_at_unix_ms = 1000},
+                       [&] {
+                         std::lock_guard lock(owners_->mu);
+                         published_at_ack = owners_->published.size();
+                       }));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::lock_guard lock(owners_->mu);
+        return !owners_->shadow_reports.empty();
+      },
+      seconds(5)));
+  // Shadow has it, rule-forwarding not yet: no reply.
+  EXPECT_FALSE(WaitUntil(
+      [&] {
+        std::lock_guard lock(owners_->mu);
+        return !owners_->published.empty();
+      },
+      milliseconds(200)));
+  owners_->Block(false);
+  ASSERT_TRUE(WaitUntil([&] { return published_at_ack.load() != 99; }, seconds(5)));
+  EXPECT_EQ(published_at_ack.load(), 1U);  // the reply went out before the acknowledgement
+  std::lock_guard lock(owners_->mu);
+  ASSERT_EQ(owners_->published.size(), 1U);
+  EXPECT_EQ(owners_->published[0].first,
+            "$oc/devices/p1_n/alink/sys/p1/n/thing/event/property/post_reply");
+  EXPECT_EQ(Json::parse(owners_->published[0].second)["id"], "7");
+  EXPECT_EQ(Json::parse(owners_->published[0].second)["code"], 200);
+}
+
 TEST_F(PipelineTest, PresenceRecordsStatusThenTellsTheOwners) {
   auto pipeline = Start();
   ASSERT_TRUE(pipeline->Submit(PresenceEvent{.message_id = "pres-1",
