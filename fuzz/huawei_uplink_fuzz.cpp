@@ -34,6 +34,7 @@ struct Setup {
               .tenant_id = "default",
               .product_id = "smartmeter01",
               .node_id = "meter-1",
+              .dialect = {},
               .model_version = 1,
               .validator = std::make_shared<iot::thing_model::Validator>(model->model)};
   }

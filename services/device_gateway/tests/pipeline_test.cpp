@@ -52,9 +52,9 @@ class FakeRegistry final : public DeviceContextSource {
                              .tenant_id = "t1",
                              .product_id = "p1",
                              .node_id = "n",
+                             .dialect = {},
                              .model_version = 1,
-                             .product_json = std::string(kModel),
-                             .dialect = {}};
+                             .product_json = std::string(kModel)};
   }
   std::atomic<int> calls{0};
   std::atomic<int> unavailable{0};

@@ -24,11 +24,10 @@ struct DeviceInfo {
   std::string tenant_id;
   std::string product_id;
   std::string node_id;
+  std::string dialect;  ///< the product's: "huawei" or "alink" ("" = huawei)
   int32_t model_version = 0;
   /// Validator of the product's model at model_version; shared by the product's devices.
   std::shared_ptr<const thing_model::Validator> validator;
-  /// The product's protocol dialect: `huawei` (IoTDA) or `alink` (Alibaba); never empty.
-  std::string dialect = "huawei";
 };
 
 /// What GetDeviceContext returns, before compiling the model.
@@ -37,9 +36,9 @@ struct DeviceContextData {
   std::string tenant_id;
   std::string product_id;
   std::string node_id;
+  std::string dialect;
   int32_t model_version = 0;
   std::string product_json;
-  std::string dialect;  ///< DeviceContext.dialect: "huawei", "alink" ("" = huawei)
 };
 
 /// Port: the device registry. NOT_FOUND for a device that does not exist; anything else but OK
