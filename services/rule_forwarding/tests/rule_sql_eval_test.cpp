@@ -359,6 +359,14 @@ TEST(RuleSqlEval, ContextFunctions) {
   EXPECT_EQ(Expr("tenant_id()", TypicalEnvelope(), EvalContext{kReportTopic, 0, ""}), "t1");
   EXPECT_EQ(Expr("device_id()", no_header), "p1_n1");
   EXPECT_EQ(Expr("product_id()", no_header), kNull);
+  // The device's dialect from the header (the gateway names it), huawei when it has none.
+  EXPECT_EQ(Expr("dialect()", no_header), "huawei");
+  const json alink =
+      json::parse(R"({"resource":"device.property","notify_data":{"header":{"dialect":"alink"}}})");
+  EXPECT_EQ(Expr("dialect()", alink), "alink");
+  EXPECT_EQ(Expr("dialect() = 'alink' AND topic() LIKE '/sys/%'", alink,
+                 EvalContext{"/sys/pk/dn/thing/event/property/post", 0, ""}),
+            true);
   EXPECT_EQ(Expr("tenant_id()", no_header, EvalContext{kReportTopic, 0, ""}), kNull);
   EXPECT_EQ(Expr("device_id()", no_header, EvalContext{"other/topic", 0, ""}), kNull);
   EXPECT_EQ(Expr("device_id()", no_header, EvalContext{"$oc/devices/", 0, ""}), kNull);

@@ -366,8 +366,13 @@ const Path& HeaderPath(std::string_view field) {
       {"notify_data", 0, false}, {"header", 0, false}, {"product_id", 0, false}};
   static const Path kTenant{
       {"notify_data", 0, false}, {"header", 0, false}, {"tenant_id", 0, false}};
+  static const Path kDialect{
+      {"notify_data", 0, false}, {"header", 0, false}, {"dialect", 0, false}};
   if (field == "device_id") {
     return kDevice;
+  }
+  if (field == "dialect") {
+    return kDialect;
   }
   return field == "product_id" ? kProduct : kTenant;
 }
@@ -579,6 +584,11 @@ class Evaluator {
       }
       case Func::kProductId:
         return HeaderString(frame_, "product_id");
+      case Func::kDialect: {
+        // Records of Huawei devices made before the gateway named the dialect have none.
+        const Value v = HeaderString(frame_, "dialect");
+        return v.is_null() ? Value::String("huawei") : v;
+      }
       case Func::kTenantId:
         return frame_.ctx.tenant_id.empty() ? HeaderString(frame_, "tenant_id")
                                             : Value::String(frame_.ctx.tenant_id);

@@ -51,9 +51,10 @@ constexpr ArgKind kN = ArgKind::kNumber;
 constexpr ArgKind kI = ArgKind::kInteger;
 constexpr ArgKind kS = ArgKind::kString;
 
-constexpr std::array<FunctionInfo, 19> kFunctions{{
+constexpr std::array<FunctionInfo, 20> kFunctions{{
     {"device_id", Func::kDeviceId, 0, 0, Type::kString, {kA, kA, kA}, false},
     {"product_id", Func::kProductId, 0, 0, Type::kString, {kA, kA, kA}, false},
+    {"dialect", Func::kDialect, 0, 0, Type::kString, {kA, kA, kA}, false},
     {"tenant_id", Func::kTenantId, 0, 0, Type::kString, {kA, kA, kA}, false},
     {"topic", Func::kTopic, 0, 1, Type::kString, {kI, kI, kI}, false},
     {"timestamp", Func::kTimestamp, 0, 0, Type::kNumber, {kA, kA, kA}, false},

@@ -104,6 +104,7 @@ enum class Func : std::uint8_t {
   kNone,
   kDeviceId,
   kProductId,
+  kDialect,
   kTenantId,
   kTopic,
   kTimestamp,
