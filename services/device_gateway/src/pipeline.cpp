@@ -592,11 +592,15 @@ bool UplinkPipeline::Refused(Owner owner, const Outputs& sent, const Rejections&
   const auto find = [&](const std::string& message_id) -> std::optional<Sent> {
     for (const auto& report : sent.shadow_reports.reports()) {
       if (report.message_id() == message_id) {
-        return Sent{.device = report.device(),
-                    .topic = fmt::format("$oc/devices/{}/sys/properties/report",
-                                         report.device().device_id()),
-                    .at_unix_ms = report.received_at_unix_ms(),
-                    .validation_failed = false};
+        const auto& device = report.device();
+        return Sent{
+            .device = device,
+            .topic = device.dialect() == "alink"
+                         ? fmt::format("/sys/{}/{}/thing/event/property/post", device.product_id(),
+                                       device.node_id())
+                         : fmt::format("$oc/devices/{}/sys/properties/report", device.device_id()),
+            .at_unix_ms = report.received_at_unix_ms(),
+            .validation_failed = false};
       }
     }
     for (const auto& result : sent.shadow_set_results) {
