@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -1108,6 +1110,212 @@ TEST_F(GatewayTest, ShadowGetIsAnsweredAndPresenceReachesEveryOwner) {
   }
   EXPECT_EQ(statuses, (std::vector<std::string>{"ONLINE", "OFFLINE"}));
   EXPECT_EQ(owners_.received.Count(owners_.received.responses), 0U);
+}
+
+// ---- Alink devices (services/device_gateway/README.md, Alink uplink) ----
+
+/// A small TSL: the default function block and a custom one (`lamp`).
+constexpr std::string_view kAlinkTsl = R"({
+  "schema": "https://iotx-tsl.oss-ap-southeast-1.aliyuncs.com/schema.json",
+  "profile": {"version": "1.0", "productKey": "PRODUCT_KEY"},
+  "properties": [
+    {"identifier": "temperature", "name": "T", "accessMode": "r", "required": false,
+     "dataType": {"type": "float", "specs": {"min": "-40", "max": "120", "step": "0.1"}}},
+    {"identifier": "switch", "name": "S", "accessMode": "rw", "required": false,
+     "dataType": {"type": "bool", "specs": {"0": "off", "1": "on"}}},
+    {"identifier": "lamp:brightness", "name": "B", "accessMode": "rw", "required": false,
+     "dataType": {"type": "int", "specs": {"min": "0", "max": "100", "step": "1"}}}
+  ],
+  "events": [
+    {"identifier": "post", "name": "post", "type": "info", "outputData": [],
+     "method": "thing.event.property.post"},
+    {"identifier": "alarm", "name": "Alarm", "type": "alert", "method": "thing.event.alarm.post",
+     "outputData": [{"identifier": "level", "name": "L",
+                     "dataType": {"type": "int", "specs": {"min": "0", "max": "5"}}}]}
+  ],
+  "services": []
+})";
+
+class GatewayAlinkTest : public GatewayTest {
+ protected:
+  /// A product of the alink dialect made from kAlinkTsl (its id is the productKey) and a device
+  /// named `dn` in it; the device's secret.
+  std::string AddAlinkDevice(const std::string& dn) {
+    auto channel = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
+    std::string tsl(kAlinkTsl);
+    tsl.replace(tsl.find("PRODUCT_KEY"), std::string_view("PRODUCT_KEY").size(), pk_);
+    tm::CreateProductRequest product;
+    product.set_tsl_json(tsl);
+    tm::Product created;
+    grpc::ClientContext product_ctx;
+    common::SetBearer(product_ctx, kAdminKey);
+    const auto made =
+        tm::Products::NewStub(channel)->CreateProduct(&product_ctx, product, &created);
+    EXPECT_TRUE(made.ok() || made.error_code() == grpc::StatusCode::ALREADY_EXISTS)
+        << made.error_message();
+    tm::AddDeviceRequest add;
+    add.set_product_id(pk_);
+    add.set_node_id(dn);
+    tm::AddDeviceResponse added;
+    grpc::ClientContext ctx;
+    common::SetBearer(ctx, kAdminKey);
+    const auto status = tm::Devices::NewStub(channel)->AddDevice(&ctx, add, &added);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(added.device().device_id(), pk_ + "_" + dn);
+    return added.secret();
+  }
+
+  /// Connected as Alibaba's C LinkSDK 4.x connects: fixed timestamp, HMAC-SHA256 in upper case,
+  /// and it never subscribes (the platform delivers its replies unasked).
+  std::unique_ptr<common::MqttClient> AlinkDevice(const std::string& dn,
+                                                  const std::string& secret) {
+    const std::string cid = pk_ + "." + dn;
+    const std::string timestamp = "2524608000000";
+    std::string password =
+        common::HmacSha256Hex(secret, "clientId" + cid + "deviceName" + dn + "productKey" + pk_ +
+                                          "timestamp" + timestamp);
+    std::transform(password.begin(), password.end(), password.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    auto client = common::MqttClient::Create(
+        {.url = broker_->Url(),
+         .client_id = cid + "|timestamp=" + timestamp +
+                      ",_ss=1,_v=sdk-c-4.1.0,securemode=3,signmethod=hmacsha256,ext=3|",
+         .username = dn + "&" + pk_,
+         .password = password});
+    EXPECT_TRUE(client.ok()) << client.status();
+    (*client)->SetMessageHandler([this](const common::MqttMessage& m) {
+      std::lock_guard lock(inbox_mu_);
+      inbox_.push_back(m);
+    });
+    EXPECT_TRUE((*client)->Start().ok());
+    EXPECT_TRUE((*client)->WaitConnected(seconds(10)));
+    return *std::move(client);
+  }
+
+  /// The payloads the device received on `topic`.
+  std::vector<std::string> Received(const std::string& topic) {
+    std::lock_guard lock(inbox_mu_);
+    std::vector<std::string> out;
+    for (const auto& m : inbox_) {
+      if (m.topic == topic) {
+        out.push_back(m.payload);
+      }
+    }
+    return out;
+  }
+  /// The `n`-th (0-based) payload on `topic`, waited for; null when none came.
+  Json Await(const std::string& topic, size_t n = 0) {
+    if (!WaitUntil([&] { return Received(topic).size() > n; }, seconds(10))) {
+      ADD_FAILURE() << "nothing on " << topic;
+      return {};
+    }
+    return Json::parse(Received(topic)[n]);
+  }
+
+  const std::string pk_ = fmt::format("a1Gw{}x{}", ::getpid() % 100000, std::rand() % 100000);
+  std::mutex inbox_mu_;
+  std::vector<common::MqttMessage> inbox_;
+};
+
+TEST_F(GatewayAlinkTest, PropertyPostIsStoredWithDialectAndTopicThenAnsweredWithTheIdAsSent) {
+  auto gateway = Gateway("gw-alink-post");
+  const std::string dn = "dev01";
+  const std::string device_id = pk_ + "_" + dn;
+  auto device = AlinkDevice(dn, AddAlinkDevice(dn));
+  const std::string topic = "/sys/" + pk_ + "/" + dn + "/thing/event/property/post";
+  // The Node SDK's id form (the reply topic inside); LinkSDK 4.x sends no method.
+  const std::string id = "1|exp-topic|" + topic + "_reply";
+  owners_.rules.outage.Start(grpc::StatusCode::UNAVAILABLE);
+  Publish(
+      *device, topic,
+      R"({"id":")" + id +
+          R"(","version":"1.0","params":{"temperature":{"value":21.5,"time":1700000000123},"switch":1,"lamp:brightness":40}})");
+  // Shadow has it, rule-forwarding (history, rules, subscriptions) not yet: no reply.
+  ASSERT_TRUE(
+      WaitUntil([&] { return owners_.received.Count(owners_.received.reports) == 1; }, seconds(10)))
+      << gateway->process().Log();
+  EXPECT_FALSE(WaitUntil([&] { return !Received(topic + "_reply").empty(); }, seconds(1)));
+  owners_.rules.outage.Stop();
+  const Json reply = Await(topic + "_reply");
+  EXPECT_EQ(
+      Received(topic + "_reply")[0],
+      R"({"id":")" + id +
+          R"(","code":200,"data":{},"message":"success","method":"thing.event.property.post","version":"1.0"})");
+  EXPECT_EQ(reply["id"], id);
+  ASSERT_EQ(owners_.received.Records("device.property", "report").size(), 1U);
+  const auto record = owners_.received.Records("device.property", "report")[0];
+  EXPECT_EQ(record.topic(), topic);
+  EXPECT_EQ(record.device().dialect(), "alink");
+  EXPECT_EQ(record.device().device_id(), device_id);
+  const Json envelope = Json::parse(record.envelope_json());
+  EXPECT_EQ(envelope["notify_data"]["header"]["dialect"], "alink");
+  std::lock_guard lock(owners_.received.mu);
+  const auto& report = owners_.received.reports[0];
+  EXPECT_EQ(report.device().dialect(), "alink");
+  const Json services = Json::parse(report.services_json());
+  ASSERT_EQ(services.size(), 3U) << services;
+  // Per function block and time: lamp, default (plain values), default at the value's time.
+  EXPECT_EQ(services[0]["service_id"], "lamp");
+  EXPECT_EQ(services[1]["properties"], Json::parse(R"({"switch":true})"));
+  EXPECT_EQ(services[2]["properties"], Json::parse(R"({"temperature":21.5})"));
+  EXPECT_EQ(services[2]["event_time"], "2023-11-14T22:13:20.123Z");
+}
+
+TEST_F(GatewayAlinkTest, BadInputIsAnsweredWithItsCodeAndCountedNtpAndShadowAreAnswered) {
+  auto gateway = Gateway("gw-alink-bad");
+  const std::string dn = "dev02";
+  auto device = AlinkDevice(dn, AddAlinkDevice(dn));
+  const std::string sys = "/sys/" + pk_ + "/" + dn;
+  const std::string post = sys + "/thing/event/property/post";
+  // Invalid params: 460 naming the property; the valid one passes on.
+  Publish(*device, post, R"({"id":"101","params":{"temperature":500,"switch":0}})");
+  Json reply = Await(post + "_reply");
+  EXPECT_EQ(reply["id"], "101");
+  EXPECT_EQ(reply["code"], 460);
+  EXPECT_NE(reply["message"].get<std::string>().find("temperature"), std::string::npos) << reply;
+  // Malformed JSON with a recoverable id: 400.
+  Publish(*device, post, R"({"id":"102","params":{"temperature":)");
+  reply = Await(post + "_reply", 1);
+  EXPECT_EQ(reply["id"], "102");
+  EXPECT_EQ(reply["code"], 400);
+  // An unknown event: 460.
+  const std::string event = sys + "/thing/event/explosion/post";
+  Publish(*device, event, R"({"id":"103","params":{"value":{}}})");
+  reply = Await(event + "_reply");
+  EXPECT_EQ(reply["code"], 460);
+  EXPECT_EQ(reply["method"], "thing.event.explosion.post");
+  // sys.ack 0: no reply, but still stored.
+  Publish(*device, post, R"({"id":"104","sys":{"ack":0},"params":{"temperature":20}})");
+  // NTP.
+  const std::string ntp = "/ext/ntp/" + pk_ + "/" + dn;
+  Publish(*device, ntp + "/request", R"({"deviceSendTime":"1799999999000"})");
+  const Json time = Await(ntp + "/response");
+  EXPECT_EQ(time["deviceSendTime"], "1799999999000");
+  EXPECT_TRUE(time["serverRecvTime"].is_string());
+  EXPECT_TRUE(time["serverSendTime"].is_string());
+  // Shadow get: the shadow's answer in Alibaba's form.
+  const std::string shadow_get = "/shadow/get/" + pk_ + "/" + dn;
+  Publish(*device, "/shadow/update/" + pk_ + "/" + dn, R"({"method":"get"})");
+  const Json shadow = Await(shadow_get);
+  EXPECT_EQ(shadow["method"], "reply");
+  EXPECT_EQ(shadow["payload"]["status"], "success");
+  EXPECT_EQ(shadow["version"], 7);
+
+  ASSERT_TRUE(WaitUntil([&] { return owners_.received.Count(owners_.received.reports) == 2; },
+                        seconds(10)));
+  EXPECT_EQ(Received(post + "_reply").size(), 2U);  // none for the ack 0 post
+  for (const auto& [reason, count] : std::map<std::string, double>{
+           {"invalid_property", 1}, {"malformed", 1}, {"invalid_event", 1}}) {
+    EXPECT_EQ(Metric(*gateway, "iot_gateway_uplink_rejected_total", {{"reason", reason}}), count)
+        << reason;
+  }
+  const auto failed = owners_.received.Records("device.event", "validation_failed");
+  ASSERT_EQ(failed.size(), 3U);
+  for (const auto& r : failed) {
+    EXPECT_EQ(r.device().dialect(), "alink");
+    EXPECT_TRUE(r.topic() == post || r.topic() == event) << r.topic();
+  }
+  EXPECT_NE(gateway->process().Log().find(pk_ + "_" + dn), std::string::npos);
 }
 
 TEST_F(GatewayTest, LargeMessagesQueuedTogetherDoNotStallTheirShard) {
