@@ -9,7 +9,7 @@
 #include "iot/common/backoff.h"
 #include "iot/common/logging.h"
 #include "iot/common/metrics.h"
-#include "iot/device_gateway/alink.h"
+#include "iot/device_gateway/alink/uplink_codec.h"
 
 namespace iot::device_gateway {
 namespace {

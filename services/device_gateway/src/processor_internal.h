@@ -1,6 +1,6 @@
 #pragma once
 
-// What processor.cpp and alink_uplink.cpp (the Alink part of UplinkProcessor) share.
+// What processor.cpp and alink/uplink.cpp (the Alink part of UplinkProcessor) share.
 
 #include <cstddef>
 #include <nlohmann/json.hpp>

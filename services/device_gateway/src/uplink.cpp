@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <ctime>
 
-#include "iot/device_gateway/alink.h"
+#include "iot/device_gateway/alink/uplink_codec.h"
 
 namespace iot::device_gateway {
 
@@ -127,7 +127,8 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
     rejected.detail = "not a device uplink topic";
     return rejected;
   }
-  // An Alink device's topic is its Alibaba topic (alink.h): what records and rejections name.
+  // An Alink device's topic is its Alibaba topic (alink/uplink_codec.h): what records and
+  // rejections name.
   std::optional<AlinkTopic> alink;
   if (parsed->kind == UplinkKind::kAlink) {
     alink = ParseAlinkTopic(parsed->custom);

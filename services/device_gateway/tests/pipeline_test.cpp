@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "iot/testing/process.h"
+#include "processor_test_util.h"
 
 namespace iot::device_gateway {
 namespace {
@@ -248,16 +249,8 @@ int RecordedVoltage(const rule_forwarding::v1::ForwardRecord& record) {
 class ProcessorTest : public ::testing::Test {
  protected:
   ProcessorTest() : metrics_(registry_), processor_(metrics_) { device_ = *cache_.Get("p1_d"); }
-  double Rejected(const std::string& reason) {
-    return metrics_.uplink_rejected.Add({{"reason", reason}}).Value();
-  }
-  std::vector<std::string> Resources() {
-    std::vector<std::string> out;
-    for (const auto& r : out_.records.records()) {
-      out.push_back(r.resource() + "/" + r.event());
-    }
-    return out;
-  }
+  double Rejected(const std::string& reason) { return test_util::RejectedCount(metrics_, reason); }
+  std::vector<std::string> Resources() { return test_util::RecordKinds(out_); }
 
   prometheus::Registry registry_;
   GatewayMetrics metrics_;

@@ -22,7 +22,7 @@
 #include <tuple>
 #include <vector>
 
-#include "iot/device_gateway/alink.h"
+#include "iot/device_gateway/alink/uplink_codec.h"
 #include "iot/device_gateway/device_cache.h"
 #include "iot/device_gateway/downstream.h"
 #include "iot/device_gateway/metrics.h"
@@ -111,7 +111,7 @@ class UplinkProcessor {
       const DeviceInfo& device, const UplinkMessage& message, std::string_view report_json,
       const std::function<std::string(const thing_model::ValidationError&)>& describe,
       const std::vector<std::string>& extra_errors, Outputs& out) const;
-  // The Alink dialect (alink_uplink.cpp).
+  // The Alink dialect (src/alink/uplink.cpp).
   void Alink(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void AlinkPost(const DeviceInfo& device, const UplinkMessage& message, const AlinkTopic& topic,
                  Outputs& out) const;

@@ -127,6 +127,12 @@ struct AlinkReport {
 /// `params` of a property post: `{"id": v}` or `{"id": {"value": v, "time": ms}}`.
 AlinkReport AlinkPropertyReport(const thing_model::CompiledModel& model,
                                 const nlohmann::json& params);
+/// The `(value, time)` of each `{"value": v, "time": ms}` of an array of a batch post
+/// (`params.properties.{id}` or `params.events.{id}`, named `where` in errors); an item without a
+/// time, or a value that is no array, is an error appended to `errors`.
+std::vector<std::pair<nlohmann::json, int64_t>> AlinkBatchItems(const nlohmann::json& values,
+                                                                std::string_view where,
+                                                                std::vector<std::string>& errors);
 /// `params.properties` of a batch post: `{"id": [{"value": v, "time": ms}, ...]}`.
 AlinkReport AlinkBatchReport(const thing_model::CompiledModel& model,
                              const nlohmann::json& properties);

@@ -1,4 +1,4 @@
-#include "iot/device_gateway/alink.h"
+#include "iot/device_gateway/alink/uplink_codec.h"
 
 #include <fmt/format.h>
 
@@ -475,27 +475,36 @@ AlinkReport AlinkPropertyReport(const thing_model::CompiledModel& model, const J
   return builder.Finish();
 }
 
-AlinkReport AlinkBatchReport(const thing_model::CompiledModel& model, const Json& properties) {
-  ReportBuilder builder(model);
-  for (const auto& [identifier, values] : properties.items()) {
-    if (!values.is_array()) {
-      builder.Error(
-          fmt::format("params.properties.{}: must be an array of {{value, time}}", identifier));
+std::vector<std::pair<Json, int64_t>> AlinkBatchItems(const Json& values, std::string_view where,
+                                                      std::vector<std::string>& errors) {
+  std::vector<std::pair<Json, int64_t>> items;
+  if (!values.is_array()) {
+    errors.push_back(fmt::format("{}: must be an array of {{value, time}}", where));
+    return items;
+  }
+  for (const Json& value : values) {
+    const auto time = IsAlinkTimedValue(value) && value.contains("time") ? AlinkTime(value["time"])
+                                                                         : std::optional<int64_t>();
+    if (!time) {
+      errors.push_back(
+          fmt::format("{}: each value needs {{value, time}} with a time in milliseconds", where));
       continue;
     }
-    for (const Json& value : values) {
-      const auto time = IsAlinkTimedValue(value) && value.contains("time")
-                            ? AlinkTime(value["time"])
-                            : std::optional<int64_t>();
-      if (!time) {
-        builder.Error(
-            fmt::format("params.properties.{}: each value needs {{value, time}} with "
-                        "a time in milliseconds",
-                        identifier));
-        continue;
-      }
-      builder.Add(identifier, value["value"], time);
+    items.emplace_back(value["value"], *time);
+  }
+  return items;
+}
+
+AlinkReport AlinkBatchReport(const thing_model::CompiledModel& model, const Json& properties) {
+  ReportBuilder builder(model);
+  std::vector<std::string> errors;
+  for (const auto& [identifier, values] : properties.items()) {
+    for (auto& [value, time] : AlinkBatchItems(values, "params.properties." + identifier, errors)) {
+      builder.Add(identifier, std::move(value), time);
     }
+  }
+  for (auto& error : errors) {
+    builder.Error(std::move(error));
   }
   return builder.Finish();
 }

@@ -1,12 +1,12 @@
-// The Alink dialect's part of UplinkProcessor: an Alibaba device's uplink (alink.h) becomes the
-// same records, reports and responses as IoTDA uplink, and its `_reply` is queued to be
+// The Alink dialect's part of UplinkProcessor: an Alibaba device's uplink (alink/uplink_codec.h)
+// becomes the same records, reports and responses as IoTDA uplink, and its `_reply` is queued to be
 // published once the owners have them (Outputs::after_handoff).
 #include <fmt/format.h>
 
+#include "../processor_internal.h"
 #include "iot/common/crypto.h"
-#include "iot/device_gateway/alink.h"
+#include "iot/device_gateway/alink/uplink_codec.h"
 #include "iot/device_gateway/processor.h"
-#include "processor_internal.h"
 
 namespace iot::device_gateway {
 namespace {
@@ -126,6 +126,7 @@ void UplinkProcessor::AlinkPost(const DeviceInfo& device, const UplinkMessage& m
   const thing_model::CompiledModel& model = device.validator->model();
   AlinkReport report;
   std::vector<std::tuple<std::string, Json, std::optional<int64_t>>> events;
+  std::vector<std::string> event_errors;  ///< events of a batch post without {value, time}
   switch (topic.function) {
     case AlinkFunction::kPropertyPost:
       if (!request.params.is_object()) {
@@ -147,22 +148,9 @@ void UplinkProcessor::AlinkPost(const DeviceInfo& device, const UplinkMessage& m
       }
       report = AlinkBatchReport(model, properties);
       for (const auto& [identifier, values] : posted.items()) {
-        if (!values.is_array()) {
-          report.errors.push_back(
-              fmt::format("params.events.{}: must be an array of {{value, time}}", identifier));
-          continue;
-        }
-        for (const Json& value : values) {
-          const auto time = IsAlinkTimedValue(value) && value.contains("time")
-                                ? AlinkTime(value["time"])
-                                : std::optional<int64_t>();
-          if (!time) {
-            report.errors.push_back(fmt::format(
-                "params.events.{}: each value needs {{value, time}} with a time in milliseconds",
-                identifier));
-            continue;
-          }
-          events.emplace_back(identifier, value["value"], time);
+        for (auto& [value, time] :
+             AlinkBatchItems(values, "params.events." + identifier, event_errors)) {
+          events.emplace_back(identifier, std::move(value), time);
         }
       }
       break;
@@ -197,10 +185,15 @@ void UplinkProcessor::AlinkPost(const DeviceInfo& device, const UplinkMessage& m
            static_cast<double>(report.errors.size()));
     errors.push_back(JoinErrors(report.errors, report.errors.size()));
   }
+  if (!event_errors.empty()) {
+    errors.push_back(JoinErrors(event_errors, event_errors.size()));
+    Reject(device, message.message_id, RejectReason::kInvalidEvent, message.topic, errors.back(),
+           message.received_at_unix_ms, out, static_cast<double>(event_errors.size()));
+  }
   if (!events.empty()) {
-    auto event_errors = AlinkEvents(device, message, events, out);
-    if (!event_errors.empty()) {
-      errors.push_back(JoinErrors(event_errors, event_errors.size()));
+    const auto refused = AlinkEvents(device, message, events, out);
+    if (!refused.empty()) {
+      errors.push_back(JoinErrors(refused, refused.size()));
     }
   }
   if (errors.empty()) {

@@ -1,15 +1,15 @@
 // The Alink dialect of the gateway's uplink: topics, the codec, and what UplinkProcessor makes of
 // each Alibaba function (records, reports, responses, the `_reply` it queues) for a device of an
 // Alink product, as AdmitUplink hands it over from the broker's relay topic.
-#include "iot/device_gateway/alink.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "iot/common/crypto.h"
+#include "iot/device_gateway/alink/uplink_codec.h"
 #include "iot/device_gateway/processor.h"
+#include "processor_test_util.h"
 
 namespace iot::device_gateway {
 namespace {
@@ -214,16 +214,8 @@ class AlinkProcessorTest : public ::testing::Test {
     message.message_id = "m" + std::to_string(++n_);
     (processor != nullptr ? *processor : processor_).Process(*device_, message, out_);
   }
-  double Rejected(const std::string& reason) {
-    return metrics_.uplink_rejected.Add({{"reason", reason}}).Value();
-  }
-  std::vector<std::string> Resources() {
-    std::vector<std::string> out;
-    for (const auto& r : out_.records.records()) {
-      out.push_back(r.resource() + "/" + r.event());
-    }
-    return out;
-  }
+  double Rejected(const std::string& reason) { return test_util::RejectedCount(metrics_, reason); }
+  std::vector<std::string> Resources() { return test_util::RecordKinds(out_); }
   Json Envelope(int i) { return Json::parse(out_.records.records(i).envelope_json()); }
   Json Services(int i) { return Json::parse(out_.shadow_reports.reports(i).services_json()); }
   /// The one reply queued, its topic checked.
@@ -382,6 +374,12 @@ TEST_F(AlinkProcessorTest, BatchPostSplitsByTimeAndCarriesItsEvents) {
   Publish(topic, R"({"id":"22","params":{"properties":{"temperature":20}}})");
   EXPECT_EQ(Reply(topic + "_reply")["code"], 460);
   EXPECT_EQ(Rejected("invalid_property"), 1);
+  out_.Clear();
+  Publish(topic, R"({"id":"23","params":{"events":{"alarm":[{"value":{"level":1}}]}}})");
+  const Json reply23 = Reply(topic + "_reply");
+  EXPECT_EQ(reply23["code"], 460);
+  EXPECT_THAT(reply23["message"].get<std::string>(), HasSubstr("params.events.alarm"));
+  EXPECT_EQ(Rejected("invalid_event"), 1);
 }
 
 TEST_F(AlinkProcessorTest, EventPostIsValidatedAgainstItsFunctionBlock) {
