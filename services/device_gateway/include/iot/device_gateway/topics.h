@@ -18,7 +18,7 @@ enum class UplinkKind {
   kPropertiesGetResponse,    ///< sys/properties/get/response/request_id={rid}
   kShadowGet,                ///< sys/shadow/get/request_id={rid}
   kCustom,                   ///< user/... (the device's own topics)
-  kAlink,  ///< alink/... : an Alibaba topic of an Alink device (alink/uplink_codec.h), relayed below its id
+  kAlink,                    ///< alink{T}: an Alink device's Alibaba topic T (alink/uplink_codec.h)
 };
 
 enum class DownlinkKind {

@@ -41,8 +41,8 @@
 ///   (or replace keys of) that copy.
 /// - Functions: device_id() product_id() (envelope header; device_id falls back to the
 ///   `$oc/devices/{id}/` topic), dialect() (the device's protocol, `huawei` or `alink`, from the
-///   header; `huawei` when it has none), tenant_id() (context, else header), topic() topic(n) (n-th level,
-///   1-based), timestamp() (context receive time, ms), abs round(x[,digits]) (half away from
+///   header; `huawei` when it has none), tenant_id() (context, else header), topic() topic(n) (n-th
+///   level, 1-based), timestamp() (context receive time, ms), abs round(x[,digits]) (half away from
 ///   zero) floor ceil (integers when they fit in int64), lower upper (ASCII), concat(...) (NULLs
 ///   skipped), startswith endswith, substring(s, start[, len]) (1-based, in code points), length
 ///   (code points of a string, elements of an array or object), coalesce(...), to_number,
