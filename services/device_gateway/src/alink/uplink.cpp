@@ -82,7 +82,7 @@ void UplinkProcessor::Alink(const DeviceInfo& device, const UplinkMessage& messa
       MessageUp(device, message, out);
       return;
     case AlinkFunction::kShadowUpdate:
-      AlinkShadow(device, message, *topic, out);
+      AlinkShadow(device, message, out);
       return;
     case AlinkFunction::kNtpRequest:
       AlinkNtp(device, message, *topic, out);
@@ -262,8 +262,7 @@ std::vector<std::string> UplinkProcessor::AlinkEvents(
 }
 
 void UplinkProcessor::AlinkShadow(const DeviceInfo& device, const UplinkMessage& message,
-                                  const AlinkTopic& topic, Outputs& out) const {
-  (void)topic;
+                                  Outputs& out) const {
   const int64_t now = NowUnixMs();
   const auto answer_error = [&](std::string_view code, std::string_view text) {
     out.after_handoff.push_back(

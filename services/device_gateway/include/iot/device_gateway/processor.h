@@ -121,8 +121,7 @@ class UplinkProcessor {
       const DeviceInfo& device, const UplinkMessage& message,
       const std::vector<std::tuple<std::string, nlohmann::json, std::optional<int64_t>>>& events,
       Outputs& out) const;
-  void AlinkShadow(const DeviceInfo& device, const UplinkMessage& message, const AlinkTopic& topic,
-                   Outputs& out) const;
+  void AlinkShadow(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
   void AlinkResponse(const DeviceInfo& device, const UplinkMessage& message,
                      const AlinkTopic& topic, Outputs& out) const;
   void AlinkNtp(const DeviceInfo& device, const UplinkMessage& message, const AlinkTopic& topic,
