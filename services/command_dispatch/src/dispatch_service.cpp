@@ -25,12 +25,17 @@ constexpr int64_t kMaxTtlMinutes = 30 * 24 * 60;
 constexpr size_t kMaxIdLength = 64;
 constexpr size_t kMaxTopicLength = 128;
 
-/// IoTDA ids are UUIDs.
+/// A random decimal below 2^63 without leading zeros: Alibaba's C SDKs read the `id` of a
+/// request as an unsigned integer (LinkSDK 4.x: uint64) and echo it back as one, and IoTDA
+/// devices take any string. 63 random bits: unique enough for the table's primary key.
 std::string NewRequestId() {
-  std::string hex = common::HexEncode(common::RandomBytes(16));
-  hex[12] = '4';
-  return fmt::format("{}-{}-{}-{}-{}", hex.substr(0, 8), hex.substr(8, 4), hex.substr(12, 4),
-                     hex.substr(16, 4), hex.substr(20));
+  const std::string bytes = common::RandomBytes(8);
+  uint64_t value = 0;
+  for (const char byte : bytes) {
+    value = (value << 8) | static_cast<unsigned char>(byte);
+  }
+  value >>= 1;
+  return std::to_string(value == 0 ? 1 : value);
 }
 
 bool IsIdChar(char c) {
