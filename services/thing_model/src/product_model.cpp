@@ -164,6 +164,7 @@ class ModelParser : public detail::IssueCollector {
         }
         Command command;
         ReadName(item, "command_name", command_path, command.name);
+        ReadString(item, "call_type", command_path, command.call_type);
         command.paras = ParseList(item, "paras", command_path, false,
                                   std::numeric_limits<std::size_t>::max(), "para_name");
         if (const json* responses =

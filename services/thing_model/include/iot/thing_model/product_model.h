@@ -112,6 +112,9 @@ struct CommandResponse {
 
 struct Command {
   std::string name;  ///< command_name
+  /// Alink products: the TSL service's callType as the model keeps it (`"call_type"`): "sync"
+  /// (the gateway calls it over RRPC) or "async"; empty for IoTDA models.
+  std::string call_type;
   ParameterList paras;
   std::vector<CommandResponse> responses;
 };
