@@ -168,6 +168,12 @@ void Wire(common::ServiceContext& context) {
                                     s["device_cache_size"].get<size_t>());
   auto publisher = MakeMqttPublisher(
       context.mqtt, std::chrono::milliseconds(s["downlink_timeout_ms"].get<int64_t>()));
+  auto owners = MakeGrpcDownstream(
+      {.shadow = s["shadow_addr"],
+       .command_dispatch = s["command_dispatch_addr"],
+       .rule_forwarding = s["rule_forwarding_addr"],
+       .service_key = service_key,
+       .timeout = std::chrono::milliseconds(s["call_timeout_ms"].get<int64_t>())});
   auto pipeline = std::make_shared<UplinkPipeline>(
       PipelineOptions{
           .shards = s["shards"].get<size_t>(),
@@ -178,14 +184,7 @@ void Wire(common::ServiceContext& context) {
           .max_attempts = s["max_attempts"].get<int>(),
           .message_id_prefix = fmt::format("{}-{:x}", context.backend.mqtt_client_id, NowUnixMs()),
           .limits = limits},
-      devices,
-      MakeGrpcDownstream(
-          {.shadow = s["shadow_addr"],
-           .command_dispatch = s["command_dispatch_addr"],
-           .rule_forwarding = s["rule_forwarding_addr"],
-           .service_key = service_key,
-           .timeout = std::chrono::milliseconds(s["call_timeout_ms"].get<int64_t>())}),
-      MakeThingModelStatusSink(s["thing_model_addr"], service_key), publisher,
+      devices, owners, MakeThingModelStatusSink(s["thing_model_addr"], service_key), publisher,
       MakePgDeadLetterStore(context.postgres), *metrics);
 
   auto subscriber = common::RedisSubscriber::Start(
@@ -197,8 +196,8 @@ void Wire(common::ServiceContext& context) {
   }
   std::shared_ptr<common::RedisSubscriber> changes = *std::move(subscriber);
 
-  auto downlink =
-      std::make_shared<DownlinkService>(publisher, *metrics, s["max_payload_bytes"].get<size_t>());
+  auto downlink = std::make_shared<DownlinkService>(
+      publisher, *metrics, s["max_payload_bytes"].get<size_t>(), devices, owners);
   auto auth = std::make_shared<common::Authenticator>(
       std::make_shared<common::RedisKeyResolver>(context.redis));
   context.host.AddService(MakeDownlinkHandler(downlink, auth));
