@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package that the build, the local stack (scripts/stack.sh) and the
-# tests need. Idempotent: when everything is installed it only checks and exits (no network).
+# tests need, then the tests' npm tooling (`npm ci` in tests/alink: Alibaba's Node device SDK;
+# Node.js 20 with npm must be there). Idempotent: when everything is installed it only checks
+# and exits (no network).
 # Non-interactive; uses sudo when not root. Never starts system services: the local stack runs
 # its own PostgreSQL/Redis/Mosquitto processes, and a system instance on the default ports would
 # only get in its way.
@@ -26,6 +28,7 @@ done
 mapfile -t missing < <(iot::missing_packages)
 if ((${#missing[@]} == 0 && force_update == 0)); then
   iot::info "all ${#IOT_DEB_PACKAGES[@]} packages already installed"
+  iot::npm_test_tools || iot::die "npm ci in tests/alink failed"
   exit 0
 fi
 
@@ -48,6 +51,7 @@ done
 mapfile -t missing < <(iot::missing_packages)
 if ((${#missing[@]} == 0)); then
   iot::info "all ${#IOT_DEB_PACKAGES[@]} packages already installed"
+  iot::npm_test_tools || iot::die "npm ci in tests/alink failed"
   exit 0
 fi
 
@@ -75,3 +79,4 @@ iot::sudo env DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get insta
 mapfile -t missing < <(iot::missing_packages)
 ((${#missing[@]} == 0)) || iot::die "still missing after install: ${missing[*]}"
 iot::info "all ${#IOT_DEB_PACKAGES[@]} packages installed"
+iot::npm_test_tools || iot::die "npm ci in tests/alink failed"

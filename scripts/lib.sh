@@ -146,6 +146,26 @@ iot::missing_packages() {
   done
 }
 
+# Test tooling from npm: Alibaba's Node device SDK for the Alink tests (tests/alink, exact
+# versions in its package-lock.json), installed by `npm ci` into tests/alink/node_modules. Skipped
+# (no network) when what is there was installed from the current lock file. Returns 1 (with a
+# line saying why) when it cannot install.
+iot::npm_test_tools() {
+  local dir=$IOT_REPO_ROOT/tests/alink stamp want
+  stamp=$dir/node_modules/.iot-package-lock.sha256
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null; then
+    iot::info "npm not found: the Alink tests need Node.js 20 with npm (tests/alink)"
+    return 1
+  fi
+  iot::info "npm ci in tests/alink (Alibaba's Node device SDK for the Alink tests)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || return 1
+  printf '%s\n' "$want" >"$stamp"
+}
+
 # iot::usage FILE: prints the comment block at the top of FILE (after the #! line).
 iot::usage() {
   awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$1"

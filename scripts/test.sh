@@ -51,6 +51,10 @@ if [[ "${IOT_SKIP_BUILD:-0}" != 1 ]]; then
   exec 9>&-
 fi
 
+# npm test tooling (the Alink tests' SDK): also with IOT_SKIP_INSTALL, as CI runs this script;
+# a no-op once installed from the current lock file.
+iot::npm_test_tools || iot::info "the Alink SDK tests (alink_sdk_integration_tests) will fail"
+
 iot::section "start test infrastructure"
 mkdir -p /tmp/iot-platform
 chmod 755 /tmp/iot-platform
