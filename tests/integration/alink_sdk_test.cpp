@@ -511,9 +511,17 @@ TEST_F(AlinkSdkTest, ShadowUpdateGetAndDesiredControl) {
   ASSERT_TRUE(WaitUntil([&] { return Reported("Brightness") == 12; }, seconds(10)))
       << Shadow().DebugString() << device->Log() << Diagnostics();
 
-  device->Send({{"op", "getShadow"}});
-  auto reply = device->Await(
+  // The update is answered on /shadow/get too ({"method":"reply","payload":{"status","version"}});
+  // the get's reply carries the state.
+  auto updated_answer = device->Await(
       [](const json& e) { return e["event"] == "shadow" && e["res"]["method"] == "reply"; });
+  ASSERT_TRUE(updated_answer.has_value()) << device->Log() << Diagnostics();
+  EXPECT_EQ((*updated_answer)["res"]["payload"]["status"], "success");
+  device->Send({{"op", "getShadow"}});
+  auto reply = device->Await([](const json& e) {
+    return e["event"] == "shadow" && e["res"]["method"] == "reply" &&
+           e["res"]["payload"].contains("state");
+  });
   ASSERT_TRUE(reply.has_value()) << device->Log() << Diagnostics();
   EXPECT_EQ((*reply)["res"]["payload"]["status"], "success");
   EXPECT_EQ((*reply)["res"]["payload"]["state"]["reported"]["Brightness"], 12);
