@@ -174,7 +174,7 @@ absl::StatusOr<DownlinkResult> DownlinkService::PublishAlink(const DownlinkReque
   if (!downlink.ok()) {
     return downlink.status();
   }
-  return Send(request, alink::PublisherTopic(device.device_id, downlink->topic), downlink->topic,
+  return Send(request, AlinkDeviceTopic(device.device_id, downlink->topic), downlink->topic,
               downlink->payload);
 }
 

@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <ctime>
-
 #include "iot/common/json_limits.h"
 #include "iot/common/status.h"
 
@@ -12,8 +10,6 @@ namespace {
 
 using nlohmann::json;
 using nlohmann::ordered_json;
-
-constexpr std::string_view kDefaultService = "default";
 
 /// `{"id","version":"1.0","params","method"}`: Alibaba's request, keys in the documented order.
 std::string Request(const std::string& id, ordered_json params, const std::string& method) {
@@ -48,7 +44,7 @@ void AddProperties(const thing_model::Service* service, std::string_view service
   for (const auto& [name, value] : properties.items()) {
     const thing_model::Parameter* parameter =
         service == nullptr ? nullptr : service->properties.Find(name);
-    params[WireName(service_id, name)] = ToWire(parameter, value);
+    params[AlinkIdentifier(service_id, name)] = ToWire(parameter, value);
   }
 }
 
@@ -94,7 +90,7 @@ absl::StatusOr<Downlink> PropertiesGet(const DownlinkRequest& request, const Dev
       }
       for (const thing_model::Parameter& property : service.properties.items) {
         if ((property.method & thing_model::kMethodRead) != 0) {
-          names.push_back(WireName(service.service_id, property.name));
+          names.push_back(AlinkIdentifier(service.service_id, property.name));
         }
       }
     }
@@ -129,7 +125,7 @@ absl::StatusOr<Downlink> Command(const DownlinkRequest& request, const DeviceInf
     params[name] = ToWire(command == nullptr ? nullptr : command->paras.Find(name), value);
   }
   const std::string identifier =
-      WireName(service_id.get<std::string>(), command_name.get<std::string>());
+      AlinkIdentifier(service_id.get<std::string>(), command_name.get<std::string>());
   // The TSL's callType: a sync service goes over RRPC (the device answers on
   // rrpc/response/{messageId}), an async one on its service topic (answered on ..._reply).
   const bool sync = command != nullptr && command->call_type == "sync";
@@ -165,31 +161,7 @@ Downlink Message(const DownlinkRequest& request, const DeviceInfo& device) {
                   .payload = MessageBody(request)};
 }
 
-/// IoTDA's `yyyyMMddTHHmmssZ` (shadow's event_time) in Unix seconds; nullopt if it is not one.
-std::optional<int64_t> IotdaSeconds(const json& text) {
-  if (!text.is_string()) {
-    return std::nullopt;
-  }
-  std::tm tm{};
-  const std::string s = text.get<std::string>();
-  if (s.size() != 16 || s[8] != 'T' || s[15] != 'Z' ||
-      std::sscanf(s.c_str(), "%4d%2d%2dT%2d%2d%2dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6) {
-    return std::nullopt;
-  }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return static_cast<int64_t>(timegm(&tm));
-}
-
 }  // namespace
-
-std::string WireName(std::string_view service_id, std::string_view name) {
-  if (service_id == kDefaultService || service_id.empty()) {
-    return std::string(name);
-  }
-  return fmt::format("{}:{}", service_id, name);
-}
 
 json ToWire(const thing_model::Parameter* parameter, const json& value) {
   if (parameter != nullptr && parameter->type == thing_model::DataType::kBoolean &&
@@ -197,10 +169,6 @@ json ToWire(const thing_model::Parameter* parameter, const json& value) {
     return value.get<bool>() ? 1 : 0;
   }
   return value;
-}
-
-std::string PublisherTopic(std::string_view device_id, std::string_view alink_topic) {
-  return fmt::format("$oc/devices/{}/alink{}", device_id, alink_topic);
 }
 
 absl::StatusOr<Downlink> Encode(const DownlinkRequest& request, const DeviceInfo& device) {
@@ -220,45 +188,6 @@ absl::StatusOr<Downlink> Encode(const DownlinkRequest& request, const DeviceInfo
   return common::InvalidField("kind", "not supported for devices of the alink dialect");
 }
 
-ordered_json ShadowDocument(std::string_view method, const json& shadow_get,
-                            const thing_model::CompiledModel& model, int64_t now_ms) {
-  ordered_json state = {{"desired", ordered_json::object()}, {"reported", ordered_json::object()}};
-  ordered_json metadata = state;
-  int64_t version = 0;
-  const json entries =
-      shadow_get.is_object() ? shadow_get.value("shadow", json::array()) : json::array();
-  for (const json& entry : entries.is_array() ? entries : json::array()) {
-    if (!entry.is_object() || !entry.value("service_id", json()).is_string()) {
-      continue;
-    }
-    const std::string service_id = entry["service_id"].get<std::string>();
-    const thing_model::Service* service = model.FindService(service_id);
-    if (const json v = entry.value("version", json()); v.is_number_integer()) {
-      version = std::max(version, v.get<int64_t>());
-    }
-    for (const char* side : {"desired", "reported"}) {
-      const json part = entry.value(side, json::object());
-      const json properties = part.is_object() ? part.value("properties", json()) : json();
-      if (!properties.is_object()) {
-        continue;
-      }
-      const int64_t seconds =
-          IotdaSeconds(part.value("event_time", json())).value_or(now_ms / 1000);
-      for (const auto& [name, value] : properties.items()) {
-        const std::string wire = WireName(service_id, name);
-        state[side][wire] =
-            ToWire(service == nullptr ? nullptr : service->properties.Find(name), value);
-        metadata[side][wire] = {{"timestamp", seconds}};
-      }
-    }
-  }
-  return ordered_json{
-      {"method", method},
-      {"payload", {{"status", "success"}, {"state", state}, {"metadata", metadata}}},
-      {"version", version},
-      {"timestamp", now_ms / 1000}};
-}
-
 absl::StatusOr<Downlink> ShadowControl(const DeviceInfo& device, std::string_view shadow_get_json,
                                        int64_t now_ms) {
   auto shadow =
@@ -269,9 +198,17 @@ absl::StatusOr<Downlink> ShadowControl(const DeviceInfo& device, std::string_vie
   if (device.validator == nullptr) {
     return absl::InternalError("no model for the device");
   }
-  return Downlink{
-      .topic = fmt::format("/shadow/get/{}/{}", device.product_id, device.node_id),
-      .payload = ShadowDocument("control", *shadow, device.validator->model(), now_ms).dump()};
+  json document = AlinkShadowReply(*shadow, now_ms);
+  document["method"] = "control";
+  for (auto& [side, values] : document["payload"]["state"].items()) {
+    for (auto& [identifier, value] : values.items()) {
+      const auto [service_id, name] = SplitAlinkIdentifier(identifier);
+      const thing_model::Service* service = device.validator->model().FindService(service_id);
+      value = ToWire(service == nullptr ? nullptr : service->properties.Find(name), value);
+    }
+  }
+  return Downlink{.topic = fmt::format("/shadow/get/{}/{}", device.product_id, device.node_id),
+                  .payload = document.dump()};
 }
 
 }  // namespace iot::device_gateway::alink

@@ -25,6 +25,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "iot/device_gateway/alink.h"
 #include "iot/device_gateway/device_cache.h"
 #include "iot/device_gateway/downlink.h"
 
@@ -34,18 +35,10 @@ inline constexpr std::string_view kDialect = "alink";
 /// Shadow's delta pushes are property sets with request ids of this prefix (docs/shadow.md).
 inline constexpr std::string_view kShadowRequestPrefix = "shadow-";
 
-/// The Alibaba identifier of a property, command or event of a model service: the default
-/// function block (service `default`) has plain names, a custom block `{service}:{name}`.
-std::string WireName(std::string_view service_id, std::string_view name);
-
 /// A model value as Alink devices take it: a boolean as 0 / 1 (TSL bool), others unchanged.
-/// `parameter` may be null (not in the model): the value is kept.
+/// `parameter` may be null (not in the model): the value is kept. The inverse of
+/// AlinkToModelValue (alink.h).
 nlohmann::json ToWire(const thing_model::Parameter* parameter, const nlohmann::json& value);
-
-/// What DevicePublisher::Publish takes for the Alink topic `alink_topic` of a device:
-/// `$oc/devices/{device_id}/alink{T}`, which RelayTopic() makes the broker plugin's
-/// `$iot/down/{device_id}/alink{T}`; the plugin delivers it to the device as T.
-std::string PublisherTopic(std::string_view device_id, std::string_view alink_topic);
 
 struct Downlink {
   std::string topic;    ///< the Alibaba topic T, e.g. /sys/{pk}/{dn}/thing/service/property/set
@@ -57,16 +50,9 @@ struct Downlink {
 /// events/down are IoTDA-only) or a payload that is not the services' IoTDA form.
 absl::StatusOr<Downlink> Encode(const DownlinkRequest& request, const DeviceInfo& device);
 
-/// An Alink shadow document `{"method","payload":{"status":"success","state":{"desired",
-/// "reported"},"metadata":{...}},"version","timestamp"}` from shadow's answer to a device's
-/// shadow get (`{"shadow":[{"service_id","desired":{"properties","event_time"},"reported":...,
-/// "version"}]}`): names and values in wire form, timestamps in seconds. `method`: "control"
-/// pushes desired to the device, "reply" answers its get.
-nlohmann::ordered_json ShadowDocument(std::string_view method, const nlohmann::json& shadow_get,
-                                      const thing_model::CompiledModel& model, int64_t now_ms);
-
-/// Shadow's delta push for `device` as the `control` of /shadow/get/{pk}/{dn}, built from the
-/// device's whole shadow (`shadow_get_json`, shadow's device-get answer).
+/// Shadow's delta push for `device` as the `control` of /shadow/get/{pk}/{dn}: the Alink shadow
+/// document of the device's whole shadow (`shadow_get_json`, shadow's device-get answer; as
+/// AlinkShadowReply builds it) with method `control` and values in wire form.
 absl::StatusOr<Downlink> ShadowControl(const DeviceInfo& device, std::string_view shadow_get_json,
                                        int64_t now_ms);
 
