@@ -25,7 +25,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "iot/device_gateway/alink.h"
+#include "iot/device_gateway/alink/uplink_codec.h"
 #include "iot/device_gateway/device_cache.h"
 #include "iot/device_gateway/downlink.h"
 
