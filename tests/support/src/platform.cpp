@@ -88,10 +88,21 @@ void ServiceProcess::Restart(bool kill) {
 }
 
 bool ServiceProcess::WaitServing(std::chrono::milliseconds timeout) {
+  // gRPC's default health service answers SERVING from the server's start until the host sets
+  // it to not serving a moment later: a check in that window passed for a service whose
+  // dependencies were not up yet (a gateway that had not subscribed its partitions, so the
+  // test's first uplink went to no session). The ready gauge is 1 only once the host says so.
   return WaitUntil(
       [&] {
         auto health = common::CheckHealth(address_);
-        return health.ok() && *health;
+        if (!health.ok() || !*health) {
+          return false;
+        }
+        const std::string metrics = Metrics();
+        const size_t line = metrics.find("\niot_service_ready{");
+        const size_t end = metrics.find('\n', line + 1);
+        return line != std::string::npos && end != std::string::npos &&
+               metrics.compare(end - 2, 2, " 1") == 0;
       },
       timeout);
 }
