@@ -543,8 +543,10 @@ Json AlinkServices(const thing_model::CompiledModel& model, const Json& data) {
     if (const auto* service = model.FindService(service_id); service != nullptr) {
       spec = service->properties.Find(name);
     }
+    // A copy: clang 14 cannot capture a structured binding (the fuzz build uses it).
+    const std::string_view wanted = service_id;
     auto it = std::find_if(grouped.begin(), grouped.end(),
-                           [&](const auto& g) { return g.first == service_id; });
+                           [&](const auto& g) { return g.first == wanted; });
     if (it == grouped.end()) {
       it = grouped.insert(grouped.end(), {std::string(service_id), Json::object()});
     }
