@@ -6,20 +6,27 @@
 # Usage: scripts/check-tidy.sh [--base REF] [FILE...]
 #        scripts/check-tidy.sh --all
 #
-#   (no arguments)  files changed since the merge base of HEAD and REF (committed, staged,
-#                   unstaged and untracked): REF is --base, else origin/main, else main
+#   (no arguments)  the files changed since the merge base of HEAD and the base (committed,
+#                   staged, unstaged and untracked). The base is --base REF, else $IOT_TIDY_BASE,
+#                   else origin/main, else main. When HEAD is that merge base (a run on main
+#                   itself, as CI's clean clone of main) or no base ref exists (a clone of one
+#                   other branch), the files of the last commit (HEAD~1..HEAD) and the working
+#                   tree's changes; a shallow clone without HEAD's parent checks everything.
 #   FILE...         exactly these files
 #   --all           every tracked C++ file
 #
 # Generated code (protobuf/gRPC, under the build dir) is never checked. A changed header is
 # checked through a translation unit that includes it (its .cpp of the same name if there is one,
 # else the first source that includes it); only findings in the selected files are reported.
+# The fuzz targets (fuzz/, built only by preset fuzz) are not in build/'s compile_commands.json:
+# IOT_BUILD_DIR=build-fuzz checks them.
 #
 # Environment:
 #   IOT_BUILD_DIR    build dir holding compile_commands.json [build] (`cmake --preset ci` or
 #                    `dev` writes it; the generated proto headers must exist: build once)
 #   IOT_CLANG_TIDY   clang-tidy binary [/usr/bin/clang-tidy: Debian's clang-tidy-14]
 #   IOT_TIDY_JOBS    clang-tidy processes in parallel [2]
+#   IOT_TIDY_BASE    the base ref when --base is not given (e.g. the commit a CI push started from)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -64,6 +71,7 @@ is_generated() { [[ $1 =~ (^|/)build[^/]*/ || $1 =~ \.pb\.(h|cc)$ ]]; }
 if ((all)); then
   mapfile -t files < <(git ls-files -- '*.h' '*.hpp' '*.cpp' '*.cc')
 elif ((${#files[@]} == 0)); then
+  base=${base:-${IOT_TIDY_BASE:-}}
   if [[ -z $base ]]; then
     for ref in origin/main main; do
       if git rev-parse -q --verify "$ref^{commit}" >/dev/null; then
@@ -71,13 +79,28 @@ elif ((${#files[@]} == 0)); then
         break
       fi
     done
-    [[ -n $base ]] || iot::die "no origin/main or main: pass --base REF"
   fi
-  merge_base=$(git merge-base "$base" HEAD) || iot::die "no merge base of $base and HEAD"
-  mapfile -t files < <({
-    git diff --name-only --diff-filter=d "$merge_base" --
-    git ls-files --others --exclude-standard
-  } | sort -u)
+  since=""
+  if [[ -n $base ]]; then
+    since=$(git merge-base "$base" HEAD) || iot::die "no merge base of $base and HEAD"
+  fi
+  if [[ -z $since || $since == "$(git rev-parse HEAD)" ]]; then
+    # Nothing ahead of the base (or no base): what the last commit changed.
+    if since=$(git rev-parse -q --verify 'HEAD~1^{commit}'); then
+      base="HEAD~1 (${base:-no origin/main or main}${base:+ is HEAD})"
+    else
+      iot::warn "check-tidy: HEAD has no parent here (shallow clone?): checking every file"
+      all=1
+    fi
+  fi
+  if ((all)); then
+    mapfile -t files < <(git ls-files -- '*.h' '*.hpp' '*.cpp' '*.cc')
+  else
+    mapfile -t files < <({
+      git diff --name-only --diff-filter=d "$since" --
+      git ls-files --others --exclude-standard
+    } | sort -u)
+  fi
 fi
 
 selected=()
@@ -107,8 +130,42 @@ for f in "${known[@]}"; do
   is_generated "$f" || in_db[$f]=1
 done
 
+# The header's include path: what follows include/ (iot/...), else its file name.
+include_path() {
+  local include=${1#*include/}
+  [[ $include == "$1" ]] && include=${1##*/}
+  printf '%s' "$include"
+}
+
+# The first source of compile_commands.json that includes header $1, directly or through other
+# headers (breadth first); empty when none does.
+includer_unit() {
+  local -a queue=("$1") next=()
+  local -A seen=(["$1"]=1)
+  local h k
+  while ((${#queue[@]})); do
+    next=()
+    for h in "${queue[@]}"; do
+      while IFS= read -r k; do
+        if [[ -n ${in_db[$k]:-} ]]; then
+          printf '%s' "$k"
+          return
+        fi
+        if [[ $k =~ \.(h|hpp)$ && -z ${seen[$k]:-} ]]; then
+          seen[$k]=1
+          next+=("$k")
+        fi
+      done < <(printf '%s\n' "${tracked[@]}" | xargs grep -lF "$(include_path "$h")\"" | sort || true)
+    done
+    queue=("${next[@]}")
+  done
+}
+
+# A translation unit for each selected file: itself, or one that includes the header.
+mapfile -t tracked < <(git ls-files -- '*.h' '*.hpp' '*.cpp' '*.cc')
 # A translation unit for each selected file: itself, or one that includes the header.
 declare -A units=()
+unchecked=()
 for f in "${selected[@]}"; do
   if [[ -n ${in_db[$f]:-} ]]; then
     units[$f]=1
@@ -126,10 +183,7 @@ for f in "${selected[@]}"; do
       fi
     done
     if [[ -z $unit ]]; then
-      # The header's include path: what follows include/ (iot/...), else its file name.
-      include=${f#*include/}
-      [[ $include == "$f" ]] && include=$name
-      unit=$(printf '%s\n' "${!in_db[@]}" | sort | xargs grep -lF "$include\"" | head -n 1 || true)
+      unit=$(includer_unit "$f")
     fi
     if [[ -n $unit ]]; then
       units[$unit]=1
@@ -137,8 +191,11 @@ for f in "${selected[@]}"; do
     fi
   fi
   ((all)) && [[ $f =~ \.(h|hpp)$ ]] && continue
-  iot::warn "check-tidy: $f is in no translation unit of $db; not checked"
+  unchecked+=("$f")
 done
+if ((${#unchecked[@]})); then
+  iot::warn "check-tidy: in no translation unit of $db, not checked: ${unchecked[*]}"
+fi
 if ((${#units[@]} == 0)); then
   iot::info "check-tidy: nothing to run"
   exit 0
