@@ -141,7 +141,7 @@ std::string EnvReader::Enum(const std::string& name, std::string_view fallback,
   if (!v) {
     return std::string(fallback);
   }
-  const std::string s = Lower(*v);
+  std::string s = Lower(*v);
   if (std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
     AddError(name, fmt::format("'{}' is not one of {}", *v, fmt::join(allowed, ", ")));
     return std::string(fallback);

@@ -56,64 +56,64 @@ size_t FindKeyword(std::string_view conninfo, std::string_view key) {
   return std::string_view::npos;
 }
 
-absl::Status CodeForSqlState(std::string_view state, std::string message) {
+absl::Status CodeForSqlState(std::string_view state, const std::string& message) {
   if (state == "23505") {
-    return absl::AlreadyExistsError(std::move(message));
+    return absl::AlreadyExistsError(message);
   }
   if (state == "23503" || state == "23001") {
-    return absl::FailedPreconditionError(std::move(message));
+    return absl::FailedPreconditionError(message);
   }
   if (state == "23514" || state == "23502" || state.starts_with("22")) {
-    return absl::InvalidArgumentError(std::move(message));
+    return absl::InvalidArgumentError(message);
   }
   if (state == "40001" || state == "40P01" || state == "55P03") {
-    return absl::AbortedError(std::move(message));
+    return absl::AbortedError(message);
   }
   if (state == "57014") {
-    return absl::DeadlineExceededError(std::move(message));
+    return absl::DeadlineExceededError(message);
   }
   if (state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03" ||
       state == "53300") {
-    return absl::UnavailableError(std::move(message));
+    return absl::UnavailableError(message);
   }
-  return absl::InternalError(std::move(message));
+  return absl::InternalError(message);
 }
 
 }  // namespace
 
 absl::Status FromPqxx(const std::exception& e) {
-  std::string message = OneLine(e.what());
+  const std::string message = OneLine(e.what());
   // Order matters: the specific classes before the ones they derive from.
   if (dynamic_cast<const pqxx::in_doubt_error*>(&e) != nullptr ||
       dynamic_cast<const pqxx::statement_completion_unknown*>(&e) != nullptr) {
     return absl::UnknownError(absl::StrCat("outcome unknown: ", message));
   }
   if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) {
-    return absl::UnavailableError(std::move(message));
+    return absl::UnavailableError(message);
   }
   if (dynamic_cast<const pqxx::serialization_failure*>(&e) != nullptr ||
       dynamic_cast<const pqxx::deadlock_detected*>(&e) != nullptr ||
       dynamic_cast<const pqxx::transaction_rollback*>(&e) != nullptr) {
-    return absl::AbortedError(std::move(message));
+    return absl::AbortedError(message);
   }
   if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e); sql != nullptr) {
     if (!sql->sqlstate().empty()) {
-      return CodeForSqlState(sql->sqlstate(), std::move(message));
+      return CodeForSqlState(sql->sqlstate(), message);
     }
     if (dynamic_cast<const pqxx::unique_violation*>(&e) != nullptr) {
-      return absl::AlreadyExistsError(std::move(message));
+      return absl::AlreadyExistsError(message);
     }
     if (dynamic_cast<const pqxx::foreign_key_violation*>(&e) != nullptr ||
         dynamic_cast<const pqxx::restrict_violation*>(&e) != nullptr) {
-      return absl::FailedPreconditionError(std::move(message));
+      return absl::FailedPreconditionError(message);
     }
     if (dynamic_cast<const pqxx::check_violation*>(&e) != nullptr ||
         dynamic_cast<const pqxx::not_null_violation*>(&e) != nullptr ||
         dynamic_cast<const pqxx::data_exception*>(&e) != nullptr) {
-      return absl::InvalidArgumentError(std::move(message));
+      return absl::InvalidArgumentError(message);
     }
   }
-  return absl::InternalError(std::move(message));
+  return absl::InternalError(message);
 }
 
 std::string WithConnectTimeout(std::string_view conninfo, std::chrono::milliseconds timeout) {

@@ -236,6 +236,7 @@ TEST_F(PgPoolDbTest, ExhaustedPoolIsUnavailableAfterAcquireTimeout) {
 TEST_F(PgPoolDbTest, ManyThreadsShareFewConnections) {
   Exec(pool_, "CREATE TABLE hits (n int)");
   std::vector<std::thread> threads;
+  threads.reserve(8);
   std::atomic<int> failures{0};
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&] {

@@ -120,6 +120,7 @@ TEST(RedisClientTest, PipelineReturnsRepliesInOrder) {
   const std::string key = UniqueKey("pipe");
   constexpr int kCommands = 500;
   std::vector<std::vector<std::string>> commands;
+  commands.reserve(kCommands + 2);
   for (int i = 0; i < kCommands; ++i) {
     commands.push_back({"INCR", key});
   }
@@ -149,6 +150,7 @@ TEST(RedisClientTest, ConcurrentCallersShareThePool) {
   constexpr int kPerThread = 200;
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < kPerThread; ++i) {

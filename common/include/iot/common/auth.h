@@ -95,9 +95,12 @@ void SetBearer(grpc::ClientContext& context, const std::string& key);
 /// In a gRPC handler method of a class with an `Authenticator` pointer member `auth_` and the
 /// method's `grpc::ServerContext* context` parameter: authorizes the call for `access` and
 /// binds the caller to `const Principal& principal`, or returns the error as a grpc::Status.
+/// (`principal` is the name of the variable it declares: it cannot be parenthesized.)
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define IOT_AUTHORIZE(principal, access)                         \
   auto principal##_or = auth_->Authorize(*context, (access));    \
   if (!principal##_or.ok()) {                                    \
     return ::iot::common::ToGrpcStatus(principal##_or.status()); \
   }                                                              \
   [[maybe_unused]] const ::iot::common::Principal& principal = *principal##_or
+// NOLINTEND(bugprone-macro-parentheses)
