@@ -101,6 +101,88 @@ struct Recorded {
   std::string checksum;
 };
 
+// The schema and its history table, if missing.
+void CreateHistory(pqxx::connection& conn, const std::string& quoted, const std::string& history) {
+  pqxx::work tx(conn);
+  tx.exec0("CREATE SCHEMA IF NOT EXISTS " + quoted);
+  tx.exec0("CREATE TABLE IF NOT EXISTS " + history +
+           " (version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+           " applied_at timestamptz NOT NULL DEFAULT now())");
+  tx.commit();
+}
+
+std::map<int, Recorded> ReadHistory(pqxx::connection& conn, const std::string& history) {
+  std::map<int, Recorded> recorded;
+  pqxx::nontransaction tx(conn);
+  for (const auto& row : tx.exec("SELECT version, name, checksum FROM " + history)) {
+    recorded[row[0].as<int>()] = {row[1].as<std::string>(), row[2].as<std::string>()};
+  }
+  return recorded;
+}
+
+// FAILED_PRECONDITION when an applied migration changed since; warns about renamed ones and
+// about applied versions this binary does not know.
+absl::Status CheckHistory(const std::vector<const Migration*>& ordered,
+                          const std::vector<std::string>& checksums,
+                          const std::map<int, Recorded>& recorded, const std::string& schema) {
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    const Migration& m = *ordered[i];
+    const auto it = recorded.find(m.version);
+    if (it == recorded.end()) {
+      continue;
+    }
+    if (it->second.checksum != checksums[i]) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("migration ", m.name, " (version ", m.version, ") of schema ", schema,
+                       " changed after it was applied (as ", it->second.name, "): checksum ",
+                       it->second.checksum, " recorded, ", checksums[i],
+                       " now; add a new migration instead of editing an applied one"));
+    }
+    if (it->second.name != m.name) {
+      spdlog::warn("migration {} of schema {} was applied as {}", m.name, schema, it->second.name);
+    }
+  }
+  for (const auto& [version, entry] : recorded) {
+    const bool known = std::any_of(ordered.begin(), ordered.end(),
+                                   [v = version](const Migration* m) { return m->version == v; });
+    if (!known) {
+      spdlog::warn("schema {} has migration {} ({}) that this binary does not know", schema,
+                   entry.name, version);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Applies one migration and records it in one transaction. A lost connection or an unknown
+// commit outcome throws pqxx::broken_connection (for the pool to retry); any other failure
+// was rolled back and is returned.
+absl::Status ApplyOne(pqxx::connection& conn, const std::string& quoted, const std::string& history,
+                      const Migration& m, const std::string& checksum, const std::string& schema) {
+  try {
+    pqxx::work tx(conn);
+    tx.exec0("SET LOCAL search_path TO " + quoted);
+    tx.exec(m.sql);
+    tx.exec_params0("INSERT INTO " + history + " (version, name, checksum) VALUES ($1, $2, $3)",
+                    m.version, m.name, checksum);
+    tx.commit();
+  } catch (const pqxx::in_doubt_error& e) {
+    // Whether the commit happened is unknown: have the pool retry on a new connection,
+    // which re-reads the history under the lock and finds out.
+    throw pqxx::broken_connection(e.what());
+  } catch (const pqxx::broken_connection&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (!conn.is_open()) {
+      throw pqxx::broken_connection(e.what());
+    }
+    const absl::Status cause = FromPqxx(e);
+    return absl::Status(cause.code(),
+                        absl::StrCat("migration ", m.name, " (version ", m.version, ") of schema ",
+                                     schema, " failed and was rolled back: ", cause.message()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string MigrationChecksum(std::string_view sql) { return Sha256Hex(sql); }
@@ -177,75 +259,19 @@ absl::StatusOr<int> ApplyMigrations(PgPool& pool, const std::string& schema,
     const std::string quoted = conn.quote_name(schema);
     const std::string history = quoted + ".schema_migrations";
     MigrationLock lock(conn, schema);
-    {
-      pqxx::work tx(conn);
-      tx.exec0("CREATE SCHEMA IF NOT EXISTS " + quoted);
-      tx.exec0("CREATE TABLE IF NOT EXISTS " + history +
-               " (version int PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
-               " applied_at timestamptz NOT NULL DEFAULT now())");
-      tx.commit();
-    }
-    std::map<int, Recorded> recorded;
-    {
-      pqxx::nontransaction tx(conn);
-      for (const auto& row : tx.exec("SELECT version, name, checksum FROM " + history)) {
-        recorded[row[0].as<int>()] = {row[1].as<std::string>(), row[2].as<std::string>()};
-      }
-    }
-    for (size_t i = 0; i < ordered->size(); ++i) {
-      const Migration& m = *(*ordered)[i];
-      const auto it = recorded.find(m.version);
-      if (it == recorded.end()) {
-        continue;
-      }
-      if (it->second.checksum != checksums[i]) {
-        outcome = absl::FailedPreconditionError(
-            absl::StrCat("migration ", m.name, " (version ", m.version, ") of schema ", schema,
-                         " changed after it was applied (as ", it->second.name, "): checksum ",
-                         it->second.checksum, " recorded, ", checksums[i],
-                         " now; add a new migration instead of editing an applied one"));
-        return;
-      }
-      if (it->second.name != m.name) {
-        spdlog::warn("migration {} of schema {} was applied as {}", m.name, schema,
-                     it->second.name);
-      }
-    }
-    for (const auto& [version, entry] : recorded) {
-      const bool known = std::any_of(ordered->begin(), ordered->end(),
-                                     [v = version](const Migration* m) { return m->version == v; });
-      if (!known) {
-        spdlog::warn("schema {} has migration {} ({}) that this binary does not know", schema,
-                     entry.name, version);
-      }
+    CreateHistory(conn, quoted, history);
+    std::map<int, Recorded> recorded = ReadHistory(conn, history);
+    outcome = CheckHistory(*ordered, checksums, recorded, schema);
+    if (!outcome.ok()) {
+      return;
     }
     for (size_t i = 0; i < ordered->size(); ++i) {
       const Migration& m = *(*ordered)[i];
       if (recorded.contains(m.version)) {
         continue;
       }
-      try {
-        pqxx::work tx(conn);
-        tx.exec0("SET LOCAL search_path TO " + quoted);
-        tx.exec(m.sql);
-        tx.exec_params0("INSERT INTO " + history + " (version, name, checksum) VALUES ($1, $2, $3)",
-                        m.version, m.name, checksums[i]);
-        tx.commit();
-      } catch (const pqxx::in_doubt_error& e) {
-        // Whether the commit happened is unknown: have the pool retry on a new connection,
-        // which re-reads the history under the lock and finds out.
-        throw pqxx::broken_connection(e.what());
-      } catch (const pqxx::broken_connection&) {
-        throw;
-      } catch (const std::exception& e) {
-        if (!conn.is_open()) {
-          throw pqxx::broken_connection(e.what());
-        }
-        const absl::Status cause = FromPqxx(e);
-        outcome =
-            absl::Status(cause.code(),
-                         absl::StrCat("migration ", m.name, " (version ", m.version, ") of schema ",
-                                      schema, " failed and was rolled back: ", cause.message()));
+      outcome = ApplyOne(conn, quoted, history, m, checksums[i], schema);
+      if (!outcome.ok()) {
         return;
       }
       recorded[m.version] = {m.name, checksums[i]};

@@ -47,6 +47,23 @@ std::string OpenSslError() {
   return text.data();
 }
 
+// A new SSL on `fd` that verifies the broker's host name or address.
+SSL* NewTls(SSL_CTX* ctx, int fd, const std::string& host) {
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  std::array<unsigned char, sizeof(in6_addr)> ip{};
+  if (::inet_pton(AF_INET, host.c_str(), ip.data()) == 1 ||
+      ::inet_pton(AF_INET6, host.c_str(), ip.data()) == 1) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
+  } else {
+    // SSL_set_tlsext_host_name(), without the macro's C cast.
+    SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+             const_cast<char*>(host.c_str()));
+    SSL_set1_host(ssl, host.c_str());
+  }
+  return ssl;
+}
+
 int MillisUntil(Clock::time_point when) {
   const auto left = std::chrono::duration_cast<milliseconds>(when - Clock::now()).count();
   return static_cast<int>(std::clamp<int64_t>(left, 0, 1000));
@@ -173,6 +190,7 @@ class MqttConsumer::Connection {
   Connection& operator=(const Connection&) = delete;
 
   [[nodiscard]] int fd() const { return fd_; }
+  [[nodiscard]] SSL* ssl() const { return ssl_; }
   [[nodiscard]] bool pending() const { return out_pos_ < out_.size(); }
   [[nodiscard]] bool wants_write() const { return pending() || read_wants_write_; }
   /// TLS records already decrypted and not read yet (poll(2) does not see them).
@@ -506,32 +524,27 @@ struct MqttConsumer::SessionState {
   std::optional<Clock::time_point> ping_deadline;
 };
 
-bool MqttConsumer::Session(bool first) {
-  const auto stopping = [this] {
-    std::lock_guard lock(mu_);
-    return stopping_;
-  };
-  // Waits until `fd` is ready for `events`, the deadline passes or Stop(). True when ready.
-  const auto await = [&](int fd, short events, Clock::time_point deadline) {
-    while (Clock::now() < deadline) {
-      std::array<pollfd, 2> fds{pollfd{fd, events, 0}, pollfd{wake_fd_, POLLIN, 0}};
-      if (::poll(fds.data(), fds.size(), MillisUntil(deadline)) < 0 && errno != EINTR) {
+bool MqttConsumer::AwaitFd(int fd, short events, Clock::time_point deadline) {
+  while (Clock::now() < deadline) {
+    std::array<pollfd, 2> fds{pollfd{fd, events, 0}, pollfd{wake_fd_, POLLIN, 0}};
+    if (::poll(fds.data(), fds.size(), MillisUntil(deadline)) < 0 && errno != EINTR) {
+      return false;
+    }
+    if (fds[1].revents != 0) {
+      DrainWake();
+      std::lock_guard lock(mu_);
+      if (stopping_) {
         return false;
       }
-      if (fds[1].revents != 0) {
-        DrainWake();
-        if (stopping()) {
-          return false;
-        }
-      }
-      if (fds[0].revents != 0) {
-        return true;
-      }
     }
-    return false;
-  };
+    if (fds[0].revents != 0) {
+      return true;
+    }
+  }
+  return false;
+}
 
-  // ---- TCP ----
+int MqttConsumer::ConnectTcp(SessionState& state) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -539,12 +552,9 @@ bool MqttConsumer::Session(bool first) {
   const std::string port = std::to_string(port_);
   if (const int rc = ::getaddrinfo(host_.c_str(), port.c_str(), &hints, &addresses); rc != 0) {
     spdlog::debug("mqtt {}: resolve '{}': {}", masked_url_, host_, gai_strerror(rc));
-    return false;
+    return -1;
   }
-  SessionState state;
-  state.first = first;
   state.deadline = Clock::now() + options_.connect_timeout;
-  state.keepalive = std::chrono::seconds(options_.keepalive_seconds);
   int fd = -1;
   for (addrinfo* a = addresses; a != nullptr && fd < 0; a = a->ai_next) {
     fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
@@ -556,7 +566,7 @@ bool MqttConsumer::Session(bool first) {
     int error = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0 ? 0 : errno;
     if (error == EINPROGRESS) {
       error = ETIMEDOUT;
-      if (await(fd, POLLOUT, state.deadline)) {
+      if (AwaitFd(fd, POLLOUT, state.deadline)) {
         socklen_t length = sizeof(error);
         ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
       }
@@ -568,42 +578,38 @@ bool MqttConsumer::Session(bool first) {
     }
   }
   ::freeaddrinfo(addresses);
-  if (fd < 0) {
-    return false;
-  }
+  return fd;
+}
 
-  // ---- TLS ----
-  SSL* ssl = nullptr;
-  if (tls_) {
-    ssl = SSL_new(static_cast<SSL_CTX*>(ssl_ctx_));
-    SSL_set_fd(ssl, fd);
-    std::array<unsigned char, sizeof(in6_addr)> ip{};
-    if (::inet_pton(AF_INET, host_.c_str(), ip.data()) == 1 ||
-        ::inet_pton(AF_INET6, host_.c_str(), ip.data()) == 1) {
-      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host_.c_str());
-    } else {
-      // SSL_set_tlsext_host_name(), without the macro's C cast.
-      SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
-               const_cast<char*>(host_.c_str()));
-      SSL_set1_host(ssl, host_.c_str());
-    }
-  }
-  Connection connection(fd, ssl);
-  while (ssl != nullptr) {
+bool MqttConsumer::TlsHandshake(Connection& connection, Clock::time_point deadline) {
+  SSL* ssl = connection.ssl();
+  while (true) {
     const int rc = SSL_connect(ssl);
     if (rc == 1) {
-      break;
+      return true;
     }
     const int error = SSL_get_error(ssl, rc);
     if ((error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) ||
-        !await(fd, error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, state.deadline)) {
+        !AwaitFd(connection.fd(), error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline)) {
       spdlog::warn("mqtt {}: TLS handshake failed: {}", masked_url_,
                    error == SSL_ERROR_SSL ? OpenSslError() : "timeout or connection closed");
       return false;
     }
   }
+}
 
-  // ---- MQTT ----
+bool MqttConsumer::Session(bool first) {
+  SessionState state;
+  state.first = first;
+  state.keepalive = std::chrono::seconds(options_.keepalive_seconds);
+  const int fd = ConnectTcp(state);
+  if (fd < 0) {
+    return false;
+  }
+  Connection connection(fd, tls_ ? NewTls(static_cast<SSL_CTX*>(ssl_ctx_), fd, host_) : nullptr);
+  if (connection.ssl() != nullptr && !TlsHandshake(connection, state.deadline)) {
+    return false;
+  }
   connection.Queue(mqtt::EncodeConnect({.client_id = options_.client_id,
                                         .username = options_.username,
                                         .password = options_.password,
@@ -611,251 +617,188 @@ bool MqttConsumer::Session(bool first) {
                                         .keepalive_seconds = options_.keepalive_seconds,
                                         .session_expiry_seconds = options_.session_expiry_seconds,
                                         .receive_maximum = options_.receive_maximum}));
+  const bool accepted = Converse(connection, state);
+  // Whatever ends the connection: the deliveries it had become stale (AckWindow).
+  {
+    std::lock_guard lock(mu_);
+    connected_ = false;
+    subscribed_ = false;
+    flushed_ = true;
+    window_.NewConnection();
+  }
+  changed_.notify_all();
+  return accepted;
+}
+
+bool MqttConsumer::Converse(Connection& connection, SessionState& state) {
   mqtt::PacketReader reader;
   std::vector<uint16_t> ready;
-  // Whatever ends the connection: the deliveries it had become stale (AckWindow).
-  const auto end = [&](bool ok) {
-    {
-      std::lock_guard lock(mu_);
-      connected_ = false;
-      subscribed_ = false;
-      flushed_ = true;
-      window_.NewConnection();
-    }
-    changed_.notify_all();
-    return ok;
-  };
   while (true) {
-    bool stop = false;
-    {
-      std::lock_guard lock(mu_);
-      stop = stopping_;
-      if (state.accepted) {
-        window_.TakeReady(ready);
-      }
-    }
-    for (const uint16_t packet_id : ready) {
-      connection.Queue(mqtt::EncodePuback(packet_id));
-    }
-    ready.clear();
-    if (stop) {
-      if (state.accepted) {
-        connection.Queue(mqtt::EncodeDisconnect(0));
-      }
-      const auto grace = Clock::now() + kDisconnectGrace;
-      while (connection.Flush().ok() && connection.pending() && Clock::now() < grace) {
-        pollfd pfd{fd, POLLOUT, 0};
-        ::poll(&pfd, 1, MillisUntil(grace));
-      }
-      connection.Close(grace);
-      return end(state.accepted);
+    if (QueueAcks(connection, state, ready)) {
+      Disconnect(connection, state.accepted);
+      return state.accepted;
     }
     // What was read and not handled yet, up to a QoS 1 PUBLISH the window has no room for.
     bool held = false;
-    while (true) {
-      auto packet = reader.Peek();
-      if (!packet.ok()) {
-        spdlog::error("mqtt {}: '{}': {}", masked_url_, options_.client_id,
-                      std::string(packet.status().message()));
-        return end(state.accepted);
-      }
-      if (!*packet) {
-        break;
-      }
-      if ((*packet)->type == mqtt::PacketType::kPublish && ((*packet)->flags & 0x06) != 0) {
-        std::lock_guard lock(mu_);
-        held = window_.in_flight() >= options_.receive_maximum;
-      }
-      if (held) {
-        break;
-      }
-      reader.Skip();
-      if (!OnPacket(connection, **packet, state)) {
-        return end(state.accepted);
-      }
+    if (!HandleReceived(connection, reader, state, held)) {
+      return state.accepted;
     }
-    const auto now = Clock::now();
-    if (!state.accepted && now >= state.deadline) {
-      spdlog::warn("mqtt {}: no CONNACK within {} ms", masked_url_,
-                   options_.connect_timeout.count());
-      return end(false);
-    }
-    if (held) {
-      // Not reading, the PINGRESPs wait behind the held PUBLISH: liveness is not checked.
-      state.ping_deadline.reset();
-    } else if (state.ping_deadline && now >= *state.ping_deadline) {
-      spdlog::warn("mqtt {}: '{}': no PINGRESP within the keepalive ({} s): reconnecting",
-                   masked_url_, options_.client_id, state.keepalive.count());
-      return end(true);
-    }
-    if (state.accepted && now >= state.next_ping) {
-      connection.Queue(mqtt::EncodePingreq());
-      state.next_ping = now + state.keepalive / 2;
-      if (!state.ping_deadline && !held) {
-        state.ping_deadline = now + state.keepalive;
-      }
+    if (const std::optional<bool> ended = CheckTimers(connection, state, held)) {
+      return *ended;
     }
     if (absl::Status st = connection.Flush(); !st.ok()) {
       spdlog::warn("mqtt {}: '{}' connection lost: {}", masked_url_, options_.client_id,
                    std::string(st.message()));
-      return end(state.accepted);
+      return state.accepted;
     }
-    bool drained_now = false;
-    {
-      std::lock_guard lock(mu_);
-      const bool flushed = !connection.pending() && window_.in_flight() == 0;
-      drained_now = flushed && !flushed_;
-      flushed_ = flushed;
-    }
-    if (drained_now) {
-      changed_.notify_all();
-    }
-
-    // A held PUBLISH stops reading: TCP holds the broker back where mosquitto 2.0.11 itself
-    // would not (see the header); an acknowledgement wakes this thread up.
-    const auto wake_at =
-        state.accepted
-            ? std::min(state.next_ping, state.ping_deadline.value_or(Clock::time_point::max()))
-            : state.deadline;
-    const short read = held ? 0 : POLLIN;
-    std::array<pollfd, 2> fds{
-        pollfd{fd, static_cast<short>(read | (connection.wants_write() ? POLLOUT : 0)), 0},
-        pollfd{wake_fd_, POLLIN, 0}};
-    const bool buffered = !held && connection.buffered();
-    if (::poll(fds.data(), fds.size(), buffered ? 0 : MillisUntil(wake_at)) < 0 && errno != EINTR) {
-      spdlog::error("mqtt {}: poll: {}", masked_url_, std::strerror(errno));
-      return end(state.accepted);
-    }
-    if ((fds[1].revents & POLLIN) != 0) {
-      DrainWake();
-    }
-    if (held && (fds[0].revents & (POLLERR | POLLHUP)) != 0) {
-      spdlog::warn("mqtt {}: '{}' connection lost", masked_url_, options_.client_id);
-      return end(state.accepted);
-    }
-    if (held || (!buffered && (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) == 0)) {
-      continue;
-    }
-    bool closed = false;
-    if (absl::Status st = connection.Read(reader, closed); !st.ok() || closed) {
-      if (state.accepted) {
-        spdlog::warn("mqtt {}: '{}' connection lost: {}", masked_url_, options_.client_id,
-                     st.ok() ? std::string("closed by the broker") : std::string(st.message()));
-      }
-      return end(state.accepted);
+    NoteFlushed(connection);
+    if (!PollAndRead(connection, reader, state, held)) {
+      return state.accepted;
     }
   }
+}
+
+bool MqttConsumer::QueueAcks(Connection& connection, const SessionState& state,
+                             std::vector<uint16_t>& ready) {
+  bool stop = false;
+  {
+    std::lock_guard lock(mu_);
+    stop = stopping_;
+    if (state.accepted) {
+      window_.TakeReady(ready);
+    }
+  }
+  for (const uint16_t packet_id : ready) {
+    connection.Queue(mqtt::EncodePuback(packet_id));
+  }
+  ready.clear();
+  return stop;
+}
+
+void MqttConsumer::Disconnect(Connection& connection, bool accepted) {
+  if (accepted) {
+    connection.Queue(mqtt::EncodeDisconnect(0));
+  }
+  const auto grace = Clock::now() + kDisconnectGrace;
+  while (connection.Flush().ok() && connection.pending() && Clock::now() < grace) {
+    pollfd pfd{connection.fd(), POLLOUT, 0};
+    ::poll(&pfd, 1, MillisUntil(grace));
+  }
+  connection.Close(grace);
+}
+
+bool MqttConsumer::HandleReceived(Connection& connection, mqtt::PacketReader& reader,
+                                  SessionState& state, bool& held) {
+  while (true) {
+    auto packet = reader.Peek();
+    if (!packet.ok()) {
+      spdlog::error("mqtt {}: '{}': {}", masked_url_, options_.client_id,
+                    std::string(packet.status().message()));
+      return false;
+    }
+    if (!*packet) {
+      return true;
+    }
+    if ((*packet)->type == mqtt::PacketType::kPublish && ((*packet)->flags & 0x06) != 0) {
+      std::lock_guard lock(mu_);
+      held = window_.in_flight() >= options_.receive_maximum;
+    }
+    if (held) {
+      return true;
+    }
+    reader.Skip();
+    if (!OnPacket(connection, **packet, state)) {
+      return false;
+    }
+  }
+}
+
+std::optional<bool> MqttConsumer::CheckTimers(Connection& connection, SessionState& state,
+                                              bool held) {
+  const auto now = Clock::now();
+  if (!state.accepted && now >= state.deadline) {
+    spdlog::warn("mqtt {}: no CONNACK within {} ms", masked_url_, options_.connect_timeout.count());
+    return false;
+  }
+  if (held) {
+    // Not reading, the PINGRESPs wait behind the held PUBLISH: liveness is not checked.
+    state.ping_deadline.reset();
+  } else if (state.ping_deadline && now >= *state.ping_deadline) {
+    spdlog::warn("mqtt {}: '{}': no PINGRESP within the keepalive ({} s): reconnecting",
+                 masked_url_, options_.client_id, state.keepalive.count());
+    return true;
+  }
+  if (state.accepted && now >= state.next_ping) {
+    connection.Queue(mqtt::EncodePingreq());
+    state.next_ping = now + state.keepalive / 2;
+    if (!state.ping_deadline && !held) {
+      state.ping_deadline = now + state.keepalive;
+    }
+  }
+  return std::nullopt;
+}
+
+void MqttConsumer::NoteFlushed(const Connection& connection) {
+  bool drained_now = false;
+  {
+    std::lock_guard lock(mu_);
+    const bool flushed = !connection.pending() && window_.in_flight() == 0;
+    drained_now = flushed && !flushed_;
+    flushed_ = flushed;
+  }
+  if (drained_now) {
+    changed_.notify_all();
+  }
+}
+
+bool MqttConsumer::PollAndRead(Connection& connection, mqtt::PacketReader& reader,
+                               const SessionState& state, bool held) {
+  // A held PUBLISH stops reading: TCP holds the broker back where mosquitto 2.0.11 itself
+  // would not (see the header); an acknowledgement wakes this thread up.
+  const auto wake_at =
+      state.accepted
+          ? std::min(state.next_ping, state.ping_deadline.value_or(Clock::time_point::max()))
+          : state.deadline;
+  const short read = held ? 0 : POLLIN;
+  std::array<pollfd, 2> fds{
+      pollfd{connection.fd(), static_cast<short>(read | (connection.wants_write() ? POLLOUT : 0)),
+             0},
+      pollfd{wake_fd_, POLLIN, 0}};
+  const bool buffered = !held && connection.buffered();
+  if (::poll(fds.data(), fds.size(), buffered ? 0 : MillisUntil(wake_at)) < 0 && errno != EINTR) {
+    spdlog::error("mqtt {}: poll: {}", masked_url_, std::strerror(errno));
+    return false;
+  }
+  if ((fds[1].revents & POLLIN) != 0) {
+    DrainWake();
+  }
+  if (held && (fds[0].revents & (POLLERR | POLLHUP)) != 0) {
+    spdlog::warn("mqtt {}: '{}' connection lost", masked_url_, options_.client_id);
+    return false;
+  }
+  if (held || (!buffered && (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) == 0)) {
+    return true;
+  }
+  bool closed = false;
+  if (absl::Status st = connection.Read(reader, closed); !st.ok() || closed) {
+    if (state.accepted) {
+      spdlog::warn("mqtt {}: '{}' connection lost: {}", masked_url_, options_.client_id,
+                   st.ok() ? std::string("closed by the broker") : std::string(st.message()));
+    }
+    return false;
+  }
+  return true;
 }
 
 bool MqttConsumer::OnPacket(Connection& connection, const mqtt::Packet& packet,
                             SessionState& state) {
   switch (packet.type) {
-    case mqtt::PacketType::kConnack: {
-      auto connack = mqtt::DecodeConnack(packet.body);
-      if (!connack.ok()) {
-        spdlog::error("mqtt {}: {}", masked_url_, std::string(connack.status().message()));
-        return false;
-      }
-      if (connack->reason >= 0x80) {
-        spdlog::warn("mqtt {}: broker refused '{}': {} (0x{:02x}) {}", masked_url_,
-                     options_.client_id, ReasonName(connack->reason), connack->reason,
-                     connack->reason_string);
-        return false;
-      }
-      state.accepted = true;
-      if (connack->server_keepalive && *connack->server_keepalive > 0) {
-        state.keepalive = std::chrono::seconds(*connack->server_keepalive);
-      }
-      state.next_ping = Clock::now() + state.keepalive / 2;
-      if (!state.first && !connack->session_present) {
-        spdlog::warn(
-            "mqtt {}: '{}': the broker did not resume the session (expired or lost): what it "
-            "had queued for it is gone",
-            masked_url_, options_.client_id);
-      }
-      if (!state.first) {
-        ++reconnects_;
-      }
-      {
-        std::lock_guard lock(mu_);
-        connected_ = true;
-        subscribed_ = false;
-      }
-      changed_.notify_all();
-      spdlog::info("mqtt {}: connected as '{}' (receive maximum {}){}", masked_url_,
-                   options_.client_id, options_.receive_maximum,
-                   state.first ? "" : absl::StrCat(" (reconnect ", reconnects_.load(), ")"));
-      connection.Queue(mqtt::EncodeSubscribe(
-          {.packet_id = kSubscribePacketId, .subscriptions = options_.subscriptions}));
-      return true;
-    }
-    case mqtt::PacketType::kPublish: {
-      auto publish = mqtt::DecodePublish(packet.flags, packet.body);
-      if (!publish.ok()) {
-        spdlog::error("mqtt {}: {}", masked_url_, std::string(publish.status().message()));
-        return false;
-      }
-      if (publish->qos == 2) {
-        // Every subscription asks for QoS 1 at most, so the broker never sends QoS 2.
-        spdlog::error("mqtt {}: QoS 2 PUBLISH on '{}' not supported", masked_url_, publish->topic);
-        return false;
-      }
-      MqttDelivery delivery{.topic = std::move(publish->topic),
-                            .payload = std::move(publish->payload),
-                            .qos = publish->qos,
-                            .retain = publish->retain,
-                            .dup = publish->dup,
-                            .user_properties = std::move(publish->user_properties),
-                            .token = 0};
-      {
-        std::lock_guard lock(mu_);
-        if (paused_) {
-          return true;  // left unacknowledged: the session's next connection gets it again
-        }
-        if (delivery.qos == 1) {
-          const auto token = window_.Deliver(publish->packet_id);
-          if (!token) {
-            return true;  // this packet id is already with the application
-          }
-          delivery.token = *token;
-        }
-      }
-      if (!handler_) {
-        Ack(delivery.token);
-        return true;
-      }
-      try {
-        handler_(std::move(delivery));
-      } catch (const std::exception& e) {
-        // Not acknowledged: the message comes again on the next connection.
-        spdlog::error("mqtt {}: message handler threw: {}", masked_url_, e.what());
-      }
-      return true;
-    }
-    case mqtt::PacketType::kSuback: {
-      auto suback = mqtt::DecodeSuback(packet.body);
-      if (!suback.ok()) {
-        spdlog::error("mqtt {}: {}", masked_url_, std::string(suback.status().message()));
-        return false;
-      }
-      bool all = suback->packet_id == kSubscribePacketId;
-      for (size_t i = 0; i < suback->reasons.size(); ++i) {
-        if (suback->reasons[i] >= 0x80) {
-          all = false;
-          spdlog::error("mqtt {}: subscription to '{}' refused: {} (0x{:02x})", masked_url_,
-                        i < options_.subscriptions.size() ? options_.subscriptions[i].filter : "",
-                        ReasonName(suback->reasons[i]), suback->reasons[i]);
-        }
-      }
-      if (all) {
-        {
-          std::lock_guard lock(mu_);
-          subscribed_ = true;
-        }
-        changed_.notify_all();
-      }
-      return true;
-    }
+    case mqtt::PacketType::kConnack:
+      return OnConnack(connection, packet, state);
+    case mqtt::PacketType::kPublish:
+      return OnPublish(packet);
+    case mqtt::PacketType::kSuback:
+      return OnSuback(packet);
     case mqtt::PacketType::kPingresp:
       state.ping_deadline.reset();
       return true;
@@ -870,6 +813,115 @@ bool MqttConsumer::OnPacket(Connection& connection, const mqtt::Packet& packet,
     default:
       return true;  // nothing else is expected by a subscriber
   }
+}
+
+bool MqttConsumer::OnConnack(Connection& connection, const mqtt::Packet& packet,
+                             SessionState& state) {
+  auto connack = mqtt::DecodeConnack(packet.body);
+  if (!connack.ok()) {
+    spdlog::error("mqtt {}: {}", masked_url_, std::string(connack.status().message()));
+    return false;
+  }
+  if (connack->reason >= 0x80) {
+    spdlog::warn("mqtt {}: broker refused '{}': {} (0x{:02x}) {}", masked_url_, options_.client_id,
+                 ReasonName(connack->reason), connack->reason, connack->reason_string);
+    return false;
+  }
+  state.accepted = true;
+  if (connack->server_keepalive && *connack->server_keepalive > 0) {
+    state.keepalive = std::chrono::seconds(*connack->server_keepalive);
+  }
+  state.next_ping = Clock::now() + state.keepalive / 2;
+  if (!state.first && !connack->session_present) {
+    spdlog::warn(
+        "mqtt {}: '{}': the broker did not resume the session (expired or lost): what it "
+        "had queued for it is gone",
+        masked_url_, options_.client_id);
+  }
+  if (!state.first) {
+    ++reconnects_;
+  }
+  {
+    std::lock_guard lock(mu_);
+    connected_ = true;
+    subscribed_ = false;
+  }
+  changed_.notify_all();
+  spdlog::info("mqtt {}: connected as '{}' (receive maximum {}){}", masked_url_, options_.client_id,
+               options_.receive_maximum,
+               state.first ? "" : absl::StrCat(" (reconnect ", reconnects_.load(), ")"));
+  connection.Queue(mqtt::EncodeSubscribe(
+      {.packet_id = kSubscribePacketId, .subscriptions = options_.subscriptions}));
+  return true;
+}
+
+bool MqttConsumer::OnPublish(const mqtt::Packet& packet) {
+  auto publish = mqtt::DecodePublish(packet.flags, packet.body);
+  if (!publish.ok()) {
+    spdlog::error("mqtt {}: {}", masked_url_, std::string(publish.status().message()));
+    return false;
+  }
+  if (publish->qos == 2) {
+    // Every subscription asks for QoS 1 at most, so the broker never sends QoS 2.
+    spdlog::error("mqtt {}: QoS 2 PUBLISH on '{}' not supported", masked_url_, publish->topic);
+    return false;
+  }
+  MqttDelivery delivery{.topic = std::move(publish->topic),
+                        .payload = std::move(publish->payload),
+                        .qos = publish->qos,
+                        .retain = publish->retain,
+                        .dup = publish->dup,
+                        .user_properties = std::move(publish->user_properties),
+                        .token = 0};
+  {
+    std::lock_guard lock(mu_);
+    if (paused_) {
+      return true;  // left unacknowledged: the session's next connection gets it again
+    }
+    if (delivery.qos == 1) {
+      const auto token = window_.Deliver(publish->packet_id);
+      if (!token) {
+        return true;  // this packet id is already with the application
+      }
+      delivery.token = *token;
+    }
+  }
+  if (!handler_) {
+    Ack(delivery.token);
+    return true;
+  }
+  try {
+    handler_(std::move(delivery));
+  } catch (const std::exception& e) {
+    // Not acknowledged: the message comes again on the next connection.
+    spdlog::error("mqtt {}: message handler threw: {}", masked_url_, e.what());
+  }
+  return true;
+}
+
+bool MqttConsumer::OnSuback(const mqtt::Packet& packet) {
+  auto suback = mqtt::DecodeSuback(packet.body);
+  if (!suback.ok()) {
+    spdlog::error("mqtt {}: {}", masked_url_, std::string(suback.status().message()));
+    return false;
+  }
+  bool all = suback->packet_id == kSubscribePacketId;
+  for (size_t i = 0; i < suback->reasons.size(); ++i) {
+    if (suback->reasons[i] >= 0x80) {
+      all = false;
+      spdlog::error("mqtt {}: subscription to '{}' refused: {} (0x{:02x})", masked_url_,
+                    i < options_.subscriptions.size() ? options_.subscriptions[i].filter : "",
+                    ReasonName(suback->reasons[i]), suback->reasons[i]);
+    }
+  }
+  if (all) {
+    {
+      std::lock_guard lock(mu_);
+      subscribed_ = true;
+    }
+    changed_.notify_all();
+  }
+  return true;
 }
 
 }  // namespace iot::common

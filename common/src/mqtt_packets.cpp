@@ -152,6 +152,83 @@ struct Properties {
   UserProperties user;
 };
 
+enum class PropertyRead { kOk, kTruncated, kUnknown };
+
+/// Reads the value of property `id`, into `out` when Properties holds it.
+PropertyRead ReadProperty(Cursor& props, size_t id, Properties& out) {
+  bool ok = true;
+  uint8_t byte = 0;
+  uint16_t u16 = 0;
+  uint32_t u32 = 0;
+  size_t varint = 0;
+  std::string_view text;
+  switch (id) {
+    case 0x01:  // payload format indicator
+    case 0x17:  // request problem information
+    case 0x19:  // request response information
+    case 0x24:  // maximum QoS
+    case 0x25:  // retain available
+    case 0x28:  // wildcard subscription available
+    case 0x29:  // subscription identifiers available
+    case 0x2A:  // shared subscription available
+      ok = props.U8(byte);
+      break;
+    case kServerKeepalive:
+    case kReceiveMaximum:
+    case 0x22:  // topic alias maximum
+    case kTopicAlias:
+      ok = props.U16(u16);
+      if (id == kServerKeepalive) {
+        out.server_keepalive = u16;
+      } else if (id == kReceiveMaximum) {
+        out.receive_maximum = u16;
+      } else if (id == kTopicAlias) {
+        out.topic_alias = u16;
+      }
+      break;
+    case 0x02:  // message expiry interval
+    case kSessionExpiry:
+    case 0x18:  // will delay interval
+    case 0x27:  // maximum packet size
+      ok = props.U32(u32);
+      if (id == kSessionExpiry) {
+        out.session_expiry = u32;
+      }
+      break;
+    case 0x0B:  // subscription identifier
+      ok = props.Varint(varint);
+      break;
+    case 0x03:  // content type
+    case 0x08:  // response topic
+    case kAssignedClientId:
+    case 0x15:  // authentication method
+    case 0x1A:  // response information
+    case 0x1C:  // server reference
+    case kReasonString:
+    case 0x09:  // correlation data (binary: the same shape)
+    case 0x16:  // authentication data
+      ok = props.String(text);
+      if (id == kAssignedClientId) {
+        out.assigned_client_id.assign(text);
+      } else if (id == kReasonString) {
+        out.reason_string.assign(text);
+      }
+      break;
+    case kUserProperty: {
+      std::string name;
+      std::string value;
+      ok = props.String(name) && props.String(value);
+      if (ok) {
+        out.user.emplace_back(std::move(name), std::move(value));
+      }
+      break;
+    }
+    default:
+      return PropertyRead::kUnknown;
+  }
+  return ok ? PropertyRead::kOk : PropertyRead::kTruncated;
+}
+
 /// Reads a property list, keeping what Properties holds and skipping the rest by its type.
 absl::StatusOr<Properties> ReadProperties(Cursor& in) {
   size_t length = 0;
@@ -166,78 +243,13 @@ absl::StatusOr<Properties> ReadProperties(Cursor& in) {
     if (!props.Varint(id)) {
       return Malformed("property identifier");
     }
-    bool ok = true;
-    uint8_t byte = 0;
-    uint16_t u16 = 0;
-    uint32_t u32 = 0;
-    size_t varint = 0;
-    std::string_view text;
-    switch (id) {
-      case 0x01:  // payload format indicator
-      case 0x17:  // request problem information
-      case 0x19:  // request response information
-      case 0x24:  // maximum QoS
-      case 0x25:  // retain available
-      case 0x28:  // wildcard subscription available
-      case 0x29:  // subscription identifiers available
-      case 0x2A:  // shared subscription available
-        ok = props.U8(byte);
+    switch (ReadProperty(props, id, out)) {
+      case PropertyRead::kOk:
         break;
-      case kServerKeepalive:
-      case kReceiveMaximum:
-      case 0x22:  // topic alias maximum
-      case kTopicAlias:
-        ok = props.U16(u16);
-        if (id == kServerKeepalive) {
-          out.server_keepalive = u16;
-        } else if (id == kReceiveMaximum) {
-          out.receive_maximum = u16;
-        } else if (id == kTopicAlias) {
-          out.topic_alias = u16;
-        }
-        break;
-      case 0x02:  // message expiry interval
-      case kSessionExpiry:
-      case 0x18:  // will delay interval
-      case 0x27:  // maximum packet size
-        ok = props.U32(u32);
-        if (id == kSessionExpiry) {
-          out.session_expiry = u32;
-        }
-        break;
-      case 0x0B:  // subscription identifier
-        ok = props.Varint(varint);
-        break;
-      case 0x03:  // content type
-      case 0x08:  // response topic
-      case kAssignedClientId:
-      case 0x15:  // authentication method
-      case 0x1A:  // response information
-      case 0x1C:  // server reference
-      case kReasonString:
-      case 0x09:  // correlation data (binary: the same shape)
-      case 0x16:  // authentication data
-        ok = props.String(text);
-        if (id == kAssignedClientId) {
-          out.assigned_client_id.assign(text);
-        } else if (id == kReasonString) {
-          out.reason_string.assign(text);
-        }
-        break;
-      case kUserProperty: {
-        std::string name;
-        std::string value;
-        ok = props.String(name) && props.String(value);
-        if (ok) {
-          out.user.emplace_back(std::move(name), std::move(value));
-        }
-        break;
-      }
-      default:
+      case PropertyRead::kUnknown:
         return Malformed(absl::StrCat("unknown property 0x", absl::Hex(id)));
-    }
-    if (!ok) {
-      return Malformed(absl::StrCat("property 0x", absl::Hex(id)));
+      case PropertyRead::kTruncated:
+        return Malformed(absl::StrCat("property 0x", absl::Hex(id)));
     }
   }
   return out;

@@ -171,8 +171,34 @@ class MqttConsumer {
   void Run();
   /// One connection from TCP connect to its end. True when the broker accepted it (CONNACK).
   bool Session(bool first);
+  /// Waits until `fd` is ready for `events`, the deadline passes or Stop(). True when ready.
+  bool AwaitFd(int fd, short events, std::chrono::steady_clock::time_point deadline);
+  /// A connected non-blocking socket to the broker, or -1. Sets the CONNACK deadline, which
+  /// bounds the connect too, once the address is resolved.
+  int ConnectTcp(SessionState& state);
+  bool TlsHandshake(Connection& connection, std::chrono::steady_clock::time_point deadline);
+  /// The MQTT conversation of one connection until it ends; returns what Session() returns.
+  bool Converse(Connection& connection, SessionState& state);
+  /// Queues the PUBACKs the application released; true when stopping.
+  bool QueueAcks(Connection& connection, const SessionState& state, std::vector<uint16_t>& ready);
+  /// DISCONNECT (when accepted), flush and graceful close, within kDisconnectGrace.
+  void Disconnect(Connection& connection, bool accepted);
+  /// Handles the packets read, up to a QoS 1 PUBLISH the window has no room for (`held`).
+  /// False ends the connection.
+  bool HandleReceived(Connection& connection, mqtt::PacketReader& reader, SessionState& state,
+                      bool& held);
+  /// CONNACK deadline, PINGREQ timer, PINGRESP deadline: a value ends the connection with it.
+  std::optional<bool> CheckTimers(Connection& connection, SessionState& state, bool held);
+  /// Notifies the waiters of Drained() when everything became written and acknowledged.
+  void NoteFlushed(const Connection& connection);
+  /// Waits for the socket (or a wake-up, or a timer) and reads; false ends the connection.
+  bool PollAndRead(Connection& connection, mqtt::PacketReader& reader, const SessionState& state,
+                   bool held);
   /// Handles one packet of the current connection; false ends the connection.
   bool OnPacket(Connection& connection, const mqtt::Packet& packet, SessionState& state);
+  bool OnConnack(Connection& connection, const mqtt::Packet& packet, SessionState& state);
+  bool OnPublish(const mqtt::Packet& packet);
+  bool OnSuback(const mqtt::Packet& packet);
   void Wake();
   /// Empties the wake-up eventfd.
   void DrainWake();
