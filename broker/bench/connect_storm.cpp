@@ -228,6 +228,114 @@ std::string ConnectPacket(const StormClient& client) {
   return packet + body;
 }
 
+namespace {
+
+/// The current UTC hour, YYYYMMDDHH.
+std::string UtcHour() {
+  const auto hour = std::chrono::floor<std::chrono::hours>(std::chrono::system_clock::now());
+  const auto day = std::chrono::floor<std::chrono::days>(hour);
+  const std::chrono::year_month_day date{day};
+  std::array<char, 32> ts{};
+  std::snprintf(ts.data(), ts.size(), "%04d%02u%02u%02ld", static_cast<int>(date.year()),
+                static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
+                static_cast<long>((hour - day).count()));
+  return ts.data();
+}
+
+/// A non-blocking socket from `source` connecting to `target`, or -1.
+int StartConnect(const sockaddr_in& source, const sockaddr_in& target) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return -1;
+  }
+  const int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // Close without TIME_WAIT: tens of thousands of connects a minute from one address
+  // would otherwise run out of local ports.
+  const linger no_linger{.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &no_linger, sizeof(no_linger));
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&source), sizeof(source)) != 0 ||
+      (connect(fd, reinterpret_cast<const sockaddr*>(&target), sizeof(target)) != 0 &&
+       errno != EINPROGRESS)) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// The flood's connections in flight: CONNECT written, then the first answer read.
+class FloodConnections {
+ public:
+  FloodConnections(int epoll, FloodResult& result) : epoll_(epoll), result_(result) {}
+  FloodConnections(const FloodConnections&) = delete;
+  FloodConnections& operator=(const FloodConnections&) = delete;
+  ~FloodConnections() {
+    for (const auto& [fd, unused] : unsent_) {
+      close(fd);
+    }
+  }
+
+  [[nodiscard]] size_t size() const { return unsent_.size(); }
+
+  void Add(int fd, std::string connect) {
+    unsent_[fd] = std::move(connect);
+    epoll_event event{};
+    event.events = EPOLLOUT;
+    event.data.fd = fd;
+    epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event);
+    ++result_.started;
+  }
+
+  void OnEvent(const epoll_event& event) {
+    const int fd = event.data.fd;
+    auto it = unsent_.find(fd);
+    if (it == unsent_.end()) {
+      return;
+    }
+    if ((event.events & (EPOLLERR | EPOLLHUP)) != 0) {
+      Close(fd);
+    } else if ((event.events & EPOLLOUT) != 0 && !it->second.empty()) {
+      const ssize_t n = write(fd, it->second.data(), it->second.size());
+      if (n < 0 && errno != EAGAIN) {
+        Close(fd);
+        return;
+      }
+      it->second.erase(0, n < 0 ? 0 : static_cast<size_t>(n));
+      if (it->second.empty()) {
+        epoll_event in{};
+        in.events = EPOLLIN;
+        in.data.fd = fd;
+        epoll_ctl(epoll_, EPOLL_CTL_MOD, fd, &in);
+      }
+    } else if ((event.events & EPOLLIN) != 0) {
+      std::array<char, 64> buffer{};
+      const ssize_t n = read(fd, buffer.data(), buffer.size());
+      if (n < 0 && errno == EAGAIN) {
+        return;
+      }
+      if (n >= static_cast<ssize_t>(kConnackSize) && buffer[0] == 0x20 && buffer[3] == 0) {
+        ++result_.accepted;
+      }
+      Close(fd);
+    }
+  }
+
+ private:
+  void Close(int fd) {
+    epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
+    close(fd);
+    unsent_.erase(fd);
+    ++result_.finished;
+  }
+
+  const int epoll_;
+  FloodResult& result_;
+  std::unordered_map<int, std::string> unsent_;  ///< By socket: what is left of its CONNECT.
+};
+
+}  // namespace
+
 FloodResult Flood(uint16_t port, const std::string& source_address, const std::string& prefix,
                   double per_second, int window, const std::function<bool()>& stop) {
   const int epoll = epoll_create1(0);
@@ -243,97 +351,32 @@ FloodResult Flood(uint16_t port, const std::string& source_address, const std::s
   if (inet_pton(AF_INET, source_address.c_str(), &source.sin_addr) != 1) {
     throw std::runtime_error("bad source address " + source_address);
   }
-  // The current UTC hour, YYYYMMDDHH: the client ids are well formed, only the devices unknown.
-  const auto hour = std::chrono::floor<std::chrono::hours>(std::chrono::system_clock::now());
-  const auto day = std::chrono::floor<std::chrono::days>(hour);
-  const std::chrono::year_month_day date{day};
-  std::array<char, 32> ts{};
-  std::snprintf(ts.data(), ts.size(), "%04d%02u%02u%02ld", static_cast<int>(date.year()),
-                static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
-                static_cast<long>((hour - day).count()));
-  struct Pending {
-    std::string unsent;
-  };
-  std::unordered_map<int, Pending> pending;
+  // The client ids are well formed (`{device}_0_0_{UTC hour}`), only the devices unknown.
+  const std::string suffix = "_0_0_" + UtcHour();
   FloodResult result;
   const auto start = Clock::now();
-  std::array<epoll_event, 256> events{};
-  const auto close_fd = [&](int fd) {
-    epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nullptr);
-    close(fd);
-    pending.erase(fd);
-    ++result.finished;
-  };
-  while (!stop()) {
-    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    while (static_cast<double>(result.started) < per_second * elapsed &&
-           static_cast<int>(pending.size()) < window) {
-      const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-      if (fd < 0) {
-        break;
+  {
+    FloodConnections connections(epoll, result);
+    std::array<epoll_event, 256> events{};
+    while (!stop()) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      while (static_cast<double>(result.started) < per_second * elapsed &&
+             static_cast<int>(connections.size()) < window) {
+        const int fd = StartConnect(source, target);
+        if (fd < 0) {
+          break;
+        }
+        // A device id in the platform's format (product_node) that no registry holds.
+        const std::string id = prefix + std::to_string(result.started);
+        connections.Add(
+            fd, ConnectPacket(
+                    {.client_id = id + suffix, .username = id, .password = std::string(64, '0')}));
       }
-      const int one = 1;
-      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      // Close without TIME_WAIT: tens of thousands of connects a minute from one address
-      // would otherwise run out of local ports.
-      const linger no_linger{.l_onoff = 1, .l_linger = 0};
-      setsockopt(fd, SOL_SOCKET, SO_LINGER, &no_linger, sizeof(no_linger));
-      if (bind(fd, reinterpret_cast<const sockaddr*>(&source), sizeof(source)) != 0 ||
-          (connect(fd, reinterpret_cast<const sockaddr*>(&target), sizeof(target)) != 0 &&
-           errno != EINPROGRESS)) {
-        close(fd);
-        break;
-      }
-      // A device id in the platform's format (product_node) that no registry holds.
-      const std::string id = prefix + std::to_string(result.started);
-      pending[fd].unsent = ConnectPacket({.client_id = id + "_0_0_" + ts.data(),
-                                          .username = id,
-                                          .password = std::string(64, '0')});
-      epoll_event event{};
-      event.events = EPOLLOUT;
-      event.data.fd = fd;
-      epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event);
-      ++result.started;
-    }
-    const int ready = epoll_wait(epoll, events.data(), static_cast<int>(events.size()), 1);
-    for (int i = 0; i < ready; ++i) {
-      const epoll_event& event = events[static_cast<size_t>(i)];
-      const int fd = event.data.fd;
-      auto it = pending.find(fd);
-      if (it == pending.end()) {
-        continue;
-      }
-      if ((event.events & (EPOLLERR | EPOLLHUP)) != 0) {
-        close_fd(fd);
-      } else if ((event.events & EPOLLOUT) != 0 && !it->second.unsent.empty()) {
-        const ssize_t n = write(fd, it->second.unsent.data(), it->second.unsent.size());
-        if (n < 0 && errno != EAGAIN) {
-          close_fd(fd);
-          continue;
-        }
-        it->second.unsent.erase(0, n < 0 ? 0 : static_cast<size_t>(n));
-        if (it->second.unsent.empty()) {
-          epoll_event in{};
-          in.events = EPOLLIN;
-          in.data.fd = fd;
-          epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &in);
-        }
-      } else if ((event.events & EPOLLIN) != 0) {
-        std::array<char, 64> buffer{};
-        const ssize_t n = read(fd, buffer.data(), buffer.size());
-        if (n < 0 && errno == EAGAIN) {
-          continue;
-        }
-        if (n >= static_cast<ssize_t>(kConnackSize) && buffer[0] == 0x20 && buffer[3] == 0) {
-          ++result.accepted;
-        }
-        close_fd(fd);
+      const int ready = epoll_wait(epoll, events.data(), static_cast<int>(events.size()), 1);
+      for (int i = 0; i < ready; ++i) {
+        connections.OnEvent(events[static_cast<size_t>(i)]);
       }
     }
-  }
-  for (const auto& [fd, unused] : pending) {
-    close(fd);
   }
   close(epoll);
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();

@@ -58,6 +58,7 @@ std::string Hour() {
 bool WriteDevices(iot::common::RedisClient& client, const iot::common::SecretBox& box,
                   const std::vector<std::string>& ids) {
   std::vector<std::vector<std::string>> commands;
+  commands.reserve(ids.size());
   for (const auto& id : ids) {
     commands.push_back({"HSET", "tm:dev:" + id, "tenant_id", "t", "product_id", "bench", "node_id",
                         id, "frozen", "0", "secret", box.Seal("secret-" + id, id), "version", "1"});
@@ -68,6 +69,7 @@ bool WriteDevices(iot::common::RedisClient& client, const iot::common::SecretBox
 
 std::vector<std::string> DeviceIds(const std::string& prefix, int count) {
   std::vector<std::string> ids;
+  ids.reserve(static_cast<size_t>(std::max(count, 0)));
   for (int i = 0; i < count; ++i) {
     ids.push_back(fmt::format("{}_d{}", prefix, i));
   }

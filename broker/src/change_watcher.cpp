@@ -102,61 +102,97 @@ void ChangeWatcher::Run() {
   }
 }
 
-bool ChangeWatcher::Session() {
-  ContextPtr context(
-      redisConnectWithTimeout(redis_.host.c_str(), redis_.port, ToTimeval(timeout_)));
+namespace {
+
+/// A connection subscribed to kChannel, or null (AUTH failures are logged).
+ContextPtr Subscribe(const common::Url& redis, std::chrono::milliseconds timeout,
+                     const ChangeWatcher::Callbacks& callbacks) {
+  ContextPtr context(redisConnectWithTimeout(redis.host.c_str(), redis.port, ToTimeval(timeout)));
   if (!context || context->err != 0) {
-    return false;
+    return nullptr;
   }
-  redisSetTimeout(context.get(), ToTimeval(timeout_));
+  redisSetTimeout(context.get(), ToTimeval(timeout));
   redisEnableKeepAlive(context.get());
-  if (!redis_.password.empty()) {
+  if (!redis.password.empty()) {
     std::vector<std::string> auth{"AUTH"};
-    if (!redis_.user.empty()) {
-      auth.push_back(redis_.user);
+    if (!redis.user.empty()) {
+      auth.push_back(redis.user);
     }
-    auth.push_back(redis_.password);
+    auth.push_back(redis.password);
     const ReplyPtr reply = Call(context.get(), auth);
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
-      callbacks_.log(true, fmt::format("{} subscriber: Redis AUTH failed", kChannel));
+      callbacks.log(true, fmt::format("{} subscriber: Redis AUTH failed", ChangeWatcher::kChannel));
+      return nullptr;
+    }
+  }
+  const ReplyPtr reply = Call(context.get(), {"SUBSCRIBE", ChangeWatcher::kChannel});
+  if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+    return nullptr;
+  }
+  return context;
+}
+
+/// Sends a PING; false when the connection failed.
+bool Ping(redisContext* context) {
+  int done = 0;
+  redisAppendCommand(context, "PING");
+  while (done == 0) {
+    if (redisBufferWrite(context, &done) != REDIS_OK) {
       return false;
     }
   }
-  {
-    const ReplyPtr reply = Call(context.get(), {"SUBSCRIBE", kChannel});
-    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
-      return false;
-    }
+  return true;
+}
+
+}  // namespace
+
+bool ChangeWatcher::Session() {
+  const ContextPtr context = Subscribe(redis_, timeout_, callbacks_);
+  if (!context) {
+    return false;
   }
   callbacks_.log(false, fmt::format("{} subscriber: subscribed", kChannel));
   callbacks_.on_subscription(true);
   // Changes made while we were not subscribed were missed.
   callbacks_.on_resync(true);
+  Listen(context.get());
+  return true;
+}
+
+bool ChangeWatcher::HandleReplies(redisContext* context) {
+  bool any = false;
+  void* raw = nullptr;
+  while (redisGetReplyFromReader(context, &raw) == REDIS_OK && raw != nullptr) {
+    const ReplyPtr reply(static_cast<redisReply*>(raw));
+    raw = nullptr;
+    any = true;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        std::string_view(reply->element[0]->str, reply->element[0]->len) == "message" &&
+        reply->element[2]->type == REDIS_REPLY_STRING) {
+      Handle(std::string(reply->element[2]->str, reply->element[2]->len));
+    }
+  }
+  return any;
+}
+
+void ChangeWatcher::Listen(redisContext* context) {
   auto now = std::chrono::steady_clock::now();
   auto next_resync = now + resync_interval_;
   auto next_ping = now + kHeartbeat;
   auto last_reply = now;
 
   while (true) {
-    void* raw = nullptr;
-    while (redisGetReplyFromReader(context.get(), &raw) == REDIS_OK && raw != nullptr) {
-      const ReplyPtr reply(static_cast<redisReply*>(raw));
-      raw = nullptr;
+    if (HandleReplies(context)) {
       last_reply = std::chrono::steady_clock::now();
-      if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
-          reply->element[0]->type == REDIS_REPLY_STRING &&
-          std::string_view(reply->element[0]->str, reply->element[0]->len) == "message" &&
-          reply->element[2]->type == REDIS_REPLY_STRING) {
-        Handle(std::string(reply->element[2]->str, reply->element[2]->len));
-      }
     }
     if (context->err != 0) {
-      return true;
+      return;
     }
     {
       std::lock_guard lock(mutex_);
       if (stopping_) {
-        return true;
+        return;
       }
     }
     now = std::chrono::steady_clock::now();
@@ -170,29 +206,23 @@ bool ChangeWatcher::Session() {
       callbacks_.log(
           true, fmt::format("{} subscriber: no answer from Redis for {} ms; reconnecting", kChannel,
                             kHeartbeatTimeout.count()));
-      return true;
+      return;
     }
     if (now >= next_ping) {
-      int done = 0;
-      redisAppendCommand(context.get(), "PING");
-      while (done == 0) {
-        if (redisBufferWrite(context.get(), &done) != REDIS_OK) {
-          return true;
-        }
+      if (!Ping(context)) {
+        return;
       }
       next_ping = now + kHeartbeat;
     }
     pollfd fd{.fd = context->fd, .events = POLLIN, .revents = 0};
     const int ready = poll(&fd, 1, static_cast<int>(kPollSlice.count()));
     if (ready < 0 && errno != EINTR) {
-      return true;
+      return;
     }
-    if (ready > 0) {
-      if (redisBufferRead(context.get()) != REDIS_OK) {
-        callbacks_.log(true, fmt::format("{} subscriber: connection lost ({}); reconnecting",
-                                         kChannel, context->errstr));
-        return true;
-      }
+    if (ready > 0 && redisBufferRead(context) != REDIS_OK) {
+      callbacks_.log(true, fmt::format("{} subscriber: connection lost ({}); reconnecting",
+                                       kChannel, context->errstr));
+      return;
     }
   }
 }

@@ -11,6 +11,8 @@
 
 #include "iot/common/url.h"
 
+struct redisContext;
+
 namespace iot::broker {
 
 class ChangeWatcher {
@@ -48,7 +50,12 @@ class ChangeWatcher {
  private:
   void Run();
   /// One connection: subscribe, then read until an error or Stop(). True if it subscribed.
+  /// One subscribed connection, until it fails or Stop(); false when it could not subscribe.
   bool Session();
+  /// Handles the messages until the connection fails, goes silent or Stop().
+  void Listen(redisContext* context);
+  /// Handles the replies read; true when there was any.
+  bool HandleReplies(redisContext* context);
   /// Waits `delay` or until Stop(); false when stopping.
   bool Sleep(std::chrono::milliseconds delay);
   void Handle(const std::string& payload);

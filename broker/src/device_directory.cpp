@@ -25,7 +25,7 @@ DeviceDirectory::DeviceDirectory(std::unique_ptr<common::RedisClient> redis,
     : redis_(std::move(redis)),
       background_owned_(std::move(background)),
       background_(background_owned_ ? *background_owned_ : *redis_),
-      options_(options),
+      options_(std::move(options)),
       clock_(clock ? std::move(clock) : Clock([] { return std::chrono::steady_clock::now(); })) {}
 
 std::optional<DeviceRecord> DeviceDirectory::ParseRecord(const common::RedisReply& reply) {

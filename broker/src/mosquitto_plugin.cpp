@@ -381,14 +381,70 @@ void Unregister(PluginState& state) {
   }
 }
 
-int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* options,
-         int option_count) {
+std::vector<std::pair<std::string, std::string>> OptionPairs(const mosquitto_opt* options,
+                                                             int option_count) {
   std::vector<std::pair<std::string, std::string>> pairs;
+  pairs.reserve(static_cast<size_t>(std::max(option_count, 0)));
   for (int i = 0; i < option_count; ++i) {
     pairs.emplace_back(options[i].key == nullptr ? "" : options[i].key,
                        options[i].value == nullptr ? "" : options[i].value);
   }
-  auto config = ParsePluginConfig(pairs, [](const char* name) { return std::getenv(name); });
+  return pairs;
+}
+
+std::shared_ptr<DeviceDirectory> NewDirectory(
+    const PluginConfig& config, const common::SecretBox& box,
+    std::unique_ptr<common::RedisClient> redis,
+    std::unique_ptr<common::RedisClient> background_redis) {
+  return std::make_shared<DeviceDirectory>(
+      std::move(redis), std::move(background_redis),
+      DeviceDirectory::Options{
+          .capacity = config.cache_size,
+          .ttl = config.cache_ttl,
+          .unknown_capacity = config.unknown_cache_size,
+          .unknown_ttl = config.unknown_cache_ttl,
+          .max_stale = config.cache_max_stale,
+          .open_secret = [opener = box](const std::string& sealed, const std::string& device_id)
+              -> std::optional<std::string> {
+            auto secret = opener.Open(sealed, device_id);
+            return secret.ok() ? std::optional<std::string>(*std::move(secret)) : std::nullopt;
+          }});
+}
+
+std::unique_ptr<ChangeWatcher> NewWatcher(common::Url url, std::chrono::milliseconds timeout,
+                                          std::chrono::milliseconds recheck, AuthPlugin* plugin,
+                                          MosquittoBroker* broker) {
+  return std::make_unique<ChangeWatcher>(
+      std::move(url), timeout, recheck,
+      ChangeWatcher::Callbacks{
+          .on_device_change = [plugin](const std::string& id) { plugin->OnDeviceChanged(id); },
+          .on_subscription = [plugin](bool live) { plugin->OnSubscription(live); },
+          .on_resync = [plugin](bool subscribed) { plugin->Resync(subscribed); },
+          .log =
+              [broker](bool error, const std::string& message) {
+                broker->Log(error ? LogLevel::kWarning : LogLevel::kInfo, message);
+              }});
+}
+
+/// Registers every callback of kCallbacks; on a failure unregisters them and returns its code.
+int RegisterCallbacks(mosquitto_plugin_id_t* identifier, PluginState& state) {
+  for (const auto& registration : kCallbacks) {
+    const int rc = mosquitto_callback_register(identifier, registration.event,
+                                               registration.callback, nullptr, &state);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      WriteLog(LogLevel::kError, fmt::format("cannot register callback for event {}: error {}",
+                                             registration.event, rc));
+      Unregister(state);
+      return rc;
+    }
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* options,
+         int option_count) {
+  auto config = ParsePluginConfig(OptionPairs(options, option_count),
+                                  [](const char* name) { return std::getenv(name); });
   if (!config.ok()) {
     WriteLog(LogLevel::kError, fmt::format("invalid configuration, not starting: {}",
                                            std::string(config.status().message())));
@@ -417,47 +473,17 @@ int Init(mosquitto_plugin_id_t* identifier, void** userdata, mosquitto_opt* opti
   state->identifier = identifier;
   spdlog::set_default_logger(
       std::make_shared<spdlog::logger>("iot_auth", std::make_shared<BrokerSink>(state->broker)));
-  state->directory = std::make_shared<DeviceDirectory>(
-      *std::move(redis), *std::move(background_redis),
-      DeviceDirectory::Options{
-          .capacity = config->cache_size,
-          .ttl = config->cache_ttl,
-          .unknown_capacity = config->unknown_cache_size,
-          .unknown_ttl = config->unknown_cache_ttl,
-          .max_stale = config->cache_max_stale,
-          .open_secret = [opener = *box](const std::string& sealed, const std::string& device_id)
-              -> std::optional<std::string> {
-            auto secret = opener.Open(sealed, device_id);
-            return secret.ok() ? std::optional<std::string>(*std::move(secret)) : std::nullopt;
-          }});
+  state->directory = NewDirectory(*config, *box, *std::move(redis), *std::move(background_redis));
   const std::string description = DescribeConfig(*config);
   const bool no_service_accounts = config->service_accounts.empty();
   const auto timeout = config->redis_timeout;
   const auto recheck = config->recheck_interval;
   state->plugin = std::make_unique<AuthPlugin>(*std::move(config), *std::move(box),
                                                state->directory, state->broker);
-  AuthPlugin* plugin = state->plugin.get();
-  MosquittoBroker* broker = &state->broker;
-  state->watcher = std::make_unique<ChangeWatcher>(
-      *std::move(url), timeout, recheck,
-      ChangeWatcher::Callbacks{
-          .on_device_change = [plugin](const std::string& id) { plugin->OnDeviceChanged(id); },
-          .on_subscription = [plugin](bool live) { plugin->OnSubscription(live); },
-          .on_resync = [plugin](bool subscribed) { plugin->Resync(subscribed); },
-          .log =
-              [broker](bool error, const std::string& message) {
-                broker->Log(error ? LogLevel::kWarning : LogLevel::kInfo, message);
-              }});
-
-  for (const auto& registration : kCallbacks) {
-    const int rc = mosquitto_callback_register(identifier, registration.event,
-                                               registration.callback, nullptr, state.get());
-    if (rc != MOSQ_ERR_SUCCESS) {
-      WriteLog(LogLevel::kError, fmt::format("cannot register callback for event {}: error {}",
-                                             registration.event, rc));
-      Unregister(*state);
-      return rc;
-    }
+  state->watcher =
+      NewWatcher(*std::move(url), timeout, recheck, state->plugin.get(), &state->broker);
+  if (const int rc = RegisterCallbacks(identifier, *state); rc != MOSQ_ERR_SUCCESS) {
+    return rc;
   }
   state->watcher->Start();
   WriteLog(LogLevel::kInfo, fmt::format("started: {}", description));

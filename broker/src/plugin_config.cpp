@@ -91,15 +91,12 @@ absl::StatusOr<std::vector<ServiceAccount>> ParseServiceAccounts(std::string_vie
   return accounts;
 }
 
-absl::StatusOr<PluginConfig> ParsePluginConfig(
-    const std::vector<std::pair<std::string, std::string>>& options,
-    const std::function<const char*(const char*)>& getenv) {
-  PluginConfig config;
-  std::string secret_key_env;
-  std::string service_accounts_text;
-  std::string service_accounts_env;
-  bool has_secret_key = false;
-  using std::chrono::milliseconds;
+namespace {
+
+using NumericSetters = std::map<std::string, std::function<absl::Status(int64_t)>, std::less<>>;
+
+/// The numeric options, each with what stores its value in `config`.
+NumericSetters NumericOptions(PluginConfig& config) {
   const auto size = [](size_t& out) {
     return [&out](int64_t v) {
       out = static_cast<size_t>(v);
@@ -118,7 +115,7 @@ absl::StatusOr<PluginConfig> ParsePluginConfig(
       return absl::OkStatus();
     };
   };
-  const std::map<std::string, std::function<absl::Status(int64_t)>, std::less<>> numeric = {
+  return {
       {"cache_ttl_ms", duration(config.cache_ttl)},
       {"cache_size", size(config.cache_size)},
       {"cache_max_stale_ms", duration(config.cache_max_stale)},
@@ -140,19 +137,31 @@ absl::StatusOr<PluginConfig> ParsePluginConfig(
          return absl::OkStatus();
        }},
   };
+}
 
+/// What the options say about values that come from elsewhere (the environment).
+struct Indirect {
+  bool has_secret_key = false;
+  std::string secret_key_env;
+  std::string service_accounts_text;
+  std::string service_accounts_env;
+};
+
+absl::Status ReadOptions(const std::vector<std::pair<std::string, std::string>>& options,
+                         PluginConfig& config, Indirect& indirect) {
+  const NumericSetters numeric = NumericOptions(config);
   for (const auto& [key, value] : options) {
     if (key == "redis_url") {
       config.redis_url = value;
     } else if (key == "secret_key") {
       config.secret_key = value;
-      has_secret_key = true;
+      indirect.has_secret_key = true;
     } else if (key == "secret_key_env") {
-      secret_key_env = value;
+      indirect.secret_key_env = value;
     } else if (key == "service_accounts") {
-      service_accounts_text += " " + value;
+      indirect.service_accounts_text += " " + value;
     } else if (key == "service_accounts_env") {
-      service_accounts_env = value;
+      indirect.service_accounts_env = value;
     } else if (const auto setter = numeric.find(key); setter != numeric.end()) {
       auto number = ParsePositive(key, value);
       if (!number.ok()) {
@@ -165,6 +174,43 @@ absl::StatusOr<PluginConfig> ParsePluginConfig(
       return OptionError(key, "unknown option");
     }
   }
+  return absl::OkStatus();
+}
+
+/// The secret key from secret_key, else from the environment variable secret_key_env names.
+absl::Status ResolveSecretKey(const Indirect& indirect,
+                              const std::function<const char*(const char*)>& getenv,
+                              PluginConfig& config) {
+  if (!indirect.has_secret_key) {
+    if (indirect.secret_key_env.empty()) {
+      return OptionError("secret_key_env",
+                         "required (or plugin_opt_secret_key): the environment variable holding "
+                         "IOT_SECRET_KEY");
+    }
+    const char* value = getenv(indirect.secret_key_env.c_str());
+    if (value == nullptr || *value == '\0') {
+      return OptionError("secret_key_env", fmt::format("environment variable {} is not set",
+                                                       indirect.secret_key_env));
+    }
+    config.secret_key = value;
+  }
+  if (auto box = common::SecretBox::FromKeyText(config.secret_key); !box.ok()) {
+    return OptionError(indirect.has_secret_key ? "secret_key" : "secret_key_env",
+                       "not a 32-byte key (64 hex characters or base64)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PluginConfig> ParsePluginConfig(
+    const std::vector<std::pair<std::string, std::string>>& options,
+    const std::function<const char*(const char*)>& getenv) {
+  PluginConfig config;
+  Indirect indirect;
+  if (absl::Status read = ReadOptions(options, config, indirect); !read.ok()) {
+    return read;
+  }
 
   if (config.redis_url.empty()) {
     return OptionError("redis_url", "required (redis://host:port/db)");
@@ -174,26 +220,13 @@ absl::StatusOr<PluginConfig> ParsePluginConfig(
         "redis_url", fmt::format("'{}' is not a redis:// URL", common::MaskUrl(config.redis_url)));
   }
 
-  if (!has_secret_key) {
-    if (secret_key_env.empty()) {
-      return OptionError("secret_key_env",
-                         "required (or plugin_opt_secret_key): the environment variable holding "
-                         "IOT_SECRET_KEY");
-    }
-    const char* value = getenv(secret_key_env.c_str());
-    if (value == nullptr || *value == '\0') {
-      return OptionError("secret_key_env",
-                         fmt::format("environment variable {} is not set", secret_key_env));
-    }
-    config.secret_key = value;
-  }
-  if (auto box = common::SecretBox::FromKeyText(config.secret_key); !box.ok()) {
-    return OptionError(has_secret_key ? "secret_key" : "secret_key_env",
-                       "not a 32-byte key (64 hex characters or base64)");
+  if (absl::Status secret = ResolveSecretKey(indirect, getenv, config); !secret.ok()) {
+    return secret;
   }
 
-  if (!service_accounts_env.empty()) {
-    const char* value = getenv(service_accounts_env.c_str());
+  std::string service_accounts_text = indirect.service_accounts_text;
+  if (!indirect.service_accounts_env.empty()) {
+    const char* value = getenv(indirect.service_accounts_env.c_str());
     if (value != nullptr) {
       service_accounts_text += " ";
       service_accounts_text += value;

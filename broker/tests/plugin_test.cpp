@@ -83,6 +83,57 @@ std::string ReadFile(const std::filesystem::path& path) {
   return out.str();
 }
 
+/// Topics device p1_a may not publish on: the internal topics (uplink partitions, its own and
+/// p1_b's, presence, downlink, results, the partition count) and its own down-topics (a device
+/// cannot command itself).
+std::vector<std::string> InternalTopicsOfA() {
+  return {std::string("$iot/down/p1_b/sys/commands/request_id=1"),
+          std::string("$iot/presence/p1_b"),
+          std::string("$iot/presence/p1_a"),
+          std::string("$iot/down-result/p1_b"),
+          std::string("$iot/config/uplink_partitions"),
+          Up("p1_a", "sys/properties/report"),
+          Up("p1_b", "sys/properties/report"),
+          Up("p1_a", "user/custom"),
+          "iot/presence/" + std::to_string(broker::UplinkPartition("p1_b", kPartitions)) + "/p1_b",
+          std::string("iot/up/0/p1_a/sys/messages/up"),
+          std::string("$oc/devices/p1_a"),
+          std::string("$oc/devices/p1_a/sys/messages/down"),
+          std::string("$oc/devices/p1_a/sys/properties/set/request_id=1")};
+}
+
+/// Subscriptions device p1_a is refused: p1_b's topics, wildcards over devices, internal topics.
+std::vector<const char*> FiltersRefusedToA() {
+  return {"$oc/devices/p1_b/sys/#",
+          "$oc/devices/+/sys/#",
+          "#",
+          "$oc/devices/#",
+          "$iot/#",
+          "$iot/presence/+",
+          "$share/g/$oc/devices/p1_b/sys/#",
+          "iot/up/#",
+          "iot/up/+/p1_b/sys/#",
+          "iot/up/+/p1_a/#",
+          "iot/presence/+/+",
+          "$share/g/iot/up/+/+/sys/#",
+          "iot/#",
+          "$iot/config/uplink_partitions",
+          "+/#",
+          "+/up/#",
+          "+/+/+/+/sys/#",
+          "iot/+/+/p1_a/#",
+          "$iot/down/p1_a/#",
+          "$iot/down-result/+",
+          "$share/g/#",
+          "$share/g/$iot/#",
+          "$share/g/iot/presence/+/+",
+          "$share/g/iot/#",
+          "$share/g/$oc/devices/p1_a/#",
+          "$oc/+/p1_b/#",
+          "$oc/devices/+/user/#",
+          "$oc/devices/p1_a/../p1_b/#"};
+}
+
 class PluginTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -374,17 +425,7 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   EXPECT_EQ(a->Publish("$oc/devices/p1_b/user/custom", "forged", 1), kV5NotAuthorized);
   EXPECT_EQ(a->Publish("$oc/devices/p1_a/sys/commands/request_id=1", "forged", 1),
             kV5NotAuthorized);
-  // The internal topics: uplink partitions (its own and B's), presence, downlink, results, the
-  // partition count; and its own down-topics (a device cannot command itself).
-  for (const std::string& topic :
-       {std::string("$iot/down/p1_b/sys/commands/request_id=1"), std::string("$iot/presence/p1_b"),
-        std::string("$iot/presence/p1_a"), std::string("$iot/down-result/p1_b"),
-        std::string("$iot/config/uplink_partitions"), Up("p1_a", "sys/properties/report"),
-        Up("p1_b", "sys/properties/report"), Up("p1_a", "user/custom"),
-        "iot/presence/" + std::to_string(broker::UplinkPartition("p1_b", kPartitions)) + "/p1_b",
-        std::string("iot/up/0/p1_a/sys/messages/up"), std::string("$oc/devices/p1_a"),
-        std::string("$oc/devices/p1_a/sys/messages/down"),
-        std::string("$oc/devices/p1_a/sys/properties/set/request_id=1")}) {
+  for (const std::string& topic : InternalTopicsOfA()) {
     EXPECT_EQ(a->Publish(topic, "forged", 1), kV5NotAuthorized) << topic;
   }
   // Its own topics work; the marker arriving means the forged ones, sent before, were dropped.
@@ -396,34 +437,7 @@ TEST_F(PluginTest, DeviceCannotUseAnotherDevicesTopicsOrInternalTopics) {
   }
 
   // Subscribing to B's topics, wildcards over devices or internal topics: refused.
-  for (const char* filter : {"$oc/devices/p1_b/sys/#",
-                             "$oc/devices/+/sys/#",
-                             "#",
-                             "$oc/devices/#",
-                             "$iot/#",
-                             "$iot/presence/+",
-                             "$share/g/$oc/devices/p1_b/sys/#",
-                             "iot/up/#",
-                             "iot/up/+/p1_b/sys/#",
-                             "iot/up/+/p1_a/#",
-                             "iot/presence/+/+",
-                             "$share/g/iot/up/+/+/sys/#",
-                             "iot/#",
-                             "$iot/config/uplink_partitions",
-                             "+/#",
-                             "+/up/#",
-                             "+/+/+/+/sys/#",
-                             "iot/+/+/p1_a/#",
-                             "$iot/down/p1_a/#",
-                             "$iot/down-result/+",
-                             "$share/g/#",
-                             "$share/g/$iot/#",
-                             "$share/g/iot/presence/+/+",
-                             "$share/g/iot/#",
-                             "$share/g/$oc/devices/p1_a/#",
-                             "$oc/+/p1_b/#",
-                             "$oc/devices/+/user/#",
-                             "$oc/devices/p1_a/../p1_b/#"}) {
+  for (const char* filter : FiltersRefusedToA()) {
     EXPECT_EQ(a->Subscribe(filter, 1), kV5NotAuthorized) << filter;
   }
   EXPECT_EQ(a->Subscribe("$oc/devices/p1_a/#", 1), 1);
@@ -920,6 +934,7 @@ TEST_F(PluginTest, ReconnectReplacesTheOldConnectionInOrder) {
   ASSERT_TRUE(WaitUntil([&] { return Presence(*gateway, "p1_re").size() == 6; }, kWait));
   const auto events = Presence(*gateway, "p1_re");
   std::vector<std::string> seen;
+  seen.reserve(events.size());
   for (const auto& e : events) {
     seen.push_back(fmt::format("{} {} {}", e["event"].get<std::string>(),
                                e["client_id"].get<std::string>(), e["reason"].get<std::string>()));
@@ -1528,6 +1543,107 @@ class AlinkTest : public ProjectionTest {
         .password = password};
   }
 
+  struct BadIdentity {
+    std::string name;
+    TestClient::Options options;
+    std::string reason;  ///< in the refusal's log line
+  };
+
+  /// Connects the plugin refuses, each for its reason; the devices are those of
+  /// RefusesEveryBadIdentityAndCountsTheRefusals.
+  std::vector<BadIdentity> BadIdentities() {
+    const auto good = LinkSdk4("a1Pk", "ok", "good");
+    auto with = [&](const std::function<void(TestClient::Options&)>& change) {
+      auto options = good;
+      change(options);
+      return options;
+    };
+    const std::string params = "|timestamp=2524608000000,securemode=3,signmethod=hmacsha256|";
+    return {
+        {"no '|' after the parameters",
+         with([](auto& o) { o.client_id = "a1Pk.ok|timestamp=2524608000000,securemode=3"; }),
+         "needs a '|' before and after"},
+        {"empty cid", with([&](auto& o) { o.client_id = params; }), "empty <cid>"},
+        {"unknown signmethod", with([](auto& o) {
+           o.client_id = "a1Pk.ok|timestamp=2524608000000,signmethod=hmacsha512|";
+         }),
+         "signmethod 'hmacsha512'"},
+        {"securemode=-2 (token login)",
+         with([](auto& o) { o.client_id = "a1Pk.ok|securemode=-2,signmethod=hmacsha256|"; }),
+         "securemode=-2 (token login after dynamic registration) is not supported"},
+        {"dynamic registration", with([](auto& o) {
+           o.client_id = "a1Pk.ok|securemode=2,authType=register,random=1,signmethod=hmacsha256|";
+         }),
+         "authType=register (dynamic registration) is not supported"},
+        {"username without '&'", with([](auto& o) { o.username = "ok"; }),
+         "username is not {deviceName}&{productKey}"},
+        {"'/' in the deviceName", with([](auto& o) { o.username = "o/k&a1Pk"; }),
+         "deviceName (before '&') must be"},
+        {"'+' in the productKey", with([](auto& o) { o.username = "ok&a1+Pk"; }),
+         "productKey (after '&') must be"},
+        {"unknown productKey", LinkSdk4("a1Other", "ok", "good"), "unknown device"},
+        {"unknown deviceName", LinkSdk4("a1Pk", "nobody", "good"), "unknown device"},
+        {"wrong signature", LinkSdk4("a1Pk", "ok", "bad"), "bad password"},
+        {"signature of no algorithm's length",
+         with([](auto& o) { o.password = o.password->substr(0, 50); }), "bad password"},
+        {"signature over another timestamp", with([](auto& o) {
+           o.client_id = "a1Pk.ok|timestamp=2524608000001,securemode=3,signmethod=hmacsha256|";
+         }),
+         "bad password"},
+        {"no password", with([](auto& o) { o.password.reset(); }), "no password"},
+        {"frozen", LinkSdk4("a1Pk", "frozen", "good"), "device is frozen"},
+        {"deleted", LinkSdk4("a1Pk", "gone", "good"), "unknown device"},
+        {"an IoTDA device in the Alink form", LinkSdk4("p1", "huawei", "good"),
+         "device is not of the alink dialect"},
+        {"an Alink device in the IoTDA form", Device("a1Pk_ok", "good"),
+         "device is of the alink dialect"},
+        {"the other reading of an ambiguous device id", LinkSdk4("a1Pk_x", "y", "good"),
+         "device 'a1Pk_x_y' is productKey 'a1Pk', deviceName 'x_y'"},
+    };
+  }
+
+  /// Adds up the connect-guard lines of `text` (each line once): refusals, the Alink-form ones.
+  static void CountGuardLines(const std::string& text, const std::regex& guard, int& refused,
+                              int& alink) {
+    std::set<std::string> lines;
+    refused = 0;
+    alink = 0;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), guard);
+         it != std::sregex_iterator(); ++it) {
+      if (lines.insert(it->str()).second) {
+        refused += std::stoi((*it)[2].str());
+        alink += std::stoi((*it)[3].str());
+      }
+    }
+  }
+
+  /// One of the down-results for `device_id` the gateway got has `status`.
+  static bool AnyDownResult(TestClient& gateway, const std::string& device_id,
+                            const std::string& status) {
+    for (const auto& m : gateway.messages_on("$iot/down-result/" + device_id)) {
+      if (Json::parse(m.payload)["status"] == status) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /// Downlink to the disconnected a1Pk_link4 is refused and its down-result says offline.
+  static void ExpectOfflineReported(TestClient& gateway) {
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          return gateway.Publish("$iot/down/a1Pk_link4/alink/sys/a1Pk/link4/rrpc/request/9", "{}",
+                                 1) == kV5NotAuthorized;
+        },
+        kWait));
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          const auto results = gateway.messages_on("$iot/down-result/a1Pk_link4");
+          return Json::parse(results.back().payload)["status"] == "offline";
+        },
+        kWait));
+  }
+
   /// Where the plugin delivers the device's uplink on `topic` (an Alibaba topic).
   static std::string AlinkUp(const std::string& device_id, const std::string& topic) {
     return fmt::format("iot/up/{}/{}/alink{}", broker::UplinkPartition(device_id, kPartitions),
@@ -1655,16 +1771,7 @@ TEST_F(AlinkTest, LinkSdk4DeviceSignsUpperCaseWithTheFixedTimestampAndGetsDownli
   }
   EXPECT_EQ(gateway->Publish("$iot/down/a1Pk_link4/sys/messages/down", "iotda", 1),
             kV5NotAuthorized);
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        for (const auto& m : gateway->messages_on("$iot/down-result/a1Pk_link4")) {
-          if (Json::parse(m.payload)["status"] == "error") {
-            return true;
-          }
-        }
-        return false;
-      },
-      kWait));
+  ASSERT_TRUE(WaitUntil([&] { return AnyDownResult(*gateway, "a1Pk_link4", "error"); }, kWait));
   EXPECT_THAT(BrokerLog(), HasSubstr("not a topic of device 'a1Pk_link4' (alink dialect)"));
   // A last good one: once it is in, any of the refused ones would be too.
   EXPECT_LT(gateway->Publish("$iot/down/a1Pk_link4/alink/a1Pk/link4/user/last", "last", 1), 0x80);
@@ -1675,18 +1782,7 @@ TEST_F(AlinkTest, LinkSdk4DeviceSignsUpperCaseWithTheFixedTimestampAndGetsDownli
 
   // Offline: the gateway is told.
   device->Disconnect();
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        return gateway->Publish("$iot/down/a1Pk_link4/alink/sys/a1Pk/link4/rrpc/request/9", "{}",
-                                1) == kV5NotAuthorized;
-      },
-      kWait));
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        const auto results = gateway->messages_on("$iot/down-result/a1Pk_link4");
-        return Json::parse(results.back().payload)["status"] == "offline";
-      },
-      kWait));
+  ExpectOfflineReported(*gateway);
 }
 
 TEST_F(AlinkTest, SubscribedNodeSdkDeviceGetsEachDownlinkOnce) {
@@ -1873,59 +1969,8 @@ TEST_F(AlinkTest, RefusesEveryBadIdentityAndCountsTheRefusals) {
          common::SecretBox::FromKeyText(kSecretKey)->Seal("good", "a1Pk_x_y"), "dialect", "alink",
          "version", "1"});
 
-  struct Case {
-    std::string name;
-    TestClient::Options options;
-    std::string reason;  ///< in the refusal's log line
-  };
   const auto good = LinkSdk4("a1Pk", "ok", "good");
-  auto with = [&](const std::function<void(TestClient::Options&)>& change) {
-    auto options = good;
-    change(options);
-    return options;
-  };
-  const std::string params = "|timestamp=2524608000000,securemode=3,signmethod=hmacsha256|";
-  std::vector<Case> cases = {
-      {"no '|' after the parameters",
-       with([](auto& o) { o.client_id = "a1Pk.ok|timestamp=2524608000000,securemode=3"; }),
-       "needs a '|' before and after"},
-      {"empty cid", with([&](auto& o) { o.client_id = params; }), "empty <cid>"},
-      {"unknown signmethod", with([](auto& o) {
-         o.client_id = "a1Pk.ok|timestamp=2524608000000,signmethod=hmacsha512|";
-       }),
-       "signmethod 'hmacsha512'"},
-      {"securemode=-2 (token login)",
-       with([](auto& o) { o.client_id = "a1Pk.ok|securemode=-2,signmethod=hmacsha256|"; }),
-       "securemode=-2 (token login after dynamic registration) is not supported"},
-      {"dynamic registration", with([](auto& o) {
-         o.client_id = "a1Pk.ok|securemode=2,authType=register,random=1,signmethod=hmacsha256|";
-       }),
-       "authType=register (dynamic registration) is not supported"},
-      {"username without '&'", with([](auto& o) { o.username = "ok"; }),
-       "username is not {deviceName}&{productKey}"},
-      {"'/' in the deviceName", with([](auto& o) { o.username = "o/k&a1Pk"; }),
-       "deviceName (before '&') must be"},
-      {"'+' in the productKey", with([](auto& o) { o.username = "ok&a1+Pk"; }),
-       "productKey (after '&') must be"},
-      {"unknown productKey", LinkSdk4("a1Other", "ok", "good"), "unknown device"},
-      {"unknown deviceName", LinkSdk4("a1Pk", "nobody", "good"), "unknown device"},
-      {"wrong signature", LinkSdk4("a1Pk", "ok", "bad"), "bad password"},
-      {"signature of no algorithm's length",
-       with([](auto& o) { o.password = o.password->substr(0, 50); }), "bad password"},
-      {"signature over another timestamp", with([](auto& o) {
-         o.client_id = "a1Pk.ok|timestamp=2524608000001,securemode=3,signmethod=hmacsha256|";
-       }),
-       "bad password"},
-      {"no password", with([](auto& o) { o.password.reset(); }), "no password"},
-      {"frozen", LinkSdk4("a1Pk", "frozen", "good"), "device is frozen"},
-      {"deleted", LinkSdk4("a1Pk", "gone", "good"), "unknown device"},
-      {"an IoTDA device in the Alink form", LinkSdk4("p1", "huawei", "good"),
-       "device is not of the alink dialect"},
-      {"an Alink device in the IoTDA form", Device("a1Pk_ok", "good"),
-       "device is of the alink dialect"},
-      {"the other reading of an ambiguous device id", LinkSdk4("a1Pk_x", "y", "good"),
-       "device 'a1Pk_x_y' is productKey 'a1Pk', deviceName 'x_y'"},
-  };
+  const std::vector<BadIdentity> cases = BadIdentities();
   int alink_form = 0;
   for (const auto& c : cases) {
     EXPECT_EQ(TryConnect(c.options), kV311NotAuthorized) << c.name;
@@ -1949,17 +1994,7 @@ TEST_F(AlinkTest, RefusesEveryBadIdentityAndCountsTheRefusals) {
   int alink = 0;
   EXPECT_TRUE(WaitUntil(
       [&] {
-        const std::string text = BrokerLog();
-        std::set<std::string> lines;  // each line once
-        refused = 0;
-        alink = 0;
-        for (auto it = std::sregex_iterator(text.begin(), text.end(), guard);
-             it != std::sregex_iterator(); ++it) {
-          if (lines.insert(it->str()).second) {
-            refused += std::stoi((*it)[2].str());
-            alink += std::stoi((*it)[3].str());
-          }
-        }
+        CountGuardLines(BrokerLog(), guard, refused, alink);
         return refused == static_cast<int>(cases.size()) && alink == alink_form;
       },
       kWait))
