@@ -455,6 +455,7 @@ TEST(BatcherTest, ConcurrentCallersShareBatchesAndGetTheirOwnResults) {
           sizes.push_back(items.size());
         }
         std::vector<int> out;
+        out.reserve(items.size());
         for (const int i : items) {
           out.push_back(i * 10);
         }
@@ -463,6 +464,7 @@ TEST(BatcherTest, ConcurrentCallersShareBatchesAndGetTheirOwnResults) {
       },
       4);
   std::vector<std::thread> callers;
+  callers.reserve(8);
   std::atomic<int> wrong{0};
   for (int c = 0; c < 8; ++c) {
     callers.emplace_back([&, c] {

@@ -173,6 +173,7 @@ std::vector<absl::Status> PgRequestStore::InsertMany(const std::vector<NewReques
   }
   // One bad request (a taken id) fails the statement: each on its own says which.
   std::vector<absl::Status> out;
+  out.reserve(requests.size());
   for (const NewRequest& r : requests) {
     out.push_back(InsertMany({r}).front());
   }
@@ -263,6 +264,7 @@ std::vector<absl::StatusOr<std::optional<Completion>>> PgRequestStore::CompleteM
   if (!rows.ok() && responses.size() > 1) {
     // A deadlock with another replica's batch, say: each on its own.
     std::vector<Result> out;
+    out.reserve(responses.size());
     for (const ResponseRecord& r : responses) {
       out.push_back(CompleteMany({r}).front());
     }

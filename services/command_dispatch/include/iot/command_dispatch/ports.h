@@ -65,6 +65,7 @@ class RequestStore {
   /// calls' group commit). One status per request, in order.
   virtual std::vector<absl::Status> InsertMany(const std::vector<NewRequest>& requests) {
     std::vector<absl::Status> out;
+    out.reserve(requests.size());
     for (const NewRequest& r : requests) {
       out.push_back(Insert(r.record, r.expire_in, r.deadline_in));
     }
@@ -75,6 +76,7 @@ class RequestStore {
   virtual std::vector<absl::StatusOr<std::optional<Completion>>> CompleteMany(
       const std::vector<ResponseRecord>& responses) {
     std::vector<absl::StatusOr<std::optional<Completion>>> out;
+    out.reserve(responses.size());
     for (const ResponseRecord& r : responses) {
       out.push_back(Complete(r.response, r.final_status));
     }
