@@ -238,27 +238,7 @@ void PartitionOwner::Tick() {
 
   // 1. Stay a member and keep what is held.
   auto replicas = leases_->Heartbeat();
-  bool renewed_all = replicas.ok();
-  for (auto it = held_.begin(); renewed_all && it != held_.end();) {
-    auto renewed = leases_->Renew(it->first);
-    if (!renewed.ok()) {
-      renewed_all = false;
-      break;
-    }
-    if (!*renewed) {
-      // Another replica holds it now (this one was cut off for longer than the lease).
-      if (!it->second.draining) {
-        (void)hooks_.stop(it->first);
-      }
-      metrics_.changes.Add({{"event", "lost"}}).Increment();
-      common::LogError("uplink partition lost: its lease is held by another replica",
-                       {{"partition", it->first}});
-      it = held_.erase(it);
-      continue;
-    }
-    ++it;
-  }
-  if (!renewed_all) {
+  if (!replicas.ok() || !RenewHeld()) {
     if (!redis_failing_) {
       common::LogWarn(
           "partition leases cannot be renewed: Redis unreachable",
@@ -277,6 +257,35 @@ void PartitionOwner::Tick() {
   last_renewed_ = now;
 
   // 2. Hand over what is drained (or waited for too long).
+  ReleaseDrained(now);
+
+  // 3. Balance: ceil(partitions / live replicas) each.
+  Balance(count, *replicas);
+}
+
+bool PartitionOwner::RenewHeld() {
+  for (auto it = held_.begin(); it != held_.end();) {
+    auto renewed = leases_->Renew(it->first);
+    if (!renewed.ok()) {
+      return false;
+    }
+    if (!*renewed) {
+      // Another replica holds it now (this one was cut off for longer than the lease).
+      if (!it->second.draining) {
+        (void)hooks_.stop(it->first);
+      }
+      metrics_.changes.Add({{"event", "lost"}}).Increment();
+      common::LogError("uplink partition lost: its lease is held by another replica",
+                       {{"partition", it->first}});
+      it = held_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+  return true;
+}
+
+void PartitionOwner::ReleaseDrained(std::chrono::steady_clock::time_point now) {
   for (auto it = held_.begin(); it != held_.end();) {
     Held& held = it->second;
     if (!held.draining) {
@@ -299,8 +308,9 @@ void PartitionOwner::Tick() {
     common::LogInfo("uplink partition released", {{"partition", it->first}});
     it = held_.erase(it);
   }
+}
 
-  // 3. Balance: ceil(partitions / live replicas) each.
+void PartitionOwner::Balance(uint32_t count, size_t replicas) {
   size_t active = 0;
   for (auto& [partition, held] : held_) {
     if (!held.draining && partition >= count) {
@@ -308,7 +318,7 @@ void PartitionOwner::Tick() {
     }
     active += held.draining ? 0 : 1;
   }
-  const size_t target = count == 0 ? 0 : FairShare(count, *replicas);
+  const size_t target = count == 0 ? 0 : FairShare(count, replicas);
   for (auto it = held_.rbegin(); active > target && it != held_.rend(); ++it) {
     if (!it->second.draining) {
       HandOver(it->first, it->second);

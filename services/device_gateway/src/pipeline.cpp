@@ -101,6 +101,58 @@ struct Sent {
   bool validation_failed = false;  ///< itself a validation_failed record
 };
 
+/// Where a refused record came from (in what was sent): its device, topic and time for
+/// validation_failed.
+std::optional<Sent> FindSent(const Outputs& sent, const std::string& message_id) {
+  for (const auto& report : sent.shadow_reports.reports()) {
+    if (report.message_id() == message_id) {
+      const auto& device = report.device();
+      return Sent{
+          .device = device,
+          .topic = device.dialect() == "alink"
+                       ? fmt::format("/sys/{}/{}/thing/event/property/post", device.product_id(),
+                                     device.node_id())
+                       : fmt::format("$oc/devices/{}/sys/properties/report", device.device_id()),
+          .at_unix_ms = report.received_at_unix_ms(),
+          .validation_failed = false};
+    }
+  }
+  for (const auto& result : sent.shadow_set_results) {
+    if (result.message_id() == message_id) {
+      return Sent{.device = result.device(),
+                  .topic = fmt::format("$oc/devices/{}/sys/properties/set/response/request_id={}",
+                                       result.device().device_id(), result.request_id()),
+                  .at_unix_ms = result.received_at_unix_ms(),
+                  .validation_failed = false};
+    }
+  }
+  for (const auto& response : sent.responses.responses()) {
+    if (response.message_id() == message_id) {
+      return Sent{.device = response.device(),
+                  .topic = ResponseTopic(response),
+                  .at_unix_ms = response.received_at_unix_ms(),
+                  .validation_failed = false};
+    }
+  }
+  for (const auto& event : sent.presence.events()) {
+    if (event.message_id() == message_id) {
+      return Sent{.device = event.device(),
+                  .topic = "",
+                  .at_unix_ms = ParseDeviceTime(event.event_time()).value_or(NowUnixMs()),
+                  .validation_failed = false};
+    }
+  }
+  for (const auto& record : sent.records.records()) {
+    if (record.message_id() == message_id) {
+      return Sent{.device = record.device(),
+                  .topic = record.topic(),
+                  .at_unix_ms = record.event_time_unix_ms(),
+                  .validation_failed = record.event() == "validation_failed"};
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool Retryable(absl::StatusCode code) {
@@ -301,7 +353,7 @@ absl::Status UplinkPipeline::Attempt(Target target, const std::function<absl::St
   int refusals = 0;
   while (true) {
     const auto start = Clock::now();
-    const absl::Status status = call();
+    absl::Status status = call();
     metrics_.call_duration.Add({{"target", name}}, common::LatencyBuckets())
         .Observe(std::chrono::duration<double>(Clock::now() - start).count());
     if (status.ok()) {
@@ -588,56 +640,6 @@ bool UplinkPipeline::Refused(Owner owner, const Outputs& sent, const Rejections&
   if (rejected.empty()) {
     return true;
   }
-  // Where each refused record came from: its device, topic and time for validation_failed.
-  const auto find = [&](const std::string& message_id) -> std::optional<Sent> {
-    for (const auto& report : sent.shadow_reports.reports()) {
-      if (report.message_id() == message_id) {
-        const auto& device = report.device();
-        return Sent{
-            .device = device,
-            .topic = device.dialect() == "alink"
-                         ? fmt::format("/sys/{}/{}/thing/event/property/post", device.product_id(),
-                                       device.node_id())
-                         : fmt::format("$oc/devices/{}/sys/properties/report", device.device_id()),
-            .at_unix_ms = report.received_at_unix_ms(),
-            .validation_failed = false};
-      }
-    }
-    for (const auto& result : sent.shadow_set_results) {
-      if (result.message_id() == message_id) {
-        return Sent{.device = result.device(),
-                    .topic = fmt::format("$oc/devices/{}/sys/properties/set/response/request_id={}",
-                                         result.device().device_id(), result.request_id()),
-                    .at_unix_ms = result.received_at_unix_ms(),
-                    .validation_failed = false};
-      }
-    }
-    for (const auto& response : sent.responses.responses()) {
-      if (response.message_id() == message_id) {
-        return Sent{.device = response.device(),
-                    .topic = ResponseTopic(response),
-                    .at_unix_ms = response.received_at_unix_ms(),
-                    .validation_failed = false};
-      }
-    }
-    for (const auto& event : sent.presence.events()) {
-      if (event.message_id() == message_id) {
-        return Sent{.device = event.device(),
-                    .topic = "",
-                    .at_unix_ms = ParseDeviceTime(event.event_time()).value_or(NowUnixMs()),
-                    .validation_failed = false};
-      }
-    }
-    for (const auto& record : sent.records.records()) {
-      if (record.message_id() == message_id) {
-        return Sent{.device = record.device(),
-                    .topic = record.topic(),
-                    .at_unix_ms = record.event_time_unix_ms(),
-                    .validation_failed = record.event() == "validation_failed"};
-      }
-    }
-    return std::nullopt;
-  };
   Outputs derived;
   for (const auto& record : rejected) {
     metrics_.Rejected(record.reason());
@@ -648,7 +650,7 @@ bool UplinkPipeline::Refused(Owner owner, const Outputs& sent, const Rejections&
                                                  {"reason", record.reason()},
                                                  {"detail", record.detail()}});
     }
-    const auto origin = find(record.message_id());
+    const auto origin = FindSent(sent, record.message_id());
     // A refused validation_failed record is not answered with another one.
     if (origin && !origin->validation_failed) {
       processor_.OwnerRejected(origin->device, OwnerName(owner), record, origin->topic,

@@ -385,6 +385,27 @@ UplinkProcessor::ReportOutcome UplinkProcessor::HandOnReport(
   return outcome;
 }
 
+namespace {
+
+/// The $time_sync service's time_sync_response to a time_sync_request event.
+void ReplyTimeSync(const std::string& device_id, const Json& body, const Json& paras,
+                   int64_t received_at_unix_ms, Outputs& out) {
+  Json reply_paras = {{"server_recv_time", received_at_unix_ms}, {"server_send_time", NowUnixMs()}};
+  if (paras.is_object() && paras.contains("device_send_time")) {
+    reply_paras["device_send_time"] = paras["device_send_time"];
+  }
+  const Json reply = {{"object_device_id", body.value("object_device_id", Json(device_id))},
+                      {"services",
+                       {{{"service_id", "$time_sync"},
+                         {"event_type", "time_sync_response"},
+                         {"event_time", CompactUtc(NowUnixMs())},
+                         {"paras", reply_paras}}}}};
+  out.replies.push_back({.device_topic = DownlinkTopic(DownlinkKind::kEventDown, device_id, ""),
+                         .payload = Dump(reply)});
+}
+
+}  // namespace
+
 void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& message,
                               Outputs& out) const {
   auto parsed = ParseStructured(device, message, out);
@@ -422,21 +443,7 @@ void UplinkProcessor::EventUp(const DeviceInfo& device, const UplinkMessage& mes
     if (service_id.starts_with('$')) {
       // IoTDA system services ($time_sync, $sdk_info, $ota, $log, ...): not in product models.
       if (service_id == "$time_sync" && event_type == "time_sync_request") {
-        Json reply_paras = {{"server_recv_time", message.received_at_unix_ms},
-                            {"server_send_time", NowUnixMs()}};
-        if (paras.is_object() && paras.contains("device_send_time")) {
-          reply_paras["device_send_time"] = paras["device_send_time"];
-        }
-        const Json reply = {
-            {"object_device_id", body.value("object_device_id", Json(device.device_id))},
-            {"services",
-             {{{"service_id", "$time_sync"},
-               {"event_type", "time_sync_response"},
-               {"event_time", CompactUtc(NowUnixMs())},
-               {"paras", reply_paras}}}}};
-        out.replies.push_back(
-            {.device_topic = DownlinkTopic(DownlinkKind::kEventDown, device.device_id, ""),
-             .payload = Dump(reply)});
+        ReplyTimeSync(device.device_id, body, paras, message.received_at_unix_ms, out);
       }
     } else {
       const auto result = device.validator->ValidateEvent(service_id, event_type, paras);

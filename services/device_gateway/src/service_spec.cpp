@@ -48,10 +48,10 @@ int64_t ReceivedAt(const common::MqttDelivery& m) {
 
 /// The handler of one partition's consumer: presence and device uplink into the pipeline, each
 /// acknowledged to the broker once the pipeline finished it. Never blocks.
-common::MqttConsumer::Handler UplinkHandler(std::shared_ptr<UplinkPipeline> pipeline,
-                                            std::shared_ptr<GatewayMetrics> metrics,
+common::MqttConsumer::Handler UplinkHandler(const std::shared_ptr<UplinkPipeline>& pipeline,
+                                            const std::shared_ptr<GatewayMetrics>& metrics,
                                             const UplinkLimits& limits,
-                                            std::weak_ptr<common::MqttConsumer> consumer) {
+                                            const std::weak_ptr<common::MqttConsumer>& consumer) {
   auto intake = std::make_shared<Intake>(
       Intake{.limits = limits, .rate_limiter = RateLimiter(limits.rate_per_second)});
   return [pipeline, metrics, intake, consumer](common::MqttDelivery&& m) {
@@ -93,6 +93,118 @@ common::MqttConsumer::Handler UplinkHandler(std::shared_ptr<UplinkPipeline> pipe
     metrics->Accepted(UplinkKindName(message.kind));
     pipeline->Submit(std::move(message), std::move(ack));
   };
+}
+
+UplinkLimits LimitsFrom(const nlohmann::json& s, size_t max_json_depth) {
+  return {.max_payload_bytes = s["max_payload_bytes"].get<size_t>(),
+          .max_report_bytes = s["max_report_bytes"].get<size_t>(),
+          .rate_per_second = s["rate_limit"].get<double>(),
+          .max_json_depth = max_json_depth,
+          .max_topic_bytes = s["max_topic_bytes"].get<size_t>(),
+          .max_topic_levels = s["max_topic_levels"].get<size_t>(),
+          .max_id_bytes = s["max_id_bytes"].get<size_t>(),
+          .max_services = s["max_services"].get<size_t>(),
+          .max_properties = s["max_properties"].get<size_t>(),
+          .max_name_bytes = s["max_name_bytes"].get<size_t>(),
+          .max_string_bytes = s["max_string_bytes"].get<size_t>()};
+}
+
+/// Uplink: one persistent session per partition this replica holds (partitions.h).
+std::shared_ptr<PartitionSessions> MakeSessions(const common::ServiceContext& context,
+                                                std::shared_ptr<UplinkPipeline> pipeline,
+                                                std::shared_ptr<GatewayMetrics> metrics,
+                                                const UplinkLimits& limits,
+                                                std::chrono::seconds drain_timeout) {
+  const auto& s = context.settings;
+  const auto& backend = context.backend;
+  auto expiry = std::chrono::duration_cast<std::chrono::seconds>(backend.mqtt_session_expiry);
+  if (expiry.count() <= 0) {
+    common::LogWarn(
+        "IOT_DEVICE_GATEWAY_MQTT_SESSION_EXPIRY is 0: uplink partition sessions stay persistent "
+        "(24h), or the broker would drop a partition's messages while it changes hands");
+    expiry = std::chrono::hours(24);
+  }
+  const auto keepalive = s["mqtt_keepalive_s"].get<int64_t>();
+  if (keepalive < 5 || keepalive > 65535) {
+    throw common::ConfigError("IOT_DEVICE_GATEWAY_MQTT_KEEPALIVE: between 5s and 65535s");
+  }
+  return std::make_shared<PartitionSessions>(
+      common::MqttConsumerOptions{
+          .url = backend.mqtt_url,
+          .client_id = {},
+          .username = backend.mqtt_username,
+          .password = backend.mqtt_password,
+          .session_expiry_seconds = static_cast<uint32_t>(expiry.count()),
+          .keepalive_seconds = static_cast<uint16_t>(keepalive),
+          .receive_maximum = static_cast<uint16_t>(s["receive_maximum"].get<int>()),
+          .subscriptions = {},
+          .tls_ca_file = backend.mqtt_ca_file},
+      s["share_group"],
+      [pipeline = std::move(pipeline), metrics = std::move(metrics), limits](
+          uint32_t, const std::weak_ptr<common::MqttConsumer>& consumer) {
+        return UplinkHandler(pipeline, metrics, limits, consumer);
+      },
+      drain_timeout);
+}
+
+std::shared_ptr<PartitionOwner> MakeOwner(const common::ServiceContext& context,
+                                          const std::shared_ptr<PartitionSessions>& sessions,
+                                          PartitionMetrics& partition_metrics,
+                                          std::chrono::seconds drain_timeout) {
+  const auto& s = context.settings;
+  const std::chrono::milliseconds lease(s["partition_lease_ms"].get<int64_t>());
+  if (lease < std::chrono::milliseconds(300)) {
+    throw common::ConfigError("IOT_DEVICE_GATEWAY_PARTITION_LEASE: at least 300ms");
+  }
+  return std::make_shared<PartitionOwner>(
+      PartitionOwner::Options{.tick = lease / 4, .drain_timeout = drain_timeout},
+      std::make_unique<PartitionLeases>(
+          context.redis, s["share_group"],
+          fmt::format("{}-{}-{:x}", context.backend.mqtt_client_id, ::getpid(), NowUnixMs()),
+          lease),
+      // The hooks keep the sessions alive as long as the owner.
+      PartitionHooks{.start = [sessions](uint32_t p) { sessions->hooks().start(p); },
+                     .stop = [sessions](uint32_t p) { return sessions->hooks().stop(p); }},
+      partition_metrics);
+}
+
+/// The control connection: the broker's partition count and its dropped-message count.
+void WatchBroker(const common::ServiceContext& context, std::weak_ptr<PartitionOwner> weak_owner,
+                 std::shared_ptr<GatewayMetrics> metrics) {
+  for (const std::string_view topic : {kPartitionsTopic, kBrokerDroppedTopic}) {
+    if (absl::Status st = context.mqtt->Subscribe(std::string(topic), 1); !st.ok()) {
+      throw common::ConfigError("subscribe " + std::string(topic) + ": " +
+                                std::string(st.message()));
+    }
+  }
+  auto broker_dropped = std::make_shared<double>(0);
+  context.mqtt->SetMessageHandler([weak_owner = std::move(weak_owner), metrics = std::move(metrics),
+                                   broker_dropped](const common::MqttMessage& m) {
+    if (m.topic == kPartitionsTopic) {
+      const auto held = weak_owner.lock();
+      if (held == nullptr) {
+        return;  // shutting down
+      }
+      if (const auto count = ParsePartitionCount(m.payload)) {
+        held->SetPartitionCount(*count);
+      } else {
+        common::LogError("malformed uplink partition count from the broker",
+                         {{"payload", m.payload}});
+      }
+      return;
+    }
+    if (m.topic == kBrokerDroppedTopic) {
+      const double dropped = std::strtod(m.payload.c_str(), nullptr);
+      metrics->broker_dropped.Set(dropped);
+      if (dropped > *broker_dropped) {
+        common::LogError(
+            "the broker dropped messages at its queue limits (max_queued_messages / "
+            "max_queued_bytes): device data was lost",
+            {{"dropped_total", dropped}});
+      }
+      *broker_dropped = dropped;
+    }
+  });
 }
 
 }  // namespace
@@ -150,17 +262,7 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
 
 void Wire(common::ServiceContext& context) {
   const auto& s = context.settings;
-  const UplinkLimits limits{.max_payload_bytes = s["max_payload_bytes"].get<size_t>(),
-                            .max_report_bytes = s["max_report_bytes"].get<size_t>(),
-                            .rate_per_second = s["rate_limit"].get<double>(),
-                            .max_json_depth = context.server.json.max_depth,
-                            .max_topic_bytes = s["max_topic_bytes"].get<size_t>(),
-                            .max_topic_levels = s["max_topic_levels"].get<size_t>(),
-                            .max_id_bytes = s["max_id_bytes"].get<size_t>(),
-                            .max_services = s["max_services"].get<size_t>(),
-                            .max_properties = s["max_properties"].get<size_t>(),
-                            .max_name_bytes = s["max_name_bytes"].get<size_t>(),
-                            .max_string_bytes = s["max_string_bytes"].get<size_t>()};
+  const UplinkLimits limits = LimitsFrom(s, context.server.json.max_depth);
   const std::string service_key = s["service_api_key"];
   auto metrics = std::make_shared<GatewayMetrics>(context.host.metrics());
   auto devices =
@@ -202,90 +304,14 @@ void Wire(common::ServiceContext& context) {
       std::make_shared<common::RedisKeyResolver>(context.redis));
   context.host.AddService(MakeDownlinkHandler(downlink, auth));
 
-  // Uplink: one persistent session per partition this replica holds (partitions.h).
-  const auto& backend = context.backend;
-  auto expiry = std::chrono::duration_cast<std::chrono::seconds>(backend.mqtt_session_expiry);
-  if (expiry.count() <= 0) {
-    common::LogWarn(
-        "IOT_DEVICE_GATEWAY_MQTT_SESSION_EXPIRY is 0: uplink partition sessions stay persistent "
-        "(24h), or the broker would drop a partition's messages while it changes hands");
-    expiry = std::chrono::hours(24);
-  }
-  const auto keepalive = s["mqtt_keepalive_s"].get<int64_t>();
-  if (keepalive < 5 || keepalive > 65535) {
-    throw common::ConfigError("IOT_DEVICE_GATEWAY_MQTT_KEEPALIVE: between 5s and 65535s");
-  }
   const auto drain_timeout = std::chrono::seconds(60);
-  auto sessions = std::make_shared<PartitionSessions>(
-      common::MqttConsumerOptions{
-          .url = backend.mqtt_url,
-          .client_id = {},
-          .username = backend.mqtt_username,
-          .password = backend.mqtt_password,
-          .session_expiry_seconds = static_cast<uint32_t>(expiry.count()),
-          .keepalive_seconds = static_cast<uint16_t>(keepalive),
-          .receive_maximum = static_cast<uint16_t>(s["receive_maximum"].get<int>()),
-          .subscriptions = {},
-          .tls_ca_file = backend.mqtt_ca_file},
-      s["share_group"],
-      [pipeline, metrics, limits](uint32_t, std::weak_ptr<common::MqttConsumer> consumer) {
-        return UplinkHandler(pipeline, metrics, limits, std::move(consumer));
-      },
-      drain_timeout);
+  auto sessions = MakeSessions(context, pipeline, metrics, limits, drain_timeout);
   auto partition_metrics = std::make_shared<PartitionMetrics>(context.host.metrics());
-  const std::chrono::milliseconds lease(s["partition_lease_ms"].get<int64_t>());
-  if (lease < std::chrono::milliseconds(300)) {
-    throw common::ConfigError("IOT_DEVICE_GATEWAY_PARTITION_LEASE: at least 300ms");
-  }
-  auto owner = std::make_shared<PartitionOwner>(
-      PartitionOwner::Options{.tick = lease / 4, .drain_timeout = drain_timeout},
-      std::make_unique<PartitionLeases>(
-          context.redis, s["share_group"],
-          fmt::format("{}-{}-{:x}", backend.mqtt_client_id, ::getpid(), NowUnixMs()), lease),
-      // The hooks keep the sessions alive as long as the owner.
-      PartitionHooks{.start = [sessions](uint32_t p) { sessions->hooks().start(p); },
-                     .stop = [sessions](uint32_t p) { return sessions->hooks().stop(p); }},
-      *partition_metrics);
-
-  // The control connection: the broker's partition count and its dropped-message count.
-  for (const std::string_view topic : {kPartitionsTopic, kBrokerDroppedTopic}) {
-    if (absl::Status st = context.mqtt->Subscribe(std::string(topic), 1); !st.ok()) {
-      throw common::ConfigError("subscribe " + std::string(topic) + ": " +
-                                std::string(st.message()));
-    }
-  }
-  auto broker_dropped = std::make_shared<double>(0);
+  auto owner = MakeOwner(context, sessions, *partition_metrics, drain_timeout);
   // The owner is held weakly: it holds (through the sessions, the pipeline and the publisher)
   // this MQTT connection, whose handler this is — a strong capture would be a reference cycle
   // that keeps all of it alive past exit (LeakSanitizer's report, docs/security.md).
-  std::weak_ptr<PartitionOwner> weak_owner = owner;
-  context.mqtt->SetMessageHandler(
-      [weak_owner, metrics, broker_dropped](const common::MqttMessage& m) {
-        if (m.topic == kPartitionsTopic) {
-          const auto held = weak_owner.lock();
-          if (held == nullptr) {
-            return;  // shutting down
-          }
-          if (const auto count = ParsePartitionCount(m.payload)) {
-            held->SetPartitionCount(*count);
-          } else {
-            common::LogError("malformed uplink partition count from the broker",
-                             {{"payload", m.payload}});
-          }
-          return;
-        }
-        if (m.topic == kBrokerDroppedTopic) {
-          const double dropped = std::strtod(m.payload.c_str(), nullptr);
-          metrics->broker_dropped.Set(dropped);
-          if (dropped > *broker_dropped) {
-            common::LogError(
-                "the broker dropped messages at its queue limits (max_queued_messages / "
-                "max_queued_bytes): device data was lost",
-                {{"dropped_total", dropped}});
-          }
-          *broker_dropped = dropped;
-        }
-      });
+  WatchBroker(context, owner, metrics);
   owner->Start();
   context.host.AddDependency("uplink partitions", [owner, sessions]() -> absl::Status {
     if (!owner->settled()) {

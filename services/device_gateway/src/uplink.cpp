@@ -82,6 +82,66 @@ std::string TruncatedTopic(std::string_view topic, size_t max_bytes) {
   return std::string(topic.substr(0, max_bytes)) + "...";
 }
 
+/// Names the device of `device_topic` in `rejected` when the topic does (the rejection is
+/// forwarded to its applications) and checks the topic's limits: false when refused.
+bool AdmitDeviceTopic(const std::string& device_topic, const UplinkLimits& limits,
+                      RejectedUplink& rejected) {
+  // A device id over the limit names nobody (the broker only admits registered ids, so it is
+  // not one of ours either).
+  const std::string_view rest = std::string_view(device_topic).substr(12);  // "$oc/devices/"
+  const std::string_view named = rest.substr(0, rest.find('/'));
+  if (named.size() > limits.max_id_bytes) {
+    rejected.topic = TruncatedTopic(device_topic, limits.max_topic_bytes);
+    rejected.reason = RejectReason::kTooLong;
+    rejected.detail = fmt::format("device id of {} bytes exceeds the limit of {}", named.size(),
+                                  limits.max_id_bytes);
+    return false;
+  }
+  if (named.size() < rest.size()) {
+    rejected.device_id = std::string(named);
+  }
+  if (auto violation = TopicLimitViolation(device_topic, limits)) {
+    rejected.topic = TruncatedTopic(device_topic, limits.max_topic_bytes);
+    rejected.reason = RejectReason::kTooLong;
+    rejected.detail = *std::move(violation);
+    return false;
+  }
+  return true;
+}
+
+/// The payload's size limit (reports may have a lower one) and the device's rate: false when
+/// refused.
+bool AdmitSizeAndRate(const UplinkTopic& parsed, const std::optional<AlinkTopic>& alink,
+                      size_t payload_size, const UplinkLimits& limits, RateLimiter& rate_limiter,
+                      int64_t received_at_unix_ms, RejectedUplink& rejected) {
+  const bool report = parsed.kind == UplinkKind::kPropertiesReport ||
+                      parsed.kind == UplinkKind::kGatewayPropertiesReport ||
+                      (alink && IsAlinkReport(alink->function));
+  const size_t limit = report ? std::min(limits.max_report_bytes, limits.max_payload_bytes)
+                              : limits.max_payload_bytes;
+  if (payload_size > limit) {
+    rejected.reason = RejectReason::kTooLarge;
+    rejected.detail =
+        fmt::format("payload of {} bytes exceeds the limit of {}", payload_size, limit);
+    return false;
+  }
+  const bool response = parsed.kind == UplinkKind::kCommandResponse ||
+                        parsed.kind == UplinkKind::kPropertiesSetResponse ||
+                        parsed.kind == UplinkKind::kPropertiesGetResponse ||
+                        (alink && IsAlinkResponse(alink->function));
+  // Responses count in a bucket of their own, keyed apart from the device's messages.
+  const std::string response_key =
+      response ? std::string(parsed.device_id) + "\x1fresponses" : std::string();
+  const auto age =
+      std::chrono::milliseconds(std::max<int64_t>(0, NowUnixMs() - received_at_unix_ms));
+  if (!rate_limiter.Allow(response ? std::string_view(response_key) : parsed.device_id, age)) {
+    rejected.reason = RejectReason::kRateLimited;
+    rejected.detail = fmt::format("over {} messages/s", limits.rate_per_second);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_topic,
@@ -101,25 +161,7 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
     return rejected;
   }
   rejected.topic = *device_topic;
-  // Name the device when the topic does: the rejection is forwarded to its applications. A
-  // device id over the limit names nobody (the broker only admits registered ids, so it is not
-  // one of ours either).
-  const std::string_view rest = std::string_view(*device_topic).substr(12);  // "$oc/devices/"
-  const std::string_view named = rest.substr(0, rest.find('/'));
-  if (named.size() > limits.max_id_bytes) {
-    rejected.topic = TruncatedTopic(*device_topic, limits.max_topic_bytes);
-    rejected.reason = RejectReason::kTooLong;
-    rejected.detail = fmt::format("device id of {} bytes exceeds the limit of {}", named.size(),
-                                  limits.max_id_bytes);
-    return rejected;
-  }
-  if (named.size() < rest.size()) {
-    rejected.device_id = std::string(named);
-  }
-  if (auto violation = TopicLimitViolation(*device_topic, limits)) {
-    rejected.topic = TruncatedTopic(*device_topic, limits.max_topic_bytes);
-    rejected.reason = RejectReason::kTooLong;
-    rejected.detail = *std::move(violation);
+  if (!AdmitDeviceTopic(*device_topic, limits, rejected)) {
     return rejected;
   }
   auto parsed = ParseUplinkTopic(*device_topic);
@@ -145,29 +187,8 @@ std::variant<UplinkMessage, RejectedUplink> AdmitUplink(std::string_view relay_t
                                   parsed->request_id.size(), limits.max_id_bytes);
     return rejected;
   }
-  const bool report = parsed->kind == UplinkKind::kPropertiesReport ||
-                      parsed->kind == UplinkKind::kGatewayPropertiesReport ||
-                      (alink && IsAlinkReport(alink->function));
-  const size_t limit = report ? std::min(limits.max_report_bytes, limits.max_payload_bytes)
-                              : limits.max_payload_bytes;
-  if (payload.size() > limit) {
-    rejected.reason = RejectReason::kTooLarge;
-    rejected.detail =
-        fmt::format("payload of {} bytes exceeds the limit of {}", payload.size(), limit);
-    return rejected;
-  }
-  const bool response = parsed->kind == UplinkKind::kCommandResponse ||
-                        parsed->kind == UplinkKind::kPropertiesSetResponse ||
-                        parsed->kind == UplinkKind::kPropertiesGetResponse ||
-                        (alink && IsAlinkResponse(alink->function));
-  // Responses count in a bucket of their own, keyed apart from the device's messages.
-  const std::string response_key =
-      response ? std::string(parsed->device_id) + "\x1fresponses" : std::string();
-  const auto age =
-      std::chrono::milliseconds(std::max<int64_t>(0, NowUnixMs() - received_at_unix_ms));
-  if (!rate_limiter.Allow(response ? std::string_view(response_key) : parsed->device_id, age)) {
-    rejected.reason = RejectReason::kRateLimited;
-    rejected.detail = fmt::format("over {} messages/s", limits.rate_per_second);
+  if (!AdmitSizeAndRate(*parsed, alink, payload.size(), limits, rate_limiter, received_at_unix_ms,
+                        rejected)) {
     return rejected;
   }
   if (parsed->kind == UplinkKind::kGatewayPropertiesReport) {

@@ -311,7 +311,8 @@ TEST_F(ProcessorTest, PayloadsOverALimitAreRefusedWholeAndCounted) {
   const auto nested = [](int levels) {
     std::string text = "0";
     for (int i = 0; i < levels; ++i) {
-      text = "[" + text + "]";
+      text.insert(0, 1, '[');
+      text.push_back(']');
     }
     return text;
   };
@@ -615,6 +616,7 @@ TEST_F(PipelineTest, SubmitNeverBlocksAndAMessageIsAcknowledgedOnlyOnceEveryOwne
   owners_->Block(false);
   ASSERT_TRUE(WaitUntil([&] { return Acked().size() == 50; }, seconds(5)));
   std::vector<std::string> expected;
+  expected.reserve(50);
   for (int i = 0; i < 50; ++i) {
     expected.push_back(std::to_string(i));
   }
@@ -719,7 +721,7 @@ TEST_F(PipelineTest, AnOwnerThatHangsDoesNotHoldUpTheOthers) {
 TEST_F(PipelineTest, LargeBatchesGoInPartsInOrder) {
   // Eight messages of 900 KB of one device in one batch: over the 3 MiB a call may carry, they
   // go in parts (a gRPC server would refuse the whole with RESOURCE_EXHAUSTED for ever).
-  auto pipeline = Start(/*capacity=*/100, /*batch=*/100);
+  auto pipeline = Start(/*batch=*/100, /*owner_batches=*/100);
   owners_->Block(true);
   for (int i = 0; i < 8; ++i) {
     ASSERT_TRUE(pipeline->Submit(
@@ -818,6 +820,7 @@ TEST_F(PipelineTest, AcknowledgementsWaitForEarlierBatchesEvenWhenLaterOnesFinis
 TEST_F(PipelineTest, ARecordAnOwnerRefusesIsCountedForwardedAsValidationFailedAndNotRetried) {
   auto pipeline = Start(/*batch=*/10);
   std::vector<UplinkMessage> reports;
+  reports.reserve(5);
   for (int i = 0; i < 5; ++i) {
     reports.push_back(Report(i % 2 == 0 ? "p1_a" : "p1_b", i));
   }
@@ -856,6 +859,7 @@ TEST_F(PipelineTest, APoisonRecordGoesToTheDeadLettersAndTheRestOfTheShardMovesO
   dead_letters_->unavailable = 2;  // PostgreSQL hiccups: the dead letter is retried, not lost
   auto pipeline = Start(/*batch=*/8);
   std::vector<UplinkMessage> messages;
+  messages.reserve(8);
   for (int i = 0; i < 8; ++i) {
     messages.push_back(
         Message(UplinkKind::kMessageUp, i % 2 == 0 ? "p1_a" : "p1_b", std::to_string(i)));

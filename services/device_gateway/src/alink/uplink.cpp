@@ -33,6 +33,13 @@ std::string ShadowTopic(const DeviceInfo& device) {
                           fmt::format("/shadow/get/{}/{}", device.product_id, device.node_id));
 }
 
+/// Answers a shadow update with an error (`code` and `text`).
+void AnswerShadowError(const DeviceInfo& device, int64_t now, std::string_view code,
+                       std::string_view text, Outputs& out) {
+  out.after_handoff.push_back({.device_topic = ShadowTopic(device),
+                               .payload = AlinkShadowAnswer(std::nullopt, now, code, text).dump()});
+}
+
 /// The response kind and request id of a device's answer to a platform request.
 UplinkKind ResponseKind(AlinkFunction function) {
   switch (function) {
@@ -55,6 +62,58 @@ Json ResultOf(int code, const Json& document) {
     out["result_desc"] = "success";
   }
   return out;
+}
+
+/// What an Alink property or event post carries.
+struct AlinkPosted {
+  AlinkReport report;
+  std::vector<std::tuple<std::string, Json, std::optional<int64_t>>> events;
+  std::vector<std::string> event_errors;  ///< events of a batch post without {value, time}
+};
+
+/// Reads the `params` of a post into `posted`, or says why they are not what `topic`'s
+/// function takes.
+std::optional<std::string> ReadAlinkPost(const thing_model::CompiledModel& model,
+                                         const AlinkTopic& topic, const Json& params,
+                                         AlinkPosted& posted) {
+  switch (topic.function) {
+    case AlinkFunction::kPropertyPost:
+      if (!params.is_object()) {
+        return "params: must be an object of properties";
+      }
+      posted.report = AlinkPropertyReport(model, params);
+      return std::nullopt;
+    case AlinkFunction::kPropertyBatchPost: {
+      if (!params.is_object()) {
+        return "params: must be an object with properties and events";
+      }
+      const Json properties = params.value("properties", Json::object());
+      const Json events = params.value("events", Json::object());
+      if (!properties.is_object() || !events.is_object()) {
+        return "params.properties and params.events: must be objects";
+      }
+      posted.report = AlinkBatchReport(model, properties);
+      for (const auto& [identifier, values] : events.items()) {
+        for (auto& [value, time] :
+             AlinkBatchItems(values, "params.events." + identifier, posted.event_errors)) {
+          posted.events.emplace_back(identifier, std::move(value), time);
+        }
+      }
+      return std::nullopt;
+    }
+    default: {  // kEventPost: params are the event's output, plain or as {value, time}
+      std::optional<int64_t> time;
+      Json paras = params;
+      if (IsAlinkTimedValue(paras)) {
+        if (paras.contains("time")) {
+          time = AlinkTime(paras["time"]);
+        }
+        paras = Json(paras["value"]);
+      }
+      posted.events.emplace_back(std::string(topic.identifier), std::move(paras), time);
+      return std::nullopt;
+    }
+  }
 }
 
 }  // namespace
@@ -118,56 +177,16 @@ void UplinkProcessor::AlinkPost(const DeviceInfo& device, const UplinkMessage& m
     return;
   }
   const AlinkRequest request = ReadAlinkRequest(*parsed);
-  const auto invalid = [&](std::string detail) {
-    Reject(device, message.message_id, RejectReason::kMalformed, message.topic, detail,
+  AlinkPosted posted;
+  if (const auto detail = ReadAlinkPost(device.validator->model(), topic, request.params, posted)) {
+    Reject(device, message.message_id, RejectReason::kMalformed, message.topic, *detail,
            message.received_at_unix_ms, out);
-    Answer(device, topic, request.id, request.ack, kAlinkInvalidParams, detail, out);
-  };
-  const thing_model::CompiledModel& model = device.validator->model();
-  AlinkReport report;
-  std::vector<std::tuple<std::string, Json, std::optional<int64_t>>> events;
-  std::vector<std::string> event_errors;  ///< events of a batch post without {value, time}
-  switch (topic.function) {
-    case AlinkFunction::kPropertyPost:
-      if (!request.params.is_object()) {
-        invalid("params: must be an object of properties");
-        return;
-      }
-      report = AlinkPropertyReport(model, request.params);
-      break;
-    case AlinkFunction::kPropertyBatchPost: {
-      if (!request.params.is_object()) {
-        invalid("params: must be an object with properties and events");
-        return;
-      }
-      const Json properties = request.params.value("properties", Json::object());
-      const Json posted = request.params.value("events", Json::object());
-      if (!properties.is_object() || !posted.is_object()) {
-        invalid("params.properties and params.events: must be objects");
-        return;
-      }
-      report = AlinkBatchReport(model, properties);
-      for (const auto& [identifier, values] : posted.items()) {
-        for (auto& [value, time] :
-             AlinkBatchItems(values, "params.events." + identifier, event_errors)) {
-          events.emplace_back(identifier, std::move(value), time);
-        }
-      }
-      break;
-    }
-    default: {  // kEventPost: params are the event's output, plain or as {value, time}
-      std::optional<int64_t> time;
-      Json paras = request.params;
-      if (IsAlinkTimedValue(paras)) {
-        if (paras.contains("time")) {
-          time = AlinkTime(paras["time"]);
-        }
-        paras = Json(paras["value"]);
-      }
-      events.emplace_back(std::string(topic.identifier), std::move(paras), time);
-      break;
-    }
+    Answer(device, topic, request.id, request.ack, kAlinkInvalidParams, *detail, out);
+    return;
   }
+  const AlinkReport& report = posted.report;
+  const auto& events = posted.events;
+  const auto& event_errors = posted.event_errors;
   std::vector<std::string> errors;
   if (!report.report_json.empty()) {
     const auto outcome = HandOnReport(
@@ -264,22 +283,17 @@ std::vector<std::string> UplinkProcessor::AlinkEvents(
 void UplinkProcessor::AlinkShadow(const DeviceInfo& device, const UplinkMessage& message,
                                   Outputs& out) const {
   const int64_t now = NowUnixMs();
-  const auto answer_error = [&](std::string_view code, std::string_view text) {
-    out.after_handoff.push_back(
-        {.device_topic = ShadowTopic(device),
-         .payload = AlinkShadowAnswer(std::nullopt, now, code, text).dump()});
-  };
   std::string refusal;
   const auto parsed = ParseStructured(device, message, out, &refusal);
   if (!parsed) {
-    answer_error("400", refusal);
+    AnswerShadowError(device, now, "400", refusal, out);
     return;
   }
   const Json& document = *parsed;
   const auto malformed = [&](std::string_view code, std::string_view detail) {
     Reject(device, message.message_id, RejectReason::kMalformed, message.topic, detail,
            message.received_at_unix_ms, out);
-    answer_error(code, detail);
+    AnswerShadowError(device, now, code, detail, out);
   };
   if (!document.is_object() || !document.contains("method") || !document["method"].is_string()) {
     malformed("401", "a shadow message needs a method");
@@ -305,13 +319,25 @@ void UplinkProcessor::AlinkShadow(const DeviceInfo& device, const UplinkMessage&
     // there is nothing to delete it with.
     Reject(device, message.message_id, RejectReason::kUnsupported, message.topic,
            "deleting reported shadow values is not supported", message.received_at_unix_ms, out);
-    answer_error("406", "delete is not supported: reported values change with the next update");
+    AnswerShadowError(device, now, "406",
+                      "delete is not supported: reported values change with the next update", out);
     return;
   }
   if (method != "update") {
     malformed("406", "method: must be update, get or delete");
     return;
   }
+  AlinkShadowUpdate(device, message, document, version, now, out);
+}
+
+void UplinkProcessor::AlinkShadowUpdate(const DeviceInfo& device, const UplinkMessage& message,
+                                        const Json& document, std::optional<int64_t> version,
+                                        int64_t now, Outputs& out) const {
+  const auto malformed = [&](std::string_view code, std::string_view detail) {
+    Reject(device, message.message_id, RejectReason::kMalformed, message.topic, detail,
+           message.received_at_unix_ms, out);
+    AnswerShadowError(device, now, code, detail, out);
+  };
   const auto state = document.find("state");
   if (state == document.end() || !state->is_object()) {
     malformed("402", "state: must be an object");
@@ -344,7 +370,7 @@ void UplinkProcessor::AlinkShadow(const DeviceInfo& device, const UplinkMessage&
         report.errors, out);
   }
   if (outcome.invalid > 0) {
-    answer_error("460", "invalid reported values: " + outcome.detail);
+    AnswerShadowError(device, now, "460", "invalid reported values: " + outcome.detail, out);
     return;
   }
   out.after_handoff.push_back(

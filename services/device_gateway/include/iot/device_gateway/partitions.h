@@ -144,6 +144,13 @@ class PartitionOwner {
 
   void HandOver(uint32_t partition, Held& held);
   void LoseAll(const char* why);
+  /// Renews the lease of every partition held, dropping those another replica holds now. False
+  /// when Redis failed.
+  bool RenewHeld();
+  /// Releases the partitions handed over that are drained or past the drain timeout.
+  void ReleaseDrained(std::chrono::steady_clock::time_point now);
+  /// Hands over or takes partitions for this replica's share of `count` among `replicas`.
+  void Balance(uint32_t count, size_t replicas);
   void Run();
 
   const Options options_;

@@ -122,6 +122,9 @@ class UplinkProcessor {
       const std::vector<std::tuple<std::string, nlohmann::json, std::optional<int64_t>>>& events,
       Outputs& out) const;
   void AlinkShadow(const DeviceInfo& device, const UplinkMessage& message, Outputs& out) const;
+  void AlinkShadowUpdate(const DeviceInfo& device, const UplinkMessage& message,
+                         const nlohmann::json& document, std::optional<int64_t> version,
+                         int64_t now, Outputs& out) const;
   void AlinkResponse(const DeviceInfo& device, const UplinkMessage& message,
                      const AlinkTopic& topic, Outputs& out) const;
   void AlinkNtp(const DeviceInfo& device, const UplinkMessage& message, const AlinkTopic& topic,
