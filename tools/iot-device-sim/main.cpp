@@ -108,7 +108,8 @@ void PrintSummary(const devsim::SimStats& s, double elapsed, bool json) {
             << std::flush;
 }
 
-int Run(const Options& options) {
+/// Usage errors in the options themselves.
+void CheckOptions(const Options& options) {
   if (options.devices_file.empty() == (options.create == 0)) {
     throw Failure(kExitUsage, "give either --devices-file or --create N (with --product)");
   }
@@ -123,48 +124,26 @@ int Run(const Options& options) {
                   "--mqtt-host must be a loopback address (127.x.x.x, ::1, "
                   "localhost): the simulator is for local testing");
   }
+}
 
-  // Devices from the file first: a bad file is a usage error before any server is called.
-  std::vector<devsim::DeviceCredentials> devices;
-  if (!options.devices_file.empty()) {
-    devices = devsim::ReadDevicesFile(options.devices_file);
-    if (devices.size() > static_cast<std::size_t>(kMaxDevices)) {
-      throw Failure(kExitUsage,
-                    fmt::format("{}: more than {} devices", options.devices_file, kMaxDevices));
-    }
+/// A usage error when --event names no event type of the model.
+void CheckEventType(const iot::thing_model::ProductModel& model, const std::string& event_type) {
+  if (event_type.empty()) {
+    return;
   }
+  bool found = false;
+  for (const auto& service : model.services()) {
+    found = found || service.FindEvent(event_type) != nullptr;
+  }
+  if (!found) {
+    throw Failure(kExitUsage,
+                  fmt::format("--event {}: no such event type in the model", event_type));
+  }
+}
 
-  std::optional<iot::thing_model::ProductModel> model;
-  if (!options.model_file.empty()) {
-    model = devsim::ParseModel(devsim::ReadTextFile(options.model_file, "the model file"),
-                               options.model_file);
-  }
-  std::optional<devsim::ThingModel> thing_model;
-  if (!options.product.empty() && (!model || options.create > 0)) {
-    thing_model.emplace(options.thing_model_addr,
-                        devsim::ResolveApiKey(options.api_key, options.api_key_file),
-                        options.timeout_seconds);
-  }
-  if (!model) {
-    model = thing_model->ShowProduct(options.product);
-  }
-  if (!options.sim.event_type.empty()) {
-    bool found = false;
-    for (const auto& service : model->services()) {
-      found = found || service.FindEvent(options.sim.event_type) != nullptr;
-    }
-    if (!found) {
-      throw Failure(kExitUsage, fmt::format("--event {}: no such event type in the model",
-                                            options.sim.event_type));
-    }
-  }
-  if (options.create > 0) {
-    devices = thing_model->CreateDevices(options.product, options.node_prefix, options.create);
-  }
-  if (!options.save_devices.empty()) {
-    devsim::WriteDevicesFile(options.save_devices, devices);
-  }
-
+/// Runs the devices until done, --duration, a signal or an unreachable broker; the exit code.
+int Simulate(const Options& options, iot::thing_model::ProductModel model,
+             const std::vector<devsim::DeviceCredentials>& devices) {
   std::cerr << fmt::format("iot-device-sim: {} devices, broker {}:{}, {} reports every {} s{}\n",
                            devices.size(), options.sim.host, options.sim.port,
                            options.sim.count > 0 ? std::to_string(options.sim.count) : "unlimited",
@@ -181,7 +160,7 @@ int Run(const Options& options) {
   const auto started = std::chrono::steady_clock::now();
   std::atomic<bool> stop{false};
   std::atomic<bool> done{false};
-  auto shared_model = std::make_shared<const iot::thing_model::ProductModel>(*std::move(model));
+  auto shared_model = std::make_shared<const iot::thing_model::ProductModel>(std::move(model));
   std::thread simulation([&] {
     devsim::RunSimulation(options.sim, shared_model, devices, stop, stats);
     done.store(true);
@@ -216,19 +195,44 @@ int Run(const Options& options) {
   return devsim::kExitOk;
 }
 
-}  // namespace
+int Run(const Options& options) {
+  CheckOptions(options);
+  // Devices from the file first: a bad file is a usage error before any server is called.
+  std::vector<devsim::DeviceCredentials> devices;
+  if (!options.devices_file.empty()) {
+    devices = devsim::ReadDevicesFile(options.devices_file);
+    if (devices.size() > static_cast<std::size_t>(kMaxDevices)) {
+      throw Failure(kExitUsage,
+                    fmt::format("{}: more than {} devices", options.devices_file, kMaxDevices));
+    }
+  }
 
-int main(int argc, char** argv) {
-  CLI::App app{"iot-device-sim: simulated devices speaking the platform's MQTT device protocol"};
-  app.footer(
-      "Devices come from --devices-file or are created with --create (thing-model API key from\n"
-      "--api-key, --api-key-file, IOTCTL_API_KEY or IOTCTL_API_KEY_FILE).\n"
-      "Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 thing-model or broker unreachable.");
-  app.failure_message([](const CLI::App* /*app*/, const CLI::Error& e) {
-    return "error: " + std::string(e.what()) + "\nRun with --help for the usage.\n";
-  });
+  std::optional<iot::thing_model::ProductModel> model;
+  if (!options.model_file.empty()) {
+    model = devsim::ParseModel(devsim::ReadTextFile(options.model_file, "the model file"),
+                               options.model_file);
+  }
+  std::optional<devsim::ThingModel> thing_model;
+  if (!options.product.empty() && (!model || options.create > 0)) {
+    thing_model.emplace(options.thing_model_addr,
+                        devsim::ResolveApiKey(options.api_key, options.api_key_file),
+                        options.timeout_seconds);
+  }
+  if (!model) {
+    model = thing_model->ShowProduct(options.product);
+  }
+  CheckEventType(*model, options.sim.event_type);
+  if (options.create > 0) {
+    devices = thing_model->CreateDevices(options.product, options.node_prefix, options.create);
+  }
+  if (!options.save_devices.empty()) {
+    devsim::WriteDevicesFile(options.save_devices, devices);
+  }
 
-  Options o;
+  return Simulate(options, *std::move(model), devices);
+}
+
+void AddOptions(CLI::App& app, Options& o) {
   auto* file = app.add_option("--devices-file", o.devices_file,
                               "Devices to simulate: JSON lines or a JSON array of "
                               "{device_id, secret}");
@@ -284,6 +288,22 @@ int main(int argc, char** argv) {
                  "Send this event (paras generated from the model) once per device");
   app.add_option("--seed", o.sim.seed, "Random seed of the generated values (0: random)");
   app.add_flag("--json", o.json, "Print the summary as one JSON object");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"iot-device-sim: simulated devices speaking the platform's MQTT device protocol"};
+  app.footer(
+      "Devices come from --devices-file or are created with --create (thing-model API key from\n"
+      "--api-key, --api-key-file, IOTCTL_API_KEY or IOTCTL_API_KEY_FILE).\n"
+      "Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 thing-model or broker unreachable.");
+  app.failure_message([](const CLI::App* /*app*/, const CLI::Error& e) {
+    return "error: " + std::string(e.what()) + "\nRun with --help for the usage.\n";
+  });
+
+  Options o;
+  AddOptions(app, o);
 
   try {
     app.parse(argc, argv);

@@ -328,35 +328,41 @@ void List(Client& client, const ListOptions& o) {
 
 // ------------------------------------------------------------------------------ registration
 
-void AddCommandCommands(CLI::App& app, Cli& cli) {
-  CLI::App* group = app.add_subcommand(
-      "command", "Commands, property set/get and messages to devices (command-dispatch)");
-  group->require_subcommand(1);
-  group->fallthrough();
-  auto target = std::make_shared<Target>();
-  group->add_option("--commands-addr", target->addr, "command-dispatch gRPC address (host:port)")
-      ->envname("IOTCTL_COMMANDS_ADDR")
-      ->capture_default_str();
-  // Every action runs against command-dispatch rather than the global --addr.
-  auto on_run = [&cli, target](CLI::App* command, auto action) {
-    OnRun(command, cli, [&cli, target, action](Client& /*thing_model*/) {
-      Client client = DispatchClient(cli, *target);
+/// Registers a subcommand's action to run against command-dispatch rather than the global
+/// --addr.
+class DispatchRun {
+ public:
+  DispatchRun(Cli& cli, std::shared_ptr<Target> target) : cli_(&cli), target_(std::move(target)) {}
+
+  template <typename Action>
+  void operator()(CLI::App* command, Action action) const {
+    OnRun(command, *cli_, [cli = cli_, target = target_, action](Client& /*thing_model*/) {
+      Client client = DispatchClient(*cli, *target);
       action(client);
     });
-  };
-  auto device_arg = [](CLI::App* command, std::string& device_id) {
-    command->add_option("DEVICE_ID", device_id, "Device id")->required();
-  };
-  auto command_args = [&](CLI::App* command, SendOptions& o) {
-    device_arg(command, o.device_id);
-    command->add_option("--service", o.service_id, "Service id of the model")->required();
-    command->add_option("--name", o.command_name, "Command name of the model")->required();
-    command->add_option("--paras", o.paras, "Paras as a JSON object (@FILE: from a file)");
-  };
+  }
 
+ private:
+  Cli* cli_;
+  std::shared_ptr<Target> target_;
+};
+
+void AddDeviceArg(CLI::App* command, std::string& device_id) {
+  command->add_option("DEVICE_ID", device_id, "Device id")->required();
+}
+
+void AddCommandArgs(CLI::App* command, SendOptions& o) {
+  AddDeviceArg(command, o.device_id);
+  command->add_option("--service", o.service_id, "Service id of the model")->required();
+  command->add_option("--name", o.command_name, "Command name of the model")->required();
+  command->add_option("--paras", o.paras, "Paras as a JSON object (@FILE: from a file)");
+}
+
+/// command send, command async.
+void AddSendCommands(CLI::App* group, const DispatchRun& on_run) {
   auto send = std::make_shared<SendOptions>();
   CLI::App* send_cmd = group->add_subcommand("send", "Send a command and wait for the answer");
-  command_args(send_cmd, *send);
+  AddCommandArgs(send_cmd, *send);
   send_cmd->add_option("--wait", send->timeout, "Seconds to wait for the device, 1..60")
       ->check(CLI::Range(1, 60));
   on_run(send_cmd, [send](Client& client) { Send(client, *send); });
@@ -364,7 +370,7 @@ void AddCommandCommands(CLI::App& app, Cli& cli) {
   auto async = std::make_shared<SendOptions>();
   CLI::App* async_cmd =
       group->add_subcommand("async", "Queue a command; `command show` follows its status");
-  command_args(async_cmd, *async);
+  AddCommandArgs(async_cmd, *async);
   async_cmd
       ->add_option("--strategy", async->strategy,
                    "immediately (fails if offline) or delay (waits for the device)")
@@ -372,10 +378,13 @@ void AddCommandCommands(CLI::App& app, Cli& cli) {
   async_cmd->add_option("--expire", async->expire, "Seconds a delayed command waits, 0..172800")
       ->check(CLI::Range(0, 172800));
   on_run(async_cmd, [async](Client& client) { Async(client, *async); });
+}
 
+/// command set-properties, command get-properties.
+void AddPropertyCommands(CLI::App* group, const DispatchRun& on_run) {
   auto set = std::make_shared<PropertiesOptions>();
   CLI::App* set_cmd = group->add_subcommand("set-properties", "Set writable properties, wait");
-  device_arg(set_cmd, set->device_id);
+  AddDeviceArg(set_cmd, set->device_id);
   set_cmd->add_option("--service", set->service_id, "Service id");
   set_cmd->add_option("--set", set->sets, "NAME=VALUE (repeatable; VALUE as JSON if it parses)")
       ->check(KeyValueValidator());
@@ -386,15 +395,17 @@ void AddCommandCommands(CLI::App& app, Cli& cli) {
 
   auto get = std::make_shared<PropertiesOptions>();
   CLI::App* get_cmd = group->add_subcommand("get-properties", "Ask the device for properties");
-  device_arg(get_cmd, get->device_id);
+  AddDeviceArg(get_cmd, get->device_id);
   get_cmd->add_option("--service", get->service_id, "Only this service");
   get_cmd->add_option("--wait", get->timeout, "Seconds to wait, 1..60")->check(CLI::Range(1, 60));
   on_run(get_cmd, [get](Client& client) { GetProperties(client, *get); });
+}
 
+void AddMessageCommand(CLI::App* group, const DispatchRun& on_run) {
   auto message = std::make_shared<MessageOptions>();
   CLI::App* message_cmd =
       group->add_subcommand("message", "Send a message; kept until the device connects (TTL)");
-  device_arg(message_cmd, message->device_id);
+  AddDeviceArg(message_cmd, message->device_id);
   message_cmd->add_option("--content", message->content, "JSON content (@FILE: from a file)");
   message_cmd->add_option("--raw", message->raw, "Raw payload text (@FILE: bytes of a file)");
   message_cmd->add_option("--name", message->name, "Message name");
@@ -403,18 +414,21 @@ void AddCommandCommands(CLI::App& app, Cli& cli) {
   message_cmd->add_option("--ttl", message->ttl, "Minutes to wait for the device (default 1440)")
       ->check(CLI::Range(1, 43200));
   on_run(message_cmd, [message](Client& client) { Message(client, *message); });
+}
 
+/// command show, command list.
+void AddHistoryCommands(CLI::App* group, const DispatchRun& on_run) {
   auto show = std::make_shared<ListOptions>();
   CLI::App* show_cmd =
       group->add_subcommand("show", "An async command (or --message) with history");
-  device_arg(show_cmd, show->device_id);
+  AddDeviceArg(show_cmd, show->device_id);
   show_cmd->add_option("ID", show->id, "Command id or message id")->required();
   show_cmd->add_flag("--message", show->messages, "ID is a message id");
   on_run(show_cmd, [show](Client& client) { Show(client, *show); });
 
   auto list = std::make_shared<ListOptions>();
   CLI::App* list_cmd = group->add_subcommand("list", "A device's async commands (or --messages)");
-  device_arg(list_cmd, list->device_id);
+  AddDeviceArg(list_cmd, list->device_id);
   list_cmd->add_flag("--messages", list->messages, "List messages instead");
   list_cmd->add_option("--status", list->status, "Only this status, e.g. PENDING");
   list_cmd->add_option("--limit", list->limit, "Page size, 1..500 (server default 50)")
@@ -422,6 +436,22 @@ void AddCommandCommands(CLI::App& app, Cli& cli) {
   list_cmd->add_option("--marker", list->marker, "Start after this page marker");
   list_cmd->add_flag("--all", list->all, "Follow the pages to the end");
   on_run(list_cmd, [list](Client& client) { List(client, *list); });
+}
+
+void AddCommandCommands(CLI::App& app, Cli& cli) {
+  CLI::App* group = app.add_subcommand(
+      "command", "Commands, property set/get and messages to devices (command-dispatch)");
+  group->require_subcommand(1);
+  group->fallthrough();
+  auto target = std::make_shared<Target>();
+  group->add_option("--commands-addr", target->addr, "command-dispatch gRPC address (host:port)")
+      ->envname("IOTCTL_COMMANDS_ADDR")
+      ->capture_default_str();
+  const DispatchRun on_run(cli, target);
+  AddSendCommands(group, on_run);
+  AddPropertyCommands(group, on_run);
+  AddMessageCommand(group, on_run);
+  AddHistoryCommands(group, on_run);
 }
 
 }  // namespace

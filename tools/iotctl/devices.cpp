@@ -284,10 +284,7 @@ void AddDeviceId(CLI::App* command, std::string& device_id) {
   command->add_option("DEVICE_ID", device_id, "Device id")->required();
 }
 
-void AddDeviceCommands(CLI::App& app, Cli& cli) {
-  CLI::App* device = app.add_subcommand("device", "Devices");
-  device->require_subcommand(1);
-
+void AddDeviceAdd(CLI::App* device, Cli& cli) {
   auto add_options = std::make_shared<AddOptions>();
   CLI::App* add = device->add_subcommand("add", "Register a device (its secret is shown once)");
   add->add_option("--product", add_options->product_id, "Product id")->required();
@@ -309,12 +306,9 @@ void AddDeviceCommands(CLI::App& app, Cli& cli) {
   add->add_option("--save-secret", add_options->save_secret,
                   "Write the secret to this file (mode 0600) instead of printing it");
   OnRun(add, cli, [add_options](Client& client) { DeviceAdd(client, *add_options); });
+}
 
-  auto show_id = std::make_shared<std::string>();
-  CLI::App* show = device->add_subcommand("show", "Show a device");
-  AddDeviceId(show, *show_id);
-  OnRun(show, cli, [show_id](Client& client) { DeviceShow(client, *show_id); });
-
+void AddDeviceList(CLI::App* device, Cli& cli) {
   auto list_options = std::make_shared<ListOptions>();
   CLI::App* list = device->add_subcommand("list", "List devices");
   list->add_option("--product", list_options->product_id, "Only this product's devices");
@@ -327,7 +321,9 @@ void AddDeviceCommands(CLI::App& app, Cli& cli) {
   list->add_option("--marker", list_options->marker, "Start after this page marker");
   list->add_flag("--all", list_options->all, "Follow the pages to the end");
   OnRun(list, cli, [list_options](Client& client) { DeviceList(client, *list_options); });
+}
 
+void AddDeviceUpdate(CLI::App* device, Cli& cli) {
   auto update_options = std::make_shared<UpdateOptions>();
   CLI::App* update = device->add_subcommand("update", "Change a device's name, description, tags");
   AddDeviceId(update, update_options->device_id);
@@ -340,6 +336,34 @@ void AddDeviceCommands(CLI::App& app, Cli& cli) {
   update->add_flag("--replace-tags", update_options->replace_tags,
                    "The --tag options become the whole tag set (none: remove every tag)");
   OnRun(update, cli, [update_options](Client& client) { DeviceUpdate(client, *update_options); });
+}
+
+void AddDeviceResetSecret(CLI::App* device, Cli& cli) {
+  auto reset_options = std::make_shared<ResetSecretOptions>();
+  CLI::App* reset = device->add_subcommand(
+      "reset-secret", "Give a device a new secret (shown once); its old one stops working");
+  AddDeviceId(reset, reset_options->device_id);
+  reset->add_option("--secret", reset_options->secret,
+                    "The new secret, 8..32 characters (generated when absent)");
+  reset->add_option("--save-secret", reset_options->save_secret,
+                    "Write the secret to this file (mode 0600) instead of printing it");
+  OnRun(reset, cli, [reset_options](Client& client) { DeviceResetSecret(client, *reset_options); });
+}
+
+void AddDeviceCommands(CLI::App& app, Cli& cli) {
+  CLI::App* device = app.add_subcommand("device", "Devices");
+  device->require_subcommand(1);
+
+  AddDeviceAdd(device, cli);
+
+  auto show_id = std::make_shared<std::string>();
+  CLI::App* show = device->add_subcommand("show", "Show a device");
+  AddDeviceId(show, *show_id);
+  OnRun(show, cli, [show_id](Client& client) { DeviceShow(client, *show_id); });
+
+  AddDeviceList(device, cli);
+
+  AddDeviceUpdate(device, cli);
 
   auto delete_id = std::make_shared<std::string>();
   CLI::App* del = device->add_subcommand("delete", "Delete a device");
@@ -357,15 +381,7 @@ void AddDeviceCommands(CLI::App& app, Cli& cli) {
   OnRun(unfreeze, cli,
         [unfreeze_id](Client& client) { DeviceFreeze(client, *unfreeze_id, false); });
 
-  auto reset_options = std::make_shared<ResetSecretOptions>();
-  CLI::App* reset = device->add_subcommand(
-      "reset-secret", "Give a device a new secret (shown once); its old one stops working");
-  AddDeviceId(reset, reset_options->device_id);
-  reset->add_option("--secret", reset_options->secret,
-                    "The new secret, 8..32 characters (generated when absent)");
-  reset->add_option("--save-secret", reset_options->save_secret,
-                    "Write the secret to this file (mode 0600) instead of printing it");
-  OnRun(reset, cli, [reset_options](Client& client) { DeviceResetSecret(client, *reset_options); });
+  AddDeviceResetSecret(device, cli);
 }
 
 }  // namespace

@@ -91,11 +91,7 @@ void Subscribe(Client& client, const Cli& cli, const SubscribeOptions& options) 
   }
 }
 
-void AddGroupCommands(CLI::App& app, Cli& cli) {
-  CLI::App* group = app.add_subcommand(
-      "group", "Consumer groups of application subscriptions (rule-forwarding: --addr host:50055)");
-  group->require_subcommand(1);
-
+void AddGroupCreate(CLI::App* group, Cli& cli) {
   auto created = std::make_shared<pb::CreateConsumerGroupRequest>();
   pb::ConsumerGroup& g = *created->mutable_group();
   CLI::App* create = group->add_subcommand("create", "Create a consumer group");
@@ -127,23 +123,9 @@ void AddGroupCommands(CLI::App& app, Cli& cli) {
       PrintGroups(client, one);
     }
   });
+}
 
-  auto name = std::make_shared<std::string>();
-  CLI::App* del = group->add_subcommand("delete", "Delete a consumer group and its backlog");
-  del->add_option("NAME", *name, "Group name")->required();
-  OnRun(del, cli, [name](Client& client) {
-    pb::DeleteConsumerGroupRequest request;
-    request.set_group_name(*name);
-    auto stub = Stub(client);
-    const auto response = client.Call<pb::DeleteConsumerGroupResponse>(
-        [&](auto* context, auto* out) { return stub->DeleteConsumerGroup(context, request, out); });
-    if (client.json()) {
-      PrintJson(response);
-      return;
-    }
-    std::cout << "deleted consumer group " << *name << "\n";
-  });
-
+void AddGroupList(CLI::App* group, Cli& cli) {
   auto list_options = std::make_shared<ListOptions>();
   CLI::App* list = group->add_subcommand("list", "List consumer groups");
   list->add_option_function<int32_t>(
@@ -162,7 +144,9 @@ void AddGroupCommands(CLI::App& app, Cli& cli) {
                               return stub->ListConsumerGroups(context, r, out);
                             }));
   });
+}
 
+void AddSubscribe(CLI::App& app, Cli& cli) {
   auto sub = std::make_shared<SubscribeOptions>();
   CLI::App* subscribe = app.add_subcommand(
       "subscribe",
@@ -180,6 +164,34 @@ void AddGroupCommands(CLI::App& app, Cli& cli) {
   subscribe->add_flag("--no-ack", sub->no_ack,
                       "Do not ack (the messages are redelivered after the ack timeout)");
   OnRun(subscribe, cli, [sub, &cli](Client& client) { Subscribe(client, cli, *sub); });
+}
+
+void AddGroupCommands(CLI::App& app, Cli& cli) {
+  CLI::App* group = app.add_subcommand(
+      "group", "Consumer groups of application subscriptions (rule-forwarding: --addr host:50055)");
+  group->require_subcommand(1);
+
+  AddGroupCreate(group, cli);
+
+  auto name = std::make_shared<std::string>();
+  CLI::App* del = group->add_subcommand("delete", "Delete a consumer group and its backlog");
+  del->add_option("NAME", *name, "Group name")->required();
+  OnRun(del, cli, [name](Client& client) {
+    pb::DeleteConsumerGroupRequest request;
+    request.set_group_name(*name);
+    auto stub = Stub(client);
+    const auto response = client.Call<pb::DeleteConsumerGroupResponse>(
+        [&](auto* context, auto* out) { return stub->DeleteConsumerGroup(context, request, out); });
+    if (client.json()) {
+      PrintJson(response);
+      return;
+    }
+    std::cout << "deleted consumer group " << *name << "\n";
+  });
+
+  AddGroupList(group, cli);
+
+  AddSubscribe(app, cli);
 }
 
 }  // namespace
