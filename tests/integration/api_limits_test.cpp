@@ -70,7 +70,7 @@ struct FieldCase {
   [[nodiscard]] std::string Deep(size_t depth) const {
     std::string inner = "1";
     for (size_t i = prefix_depth; i < depth; ++i) {
-      inner = R"({"a":)" + inner + "}";
+      inner.insert(0, R"({"a":)").push_back('}');
     }
     return prefix + inner + suffix;
   }
@@ -160,6 +160,52 @@ class ApiLimitsTest : public ::testing::TestWithParam<std::string> {
   static std::string Address(const std::string& binary) { return Platform::Address(binary); }
   static const std::string& DeviceId() { return *Platform::device_id_; }
 
+  /// The `*_json` fields of command-dispatch's API.
+  static void AddCommandDispatchCases(const std::function<void(FieldCase)>& add,
+                                      const std::string& config) {
+    add({"command_paras_json", "paras", config, "}", 1, true, [](const std::string& json) {
+           cd::CreateAsyncCommandRequest request;
+           request.set_device_id(DeviceId());
+           request.set_service_id("conf");
+           request.set_command_name("configure");
+           request.set_paras_json(json);
+           request.set_send_strategy("delay");
+           cd::AsyncDeviceCommand response;
+           return cd::Commands::NewStub(Channel(Address("command-dispatch")))
+               ->CreateAsyncCommand(Context(kAdminKey).get(), request, &response);
+         }});
+    add({"sync_command_paras_json", "paras", config, "}", 1, false, [](const std::string& json) {
+           cd::CreateCommandRequest request;
+           request.set_device_id(DeviceId());
+           request.set_service_id("conf");
+           request.set_command_name("configure");
+           request.set_paras_json(json);
+           request.set_timeout(1);
+           cd::CreateCommandResponse response;
+           return cd::Commands::NewStub(Channel(Address("command-dispatch")))
+               ->CreateCommand(Context(kAdminKey).get(), request, &response);
+         }});
+    add({"property_set_services_json", "services",
+         R"({"services":[{"service_id":"conf","properties":{"config":)", "}}]}", 4, false,
+         [](const std::string& json) {
+           cd::UpdatePropertiesRequest request;
+           request.set_device_id(DeviceId());
+           request.set_services_json(json);
+           request.set_timeout(1);
+           cd::UpdatePropertiesResponse response;
+           return cd::Commands::NewStub(Channel(Address("command-dispatch")))
+               ->UpdateProperties(Context(kAdminKey).get(), request, &response);
+         }});
+    add({"message_json", "message", "", "", 0, true, [](const std::string& json) {
+           cd::CreateMessageRequest request;
+           request.set_device_id(DeviceId());
+           request.set_message_json(json);
+           cd::CreateMessageResponse response;
+           return cd::Commands::NewStub(Channel(Address("command-dispatch")))
+               ->CreateMessage(Context(kAdminKey).get(), request, &response);
+         }});
+  }
+
   /// Every `*_json` field an API caller (or, for internal RPCs, a peer service) sends.
   static const std::map<std::string, FieldCase>& Cases() {
     static const std::map<std::string, FieldCase> cases = [] {
@@ -177,47 +223,7 @@ class ApiLimitsTest : public ::testing::TestWithParam<std::string> {
              return sh::Shadows::NewStub(Channel(Address("shadow")))
                  ->UpdateDeviceShadowDesiredData(Context(kAdminKey).get(), request, &response);
            }});
-      add({"command_paras_json", "paras", config, "}", 1, true, [](const std::string& json) {
-             cd::CreateAsyncCommandRequest request;
-             request.set_device_id(DeviceId());
-             request.set_service_id("conf");
-             request.set_command_name("configure");
-             request.set_paras_json(json);
-             request.set_send_strategy("delay");
-             cd::AsyncDeviceCommand response;
-             return cd::Commands::NewStub(Channel(Address("command-dispatch")))
-                 ->CreateAsyncCommand(Context(kAdminKey).get(), request, &response);
-           }});
-      add({"sync_command_paras_json", "paras", config, "}", 1, false, [](const std::string& json) {
-             cd::CreateCommandRequest request;
-             request.set_device_id(DeviceId());
-             request.set_service_id("conf");
-             request.set_command_name("configure");
-             request.set_paras_json(json);
-             request.set_timeout(1);
-             cd::CreateCommandResponse response;
-             return cd::Commands::NewStub(Channel(Address("command-dispatch")))
-                 ->CreateCommand(Context(kAdminKey).get(), request, &response);
-           }});
-      add({"property_set_services_json", "services",
-           R"({"services":[{"service_id":"conf","properties":{"config":)", "}}]}", 4, false,
-           [](const std::string& json) {
-             cd::UpdatePropertiesRequest request;
-             request.set_device_id(DeviceId());
-             request.set_services_json(json);
-             request.set_timeout(1);
-             cd::UpdatePropertiesResponse response;
-             return cd::Commands::NewStub(Channel(Address("command-dispatch")))
-                 ->UpdateProperties(Context(kAdminKey).get(), request, &response);
-           }});
-      add({"message_json", "message", "", "", 0, true, [](const std::string& json) {
-             cd::CreateMessageRequest request;
-             request.set_device_id(DeviceId());
-             request.set_message_json(json);
-             cd::CreateMessageResponse response;
-             return cd::Commands::NewStub(Channel(Address("command-dispatch")))
-                 ->CreateMessage(Context(kAdminKey).get(), request, &response);
-           }});
+      AddCommandDispatchCases(add, config);
       add({"rule_action_config_json", "actions[0].config_json", "", "", 0, false,
            [](const std::string& json) {
              rf::CreateRuleRequest request;

@@ -72,7 +72,7 @@ class IngestFaultsTest : public ::testing::Test {
 
   /// A tenant whose every property report goes to its consumer group `all`; returns its key.
   static std::string TenantWithGroup(const std::string& tenant) {
-    const std::string key = platform_->CreateTenant(tenant);
+    std::string key = platform_->CreateTenant(tenant);
     EXPECT_TRUE(platform_->CreateGroup("all", 0, key).ok());
     const grpc::Status rule = platform_->ForwardToGroup("", "all", key);
     EXPECT_TRUE(rule.ok()) << rule.error_message();
@@ -151,6 +151,35 @@ class IngestFaultsTest : public ::testing::Test {
     return platform_->Metric(name, labels);
   }
 
+  /// The records `{tenant}-dev-{d}-{seq}` missing or stored twice, in the history (`rows`) and in
+  /// the group (`entries`).
+  struct Losses {
+    int lost_rows = 0;
+    int doubled_rows = 0;
+    int lost_entries = 0;
+    int doubled_entries = 0;
+  };
+  static Losses CountLosses(const std::string& tenant, int devices, int records,
+                            const std::map<std::string, int>& rows,
+                            const std::map<std::string, int>& entries) {
+    Losses losses;
+    std::set<std::string> streamed_records;  // message ids of the group's entries
+    for (const auto& [delivery, n] : entries) {
+      streamed_records.insert(delivery.substr(0, delivery.find(':')));
+      losses.doubled_entries += n > 1 ? 1 : 0;
+    }
+    for (int d = 0; d < devices; ++d) {
+      for (int seq = 0; seq < records; ++seq) {
+        const std::string id = fmt::format("{}-dev-{}-{}", tenant, d, seq);
+        const auto row = rows.find(id + ":history");
+        losses.lost_rows += row == rows.end() ? 1 : 0;
+        losses.doubled_rows += row != rows.end() && row->second > 1 ? 1 : 0;
+        losses.lost_entries += streamed_records.contains(id) ? 0 : 1;
+      }
+    }
+    return losses;
+  }
+
   static inline iot::testing::HistorySubscriptionsPlatform* platform_ = nullptr;
   static inline common::RedisClient* redis_ = nullptr;
 };
@@ -212,24 +241,7 @@ TEST_F(IngestFaultsTest, KilledMidBatchAndRestartedEveryRecordOnceInHistoryAndGr
   gateways.Join();  // every batch acknowledged
   const auto rows = HistoryRows(tenant);
   const auto entries = StreamEntries(tenant);
-  std::set<std::string> streamed_records;  // message ids of the group's entries
-  int doubled_entries = 0;
-  for (const auto& [delivery, n] : entries) {
-    streamed_records.insert(delivery.substr(0, delivery.find(':')));
-    doubled_entries += n > 1 ? 1 : 0;
-  }
-  int lost_rows = 0;
-  int doubled_rows = 0;
-  int lost_entries = 0;
-  for (int d = 0; d < kDevices; ++d) {
-    for (int seq = 0; seq < kRecords; ++seq) {
-      const std::string id = fmt::format("{}-dev-{}-{}", tenant, d, seq);
-      const auto row = rows.find(id + ":history");
-      lost_rows += row == rows.end() ? 1 : 0;
-      doubled_rows += row != rows.end() && row->second > 1 ? 1 : 0;
-      lost_entries += streamed_records.contains(id) ? 0 : 1;
-    }
-  }
+  const Losses losses = CountLosses(tenant, kDevices, kRecords, rows, entries);
   std::printf(
       "[ rule-forwarding kill ] %d records acknowledged before the SIGKILL, %zu in the group and "
       "%zu in the history when it died; %d calls (%d records) failed and were sent again; after "
@@ -238,11 +250,11 @@ TEST_F(IngestFaultsTest, KilledMidBatchAndRestartedEveryRecordOnceInHistoryAndGr
       Metric("iot_rf_ingested_records_total", {{"outcome", "duplicate"}}),
       Metric("iot_rf_history_rows_total", {{"outcome", "duplicate"}}));
   EXPECT_EQ(rows.size(), static_cast<size_t>(kTotal));
-  EXPECT_EQ(lost_rows, 0);
-  EXPECT_EQ(doubled_rows, 0);
+  EXPECT_EQ(losses.lost_rows, 0);
+  EXPECT_EQ(losses.doubled_rows, 0);
   EXPECT_EQ(entries.size(), static_cast<size_t>(kTotal));
-  EXPECT_EQ(lost_entries, 0);
-  EXPECT_EQ(doubled_entries, 0);
+  EXPECT_EQ(losses.lost_entries, 0);
+  EXPECT_EQ(losses.doubled_entries, 0);
 }
 
 TEST_F(IngestFaultsTest, ASlowFirstAttemptFailingAfterItsRetrySucceededLosesNothing) {

@@ -128,6 +128,36 @@ class IotctlTest : public ::testing::Test {
     return path.string();
   }
 
+  /// `product show` (--json: the response message, proto field names, the model as imported;
+  /// --model; the table), `product list` and `product versions` of product `id`.
+  void ExpectProductViews(const std::string& id, const nlohmann::json& original) const {
+    const auto shown = Json(admin_, {"product", "show", id});
+    EXPECT_EQ(shown["product_id"], id);
+    EXPECT_EQ(shown["model_version"], 1);
+    EXPECT_EQ(shown["device_type"], "SmartMeter");
+    EXPECT_EQ(nlohmann::json::parse(shown["product_json"].get<std::string>()), original);
+
+    Result model = Run(admin_, {"product", "show", id, "--model"});
+    ASSERT_EQ(model.code, 0) << model.output;
+    EXPECT_EQ(nlohmann::json::parse(model.output), original);
+
+    Result table = Run(admin_, {"product", "show", id});
+    ASSERT_EQ(table.code, 0) << table.output;
+    EXPECT_TRUE(Contains(table.output, "SERVICE_ID")) << table.output;
+    EXPECT_EQ(ValueAfter(table.output, "model version"), "1") << table.output;
+
+    Result list = Run(admin_, {"product", "list"});
+    ASSERT_EQ(list.code, 0) << list.output;
+    EXPECT_TRUE(Contains(list.output, "PRODUCT_ID")) << list.output;
+    EXPECT_TRUE(Contains(list.output, "Smart Meter SM-200")) << list.output;
+    EXPECT_EQ(Json(admin_, {"product", "list", "--name", "no such product"})["products"].size(),
+              0u);
+
+    Result versions = Run(admin_, {"product", "versions", id});
+    ASSERT_EQ(versions.code, 0) << versions.output;
+    EXPECT_TRUE(Contains(versions.output, "VERSION")) << versions.output;
+  }
+
   static std::string UniqueId(const std::string& prefix) {
     return prefix + common::HexEncode(common::RandomBytes(6));
   }
@@ -150,31 +180,7 @@ TEST_F(IotctlTest, ProductsAndDevicesEndToEnd) {
   ASSERT_EQ(created.code, 0) << created.output;
   EXPECT_EQ(ValueAfter(created.output, "product"), id) << created.output;
 
-  // --json: the response message, proto field names, the model as imported.
-  const auto shown = Json(admin_, {"product", "show", id});
-  EXPECT_EQ(shown["product_id"], id);
-  EXPECT_EQ(shown["model_version"], 1);
-  EXPECT_EQ(shown["device_type"], "SmartMeter");
-  EXPECT_EQ(nlohmann::json::parse(shown["product_json"].get<std::string>()), original);
-
-  Result model = Run(admin_, {"product", "show", id, "--model"});
-  ASSERT_EQ(model.code, 0) << model.output;
-  EXPECT_EQ(nlohmann::json::parse(model.output), original);
-
-  Result table = Run(admin_, {"product", "show", id});
-  ASSERT_EQ(table.code, 0) << table.output;
-  EXPECT_TRUE(Contains(table.output, "SERVICE_ID")) << table.output;
-  EXPECT_EQ(ValueAfter(table.output, "model version"), "1") << table.output;
-
-  Result list = Run(admin_, {"product", "list"});
-  ASSERT_EQ(list.code, 0) << list.output;
-  EXPECT_TRUE(Contains(list.output, "PRODUCT_ID")) << list.output;
-  EXPECT_TRUE(Contains(list.output, "Smart Meter SM-200")) << list.output;
-  EXPECT_EQ(Json(admin_, {"product", "list", "--name", "no such product"})["products"].size(), 0u);
-
-  Result versions = Run(admin_, {"product", "versions", id});
-  ASSERT_EQ(versions.code, 0) << versions.output;
-  EXPECT_TRUE(Contains(versions.output, "VERSION")) << versions.output;
+  ASSERT_NO_FATAL_FAILURE(ExpectProductViews(id, original));
 
   // A device: the secret is printed once.
   Result added = Run(admin_, {"device", "add", "--product", id, "--node", "n1", "--name",

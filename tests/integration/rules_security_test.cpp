@@ -183,7 +183,7 @@ class RulesSecurityTest : public ::testing::Test {
   /// A database with table app.readings (device, t, delivery) that role `app` (password
   /// kDbPassword) may write.
   static std::string TargetDatabase() {
-    const std::string url = iot::testing::CreateTestDatabase();
+    std::string url = iot::testing::CreateTestDatabase();
     pqxx::connection c(url);
     pqxx::work tx(c);
     tx.exec(
@@ -335,6 +335,30 @@ TEST_F(RulesSecurityTest, ARuleStoredWithAnInternalDestinationIsRefusedAtDeliver
   EXPECT_EQ(Rows(target), 0);
 }
 
+/// The rule's webhook secret and database password are masked.
+void ExpectSecretsMasked(const rf::Rule& rule) {
+  ASSERT_EQ(rule.actions_size(), 2);
+  const auto webhook = nlohmann::json::parse(rule.actions(0).config_json());
+  EXPECT_EQ(webhook["secret"], "***");
+  const auto postgres = nlohmann::json::parse(rule.actions(1).config_json());
+  EXPECT_EQ(postgres["url"].get<std::string>().find(kDbPassword), std::string::npos);
+  EXPECT_NE(postgres["url"].get<std::string>().find("app:***@"), std::string::npos);
+  EXPECT_EQ(rule.DebugString().find(kWebhookSecret), std::string::npos);
+}
+
+/// The outbox holds deliveries, sealed: neither the webhook secret nor its URL's token shows.
+void ExpectOutboxSealed(const std::string& pg_url) {
+  pqxx::connection c(pg_url);
+  pqxx::read_transaction tx(c);
+  auto rows = tx.exec("SELECT item, sealed FROM rule_forwarding.outbox");
+  ASSERT_GE(rows.size(), 1u);
+  for (const auto& row : rows) {
+    EXPECT_TRUE(row[1].as<bool>());
+    EXPECT_EQ(row[0].as<std::string>().find(kWebhookSecret), std::string::npos);
+    EXPECT_EQ(row[0].as<std::string>().find("hook-token-91c2"), std::string::npos);
+  }
+}
+
 TEST_F(RulesSecurityTest, SecretsAreSealedAtRestNeverReturnedNorLoggedAndStillDelivered) {
   std::atomic<bool> up{false};
   HttpSink sink([&](int) { return up ? 200 : 503; });
@@ -349,21 +373,12 @@ TEST_F(RulesSecurityTest, SecretsAreSealedAtRestNeverReturnedNorLoggedAndStillDe
   ASSERT_TRUE(allowed_->Rules()->CreateRule(Ctx().get(), request, &created).ok());
 
   // The API masks the secrets, in every answer.
-  const auto check_masked = [&](const rf::Rule& rule) {
-    ASSERT_EQ(rule.actions_size(), 2);
-    const auto webhook = nlohmann::json::parse(rule.actions(0).config_json());
-    EXPECT_EQ(webhook["secret"], "***");
-    const auto postgres = nlohmann::json::parse(rule.actions(1).config_json());
-    EXPECT_EQ(postgres["url"].get<std::string>().find(kDbPassword), std::string::npos);
-    EXPECT_NE(postgres["url"].get<std::string>().find("app:***@"), std::string::npos);
-    EXPECT_EQ(rule.DebugString().find(kWebhookSecret), std::string::npos);
-  };
-  check_masked(created);
+  ExpectSecretsMasked(created);
   rf::ShowRuleRequest show;
   show.set_rule_id(created.rule_id());
   rf::Rule shown;
   ASSERT_TRUE(allowed_->Rules()->ShowRule(Ctx().get(), show, &shown).ok());
-  check_masked(shown);
+  ExpectSecretsMasked(shown);
   rf::ListRulesResponse listed;
   ASSERT_TRUE(allowed_->Rules()->ListRules(Ctx().get(), rf::ListRulesRequest(), &listed).ok());
   for (const rf::Rule& rule : listed.rules()) {
@@ -383,17 +398,7 @@ TEST_F(RulesSecurityTest, SecretsAreSealedAtRestNeverReturnedNorLoggedAndStillDe
   ASSERT_TRUE(Ingest(*allowed_, "dev-sealed", "sealed-1", 21.5).ok());
   ASSERT_TRUE(WaitUntil([&] { return Rows(target) == 1; }, seconds(20))) << Rows(target);
   ASSERT_TRUE(WaitUntil([&] { return sink.requests().size() >= 2; }, seconds(20)));
-  {
-    pqxx::connection c(allowed_->pg_url);
-    pqxx::read_transaction tx(c);
-    auto rows = tx.exec("SELECT item, sealed FROM rule_forwarding.outbox");
-    ASSERT_GE(rows.size(), 1u);
-    for (const auto& row : rows) {
-      EXPECT_TRUE(row[1].as<bool>());
-      EXPECT_EQ(row[0].as<std::string>().find(kWebhookSecret), std::string::npos);
-      EXPECT_EQ(row[0].as<std::string>().find("hook-token-91c2"), std::string::npos);
-    }
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectOutboxSealed(allowed_->pg_url));
   up = true;
   ASSERT_TRUE(WaitUntil(
       [&] {

@@ -53,6 +53,10 @@ nlohmann::json Thermostat(const std::string& product_key) {
 }
 
 /// One thing-model process for the whole suite; each test uses its own tenant.
+void ExpectNotFound(const char* what, const grpc::Status& s) {
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << what << ": " << s.error_message();
+}
+
 class ThingModelTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -192,6 +196,134 @@ class ThingModelTest : public ::testing::Test {
   }
 
   std::string UniqueProduct() { return "p" + common::HexEncode(common::RandomBytes(6)); }
+
+  /// Pages of 3 through the product's 7 devices: 3 + 3 + 1, in order, no duplicates.
+  void ExpectPagesOfThree(const std::string& id) {
+    std::vector<std::string> seen;
+    std::string marker;
+    int pages = 0;
+    do {
+      pb::ListDevicesRequest request;
+      request.set_product_id(id);
+      request.set_limit(3);
+      request.set_marker(marker);
+      pb::ListDevicesResponse response;
+      auto ctx = Context(admin_);
+      ASSERT_TRUE(devices_->ListDevices(ctx.get(), request, &response).ok());
+      for (const auto& d : response.devices()) {
+        seen.push_back(d.device_id());
+      }
+      marker = response.next_marker();
+      ++pages;
+    } while (!marker.empty() && pages < 10);
+    EXPECT_EQ(pages, 3);
+    ASSERT_EQ(seen.size(), 7u);
+    EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  }
+
+  /// Bad device input names its field.
+  void ExpectBadDeviceInputNamesItsField(const std::string& id) {
+    pb::AddDeviceResponse added;
+    pb::AddDeviceRequest bad;
+    bad.set_product_id(id);
+    bad.set_node_id("has space");
+    auto ctx5 = Context(admin_);
+    grpc::Status status = devices_->AddDevice(ctx5.get(), bad, &added);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message().rfind("node_id:", 0), 0u) << status.error_message();
+    EXPECT_EQ(AddDevice(admin_, id, "short", nullptr, "1234").error_message().rfind("secret:", 0),
+              0u);
+    pb::ListDevicesRequest bad_limit;
+    bad_limit.set_limit(501);
+    pb::ListDevicesResponse none;
+    auto ctx6 = Context(admin_);
+    status = devices_->ListDevices(ctx6.get(), bad_limit, &none);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message().rfind("limit:", 0), 0u);
+    EXPECT_EQ(AddDevice(admin_, "no-such-product", "n").error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+
+  /// `key`'s tenant sees none of product `id`.
+  void ExpectProductHiddenFrom(const std::string& key, const std::string& id) {
+    {
+      pb::ShowProductRequest r;
+      r.set_product_id(id);
+      pb::Product p;
+      auto c = Context(key);
+      ExpectNotFound("ShowProduct", products_->ShowProduct(c.get(), r, &p));
+    }
+    {
+      pb::UpdateProductRequest r;
+      r.set_product_id(id);
+      r.set_product_json(SmartMeter(id));
+      pb::Product p;
+      auto c = Context(key);
+      ExpectNotFound("UpdateProduct", products_->UpdateProduct(c.get(), r, &p));
+    }
+    {
+      pb::DeleteProductRequest r;
+      r.set_product_id(id);
+      r.set_force(true);
+      pb::DeleteProductResponse p;
+      auto c = Context(key);
+      ExpectNotFound("DeleteProduct", products_->DeleteProduct(c.get(), r, &p));
+    }
+    {
+      pb::ListProductModelVersionsRequest r;
+      r.set_product_id(id);
+      pb::ListProductModelVersionsResponse p;
+      auto c = Context(key);
+      ExpectNotFound("ListProductModelVersions",
+                     products_->ListProductModelVersions(c.get(), r, &p));
+    }
+  }
+
+  /// `key`'s tenant sees nothing of `device`.
+  void ExpectDeviceHiddenFrom(const std::string& key, const std::string& device) {
+    {
+      pb::ShowDeviceRequest r;
+      r.set_device_id(device);
+      pb::Device d;
+      auto c = Context(key);
+      ExpectNotFound("ShowDevice", devices_->ShowDevice(c.get(), r, &d));
+    }
+    {
+      pb::UpdateDeviceRequest r;
+      r.set_device_id(device);
+      r.set_device_name("mine now");
+      pb::Device d;
+      auto c = Context(key);
+      ExpectNotFound("UpdateDevice", devices_->UpdateDevice(c.get(), r, &d));
+    }
+    {
+      pb::FreezeDeviceRequest r;
+      r.set_device_id(device);
+      pb::Device d;
+      auto c = Context(key);
+      ExpectNotFound("FreezeDevice", devices_->FreezeDevice(c.get(), r, &d));
+    }
+    {
+      pb::UnfreezeDeviceRequest r;
+      r.set_device_id(device);
+      pb::Device d;
+      auto c = Context(key);
+      ExpectNotFound("UnfreezeDevice", devices_->UnfreezeDevice(c.get(), r, &d));
+    }
+    {
+      pb::ResetDeviceSecretRequest r;
+      r.set_device_id(device);
+      pb::ResetDeviceSecretResponse d;
+      auto c = Context(key);
+      ExpectNotFound("ResetDeviceSecret", devices_->ResetDeviceSecret(c.get(), r, &d));
+    }
+    {
+      pb::DeleteDeviceRequest r;
+      r.set_device_id(device);
+      pb::DeleteDeviceResponse d;
+      auto c = Context(key);
+      ExpectNotFound("DeleteDevice", devices_->DeleteDevice(c.get(), r, &d));
+    }
+  }
 
   static inline std::unique_ptr<iot::testing::TestRedis> redis_;
   static inline std::unique_ptr<iot::testing::ThingModelProcess> server_;
@@ -357,27 +489,7 @@ TEST_F(ThingModelTest, DeviceCrudFiltersAndPaging) {
   for (int i = 0; i < 7; ++i) {
     ASSERT_TRUE(AddDevice(admin_, id, "node" + std::to_string(i)).ok());
   }
-  // Paging: 3 + 3 + 1, in order, no duplicates.
-  std::vector<std::string> seen;
-  std::string marker;
-  int pages = 0;
-  do {
-    pb::ListDevicesRequest request;
-    request.set_product_id(id);
-    request.set_limit(3);
-    request.set_marker(marker);
-    pb::ListDevicesResponse response;
-    auto ctx = Context(admin_);
-    ASSERT_TRUE(devices_->ListDevices(ctx.get(), request, &response).ok());
-    for (const auto& d : response.devices()) {
-      seen.push_back(d.device_id());
-    }
-    marker = response.next_marker();
-    ++pages;
-  } while (!marker.empty() && pages < 10);
-  EXPECT_EQ(pages, 3);
-  ASSERT_EQ(seen.size(), 7u);
-  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  ASSERT_NO_FATAL_FAILURE(ExpectPagesOfThree(id));
 
   // Update name and tags; filter by tag, name prefix, status.
   pb::UpdateDeviceRequest update;
@@ -432,31 +544,14 @@ TEST_F(ThingModelTest, DeviceCrudFiltersAndPaging) {
   EXPECT_EQ(devices_->ShowDevice(ctx4.get(), show, &shown).error_code(),
             grpc::StatusCode::NOT_FOUND);
 
-  // Bad input names its field.
-  pb::AddDeviceResponse added;
-  pb::AddDeviceRequest bad;
-  bad.set_product_id(id);
-  bad.set_node_id("has space");
-  auto ctx5 = Context(admin_);
-  grpc::Status status = devices_->AddDevice(ctx5.get(), bad, &added);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message().rfind("node_id:", 0), 0u) << status.error_message();
-  EXPECT_EQ(AddDevice(admin_, id, "short", nullptr, "1234").error_message().rfind("secret:", 0),
-            0u);
-  pb::ListDevicesRequest bad_limit;
-  bad_limit.set_limit(501);
-  pb::ListDevicesResponse none;
-  auto ctx6 = Context(admin_);
-  status = devices_->ListDevices(ctx6.get(), bad_limit, &none);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message().rfind("limit:", 0), 0u);
-  EXPECT_EQ(AddDevice(admin_, "no-such-product", "n").error_code(), grpc::StatusCode::NOT_FOUND);
+  ExpectBadDeviceInputNamesItsField(id);
 }
 
 TEST_F(ThingModelTest, ConcurrentAddOfTheSameNodeIdCreatesExactlyOne) {
   const std::string id = UniqueProduct();
   ASSERT_TRUE(CreateProduct(admin_, SmartMeter(id)).ok());
   std::vector<std::future<grpc::StatusCode>> calls;
+  calls.reserve(8);
   for (int i = 0; i < 8; ++i) {
     calls.push_back(std::async(std::launch::async, [&] {
       auto stub = pb::Devices::NewStub(channel_);
@@ -493,84 +588,9 @@ TEST_F(ThingModelTest, TenantsNeverSeeEachOthersResources) {
   ASSERT_TRUE(tenants_->CreateTenant(c0.get(), other_request, &other).ok());
   const std::string b = other.admin_key_secret();
 
-  auto expect_not_found = [&](const char* what, const grpc::Status& s) {
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << what << ": " << s.error_message();
-  };
-  {
-    pb::ShowProductRequest r;
-    r.set_product_id(id);
-    pb::Product p;
-    auto c = Context(b);
-    expect_not_found("ShowProduct", products_->ShowProduct(c.get(), r, &p));
-  }
-  {
-    pb::UpdateProductRequest r;
-    r.set_product_id(id);
-    r.set_product_json(SmartMeter(id));
-    pb::Product p;
-    auto c = Context(b);
-    expect_not_found("UpdateProduct", products_->UpdateProduct(c.get(), r, &p));
-  }
-  {
-    pb::DeleteProductRequest r;
-    r.set_product_id(id);
-    r.set_force(true);
-    pb::DeleteProductResponse p;
-    auto c = Context(b);
-    expect_not_found("DeleteProduct", products_->DeleteProduct(c.get(), r, &p));
-  }
-  {
-    pb::ListProductModelVersionsRequest r;
-    r.set_product_id(id);
-    pb::ListProductModelVersionsResponse p;
-    auto c = Context(b);
-    expect_not_found("ListProductModelVersions",
-                     products_->ListProductModelVersions(c.get(), r, &p));
-  }
-  expect_not_found("AddDevice", AddDevice(b, id, "n2"));
-  {
-    pb::ShowDeviceRequest r;
-    r.set_device_id(device);
-    pb::Device d;
-    auto c = Context(b);
-    expect_not_found("ShowDevice", devices_->ShowDevice(c.get(), r, &d));
-  }
-  {
-    pb::UpdateDeviceRequest r;
-    r.set_device_id(device);
-    r.set_device_name("mine now");
-    pb::Device d;
-    auto c = Context(b);
-    expect_not_found("UpdateDevice", devices_->UpdateDevice(c.get(), r, &d));
-  }
-  {
-    pb::FreezeDeviceRequest r;
-    r.set_device_id(device);
-    pb::Device d;
-    auto c = Context(b);
-    expect_not_found("FreezeDevice", devices_->FreezeDevice(c.get(), r, &d));
-  }
-  {
-    pb::UnfreezeDeviceRequest r;
-    r.set_device_id(device);
-    pb::Device d;
-    auto c = Context(b);
-    expect_not_found("UnfreezeDevice", devices_->UnfreezeDevice(c.get(), r, &d));
-  }
-  {
-    pb::ResetDeviceSecretRequest r;
-    r.set_device_id(device);
-    pb::ResetDeviceSecretResponse d;
-    auto c = Context(b);
-    expect_not_found("ResetDeviceSecret", devices_->ResetDeviceSecret(c.get(), r, &d));
-  }
-  {
-    pb::DeleteDeviceRequest r;
-    r.set_device_id(device);
-    pb::DeleteDeviceResponse d;
-    auto c = Context(b);
-    expect_not_found("DeleteDevice", devices_->DeleteDevice(c.get(), r, &d));
-  }
+  ExpectProductHiddenFrom(b, id);
+  ExpectNotFound("AddDevice", AddDevice(b, id, "n2"));
+  ExpectDeviceHiddenFrom(b, device);
   {
     pb::ListDevicesRequest r;
     pb::ListDevicesResponse d;
@@ -594,7 +614,7 @@ TEST_F(ThingModelTest, TenantsNeverSeeEachOthersResources) {
     revoke.set_key_id(keys.keys(0).key_id());
     pb::RevokeApiKeyResponse revoked;
     auto c2 = Context(b);
-    expect_not_found("RevokeApiKey", tenants_->RevokeApiKey(c2.get(), revoke, &revoked));
+    ExpectNotFound("RevokeApiKey", tenants_->RevokeApiKey(c2.get(), revoke, &revoked));
   }
   // The device is untouched.
   pb::ShowDeviceRequest r;
