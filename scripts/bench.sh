@@ -5,6 +5,7 @@
 # times and prints the medians of the headline figures.
 #
 # Usage: scripts/bench.sh [IOT-BENCH ARGS...]     e.g. scripts/bench.sh --scenario ingest
+#        scripts/bench.sh --scenario ingest --dialect both   (IoTDA, then Alink devices; ratios)
 #        scripts/bench.sh --scenario faults [--faults device-gateway:kill,redis:term]
 #
 # The faults scenario kills and restarts parts of the stack (iot-bench restarts them with
@@ -177,6 +178,20 @@ figures = [
     ("commands platform p99 ms", "commands.platform.latency.p99_ms"),
     ("commands platform/s", "commands.platform.per_s"),
     ("commands p50 ratio", "commands.ratio_p50_platform_to_raw"),
+    # --dialect alink|both: the Alink devices' figures, and alink/iotda of one run (both).
+    ("alink connections/s (plugin)", "connections_alink.platform.connects_per_s"),
+    ("alink ingest raw msgs/s", "ingest_alink.raw.msgs_per_s"),
+    ("alink ingest platform msgs/s (subscription)", "ingest_alink.platform.subscription.msgs_per_s"),
+    ("alink ingest history rows/s", "ingest_alink.platform.history.rows_per_s"),
+    ("alink ingest subscription p50 ms", "ingest_alink.platform.subscription.latency.p50_ms"),
+    ("alink ingest lost", "ingest_alink.platform.lost"),
+    ("alink/iotda connects/s", "alink_vs_iotda.connections.connects_per_s.ratio_alink_to_iotda"),
+    ("alink/iotda connect p50", "alink_vs_iotda.connections.connect_latency_p50_ms.ratio_alink_to_iotda"),
+    ("alink/iotda ingest raw msgs/s", "alink_vs_iotda.ingest.raw_msgs_per_s.ratio_alink_to_iotda"),
+    ("alink/iotda ingest subscription msgs/s", "alink_vs_iotda.ingest.subscription_msgs_per_s.ratio_alink_to_iotda"),
+    ("alink/iotda ingest history rows/s", "alink_vs_iotda.ingest.history_rows_per_s.ratio_alink_to_iotda"),
+    ("alink/iotda ingest subscription p50", "alink_vs_iotda.ingest.subscription_latency_p50_ms.ratio_alink_to_iotda"),
+    ("alink/iotda gateway CPU %", "alink_vs_iotda.ingest.gateway_cpu_percent.ratio_alink_to_iotda"),
 ]
 reports = [json.load(open(path))["scenarios"] for path in sys.argv[1:]]
 for label, path in figures:
@@ -188,7 +203,7 @@ for label, path in figures:
         if isinstance(node, (int, float)):
             values.append(node)
     if values:
-        print(f"{label:40s} {statistics.median(values):>12g}   (runs: {', '.join(f'{v:g}' for v in values)})")
+        print(f"{label:44s} {statistics.median(values):>12g}   (runs: {', '.join(f'{v:g}' for v in values)})")
 # faults: per fault, the medians of its phase's figures over the runs.
 phases = {}
 for report in reports:

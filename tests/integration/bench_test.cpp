@@ -309,6 +309,70 @@ TEST_F(BenchTest, SmallRunLosesNothingAndWritesAWellFormedReport) {
   EXPECT_NE(output.find("connects_per_s"), std::string::npos) << output;
 }
 
+/// `--dialect both`: connect storm and ingest for IoTDA devices, then for Alink devices (an
+/// alink product from a TSL, devices signing with the Alink client id and posting
+/// thing.event.property.post), each without loss, and their ratios in alink_vs_iotda.
+TEST_F(BenchTest, BothDialectsConnectAndIngestWithoutLoss) {
+  ASSERT_TRUE(WaitServicesServing());
+  const std::vector<std::string> common = {"--raw-mqtt-url", raw_broker_->Url(),
+                                           "--dialect",      "both",
+                                           "--threads",      "2",
+                                           "--timeout",      "60",
+                                           "--stall",        "10"};
+  const auto run = [&](const std::vector<std::string>& args, const std::string& name) {
+    const auto json_path = dir_->path() / (name + ".json");
+    std::vector<std::string> argv = args;
+    argv.insert(argv.end(), common.begin(), common.end());
+    argv.insert(argv.end(), {"--json", json_path.string()});
+    const auto [code, output] = RunBench(argv);
+    Json report = Json::parse(ReadFile(json_path), nullptr, false);
+    EXPECT_FALSE(report.is_discarded()) << output;
+    EXPECT_EQ(code, 0) << output << ServiceLogs();
+    return report;
+  };
+
+  const Json connect = run({"--scenario", "connections", "--connections", "100"}, "connect");
+  ASSERT_TRUE(connect.is_object());
+  EXPECT_EQ(connect["config"]["dialect"], "both");
+  EXPECT_TRUE(connect["alink_product_key"].is_string()) << connect.dump(2);
+  for (const char* key : {"connections", "connections_alink"}) {
+    const Json& storm = connect["scenarios"][key];
+    EXPECT_EQ(storm["platform"]["connected"], 100) << key << ": " << storm.dump(2);
+    EXPECT_EQ(storm["platform"]["refused"], 0) << key;
+    EXPECT_GT(storm["platform"].value("connects_per_s", 0.0), 0) << key << ": " << storm.dump(2);
+  }
+  EXPECT_EQ(connect["scenarios"]["connections_alink"]["dialect"], "alink");
+  const Json& connect_ratio = connect["scenarios"]["alink_vs_iotda"]["connections"];
+  EXPECT_GT(connect_ratio["connects_per_s"].value("ratio_alink_to_iotda", 0.0), 0)
+      << connect_ratio.dump(2);
+
+  const Json ingest = run(
+      {"--scenario", "ingest", "--devices", "20", "--messages", "50", "--rate", "20"}, "ingest");
+  ASSERT_TRUE(ingest.is_object());
+  for (const char* key : {"ingest", "ingest_alink"}) {
+    const Json& scenario = ingest["scenarios"][key];
+    ASSERT_TRUE(scenario.contains("platform")) << key << ": " << scenario.dump(2);
+    EXPECT_EQ(scenario["messages"], 1000) << key;
+    EXPECT_EQ(scenario["raw"]["received"], 1000) << key << ": " << scenario["raw"].dump(2);
+    EXPECT_EQ(scenario["raw"]["lost"], 0) << key;
+    const Json& platform = scenario["platform"];
+    EXPECT_EQ(platform["publish"]["acked"], 1000) << key << ": " << platform.dump(2);
+    EXPECT_EQ(platform["lost"], 0) << key << ": " << platform.dump(2) << ServiceLogs();
+    EXPECT_EQ(platform["subscription"]["received"], 1000) << key << ": " << platform.dump(2);
+    EXPECT_EQ(platform["history"]["rows_found"], 1000) << key << ": " << platform.dump(2);
+    EXPECT_EQ(platform["shadow"]["devices_complete"], 20) << key << ": " << platform.dump(2);
+    EXPECT_GT(platform["subscription"].value("msgs_per_s", 0.0), 0) << key;
+    EXPECT_GT(platform["sampled_latency"]["history"]["count"].get<int>(), 0) << key;
+  }
+  // The same report content in both dialects: Alink's envelope differs, not its properties.
+  EXPECT_GT(ingest["scenarios"]["ingest_alink"]["payload_bytes"].get<int>(), 250);
+  const Json& ratios = ingest["scenarios"]["alink_vs_iotda"]["ingest"];
+  for (const char* figure : {"subscription_msgs_per_s", "history_rows_per_s", "raw_msgs_per_s"}) {
+    EXPECT_GT(ratios[figure].value("ratio_alink_to_iotda", 0.0), 0)
+        << figure << ": " << ratios.dump(2);
+  }
+}
+
 TEST_F(BenchTest, RefusesBadInvocations) {
   // Not loopback.
   auto [code, output] = RunBench({"--mqtt-url", "mqtt://192.0.2.1:1883"});
@@ -324,6 +388,8 @@ TEST_F(BenchTest, RefusesBadInvocations) {
   std::tie(code, output) = RunBench({"--connections", "1000000"});
   EXPECT_EQ(code, 2) << output;
   std::tie(code, output) = RunBench({"--pid", "mosquitto"});
+  EXPECT_EQ(code, 2) << output;
+  std::tie(code, output) = RunBench({"--dialect", "mqtt-sn"});
   EXPECT_EQ(code, 2) << output;
   // No API key.
   std::tie(code, output) = RunBench({}, {{"IOTCTL_API_KEY", ""}});

@@ -175,6 +175,15 @@ absl::Status ThingModelClient::CreateProduct(const nlohmann::json& product) {
   return FromGrpc(impl_->products->CreateProduct(&context, request, &response));
 }
 
+absl::Status ThingModelClient::CreateTslProduct(const nlohmann::json& tsl) {
+  pb::CreateProductRequest request;
+  request.set_tsl_json(tsl.dump());
+  pb::Product response;
+  grpc::ClientContext context;
+  Prepare(context, impl_->api_key, kThingModelTimeout);
+  return FromGrpc(impl_->products->CreateProduct(&context, request, &response));
+}
+
 absl::StatusOr<std::vector<DeviceCredentials>> ThingModelClient::AddDevices(
     const std::string& product_id, const std::string& prefix, int count, int threads) {
   std::vector<DeviceCredentials> out(static_cast<std::size_t>(count));
@@ -199,7 +208,10 @@ absl::StatusOr<std::vector<DeviceCredentials>> ThingModelClient::AddDevices(
           next.store(count);
           return;
         }
-        out[static_cast<std::size_t>(i)] = {response.device().device_id(), response.secret()};
+        out[static_cast<std::size_t>(i)] = {.device_id = response.device().device_id(),
+                                            .secret = response.secret(),
+                                            .product_id = product_id,
+                                            .node_id = request.node_id()};
       }
     });
   }

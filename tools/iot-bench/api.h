@@ -32,6 +32,8 @@ class ThingModelClient {
   ~ThingModelClient();
 
   absl::Status CreateProduct(const nlohmann::json& product);
+  /// An alink product from an Alibaba TSL (its product_id is the TSL's productKey).
+  absl::Status CreateTslProduct(const nlohmann::json& tsl);
   /// Adds `{product_id}_{prefix}{i}` for i in 1..count with `threads` concurrent callers.
   absl::StatusOr<std::vector<DeviceCredentials>> AddDevices(const std::string& product_id,
                                                             const std::string& prefix, int count,

@@ -1,14 +1,13 @@
-// Connect storm: K devices connect through the iot_auth plugin (raw MQTT CONNECTs, one socket
-// each, 64 awaited at a time — under mosquitto's listen backlog of 100, so that no SYN is
-// dropped and retried a second later); connects/s, and the memory of the broker and the gateway
-// with K connected. With --raw-mqtt-url, the same storm against a broker without the plugin,
-// and the ratio.
+// Connect storm: K devices (IoTDA or Alink, the context's dialect) connect through the iot_auth
+// plugin (raw MQTT CONNECTs, one socket each, 64 awaited at a time — under mosquitto's listen
+// backlog of 100, so that no SYN is dropped and retried a second later); connects/s, and the memory
+// of the broker and the gateway with K connected. With --raw-mqtt-url, the same storm against a
+// broker without the plugin, and the ratio.
 #include <fmt/format.h>
 
 #include <thread>
 
 #include "connect_storm.h"
-#include "iot/common/crypto.h"
 #include "scenarios.h"
 
 namespace iotbench {
@@ -24,11 +23,11 @@ nlohmann::json Storm(BenchContext& context, const Endpoint& endpoint,
   const nlohmann::json gateway_before = context.Rss("device-gateway");
   std::vector<iot::broker_bench::StormClient> clients;
   clients.reserve(devices.size());
-  const std::string hour = HourStamp();
   for (const auto& device : devices) {
-    clients.push_back({.client_id = fmt::format("{}_0_0_{}", device.device_id, hour),
-                       .username = device.device_id,
-                       .password = iot::common::HmacSha256Hex(hour, device.secret)});
+    DeviceLogin login = LoginFor(device, context.dialect);
+    clients.push_back({.client_id = std::move(login.client_id),
+                       .username = std::move(login.username),
+                       .password = std::move(login.password)});
   }
   const auto started = Clock::now();
   auto connected_at = started;

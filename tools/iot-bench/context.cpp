@@ -20,7 +20,19 @@ FleetOptions BenchContext::FleetFor(const Endpoint& endpoint) const {
                       .connect_window = 100,
                       .publish_window = config.publish_window,
                       .publish_rate = config.publish_rate,
-                      .answer_commands = false};
+                      .answer_commands = false,
+                      .dialect = dialect};
+}
+
+std::string BenchContext::Report(std::int64_t seq, int phase, std::int64_t sent_unix_ms) const {
+  return dialect == Dialect::kAlink ? AlinkReportPayload(seq, phase, sent_unix_ms)
+                                    : ReportPayload(seq, phase, sent_unix_ms);
+}
+
+std::string BenchContext::ReportSuffix() const {
+  return dialect == Dialect::kAlink
+             ? fmt::format("alink/sys/{}/+/thing/event/property/post", product_id)
+             : std::string("sys/properties/report");
 }
 
 Clock::duration BenchContext::Stall() const {
@@ -112,16 +124,57 @@ nlohmann::json BenchProductModel(const std::string& product_id) {
                                                  {"commands", Json::array({ping})}}})}};
 }
 
-std::string ReportPayload(std::int64_t seq, int phase, std::int64_t sent_unix_ms) {
+nlohmann::json BenchTsl(const std::string& product_key) {
+  using Json = nlohmann::json;
+  const auto number = [](const char* identifier, const char* type, const char* min,
+                         const char* max) {
+    return Json{{"identifier", identifier},
+                {"name", identifier},
+                {"accessMode", "r"},
+                {"required", false},
+                {"dataType", {{"type", type}, {"specs", {{"min", min}, {"max", max}}}}}};
+  };
+  Json properties = Json::array(
+      {number("seq", "int", "0", "2147483647"), number("phase", "int", "0", "99"),
+       number("ts", "double", "0", "9007199254740991"), number("voltage", "double", "0", "1000"),
+       number("current", "double", "0", "1000"), number("active_power", "double", "0", "1000000"),
+       number("total_energy", "double", "0", "100000000"),
+       number("temperature", "double", "-50", "150"), number("humidity", "double", "0", "100"),
+       number("line_frequency", "double", "0", "100")});
+  return {{"schema", "https://iotx-tsl.oss-ap-southeast-1.aliyuncs.com/schema.json"},
+          {"profile",
+           {{"version", "1.0"}, {"productKey", product_key}, {"productName", "iot-bench alink"}}},
+          {"properties", properties},
+          {"events", Json::array()},
+          {"services", Json::array()}};
+}
+
+namespace {
+
+/// The properties object of a report: the same for both dialects.
+std::string ReportProperties(std::int64_t seq, int phase, std::int64_t sent_unix_ms) {
   // Values vary with seq but cost no random numbers: the bench must not be the bottleneck.
   const auto v = static_cast<double>(seq % 1000);
   return fmt::format(
-      R"({{"services":[{{"service_id":"bench","properties":{{"seq":{},"phase":{},"ts":{},)"
-      R"("voltage":{:.4f},"current":{:.5f},"active_power":{:.4f},"total_energy":{:.5f},)"
-      R"("temperature":{:.4f},"humidity":{:.4f},"line_frequency":{:.5f}}},"event_time":"{}"}}]}})",
+      R"({{"seq":{},"phase":{},"ts":{},"voltage":{:.4f},"current":{:.5f},"active_power":{:.4f},)"
+      R"("total_energy":{:.5f},"temperature":{:.4f},"humidity":{:.4f},"line_frequency":{:.5f}}})",
       seq, phase, sent_unix_ms, 220 + v / 100, 10 + v / 1000, 2200 + v, 12345678.9 + v,
-      20 + v / 100, 40 + v / 50, 49.95 + v / 10000,
+      20 + v / 100, 40 + v / 50, 49.95 + v / 10000);
+}
+
+}  // namespace
+
+std::string ReportPayload(std::int64_t seq, int phase, std::int64_t sent_unix_ms) {
+  return fmt::format(
+      R"({{"services":[{{"service_id":"bench","properties":{},"event_time":"{}"}}]}})",
+      ReportProperties(seq, phase, sent_unix_ms),
       fmt::format("{:%Y%m%dT%H%M%SZ}", fmt::gmtime(sent_unix_ms / 1000)));
+}
+
+std::string AlinkReportPayload(std::int64_t seq, int phase, std::int64_t sent_unix_ms) {
+  return fmt::format(
+      R"({{"id":"{}","version":"1.0","params":{},"method":"thing.event.property.post"}})", seq,
+      ReportProperties(seq, phase, sent_unix_ms));
 }
 
 const nlohmann::json* FindBenchProperties(const nlohmann::json& json) {

@@ -89,7 +89,7 @@ struct Client {
         device(std::move(credentials)),
         index(device_index),
         prefix("$oc/devices/" + device.device_id + "/"),
-        report_topic(prefix + "sys/properties/report"),
+        report_topic(ReportTopic(device, shared.options.dialect)),
         connecting(connecting_count) {}
   ~Client() { Destroy(); }
   Client(const Client&) = delete;
@@ -135,9 +135,8 @@ struct Client {
   }
 
   void StartConnect() {
-    const std::string hour = HourStamp();
-    const std::string client_id = fmt::format("{}_0_0_{}", device.device_id, hour);
-    mosq = mosquitto_new(client_id.c_str(), true, this);
+    const DeviceLogin login = LoginFor(device, shared.options.dialect);
+    mosq = mosquitto_new(login.client_id.c_str(), true, this);
     if (mosq == nullptr) {
       state = State::kFailed;
       shared.refused.fetch_add(1);
@@ -146,8 +145,7 @@ struct Client {
     }
     mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
     mosquitto_int_option(mosq, MOSQ_OPT_TCP_NODELAY, 1);
-    const std::string password = iot::common::HmacSha256Hex(hour, device.secret);
-    mosquitto_username_pw_set(mosq, device.device_id.c_str(), password.c_str());
+    mosquitto_username_pw_set(mosq, login.username.c_str(), login.password.c_str());
     mosquitto_connect_callback_set(
         mosq, [](mosquitto*, void* self, int rc) { static_cast<Client*>(self)->OnConnect(rc); });
     mosquitto_publish_callback_set(
@@ -297,6 +295,34 @@ std::string HourStamp() {
   char text[16] = {};
   std::strftime(text, sizeof(text), "%Y%m%d%H", &utc);
   return text;
+}
+
+const char* DialectName(Dialect dialect) { return dialect == Dialect::kAlink ? "alink" : "iotda"; }
+
+DeviceLogin LoginFor(const DeviceCredentials& device, Dialect dialect) {
+  if (dialect == Dialect::kIotda) {
+    const std::string hour = HourStamp();
+    return {.client_id = fmt::format("{}_0_0_{}", device.device_id, hour),
+            .username = device.device_id,
+            .password = iot::common::HmacSha256Hex(hour, device.secret)};
+  }
+  const std::string& pk = device.product_id;
+  const std::string& dn = device.node_id;
+  const std::string cid = pk + "." + dn;
+  const std::string timestamp = std::to_string(UnixMillis());
+  return {.client_id =
+              fmt::format("{}|securemode=3,signmethod=hmacsha256,timestamp={}|", cid, timestamp),
+          .username = dn + "&" + pk,
+          .password = iot::common::HmacSha256Hex(
+              device.secret, fmt::format("clientId{}deviceName{}productKey{}timestamp{}", cid, dn,
+                                         pk, timestamp))};
+}
+
+std::string ReportTopic(const DeviceCredentials& device, Dialect dialect) {
+  return dialect == Dialect::kAlink
+             ? fmt::format("/sys/{}/{}/thing/event/property/post", device.product_id,
+                           device.node_id)
+             : fmt::format("$oc/devices/{}/sys/properties/report", device.device_id);
 }
 
 struct Fleet::Impl {

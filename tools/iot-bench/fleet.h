@@ -1,10 +1,10 @@
 #pragma once
 
-// Many simulated devices in one process: one libmosquitto client (MQTT 3.1.1, the IoTDA
-// client-id/password signing) per device, spread over a few worker threads that each poll()
-// their clients' sockets. The bench drives the fleet in phases from its main thread: connect
-// every device, publish a fixed number of QoS 1 reports per device, disconnect. Devices answer
-// the commands they receive at once when asked to.
+// Many simulated devices in one process: one libmosquitto client (MQTT 3.1.1, the IoTDA or the
+// Alink client-id/password signing, docs/alink.md) per device, spread over a few worker threads
+// that each poll() their clients' sockets. The bench drives the fleet in phases from its main
+// thread: connect every device, publish a fixed number of QoS 1 reports per device, disconnect.
+// Devices answer the commands they receive at once when asked to.
 //
 // A device whose connection breaks after it had connected (the broker restarted, a keepalive
 // timed out) reconnects with backoff (200 ms doubling to 2 s) and, as a device SDK does, sends
@@ -28,7 +28,33 @@ std::string HourStamp();
 struct DeviceCredentials {
   std::string device_id;
   std::string secret;
+  std::string product_id;  ///< an alink product's productKey
+  std::string node_id;     ///< an alink device's deviceName
 };
+
+/// The device protocol a fleet speaks: Huawei IoTDA's or Alibaba's Alink (docs/alink.md).
+enum class Dialect { kIotda, kAlink };
+
+/// "iotda" or "alink".
+const char* DialectName(Dialect dialect);
+
+/// What a device connects with.
+struct DeviceLogin {
+  std::string client_id;
+  std::string username;
+  std::string password;
+};
+
+/// IoTDA: client id `{device_id}_0_0_{YYYYMMDDHH}`, username the device id, password
+/// HMAC-SHA256(key = the hour, the secret). Alink (plain TCP, as the SDKs connect): client id
+/// `{pk}.{dn}|securemode=3,signmethod=hmacsha256,timestamp={ms}|`, username `{dn}&{pk}`,
+/// password hex HMAC-SHA256(deviceSecret,
+/// "clientId{pk}.{dn}deviceName{dn}productKey{pk}timestamp{ms}").
+DeviceLogin LoginFor(const DeviceCredentials& device, Dialect dialect);
+
+/// Where a device posts its property reports: `$oc/devices/{device_id}/sys/properties/report`
+/// or `/sys/{pk}/{dn}/thing/event/property/post`.
+std::string ReportTopic(const DeviceCredentials& device, Dialect dialect);
 
 struct FleetOptions {
   std::string host = "127.0.0.1";
@@ -40,6 +66,7 @@ struct FleetOptions {
   /// device's uplink beyond its rate limit (IOT_DEVICE_GATEWAY_RATE_LIMIT, 50/s by default).
   double publish_rate = 0;
   bool answer_commands = false;
+  Dialect dialect = Dialect::kIotda;
 };
 
 /// The payload of report `seq` (0-based) of device `index`; called on worker threads.
@@ -73,7 +100,7 @@ class Fleet {
   /// Connects every device (at most connect_window CONNACKs awaited per thread) and returns
   /// when all have answered or `deadline` passed.
   ConnectResult Connect(Clock::time_point deadline);
-  /// Every connected device publishes `per_device` reports on its properties/report topic at
+  /// Every connected device publishes `per_device` reports on its report topic (ReportTopic) at
   /// QoS 1; returns when all are acknowledged or `deadline` passed. `acked`, if set, hears of
   /// every acknowledgement.
   PublishResult Publish(int per_device, PayloadFn payload, Clock::time_point deadline,

@@ -107,9 +107,9 @@ class Arrivals {
   Latencies latency_;
 };
 
-PayloadFn Reports(int phase) {
-  return [phase](std::size_t /*index*/, int k) {
-    return ReportPayload(phase * kPhaseBase + k, phase, UnixMillis());
+PayloadFn Reports(const BenchContext& context, int phase) {
+  return [&context, phase](std::size_t /*index*/, int k) {
+    return context.Report(phase * kPhaseBase + k, phase, UnixMillis());
   };
 }
 
@@ -207,6 +207,7 @@ class LatencySampler {
                  std::chrono::system_clock::time_point since)
       : history_(context.config.rule_forwarding_addr, context.config.api_key),
         shadow_(context.config.shadow_addr, context.config.api_key),
+        service_id_(context.service_id),
         device_ids_(std::move(device_ids)),
         since_(Rfc3339(since)),
         thread_([this] { Run(); }) {}
@@ -244,7 +245,7 @@ class LatencySampler {
         if (with_history) {
           auto page = history_.Call(kRf + "History", "ListPropertyHistory",
                                     {{"device_id", id},
-                                     {"service_id", "bench"},
+                                     {"service_id", service_id_},
                                      {"property", "ts"},
                                      {"start_time", since_},
                                      {"limit", 1000}},
@@ -260,8 +261,9 @@ class LatencySampler {
           }
         }
         if (with_shadow) {
-          auto response = shadow_.Call(shadow_service, "ShowDeviceShadow",
-                                       {{"device_id", id}, {"service_id", "bench"}}, kCallTimeout);
+          auto response =
+              shadow_.Call(shadow_service, "ShowDeviceShadow",
+                           {{"device_id", id}, {"service_id", service_id_}}, kCallTimeout);
           const std::int64_t now = UnixMillis();
           if (response.ok()) {
             for (const auto& data : (*response)["shadow"]) {
@@ -288,6 +290,7 @@ class LatencySampler {
 
   DynamicClient history_;
   DynamicClient shadow_;
+  const std::string service_id_;
   const std::vector<std::string> device_ids_;
   const std::string since_;
   Latencies history_latency_;
@@ -319,7 +322,7 @@ double WaitGatewayIdle(const BenchContext& context) {
 absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> ConnectRawSubscriber(
     const BenchContext& context, Arrivals& arrivals) {
   return context.SubscribedClient(
-      "raw-subscriber", "sys/properties/report",
+      "raw-subscriber", context.ReportSuffix(),
       [&context, &arrivals](const iot::common::MqttMessage& message) {
         const Json payload = Json::parse(message.payload, nullptr, false);
         arrivals.Add(DeviceIndex(UplinkDevice(message.topic), context.product_id, "i"),
@@ -329,8 +332,8 @@ absl::StatusOr<std::unique_ptr<iot::common::MqttClient>> ConnectRawSubscriber(
 
 Json RawPhase(BenchContext& context, Fleet& fleet, Arrivals& arrivals, std::size_t expected) {
   const auto started = Clock::now();
-  const PublishResult published =
-      fleet.Publish(context.config.ingest_messages, Reports(kRawPhase), context.Deadline());
+  const PublishResult published = fleet.Publish(context.config.ingest_messages,
+                                                Reports(context, kRawPhase), context.Deadline());
   arrivals.Wait(expected, context.Stall(), context.Deadline());
   const auto finished = Clock::now();
   Json out = arrivals.Summary(expected, started);
@@ -348,7 +351,7 @@ nlohmann::json RunIngest(BenchContext& context) {
   Json out = {{"devices", devices_count},
               {"messages_per_device", config.ingest_messages},
               {"messages", expected},
-              {"payload_bytes", ReportPayload(kPhaseBase, 1, UnixMillis()).size()},
+              {"payload_bytes", context.Report(kPhaseBase, 1, UnixMillis()).size()},
               {"qos", 1}};
   const auto since = std::chrono::system_clock::now() - std::chrono::minutes(1);
   auto devices = context.thing_model.AddDevices(context.product_id, "i", config.ingest_devices, 8);
@@ -399,7 +402,7 @@ nlohmann::json RunIngest(BenchContext& context) {
     (void)prober.Connect(context.Deadline());
     const auto probe_deadline = std::min(Clock::now() + kProbeWait, context.Deadline());
     while (!probe_seen.load() && Clock::now() < probe_deadline && subscription.ended().ok()) {
-      (void)prober.Publish(1, Reports(kProbePhase), probe_deadline);
+      (void)prober.Publish(1, Reports(context, kProbePhase), probe_deadline);
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     platform["probe_seen"] = probe_seen.load();
@@ -411,7 +414,7 @@ nlohmann::json RunIngest(BenchContext& context) {
   LatencySampler latency(context, sampled, std::chrono::system_clock::now());
   const auto started = Clock::now();
   const PublishResult published =
-      fleet.Publish(config.ingest_messages, Reports(kPlatformPhase), context.Deadline());
+      fleet.Publish(config.ingest_messages, Reports(context, kPlatformPhase), context.Deadline());
   platform["publish"] = PublishSummary(published, expected);
   if (subscribed.ok()) {
     arrivals.Wait(expected, context.Stall(), context.Deadline());

@@ -139,6 +139,90 @@ std::optional<iotbench::Endpoint> ParseBroker(const std::string& url, const std:
   return iotbench::Endpoint{.host = parsed->host, .port = parsed->port};
 }
 
+using ScenarioFn = Json (*)(iotbench::BenchContext&);
+
+/// Runs scenario `name` of `context` into `scenarios`: under `name` for IoTDA devices (as
+/// always), under `{name}_alink` for Alink devices.
+void RunOne(Json& scenarios, const std::string& name, ScenarioFn scenario_fn,
+            iotbench::BenchContext& context) {
+  const bool alink = context.dialect == iotbench::Dialect::kAlink;
+  const std::string key = alink ? name + "_alink" : name;
+  std::cerr << fmt::format("iot-bench: {} ...\n", key);
+  const auto started = iotbench::Clock::now();
+  scenarios[key] = scenario_fn(context);
+  scenarios[key]["dialect"] = iotbench::DialectName(context.dialect);
+  scenarios[key]["elapsed_s"] =
+      iotbench::Round(iotbench::SecondsBetween(started, iotbench::Clock::now()), 1);
+}
+
+/// The figure at `pointer` of `json`, or a NotAvailable.
+Json FigureAt(const Json& json, const std::string& pointer) {
+  const Json::json_pointer at(pointer);
+  return json.contains(at) ? json.at(at) : iotbench::NotAvailable("no figure " + pointer);
+}
+
+/// For each (name, JSON pointer) figure of scenario `name`: the IoTDA and the Alink value and
+/// their ratio alink / iotda (the same devices, rate and report content in one run).
+Json AlinkVsIotda(const Json& scenarios, const std::string& name,
+                  const std::vector<std::pair<std::string, std::string>>& figures) {
+  const Json iotda = scenarios.value(name, Json::object());
+  const Json alink = scenarios.value(name + "_alink", Json::object());
+  Json out = Json::object();
+  for (const auto& [figure, pointer] : figures) {
+    const Json a = FigureAt(alink, pointer);
+    const Json b = FigureAt(iotda, pointer);
+    out[figure] = {{"iotda", b},
+                   {"alink", a},
+                   {"ratio_alink_to_iotda",
+                    a.is_number() && b.is_number()
+                        ? iotbench::Ratio(a, b)
+                        : iotbench::NotAvailable("a figure of one dialect is not available")}};
+  }
+  return out;
+}
+
+/// The ratios of a `--dialect both` run, for the scenarios that ran for both.
+Json DialectRatios(const Json& scenarios) {
+  Json out = Json::object();
+  if (scenarios.contains("connections") && scenarios.contains("connections_alink")) {
+    out["connections"] =
+        AlinkVsIotda(scenarios, "connections",
+                     {{"connects_per_s", "/platform/connects_per_s"},
+                      {"connect_latency_p50_ms", "/platform/connect_latency/p50_ms"},
+                      {"raw_connects_per_s", "/raw/connects_per_s"}});
+  }
+  if (scenarios.contains("ingest") && scenarios.contains("ingest_alink")) {
+    out["ingest"] = AlinkVsIotda(
+        scenarios, "ingest",
+        {{"raw_msgs_per_s", "/raw/msgs_per_s"},
+         {"publish_acked_per_s", "/platform/publish/acked_per_s"},
+         {"subscription_msgs_per_s", "/platform/subscription/msgs_per_s"},
+         {"subscription_latency_p50_ms", "/platform/subscription/latency/p50_ms"},
+         {"history_rows_per_s", "/platform/history/rows_per_s"},
+         {"shadow_reports_per_s", "/platform/shadow/reports_per_s"},
+         {"gateway_cpu_percent", "/platform/cpu/processes/device-gateway/avg_cpu_percent"},
+         {"other_processes_cpu_percent", "/platform/cpu/other_processes_cpu_percent"}});
+  }
+  return out;
+}
+
+/// Creates the run's alink product (a TSL of the bench's properties) and returns its context,
+/// or nullopt after printing why not.
+std::optional<iotbench::BenchContext> AlinkContext(const iotbench::BenchContext& iotda,
+                                                   const std::string& product_key) {
+  if (auto status = iotda.thing_model.CreateTslProduct(iotbench::BenchTsl(product_key));
+      !status.ok()) {
+    std::cerr << fmt::format("error: creating the bench's alink product at thing-model {}: {}\n",
+                             iotda.config.thing_model_addr, iotbench::Describe(status));
+    return std::nullopt;
+  }
+  iotbench::BenchContext alink = iotda;
+  alink.product_id = product_key;
+  alink.dialect = iotbench::Dialect::kAlink;
+  alink.service_id = "default";  // a TSL's default function block
+  return alink;
+}
+
 int Run(BenchConfig& config, const std::string& scenario, const std::string& json_path,
         const std::map<std::string, int>& pid_overrides, bool keep, std::size_t max_devices) {
   // Ingest and commands hold libmosquitto clients (kFilesPerDevice descriptors each); the
@@ -232,14 +316,23 @@ int Run(BenchConfig& config, const std::string& scenario, const std::string& jso
                                  .pids = pids,
                                  .broker = *broker,
                                  .raw_broker = *raw_broker};
+  const bool with_iotda = config.dialect != "alink";
+  std::optional<iotbench::BenchContext> alink =
+      config.dialect == "iotda" ? std::nullopt : AlinkContext(context, "a1bench" + RandomSuffix());
+  if (config.dialect != "iotda" && !alink) {
+    (void)thing_model.DeleteProduct(product_id);
+    return kFailed;
+  }
 
   Json report = {{"tool", "iot-bench"},
                  {"started_at", iotbench::Rfc3339(std::chrono::system_clock::now())},
                  {"machine", iotbench::MachineInfo()},
                  {"product_id", product_id},
+                 {"alink_product_key", alink ? Json(alink->product_id) : Json(nullptr)},
                  {"config",
                   {{"mqtt_url", config.mqtt_url},
                    {"raw_mqtt_url", config.raw_mqtt_url},
+                   {"dialect", config.dialect},
                    {"threads", config.threads},
                    {"connections", config.connections},
                    {"ingest_devices", config.ingest_devices},
@@ -255,24 +348,35 @@ int Run(BenchConfig& config, const std::string& scenario, const std::string& jso
                  {"processes", pids},
                  {"processes_not_found", not_found},
                  {"scenarios", Json::object()}};
-  const auto run = [&](const std::string& name, Json (*scenario_fn)(iotbench::BenchContext&)) {
+  const auto run = [&](const std::string& name, ScenarioFn scenario_fn) {
     // The faults scenario kills parts of the stack: only when asked for by name.
     if (scenario != name && (scenario != "all" || name == "faults")) {
       return;
     }
-    std::cerr << fmt::format("iot-bench: {} ...\n", name);
-    const auto started = iotbench::Clock::now();
-    report["scenarios"][name] = scenario_fn(context);
-    report["scenarios"][name]["elapsed_s"] =
-        iotbench::Round(iotbench::SecondsBetween(started, iotbench::Clock::now()), 1);
+    // Commands and faults measure IoTDA devices; connections and ingest the dialects asked for,
+    // IoTDA first.
+    const bool per_dialect = name == "connections" || name == "ingest";
+    if (with_iotda || !per_dialect) {
+      RunOne(report["scenarios"], name, scenario_fn, context);
+    }
+    if (alink && per_dialect) {
+      RunOne(report["scenarios"], name, scenario_fn, *alink);
+    }
   };
   run("connections", iotbench::RunConnections);
   run("ingest", iotbench::RunIngest);
   run("commands", iotbench::RunCommands);
   run("faults", iotbench::RunFaults);
+  if (alink && with_iotda) {
+    report["scenarios"]["alink_vs_iotda"] = DialectRatios(report["scenarios"]);
+  }
 
   if (!keep) {
     if (auto status = thing_model.DeleteProduct(product_id); !status.ok()) {
+      report["cleanup_error"] = iotbench::Describe(status);
+    }
+    if (auto status = alink ? thing_model.DeleteProduct(alink->product_id) : absl::OkStatus();
+        !status.ok()) {
       report["cleanup_error"] = iotbench::Describe(status);
     }
   }
@@ -354,6 +458,12 @@ int main(int argc, char** argv) {
                  "NAME=PID of a process to watch: one of mosquitto, mosquitto-raw, thing-model, "
                  "device-gateway, shadow, command-dispatch, rule-forwarding when it is not found "
                  "by its listening port, or any other (redis, postgres, ...)");
+  app.add_option("--dialect", config.dialect,
+                 "connections, ingest: the devices' protocol: iotda (Huawei), alink (Alibaba) or "
+                 "both (each scenario for IoTDA, then for Alink devices, and their ratios under "
+                 "alink_vs_iotda); commands and faults run IoTDA devices")
+      ->check(CLI::IsMember({"iotda", "alink", "both"}))
+      ->capture_default_str();
   app.add_option("--threads", config.threads, "Device worker threads")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();

@@ -94,7 +94,8 @@ Json PollSummary(const PollResult& result, const std::string& call, std::size_t 
 
 DeviceDataReader::DeviceDataReader(const BenchContext& context)
     : history_(context.config.rule_forwarding_addr, context.config.api_key),
-      shadow_(context.config.shadow_addr, context.config.api_key) {}
+      shadow_(context.config.shadow_addr, context.config.api_key),
+      service_id_(context.service_id) {}
 
 absl::Status DeviceDataReader::CheckHistory() const {
   return history_.Check(kHistory, "ListPropertyHistory");
@@ -112,7 +113,7 @@ absl::StatusOr<std::map<std::int64_t, int>> DeviceDataReader::HistorySeqs(
   do {
     auto page = history_.Call(kHistory, "ListPropertyHistory",
                               {{"device_id", device_id},
-                               {"service_id", "bench"},
+                               {"service_id", service_id_},
                                {"property", "seq"},
                                {"start_time", since},
                                {"limit", 1000},
@@ -134,8 +135,9 @@ absl::StatusOr<std::map<std::int64_t, int>> DeviceDataReader::HistorySeqs(
 }
 
 absl::StatusOr<std::int64_t> DeviceDataReader::ShadowSeq(const std::string& device_id) const {
-  auto response = shadow_.Call(kShadows, "ShowDeviceShadow",
-                               {{"device_id", device_id}, {"service_id", "bench"}}, kCallTimeout);
+  auto response =
+      shadow_.Call(kShadows, "ShowDeviceShadow",
+                   {{"device_id", device_id}, {"service_id", service_id_}}, kCallTimeout);
   if (!response.ok()) {
     return response.status();
   }

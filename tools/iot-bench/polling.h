@@ -45,19 +45,20 @@ class DeviceDataReader {
   [[nodiscard]] absl::Status CheckHistory() const;
   [[nodiscard]] absl::Status CheckShadow() const;
 
-  /// Rows of property `seq` of service `bench` of `device_id` since `since` (RFC 3339) whose
+  /// Rows of property `seq` of the context's service of `device_id` since `since` (RFC 3339) whose
   /// value is in [first, end): value -> number of rows with it (more than 1: duplicates).
   absl::StatusOr<std::map<std::int64_t, int>> HistorySeqs(const std::string& device_id,
                                                           const std::string& since,
                                                           std::int64_t first,
                                                           std::int64_t end) const;
-  /// The `seq` in the reported properties of service `bench` of the device's shadow; -1 when
+  /// The `seq` in the reported properties of the context's service in the device's shadow; -1 when
   /// it has none.
   absl::StatusOr<std::int64_t> ShadowSeq(const std::string& device_id) const;
 
  private:
   DynamicClient history_;
   DynamicClient shadow_;
+  std::string service_id_;  ///< the context's: "bench", or "default" for alink devices
 };
 
 }  // namespace iotbench

@@ -35,6 +35,8 @@ struct BenchConfig {
   std::string command_dispatch_addr = "127.0.0.1:50053";
   std::string shadow_addr = "127.0.0.1:50054";
   std::string rule_forwarding_addr = "127.0.0.1:50055";
+  /// "iotda", "alink" or "both": the devices of connections and ingest (docs/alink.md).
+  std::string dialect = "iotda";
   int threads = 4;  ///< device worker threads
   int connections = 1000;
   int ingest_devices = 1000;
@@ -70,11 +72,17 @@ struct BenchContext {
   CpuSampler& sampler;
   std::map<std::string, pid_t> pids;  ///< watched processes by name
   Endpoint broker;
-  Endpoint raw_broker;  ///< port 0: none
+  Endpoint raw_broker;                ///< port 0: none
+  Dialect dialect = Dialect::kIotda;  ///< of product_id and every device of the context
+  std::string service_id = "bench";   ///< the model's service of the reports (alink: "default")
 
   [[nodiscard]] Clock::time_point Deadline() const;
   [[nodiscard]] FleetOptions FleetFor(const Endpoint& endpoint) const;
   [[nodiscard]] Clock::duration Stall() const;
+  /// The report of the context's dialect: ReportPayload() or AlinkReportPayload().
+  [[nodiscard]] std::string Report(std::int64_t seq, int phase, std::int64_t sent_unix_ms) const;
+  /// The uplink topic of its reports after `iot/up/{partition}/{device_id}/`.
+  [[nodiscard]] std::string ReportSuffix() const;
   /// An MQTT v5 client of the broker service account, subscribed to `{prefix}+/{suffix}` for
   /// every uplink prefix, handing messages to `handler`; or the reason there is none. Connect it
   /// before any device fleet: libmosquitto's own loop (used by MqttClient) select()s, which fails
@@ -90,8 +98,16 @@ struct BenchContext {
 /// measurements; a report is ~300 bytes) and the command "ping".
 nlohmann::json BenchProductModel(const std::string& product_id);
 
+/// The run's alink product: the same 10 properties as a TSL of productKey `product_key` (seq and
+/// phase int, ts and the measurements double, all accessMode r), in the default function block.
+nlohmann::json BenchTsl(const std::string& product_key);
+
 /// The ~300-byte report of the bench's devices.
 std::string ReportPayload(std::int64_t seq, int phase, std::int64_t sent_unix_ms);
+
+/// The same properties as an Alink property post:
+/// `{"id":"{seq}","version":"1.0","params":{...},"method":"thing.event.property.post"}`.
+std::string AlinkReportPayload(std::int64_t seq, int phase, std::int64_t sent_unix_ms);
 
 /// The properties object of a report (or of the envelope/selection holding one): the first
 /// object with "seq" and "phase" found in `json`; nullptr when none.
