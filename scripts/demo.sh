@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The demo on the running local stack (scripts/stack.sh start): a demo tenant with an admin API
-# key, the smart-meter product (tests/integration/testdata/smart_meter_product.json: readable
-# meter values, writable relay_state/report_interval, commands reboot/set_tariff) and a few
-# simulated devices (iot-device-sim) that stay connected, report every few seconds, apply
-# property sets and answer commands. Idempotent: what exists is kept; the simulator restarts.
+# The demo on the running local stack (scripts/stack.sh start), both device dialects: a demo
+# tenant with an admin API key; the Huawei IoTDA smart-meter product
+# (tests/integration/testdata/smart_meter_product.json: readable meter values, writable
+# relay_state/report_interval, commands reboot/set_tariff) with a few simulated devices
+# (iot-device-sim); and the Alibaba Alink thermostat product made from a TSL
+# (tests/data/alink/thermostat_tsl.json, productKey a1Thermo7Kx) with one device run by
+# Alibaba's own Node device SDK (deploy/demo/alink_thermostat.js; the SDK from
+# tests/alink/node_modules, installed by scripts/install-deps.sh). All stay connected, report
+# every few seconds, apply property sets and answer commands (the thermostat: property get and
+# the services Calibrate, sync, and Reboot, async). Idempotent: what exists is kept; the devices'
+# processes restart.
 #
 # Usage: scripts/demo.sh COMMAND
-#   start    tenant, key, product, devices; waits until the devices are ONLINE
-#   stop     stops the simulated devices (scripts/stack.sh stop does too)
-#   status   the simulator's pid and the demo devices with their status
+#   start    tenant, key, products, devices; waits until every demo device is ONLINE
+#   stop     stops the simulated devices and the Alink device (scripts/stack.sh stop does too)
+#   status   the devices' processes and the demo devices with their status
 #   env      prints the export lines for iotctl as the demo tenant (eval "$(scripts/demo.sh env)"):
 #            IOTCTL_API_KEY_FILE, IOTCTL_ADDR (thing-model), IOTCTL_COMMANDS_ADDR (command-dispatch)
 #            and IOT_SHADOW_ADDR, IOT_COMMAND_DISPATCH_ADDR, IOT_RULE_FORWARDING_ADDR (`--addr`)
@@ -21,6 +27,10 @@
 #   IOT_DEMO_REPORT_INTERVAL   seconds between property reports [5]
 #   IOT_DEMO_PRODUCT_FILE      product JSON (its product_id is used)
 #                              [tests/integration/testdata/smart_meter_product.json]
+#   IOT_DEMO_ALINK             1: the Alink thermostat too (needs node and the SDK); 0: not [1]
+#   IOT_DEMO_ALINK_TSL         the Alink product's TSL (its profile.productKey is used)
+#                              [tests/data/alink/thermostat_tsl.json]
+#   IOT_DEMO_ALINK_DEVICE      the Alink device's deviceName [thermostat-1]
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,6 +51,14 @@ KEY_FILE=$DEMO_DIR/api-key
 SIM_PID=$RUN_DIR/device-sim.pid
 SIM_LOG=$LOG_DIR/device-sim.log
 IOTCTL=$BUILD_DIR/bin/iotctl
+ALINK=${IOT_DEMO_ALINK:-1}
+ALINK_TSL=${IOT_DEMO_ALINK_TSL:-$IOT_REPO_ROOT/tests/data/alink/thermostat_tsl.json}
+ALINK_DN=${IOT_DEMO_ALINK_DEVICE:-thermostat-1}
+ALINK_SCRIPT=$IOT_REPO_ROOT/deploy/demo/alink_thermostat.js
+ALINK_SDK=$IOT_REPO_ROOT/tests/alink/node_modules
+ALINK_PID=$RUN_DIR/alink-device.pid
+ALINK_LOG=$LOG_DIR/alink-device.log
+ALINK_SECRET_FILE=$DEMO_DIR/alink-device-secret
 
 usage() { iot::usage "${BASH_SOURCE[0]}"; }
 
@@ -55,13 +73,54 @@ service_addr() {
 thing_model_addr() { service_addr thing-model; }
 
 sim_pid() { iot::pid_from "$SIM_PID" "$BUILD_DIR/bin/iot-device-sim"; }
+alink_pid() { iot::pid_from "$ALINK_PID" "$ALINK_SCRIPT"; }
+alink_pk() { jq -r '.profile.productKey // empty' "$ALINK_TSL"; }
 
 # iotctl as the demo tenant's admin.
 demo_iotctl() { "$IOTCTL" --addr "$(thing_model_addr)" --api-key-file "$KEY_FILE" "$@"; }
 
+# online_devices [PRODUCT]: how many of the product's devices are ONLINE.
 online_devices() {
-  demo_iotctl --json device list --product "$PRODUCT_ID" --status online --all |
+  demo_iotctl --json device list --product "${1:-$PRODUCT_ID}" --status online --all |
     jq '[.devices[]?] | length'
+}
+
+# The Alink thermostat: its product from the TSL, the device with a secret kept in the demo dir,
+# and Alibaba's Node SDK running deploy/demo/alink_thermostat.js.
+start_alink() {
+  local pk
+  pk=$(alink_pk) || true
+  [[ -n "$pk" ]] || iot::die "$ALINK_TSL: no profile.productKey (an Alibaba TSL)"
+  command -v node >/dev/null || iot::die "node not found: the Alink demo device needs Node.js 20 (IOT_DEMO_ALINK=0 skips it)"
+  [[ -d "$ALINK_SDK/alibabacloud-iot-device-sdk" ]] ||
+    iot::die "Alibaba's Node SDK is not installed in $ALINK_SDK (scripts/install-deps.sh; IOT_DEMO_ALINK=0 skips it)"
+  if demo_iotctl product show "$pk" >/dev/null 2>&1; then
+    iot::info "demo: Alink product $pk exists"
+  else
+    iot::info "demo: Alink product $pk from the TSL $ALINK_TSL"
+    demo_iotctl product create --file "$ALINK_TSL" >/dev/null
+  fi
+  if [[ ! -s "$ALINK_SECRET_FILE" ]] || ! demo_iotctl device show "${pk}_$ALINK_DN" >/dev/null 2>&1; then
+    iot::info "demo: Alink device ${pk}_$ALINK_DN (deviceName $ALINK_DN)"
+    demo_iotctl device delete "${pk}_$ALINK_DN" >/dev/null 2>&1 || true
+    demo_iotctl device add --product "$pk" --node "$ALINK_DN" --name "demo thermostat" \
+      --save-secret "$ALINK_SECRET_FILE" >/dev/null
+  fi
+  stop_alink
+  iot::info "demo: Alink device $ALINK_DN on Alibaba's Node SDK, a property post every ${REPORT_INTERVAL}s (log $ALINK_LOG)"
+  iot::spawn "$ALINK_PID" "$ALINK_LOG" env NODE_PATH="$ALINK_SDK" IOT_ALINK_HOST=127.0.0.1 \
+    IOT_ALINK_PORT="$(cat "$RUN_DIR/mosquitto.port")" IOT_ALINK_PK="$pk" IOT_ALINK_DN="$ALINK_DN" \
+    IOT_ALINK_SECRET_FILE="$ALINK_SECRET_FILE" IOT_ALINK_REPORT_INTERVAL="$REPORT_INTERVAL" \
+    node "$ALINK_SCRIPT"
+}
+
+stop_alink() {
+  local pid
+  if pid=$(alink_pid); then
+    iot::info "demo: stopping the Alink device (pid $pid)"
+    iot::terminate "$pid" alink-device 15 TERM
+  fi
+  rm -f "$ALINK_PID"
 }
 
 start() {
@@ -113,6 +172,22 @@ start() {
   done
   ((online >= DEVICES)) || iot::die "only $online of $DEVICES demo devices ONLINE after 60 s; log: $SIM_LOG"
   iot::info "demo: $online devices ONLINE"
+  [[ "$ALINK" == 1 ]] || return 0
+  start_alink
+  local pk
+  pk=$(alink_pk)
+  deadline=$((SECONDS + 60)) online=0
+  while ((SECONDS < deadline)); do
+    alink_pid >/dev/null || {
+      tail -n 20 "$ALINK_LOG" >&2
+      iot::die "the Alink device exited; log: $ALINK_LOG"
+    }
+    online=$(online_devices "$pk" 2>/dev/null || echo 0)
+    ((online >= 1)) && break
+    sleep 0.5
+  done
+  ((online >= 1)) || iot::die "the Alink device ${pk}_$ALINK_DN is not ONLINE after 60 s; log: $ALINK_LOG"
+  iot::info "demo: Alink device ${pk}_$ALINK_DN ONLINE"
 }
 
 stop_sim() {
@@ -131,14 +206,27 @@ status() {
   else
     echo "iot-device-sim: stopped"
   fi
+  if pid=$(alink_pid); then
+    echo "alink-device: running (pid $pid), log $ALINK_LOG"
+  else
+    echo "alink-device: stopped"
+  fi
   [[ -s "$KEY_FILE" ]] || iot::die "no demo tenant yet (scripts/demo.sh start)"
   demo_iotctl device list --product "$PRODUCT_ID" --all
+  local pk
+  pk=$(alink_pk) || true
+  if [[ -n "$pk" ]] && demo_iotctl product show "$pk" >/dev/null 2>&1; then
+    demo_iotctl device list --product "$pk" --all
+  fi
 }
 
 cmd=${1:-}
 case "$cmd" in
   start) start ;;
-  stop) stop_sim ;;
+  stop)
+    stop_sim
+    stop_alink
+    ;;
   status) status ;;
   env)
     [[ -s "$KEY_FILE" ]] || iot::die "no demo tenant yet (scripts/demo.sh start)"

@@ -3,8 +3,9 @@
 # Mosquitto and the services (scripts/stack.sh start), then prints what runs where and how to
 # stop it. Safe to run again: what already runs is left alone.
 #
-# Then the demo (scripts/demo.sh start): a demo tenant and API key, the smart-meter product and
-# a few simulated devices reporting; README.md walks through it with iotctl.
+# Then the demo (scripts/demo.sh start): a demo tenant and API key, the smart-meter product with
+# a few simulated devices reporting (Huawei IoTDA) and the thermostat product with one device on
+# Alibaba's Node SDK (Alink); README.md walks through it with iotctl.
 #
 # Environment: IOT_SKIP_INSTALL=1, IOT_SKIP_BUILD=1, IOT_PRESET [dev], IOT_DEMO=0 (no demo),
 # every variable of scripts/stack.sh (IOT_STATE_DIR, IOT_STACK_*_PORT, IOT_<SERVICE>_GRPC_PORT,
@@ -60,7 +61,8 @@ if ((demo)); then
   cat <<EOF
 
 The demo runs: tenant ${IOT_DEMO_TENANT:-demo}, product smartmeter01, simulated devices
-smartmeter01_meter-1..${IOT_DEMO_DEVICES:-3} (scripts/demo.sh status). Act as the demo tenant:
+smartmeter01_meter-1..${IOT_DEMO_DEVICES:-3}, and the Alink thermostat a1Thermo7Kx_thermostat-1
+on Alibaba's Node SDK (scripts/demo.sh status). Act as the demo tenant:
   export PATH=\$PWD/build/bin:\$PATH
   eval "\$(scripts/demo.sh env)"
   iotctl device list

@@ -160,6 +160,7 @@ pattern_of() {
     redis) echo "redis-server" ;;
     mosquitto) echo "mosquitto" ;;
     device-sim) echo "$BUILD_DIR/bin/iot-device-sim" ;;
+    alink-device) echo "deploy/demo/alink_thermostat.js" ;;
     *) echo "$BUILD_DIR/bin/$1" ;;
   esac
 }
@@ -576,8 +577,9 @@ wait_services_serving() {
 services_stop() {
   [[ -d "$RUN_DIR" ]] || return 0
   local i entry name pids=() names=()
-  # The demo's simulated devices (scripts/demo.sh), if any, go first.
+  # The demo's devices (scripts/demo.sh), if any, go first.
   stop_component device-sim
+  stop_component alink-device
   # Stop in reverse start order: the gateway first, so that it drains into live peers. All get
   # SIGTERM at once (each drains on its own), then each is waited for.
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
@@ -651,6 +653,12 @@ status() {
     printf '%-17s %-8s %-22s %-8s %s\n' device-sim "$pid" - running "scripts/demo.sh status"
   elif [[ -f "$(pidfile device-sim)" ]]; then
     printf '%-17s %-8s %-22s %-8s %s\n' device-sim - - DEAD "log: $(logfile device-sim)"
+    rc=1
+  fi
+  if pid=$(running_pid alink-device); then
+    printf '%-17s %-8s %-22s %-8s %s\n' alink-device "$pid" - running "scripts/demo.sh status"
+  elif [[ -f "$(pidfile alink-device)" ]]; then
+    printf '%-17s %-8s %-22s %-8s %s\n' alink-device - - DEAD "log: $(logfile alink-device)"
     rc=1
   fi
   echo "state dir: $STATE_DIR   logs: $LOG_DIR   env: $ENV_FILE"

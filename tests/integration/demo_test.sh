@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the README demo: the real local stack (scripts/stack.sh: PostgreSQL,
 # Redis, Mosquitto with the iot_auth plugin, the five services) on free ports in a private
-# state dir, scripts/demo.sh (demo tenant, smart-meter product, simulated devices), then the
-# README walkthrough's iotctl calls, each checked. A step whose iotctl command group is not
+# state dir, scripts/demo.sh (demo tenant, smart-meter product, simulated devices, the Alink
+# thermostat on Alibaba's Node SDK), then the README walkthrough's iotctl calls, each checked. A step whose iotctl command group is not
 # built yet is reported as SKIPPED with the reason; every other step must pass.
 #
 # Usage: tests/integration/demo_test.sh BUILD_DIR    (ctest runs it as demo_integration_tests)
@@ -124,6 +124,80 @@ expect_error() {
     fail "$what: unexpected error: $out"
   fi
 }
+
+# ------------------------------------------------------------------------------ alink
+step "the Alink thermostat: Alibaba's Node SDK beside the IoTDA meters"
+ALINK_DEVICE=a1Thermo7Kx_thermostat-1
+alink=$(iotctl --json device show "$ALINK_DEVICE" 2>&1) || true
+if [[ "$(jq -r '.status // empty' <<<"$alink" 2>/dev/null)" == ONLINE ]]; then
+  ok "$ALINK_DEVICE ONLINE"
+else
+  fail "$ALINK_DEVICE not ONLINE: $alink"
+fi
+if out=$("$ROOT/scripts/demo.sh" status 2>&1) && [[ "$out" == *"alink-device: running"* &&
+  "$out" == *"$ALINK_DEVICE"* ]]; then
+  ok "demo.sh status shows the Alink device and its process"
+else
+  fail "demo.sh status: $out"
+fi
+if have_group shadow; then
+  alink_reported() {
+    iotctl --addr "$IOT_SHADOW_ADDR" --json shadow show "$ALINK_DEVICE" |
+      jq -r ".shadow[] | select(.service_id == \"default\") | .reported.properties_json | fromjson | .$1"
+  }
+  alink_has_temperature() { [[ "$(alink_reported CurrentTemperature 2>/dev/null)" =~ ^-?[0-9.]+$ ]]; }
+  if wait_for 20 alink_has_temperature; then
+    ok "the shadow holds the thermostat's post: CurrentTemperature $(alink_reported CurrentTemperature)"
+  else
+    fail "no CurrentTemperature in the thermostat's shadow: $(iotctl --addr "$IOT_SHADOW_ADDR" --json shadow show "$ALINK_DEVICE" 2>&1)"
+  fi
+else
+  skip "Alink shadow step: iotctl has no 'shadow' group"
+fi
+if have_group command; then
+  target=$((RANDOM % 20 + 10))
+  if out=$(iotctl command set-properties "$ALINK_DEVICE" --service default \
+    --set TargetTemperature="$target" 2>&1); then
+    ok "property set TargetTemperature=$target answered by the SDK device: $(tr -s ' \n' ' ' <<<"$out")"
+  else
+    fail "set-properties on the Alink device: $out"
+  fi
+  if have_group shadow; then
+    alink_applied() { [[ "$(alink_reported TargetTemperature 2>/dev/null)" == "$target" ]]; }
+    if wait_for 20 alink_applied; then
+      ok "the thermostat posted the new TargetTemperature"
+    else
+      fail "TargetTemperature not $target in the shadow: $(alink_reported TargetTemperature 2>&1)"
+    fi
+  fi
+  if out=$(iotctl command send "$ALINK_DEVICE" --service default --name Calibrate \
+    --paras '{"Offset":0.5}' 2>&1) && [[ "$out" == *Applied* ]]; then
+    ok "sync service Calibrate (RRPC) answered: $(tr -s ' \n' ' ' <<<"$out")"
+  else
+    fail "Calibrate: no Applied in: $out"
+  fi
+  if out=$(iotctl command send "$ALINK_DEVICE" --service default --name Reboot \
+    --paras '{"DelaySeconds":1}' 2>&1) && [[ "$out" == *Uptime* ]]; then
+    ok "async service Reboot answered: $(tr -s ' \n' ' ' <<<"$out")"
+  else
+    fail "Reboot: no Uptime in: $out"
+  fi
+else
+  skip "Alink command steps: iotctl has no 'command' group"
+fi
+if have_group history; then
+  alink_history() {
+    (($(iotctl --addr "$IOT_RULE_FORWARDING_ADDR" --json history --device "$ALINK_DEVICE" \
+      --service default --property CurrentTemperature | jq '.values | length') > 0))
+  }
+  if wait_for 20 alink_history; then
+    ok "the thermostat's CurrentTemperature is in the history"
+  else
+    fail "no CurrentTemperature history of $ALINK_DEVICE"
+  fi
+else
+  skip "Alink history step: iotctl has no 'history' group"
+fi
 
 # ------------------------------------------------------------------------------ shadow
 step "iotctl shadow: read it, set a desired property, see the device apply it"
@@ -255,6 +329,15 @@ if have_group history; then
   expect_error '*INVALID_ARGUMENT*bucket*' "history --bucket 7x" "${hist[@]}" --bucket 7x
 else
   skip "history steps: iotctl has no 'history' group"
+fi
+
+step "demo.sh stop: the simulator and the Alink device stop"
+"$ROOT/scripts/demo.sh" stop >/dev/null
+if out=$("$ROOT/scripts/demo.sh" status 2>&1) && [[ "$out" == *"iot-device-sim: stopped"* &&
+  "$out" == *"alink-device: stopped"* ]]; then
+  ok "both device processes stopped"
+else
+  fail "demo.sh status after stop: $out"
 fi
 
 echo
