@@ -81,7 +81,9 @@ void ServiceHost::OnShutdown(std::function<void()> callback) {
 void ServiceHost::Start() {
   metrics_.Start(config_.listen_address, config_.metrics_port);
 
-  grpc::EnableDefaultHealthCheckService(true);
+  // Our own health service (iot/common/health_service.h): gRPC's built-in one answers SERVING
+  // before the host can first set it.
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   // gRPC binds with SO_REUSEPORT by default: a second process on the same port then starts
@@ -94,6 +96,7 @@ void ServiceHost::Start() {
   int bound_port = 0;
   builder.AddListeningPort(config_.listen_address + ":" + std::to_string(config_.grpc_port),
                            grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&health_);
   for (grpc::Service* service : services_) {
     builder.RegisterService(service);
   }
@@ -117,11 +120,9 @@ void ServiceHost::Start() {
                              "host)");
   }
   grpc_port_ = static_cast<uint16_t>(bound_port);
-  // The default health service starts SERVING; nothing is ready yet. "liveness" stays SERVING
-  // while the process runs, so that a liveness probe does not restart it for a dependency
-  // outage it is already waiting out.
-  server_->GetHealthCheckService()->SetServingStatus("", false);
-  server_->GetHealthCheckService()->SetServingStatus(std::string(kLivenessService), true);
+  // "" stays NOT_SERVING until ready. "liveness" stays SERVING while the process runs, so
+  // that a liveness probe does not restart it for a dependency outage it is already waiting out.
+  health_.SetServing(std::string(kLivenessService), true);
   LogInfo("listening", {{"grpc_port", grpc_port_}, {"metrics_port", metrics_.port()}});
   readiness_thread_ = std::thread([this] { ReadinessLoop(); });
 }
@@ -183,7 +184,7 @@ void ServiceHost::Shutdown() {
     callback();
   }
   if (server_) {
-    server_->GetHealthCheckService()->Shutdown();
+    health_.Shutdown();
     // No new calls from here; in-flight calls get until the deadline, then are cancelled.
     server_->Shutdown(std::chrono::system_clock::now() + config_.drain_timeout);
     server_->Wait();
@@ -194,9 +195,7 @@ void ServiceHost::Shutdown() {
 void ServiceHost::SetServing(bool serving) {
   const bool was = serving_.exchange(serving);
   ready_gauge_->Set(serving ? 1 : 0);
-  if (server_ && !shutdown_done_) {
-    server_->GetHealthCheckService()->SetServingStatus("", serving);
-  }
+  health_.SetServing("", serving);
   if (was != serving) {
     LogInfo(serving ? "serving" : "not serving");
   }

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "iot/common/config.h"
+#include "iot/common/health_service.h"
 #include "iot/common/metrics.h"
 
 namespace iot::common {
@@ -97,6 +98,7 @@ class ServiceHost {
   std::vector<Step> dependencies_;
   std::vector<std::function<void()>> on_ready_;
   std::vector<std::function<void()>> on_shutdown_;
+  HealthService health_;
   std::unique_ptr<grpc::Server> server_;
   uint16_t grpc_port_ = 0;
   std::atomic<bool> serving_{false};
