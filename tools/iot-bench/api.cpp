@@ -154,6 +154,14 @@ struct ThingModelClient::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::Products::Stub> products;
   std::unique_ptr<pb::Devices::Stub> devices;
+
+  /// CreateProduct from either source (a product model or an Alink TSL).
+  absl::Status CreateProduct(const pb::CreateProductRequest& request) const {
+    pb::Product response;
+    grpc::ClientContext context;
+    Prepare(context, api_key, kThingModelTimeout);
+    return FromGrpc(products->CreateProduct(&context, request, &response));
+  }
 };
 
 ThingModelClient::ThingModelClient(const std::string& address, std::string api_key)
@@ -169,19 +177,13 @@ ThingModelClient::~ThingModelClient() = default;
 absl::Status ThingModelClient::CreateProduct(const nlohmann::json& product) {
   pb::CreateProductRequest request;
   request.set_product_json(product.dump());
-  pb::Product response;
-  grpc::ClientContext context;
-  Prepare(context, impl_->api_key, kThingModelTimeout);
-  return FromGrpc(impl_->products->CreateProduct(&context, request, &response));
+  return impl_->CreateProduct(request);
 }
 
 absl::Status ThingModelClient::CreateTslProduct(const nlohmann::json& tsl) {
   pb::CreateProductRequest request;
   request.set_tsl_json(tsl.dump());
-  pb::Product response;
-  grpc::ClientContext context;
-  Prepare(context, impl_->api_key, kThingModelTimeout);
-  return FromGrpc(impl_->products->CreateProduct(&context, request, &response));
+  return impl_->CreateProduct(request);
 }
 
 absl::StatusOr<std::vector<DeviceCredentials>> ThingModelClient::AddDevices(
