@@ -1,56 +1,11 @@
 #include "iot/device_gateway/device_cache.h"
 
-#include <grpcpp/create_channel.h>
-
 #include <nlohmann/json.hpp>
 
-#include "iot/common/auth.h"
 #include "iot/common/logging.h"
-#include "iot/common/status.h"
 #include "iot/thing_model/product_model.h"
-#include "iot/thing_model/v1/thing_model.grpc.pb.h"
 
 namespace iot::device_gateway {
-namespace {
-
-class ThingModelContextSource final : public DeviceContextSource {
- public:
-  ThingModelContextSource(const std::string& address, std::string service_key)
-      : stub_(iot::thing_model::v1::InternalThingModel::NewStub(
-            grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))),
-        service_key_(std::move(service_key)) {}
-
-  absl::StatusOr<DeviceContextData> GetDeviceContext(const std::string& device_id) override {
-    grpc::ClientContext context;
-    common::SetBearer(context, service_key_);
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    iot::thing_model::v1::GetDeviceContextRequest request;
-    request.set_device_id(device_id);
-    iot::thing_model::v1::DeviceContext response;
-    if (auto status = common::FromGrpcStatus(stub_->GetDeviceContext(&context, request, &response));
-        !status.ok()) {
-      return status;
-    }
-    return DeviceContextData{.device_id = response.device_id(),
-                             .tenant_id = response.tenant_id(),
-                             .product_id = response.product_id(),
-                             .node_id = response.node_id(),
-                             .dialect = response.dialect(),
-                             .model_version = response.model_version(),
-                             .product_json = response.product_json()};
-  }
-
- private:
-  std::unique_ptr<iot::thing_model::v1::InternalThingModel::Stub> stub_;
-  std::string service_key_;
-};
-
-}  // namespace
-
-std::shared_ptr<DeviceContextSource> MakeThingModelContextSource(const std::string& address,
-                                                                 const std::string& service_key) {
-  return std::make_shared<ThingModelContextSource>(address, service_key);
-}
 
 DeviceCache::DeviceCache(std::shared_ptr<DeviceContextSource> source, size_t capacity)
     : source_(std::move(source)), capacity_(std::max<size_t>(capacity, 1)) {}

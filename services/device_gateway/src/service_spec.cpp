@@ -12,6 +12,7 @@
 #include "iot/common/redis_subscriber.h"
 #include "iot/device_gateway/device_cache.h"
 #include "iot/device_gateway/downlink.h"
+#include "iot/device_gateway/grpc_clients.h"
 #include "iot/device_gateway/metrics.h"
 #include "iot/device_gateway/partitions.h"
 #include "iot/device_gateway/pg_dead_letters.h"

@@ -6,7 +6,7 @@
 #include "iot/common/auth.h"
 #include "iot/common/logging.h"
 #include "iot/common/status.h"
-#include "iot/device_gateway/downstream.h"
+#include "iot/device_gateway/grpc_clients.h"
 #include "iot/rule_forwarding/v1/rule_forwarding.grpc.pb.h"
 #include "iot/shadow/v1/shadow.grpc.pb.h"
 

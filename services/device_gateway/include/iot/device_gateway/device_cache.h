@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
+#include "iot/device_gateway/ports.h"
 #include "iot/thing_model/validator.h"
 
 namespace iot::device_gateway {
@@ -29,29 +30,6 @@ struct DeviceInfo {
   /// Validator of the product's model at model_version; shared by the product's devices.
   std::shared_ptr<const thing_model::Validator> validator;
 };
-
-/// What GetDeviceContext returns, before compiling the model.
-struct DeviceContextData {
-  std::string device_id;
-  std::string tenant_id;
-  std::string product_id;
-  std::string node_id;
-  std::string dialect;
-  int32_t model_version = 0;
-  std::string product_json;
-};
-
-/// Port: the device registry. NOT_FOUND for a device that does not exist; anything else but OK
-/// is transient.
-class DeviceContextSource {
- public:
-  virtual ~DeviceContextSource() = default;
-  virtual absl::StatusOr<DeviceContextData> GetDeviceContext(const std::string& device_id) = 0;
-};
-
-/// thing-model's InternalThingModel over gRPC with the platform service credential.
-std::shared_ptr<DeviceContextSource> MakeThingModelContextSource(const std::string& address,
-                                                                 const std::string& service_key);
 
 /// Bounded LRU cache of DeviceInfo with one compiled validator per (product, model version).
 /// Thread-safe; lookups of cached devices take one mutex and no allocation.

@@ -11,8 +11,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "iot/device_gateway/downstream.h"
 #include "iot/device_gateway/metrics.h"
+#include "iot/device_gateway/ports.h"
 #include "iot/device_gateway/topics.h"
 
 namespace grpc {

@@ -3,7 +3,7 @@
 #include <memory>
 
 #include "iot/common/postgres.h"
-#include "iot/device_gateway/downstream.h"
+#include "iot/device_gateway/ports.h"
 
 namespace iot::device_gateway {
 

@@ -45,8 +45,8 @@
 #include <vector>
 
 #include "iot/device_gateway/device_cache.h"
-#include "iot/device_gateway/downstream.h"
 #include "iot/device_gateway/metrics.h"
+#include "iot/device_gateway/ports.h"
 #include "iot/device_gateway/presence.h"
 #include "iot/device_gateway/processor.h"
 #include "iot/device_gateway/uplink.h"

@@ -1,6 +1,5 @@
 #pragma once
 
-#include <memory>
 #include <string>
 #include <string_view>
 
@@ -22,17 +21,5 @@ struct PresenceEvent {
 /// INVALID_ARGUMENT naming what is wrong for a topic or payload that is not a presence event.
 /// The topic is `$iot/presence/{device_id}` or its shareable twin `iot/presence/{device_id}`.
 absl::StatusOr<PresenceEvent> ParsePresence(std::string_view topic, std::string_view payload);
-
-/// Port: where presence goes (thing-model's device status).
-class DeviceStatusSink {
- public:
-  virtual ~DeviceStatusSink() = default;
-  /// NOT_FOUND / INVALID_ARGUMENT are final; anything else is retried.
-  virtual absl::Status ReportPresence(const PresenceEvent& event) = 0;
-};
-
-/// thing-model's InternalThingModel.ReportDevicePresence with the platform service credential.
-std::shared_ptr<DeviceStatusSink> MakeThingModelStatusSink(const std::string& address,
-                                                           const std::string& service_key);
 
 }  // namespace iot::device_gateway

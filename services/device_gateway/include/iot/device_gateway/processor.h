@@ -24,8 +24,8 @@
 
 #include "iot/device_gateway/alink/uplink_codec.h"
 #include "iot/device_gateway/device_cache.h"
-#include "iot/device_gateway/downstream.h"
 #include "iot/device_gateway/metrics.h"
+#include "iot/device_gateway/ports.h"
 #include "iot/device_gateway/presence.h"
 #include "iot/device_gateway/uplink.h"
 

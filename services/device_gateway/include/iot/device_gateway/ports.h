@@ -1,10 +1,15 @@
 #pragma once
 
-// The owners of device data the gateway hands uplink on to (DESIGN.md §1-2): shadow,
-// command-dispatch, rule-forwarding, thing-model (status). The messages are the internal
-// contracts of proto/iot/*/v1 (fc31b8a); only the adapter sees gRPC.
+// The ports of the gateway: what its domain (DeviceCache, UplinkPipeline, DownlinkService) needs
+// from outside, as small interfaces. Their adapters are declared in grpc_clients.h (src/grpc/),
+// pg_dead_letters.h (src/postgres/) and downlink.h (MakeMqttPublisher); unit tests use
+// in-memory fakes.
+//
+// The owners of device data the gateway hands uplink on to (DESIGN.md §1-2) are shadow,
+// command-dispatch, rule-forwarding and thing-model (status). The messages are the internal
+// contracts of proto/iot/*/v1 (fc31b8a); only the adapters see gRPC.
 
-#include <memory>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -17,6 +22,33 @@
 #include "iot/shadow/v1/shadow.pb.h"
 
 namespace iot::device_gateway {
+
+/// What thing-model's GetDeviceContext returns, before compiling the model.
+struct DeviceContextData {
+  std::string device_id;
+  std::string tenant_id;
+  std::string product_id;
+  std::string node_id;
+  std::string dialect;
+  int32_t model_version = 0;
+  std::string product_json;
+};
+
+/// Port: the device registry (behind DeviceCache). NOT_FOUND for a device that does not exist;
+/// anything else but OK is transient.
+class DeviceContextSource {
+ public:
+  virtual ~DeviceContextSource() = default;
+  virtual absl::StatusOr<DeviceContextData> GetDeviceContext(const std::string& device_id) = 0;
+};
+
+/// Port: where presence goes (thing-model's device status).
+class DeviceStatusSink {
+ public:
+  virtual ~DeviceStatusSink() = default;
+  /// NOT_FOUND / INVALID_ARGUMENT are final; anything else is retried.
+  virtual absl::Status ReportPresence(const PresenceEvent& event) = 0;
+};
 
 /// Names of the downstream calls (the `target` label of the downstream metrics).
 enum class Target {
@@ -72,19 +104,6 @@ class DeadLetterStore {
   virtual ~DeadLetterStore() = default;
   virtual absl::Status Put(const DeadLetter& letter) = 0;
 };
-
-struct DownstreamAddresses {
-  /// host:port of each owner; "none" (or empty): that owner is not deployed and gets nothing
-  /// (logged at start). Calls carry `authorization: Bearer {service_key}`.
-  std::string shadow;
-  std::string command_dispatch;
-  std::string rule_forwarding;
-  std::string service_key;
-  std::chrono::milliseconds timeout{5000};
-};
-
-/// The owners over gRPC.
-std::shared_ptr<Downstream> MakeGrpcDownstream(const DownstreamAddresses& addresses);
 
 /// Port: the gateway's own MQTT connection, publishing downlink through the broker plugin's
 /// relay (`$iot/down/...`).
