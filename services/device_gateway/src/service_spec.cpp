@@ -10,6 +10,7 @@
 #include "iot/common/logging.h"
 #include "iot/common/mqtt.h"
 #include "iot/common/redis_subscriber.h"
+#include "iot/device_gateway/broker_control.h"
 #include "iot/device_gateway/device_cache.h"
 #include "iot/device_gateway/downlink.h"
 #include "iot/device_gateway/grpc_clients.h"
@@ -22,9 +23,6 @@
 
 namespace iot::device_gateway {
 namespace {
-
-/// The broker's count of messages dropped at its queue limits (max_queued_messages/_bytes).
-constexpr std::string_view kBrokerDroppedTopic = "$SYS/broker/publish/messages/dropped";
 
 /// A partition session's network-thread state: classification and the rate limiter (not
 /// thread-safe; a device is always in the same partition).
@@ -172,40 +170,15 @@ std::shared_ptr<PartitionOwner> MakeOwner(const common::ServiceContext& context,
 /// The control connection: the broker's partition count and its dropped-message count.
 void WatchBroker(const common::ServiceContext& context, std::weak_ptr<PartitionOwner> weak_owner,
                  std::shared_ptr<GatewayMetrics> metrics) {
-  for (const std::string_view topic : {kPartitionsTopic, kBrokerDroppedTopic}) {
+  for (const std::string_view topic : BrokerControl::kTopics) {
     if (absl::Status st = context.mqtt->Subscribe(std::string(topic), 1); !st.ok()) {
       throw common::ConfigError("subscribe " + std::string(topic) + ": " +
                                 std::string(st.message()));
     }
   }
-  auto broker_dropped = std::make_shared<double>(0);
-  context.mqtt->SetMessageHandler([weak_owner = std::move(weak_owner), metrics = std::move(metrics),
-                                   broker_dropped](const common::MqttMessage& m) {
-    if (m.topic == kPartitionsTopic) {
-      const auto held = weak_owner.lock();
-      if (held == nullptr) {
-        return;  // shutting down
-      }
-      if (const auto count = ParsePartitionCount(m.payload)) {
-        held->SetPartitionCount(*count);
-      } else {
-        common::LogError("malformed uplink partition count from the broker",
-                         {{"payload", m.payload}});
-      }
-      return;
-    }
-    if (m.topic == kBrokerDroppedTopic) {
-      const double dropped = std::strtod(m.payload.c_str(), nullptr);
-      metrics->broker_dropped.Set(dropped);
-      if (dropped > *broker_dropped) {
-        common::LogError(
-            "the broker dropped messages at its queue limits (max_queued_messages / "
-            "max_queued_bytes): device data was lost",
-            {{"dropped_total", dropped}});
-      }
-      *broker_dropped = dropped;
-    }
-  });
+  auto control = std::make_shared<BrokerControl>(std::move(weak_owner), std::move(metrics));
+  context.mqtt->SetMessageHandler(
+      [control](const common::MqttMessage& m) { control->OnMessage(m); });
 }
 
 }  // namespace

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "iot/common/mqtt_consumer.h"
 #include "iot/common/redis.h"
+#include "iot/device_gateway/ports.h"
 
 namespace iot::device_gateway {
 
@@ -99,7 +100,7 @@ struct PartitionMetrics {
 };
 
 /// Takes, keeps, balances and hands over partitions for this replica. Thread-safe.
-class PartitionOwner {
+class PartitionOwner : public PartitionCountSink {
  public:
   struct Options {
     std::chrono::milliseconds tick{500};
@@ -115,8 +116,7 @@ class PartitionOwner {
   PartitionOwner(const PartitionOwner&) = delete;
   PartitionOwner& operator=(const PartitionOwner&) = delete;
 
-  /// The broker's partition count (0 until known: nothing is consumed).
-  void SetPartitionCount(uint32_t count);
+  void SetPartitionCount(uint32_t count) override;
   /// Starts the ownership thread (one tick at once, then every `tick`).
   void Start();
   /// Stops the thread and stop()s every partition held; the leases stay (see ReleaseAll). The

@@ -1,9 +1,9 @@
 #pragma once
 
-// The ports of the gateway: what its domain (DeviceCache, UplinkPipeline, DownlinkService) needs
-// from outside, as small interfaces. Their adapters are declared in grpc_clients.h (src/grpc/),
-// pg_dead_letters.h (src/postgres/) and downlink.h (MakeMqttPublisher); unit tests use
-// in-memory fakes.
+// The ports of the gateway: what its domain (DeviceCache, UplinkPipeline, DownlinkService,
+// BrokerControl) needs from outside, as small interfaces. Their adapters are declared in
+// grpc_clients.h (src/grpc/), pg_dead_letters.h (src/postgres/) and downlink.h
+// (MakeMqttPublisher); unit tests use in-memory fakes.
 //
 // The owners of device data the gateway hands uplink on to (DESIGN.md §1-2) are shadow,
 // command-dispatch, rule-forwarding and thing-model (status). The messages are the internal
@@ -114,6 +114,14 @@ class DevicePublisher {
   /// UNAVAILABLE (not connected to the broker), DEADLINE_EXCEEDED (no answer in time).
   virtual absl::StatusOr<bool> Publish(const std::string& device_topic, std::string_view payload,
                                        int qos) = 0;
+};
+
+/// Port: what the broker's uplink partition count is applied to (PartitionOwner).
+class PartitionCountSink {
+ public:
+  virtual ~PartitionCountSink() = default;
+  /// The broker's partition count (0 until known: nothing is consumed).
+  virtual void SetPartitionCount(uint32_t count) = 0;
 };
 
 }  // namespace iot::device_gateway
