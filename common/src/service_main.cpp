@@ -135,7 +135,8 @@ std::shared_ptr<T> OrThrow(absl::StatusOr<std::unique_ptr<T>> value, const std::
 }
 
 int Serve(const ServiceSpec& spec, const ServerConfig& server, const BackendConfig& backend,
-          const nlohmann::json& settings, const Wiring& wire) {
+          const internal::OwnConfig& own) {
+  static const nlohmann::json kNoSettings = nlohmann::json::object();
   ServiceHost host(server);
   ServiceContext context{.host = host,
                          .server = server,
@@ -143,7 +144,7 @@ int Serve(const ServiceSpec& spec, const ServerConfig& server, const BackendConf
                          .postgres = nullptr,
                          .redis = nullptr,
                          .mqtt = nullptr,
-                         .settings = settings};
+                         .settings = own.settings != nullptr ? *own.settings : kNoSettings};
   if (!spec.pg_schema.empty()) {
     context.postgres = MakePostgres(backend);
     host.AddStartupTask("postgres migrations",
@@ -169,7 +170,7 @@ int Serve(const ServiceSpec& spec, const ServerConfig& server, const BackendConf
       return mqtt->connected() ? absl::OkStatus() : absl::UnavailableError("not connected");
     });
   }
-  wire(context);
+  own.wire(context);
   if (context.mqtt) {
     // After wiring, so that handlers and subscriptions are in place before the first message.
     if (absl::Status status = context.mqtt->Start(); !status.ok()) {
@@ -182,8 +183,7 @@ int Serve(const ServiceSpec& spec, const ServerConfig& server, const BackendConf
 
 }  // namespace
 
-int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReader& read_config,
-               const Wiring& wire) {
+int internal::RunService(int argc, char** argv, const ServiceSpec& spec, const OwnConfig& own) {
   BlockTerminationSignals();
   const Flags flags = ParseFlags(argc, argv, spec);
   if (flags.exit_now) {
@@ -196,16 +196,16 @@ int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReade
         ServerConfig::Read(env, spec.name, spec.env_prefix, spec.grpc_port, spec.metrics_port);
     const BackendConfig backend =
         BackendConfig::Read(env, spec.env_prefix, spec.name, spec.mqtt_session_expiry);
-    const nlohmann::json own = read_config(env);
+    own.read(env);
     env.Finish();
     SetProcessJsonLimits(server.json);
     spdlog::default_logger()->set_level(spdlog::level::from_str(server.log_level));
-    LogInfo("starting",
-            {{"version", IOT_VERSION}, {"config", EffectiveConfig(server, backend, spec, own)}});
+    LogInfo("starting", {{"version", IOT_VERSION},
+                         {"config", EffectiveConfig(server, backend, spec, own.describe())}});
     if (flags.migrate_only) {
       return MigrateOnly(spec, backend);
     }
-    return Serve(spec, server, backend, own, wire);
+    return Serve(spec, server, backend, own);
   } catch (const ConfigError& e) {
     LogError(e.what());
     std::cerr << spec.name << ": " << e.what() << "\n";
@@ -215,6 +215,16 @@ int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReade
     std::cerr << spec.name << ": " << e.what() << "\n";
     return 1;
   }
+}
+
+int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReader& read_config,
+               const Wiring& wire) {
+  nlohmann::json settings;
+  return internal::RunService(argc, argv, spec,
+                              {.read = [&](EnvReader& env) { settings = read_config(env); },
+                               .describe = [&] { return settings; },
+                               .wire = wire,
+                               .settings = &settings});
 }
 
 }  // namespace iot::common

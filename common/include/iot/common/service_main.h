@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,19 +43,54 @@ struct ServiceContext {
   std::shared_ptr<PgPool> postgres;
   std::shared_ptr<RedisClient> redis;
   std::shared_ptr<MqttClient> mqtt;
-  /// What the service's ConfigReader returned (secrets included: never log it whole).
+  /// Only on the JSON path (device-gateway, until it has a typed Config): what its ConfigReader
+  /// returned (secrets included: never log it whole). An empty object for typed services.
   const nlohmann::json& settings;
 };
 
-/// Reads a service's own settings (beyond ServerConfig/BackendConfig) from the environment,
-/// returning them as JSON for the start-up log line (secret fields are masked when logged).
-using ConfigReader = std::function<nlohmann::json(EnvReader&)>;
-/// Registers the service's gRPC handlers, start-up tasks and consumers on the host.
-using Wiring = std::function<void(ServiceContext&)>;
+namespace internal {
+
+/// What RunService needs of a service's own configuration, whatever its type.
+struct OwnConfig {
+  /// Reads the settings once and keeps them; a bad value is recorded in `env`, which names it.
+  std::function<void(EnvReader&)> read;
+  /// The settings as JSON for the start-up log line; fields named like secrets (IsSecretField)
+  /// are masked there.
+  std::function<nlohmann::json()> describe;
+  /// Registers the service's gRPC handlers, start-up tasks and consumers on the host.
+  std::function<void(ServiceContext&)> wire;
+  /// The JSON path's ServiceContext::settings; null for a typed Config.
+  const nlohmann::json* settings = nullptr;
+};
+
+int RunService(int argc, char** argv, const ServiceSpec& spec, const OwnConfig& own);
+
+}  // namespace internal
 
 /// The whole main() of a service: flags (--help, --version, --migrate-only), configuration
 /// (a bad value exits 2 naming the variable), JSON logging, the first log line with the
 /// effective configuration, backends, wiring, serve until SIGTERM, drain, exit 0.
+///
+/// `Config` is the service's own settings (beyond ServerConfig/BackendConfig): `read_config`
+/// reads and validates it once (EnvReader::AddError for what it checks itself), before anything
+/// connects; `ToJson(const Config&)`, found next to `Config`, gives the fields of the start-up
+/// log line, where those named like secrets (IsSecretField: "secret_key", "service_api_key", ...)
+/// are masked; `wire` gets the same Config.
+template <typename Config>
+int RunService(int argc, char** argv, const ServiceSpec& spec, Config (*read_config)(EnvReader&),
+               void (*wire)(ServiceContext&, const Config&)) {
+  std::optional<Config> config;
+  return internal::RunService(argc, argv, spec,
+                              {.read = [&](EnvReader& env) { config.emplace(read_config(env)); },
+                               .describe = [&] { return nlohmann::json(ToJson(*config)); },
+                               .wire = [&](ServiceContext& context) { wire(context, *config); },
+                               .settings = nullptr});
+}
+
+/// The JSON path, left for device-gateway until it has a typed Config: its settings as an
+/// untyped object, read by key in the wiring (ServiceContext::settings).
+using ConfigReader = std::function<nlohmann::json(EnvReader&)>;
+using Wiring = std::function<void(ServiceContext&)>;
 int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReader& read_config,
                const Wiring& wire);
 
