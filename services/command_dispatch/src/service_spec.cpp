@@ -58,10 +58,6 @@ class Sweeper {
   std::thread thread_;
 };
 
-milliseconds Millis(const nlohmann::json& settings, const char* name) {
-  return milliseconds(settings[name].get<int64_t>());
-}
-
 }  // namespace
 
 common::ServiceSpec Spec() {
@@ -75,41 +71,48 @@ common::ServiceSpec Spec() {
           .uses_mqtt = false};
 }
 
-nlohmann::json ReadConfig(common::EnvReader& env) {
-  nlohmann::json settings;
-  settings["service_api_key"] = env.Required("IOT_SERVICE_API_KEY");
-  settings["thing_model_addr"] = env.String("IOT_THING_MODEL_ADDR", "127.0.0.1:50052");
-  settings["device_gateway_addr"] = env.String("IOT_DEVICE_GATEWAY_ADDR", "127.0.0.1:50051");
-  settings["replica_id"] =
+Config ReadConfig(common::EnvReader& env) {
+  Config config;
+  config.service_api_key = env.Required("IOT_SERVICE_API_KEY");
+  config.thing_model_addr = env.String("IOT_THING_MODEL_ADDR", "127.0.0.1:50052");
+  config.device_gateway_addr = env.String("IOT_DEVICE_GATEWAY_ADDR", "127.0.0.1:50051");
+  config.replica_id =
       env.String("IOT_COMMAND_DISPATCH_REPLICA_ID", common::HexEncode(common::RandomBytes(8)));
-  settings["sweep_interval_ms"] =
-      env.Duration("IOT_COMMAND_DISPATCH_SWEEP_INTERVAL", milliseconds(1000)).count();
-  settings["async_response_timeout_ms"] =
-      env.Duration("IOT_COMMAND_DISPATCH_ASYNC_RESPONSE_TIMEOUT", milliseconds(60'000)).count();
-  settings["device_cache_ttl_ms"] =
-      env.Duration("IOT_COMMAND_DISPATCH_DEVICE_CACHE_TTL", milliseconds(2000)).count();
-  if (settings["sweep_interval_ms"].get<int64_t>() <= 0) {
+  config.sweep_interval = env.Duration("IOT_COMMAND_DISPATCH_SWEEP_INTERVAL", milliseconds(1000));
+  config.async_response_timeout =
+      env.Duration("IOT_COMMAND_DISPATCH_ASYNC_RESPONSE_TIMEOUT", milliseconds(60'000));
+  config.device_cache_ttl =
+      env.Duration("IOT_COMMAND_DISPATCH_DEVICE_CACHE_TTL", milliseconds(2000));
+  if (config.sweep_interval <= milliseconds(0)) {
     env.AddError("IOT_COMMAND_DISPATCH_SWEEP_INTERVAL", "must be > 0");
   }
-  return settings;
+  return config;
 }
 
-void Wire(common::ServiceContext& context) {
-  const nlohmann::json& settings = context.settings;
-  const std::string key = settings["service_api_key"];
+nlohmann::json ToJson(const Config& config) {
+  return {{"service_api_key", config.service_api_key},
+          {"thing_model_addr", config.thing_model_addr},
+          {"device_gateway_addr", config.device_gateway_addr},
+          {"replica_id", config.replica_id},
+          {"sweep_interval_ms", config.sweep_interval.count()},
+          {"async_response_timeout_ms", config.async_response_timeout.count()},
+          {"device_cache_ttl_ms", config.device_cache_ttl.count()}};
+}
+
+void Wire(common::ServiceContext& context, const Config& config) {
   auto store = std::make_shared<PgRequestStore>(context.postgres);
   auto directory = std::make_shared<ThingModelDirectory>(
-      grpc::CreateChannel(settings["thing_model_addr"], grpc::InsecureChannelCredentials()), key,
-      Millis(settings, "device_cache_ttl_ms"));
+      grpc::CreateChannel(config.thing_model_addr, grpc::InsecureChannelCredentials()),
+      config.service_api_key, config.device_cache_ttl);
   auto publisher = std::make_shared<GatewayPublisher>(
-      grpc::CreateChannel(settings["device_gateway_addr"], grpc::InsecureChannelCredentials()),
-      key);
+      grpc::CreateChannel(config.device_gateway_addr, grpc::InsecureChannelCredentials()),
+      config.service_api_key);
   auto router = std::make_shared<RedisResponseRouter>(context.redis, context.backend.redis_url,
-                                                      settings["replica_id"]);
+                                                      config.replica_id);
   auto metrics = std::make_shared<DispatchMetrics>(context.host.metrics());
   DispatchOptions options;
-  options.async_response_timeout = Millis(settings, "async_response_timeout_ms");
-  options.replica_id = settings["replica_id"];
+  options.async_response_timeout = config.async_response_timeout;
+  options.replica_id = config.replica_id;
   auto service =
       std::make_shared<DispatchService>(store, directory, publisher, router, metrics, options);
   auto auth = std::make_shared<common::Authenticator>(
@@ -119,7 +122,7 @@ void Wire(common::ServiceContext& context) {
   context.host.AddService(std::make_shared<InternalHandler>(service, auth));
 
   context.host.AddStartupTask("response routing", [service] { return service->Start(); });
-  auto sweeper = std::make_shared<Sweeper>(service, Millis(settings, "sweep_interval_ms"));
+  auto sweeper = std::make_shared<Sweeper>(service, config.sweep_interval);
   context.host.OnReady([sweeper] { sweeper->Start(); });
   context.host.OnShutdown([sweeper, service] {
     sweeper->Stop();

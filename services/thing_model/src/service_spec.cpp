@@ -20,36 +20,43 @@ common::ServiceSpec Spec() {
           .uses_mqtt = false};
 }
 
-nlohmann::json ReadConfig(common::EnvReader& env) {
-  nlohmann::json settings;
-  settings["secret_key"] = env.Required("IOT_SECRET_KEY");
-  if (const std::string& key = settings["secret_key"]; !key.empty()) {
-    if (auto box = common::SecretBox::FromKeyText(key); !box.ok()) {
+Config ReadConfig(common::EnvReader& env) {
+  Config config;
+  config.secret_key = env.Required("IOT_SECRET_KEY");
+  if (!config.secret_key.empty()) {
+    if (auto box = common::SecretBox::FromKeyText(config.secret_key); !box.ok()) {
       env.AddError("IOT_SECRET_KEY", std::string(box.status().message()));
     }
   }
-  settings["bootstrap_tenant"] = env.String("IOT_THING_MODEL_BOOTSTRAP_TENANT", "default");
-  settings["bootstrap_api_key"] = env.String("IOT_THING_MODEL_BOOTSTRAP_API_KEY", "");
-  settings["service_api_key"] = env.String("IOT_SERVICE_API_KEY", "");
-  for (const char* name : {"IOT_THING_MODEL_BOOTSTRAP_API_KEY", "IOT_SERVICE_API_KEY"}) {
-    const std::string value = env.String(name, "");
+  config.bootstrap_tenant = env.String("IOT_THING_MODEL_BOOTSTRAP_TENANT", "default");
+  config.bootstrap_api_key = env.String("IOT_THING_MODEL_BOOTSTRAP_API_KEY", "");
+  config.service_api_key = env.String("IOT_SERVICE_API_KEY", "");
+  const auto check_key = [&env](const char* name, const std::string& value) {
     if (!value.empty() && value.size() < 24) {
       env.AddError(name, "must be at least 24 characters");
     }
-  }
-  return settings;
+  };
+  check_key("IOT_THING_MODEL_BOOTSTRAP_API_KEY", config.bootstrap_api_key);
+  check_key("IOT_SERVICE_API_KEY", config.service_api_key);
+  return config;
 }
 
-void Wire(common::ServiceContext& context) {
-  const nlohmann::json& settings = context.settings;
+nlohmann::json ToJson(const Config& config) {
+  return {{"secret_key", config.secret_key},
+          {"bootstrap_tenant", config.bootstrap_tenant},
+          {"bootstrap_api_key", config.bootstrap_api_key},
+          {"service_api_key", config.service_api_key}};
+}
+
+void Wire(common::ServiceContext& context, const Config& config) {
   auto registry = std::make_shared<PgRegistry>(context.postgres);
   auto projection = std::make_shared<RedisProjection>(context.redis);
-  auto secrets = common::SecretBox::FromKeyText(settings["secret_key"].get<std::string>());
+  auto secrets = common::SecretBox::FromKeyText(config.secret_key);
   auto service = std::make_shared<ThingModelService>(
       registry, projection, *std::move(secrets),
-      ThingModelOptions{.bootstrap_tenant = settings["bootstrap_tenant"],
-                        .bootstrap_admin_key = settings["bootstrap_api_key"],
-                        .service_key = settings["service_api_key"]});
+      ThingModelOptions{.bootstrap_tenant = config.bootstrap_tenant,
+                        .bootstrap_admin_key = config.bootstrap_api_key,
+                        .service_key = config.service_api_key});
   auto auth = std::make_shared<common::Authenticator>(
       std::make_shared<common::RedisKeyResolver>(context.redis));
 
