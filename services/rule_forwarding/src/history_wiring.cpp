@@ -65,36 +65,42 @@ class PeriodicTasks {
   std::thread thread_;
 };
 
-milliseconds Ms(const nlohmann::json& settings, const char* key) {
-  return milliseconds(settings.at(key).get<int64_t>());
-}
-
 }  // namespace
 
-void ReadHistoryAndSubscriptionsConfig(common::EnvReader& env, nlohmann::json& settings) {
+HistoryConfig ReadHistoryConfig(common::EnvReader& env) {
   const std::string p = "IOT_RULE_FORWARDING_";
-  settings["history_retention_days"] = env.Int(p + "HISTORY_RETENTION_DAYS", 30, 1, 3650);
-  settings["history_days_ahead"] = env.Int(p + "HISTORY_DAYS_AHEAD", 3, 1, 60);
-  settings["history_maintenance_interval_ms"] =
-      env.Duration(p + "HISTORY_MAINTENANCE_INTERVAL", std::chrono::minutes(10)).count();
-  settings["history_batch_rows"] = env.Int(p + "HISTORY_BATCH_ROWS", 5000, 1, 100'000);
-  settings["history_buffer_rows"] = env.Int(p + "HISTORY_BUFFER_ROWS", 50'000, 1, 10'000'000);
-  settings["group_metrics_interval_ms"] =
-      env.Duration(p + "GROUP_METRICS_INTERVAL", std::chrono::seconds(10)).count();
+  HistoryConfig config;
+  config.retention_days = env.Int(p + "HISTORY_RETENTION_DAYS", 30, 1, 3650);
+  config.days_ahead = env.Int(p + "HISTORY_DAYS_AHEAD", 3, 1, 60);
+  config.maintenance_interval =
+      env.Duration(p + "HISTORY_MAINTENANCE_INTERVAL", std::chrono::minutes(10));
+  config.batch_rows = static_cast<size_t>(env.Int(p + "HISTORY_BATCH_ROWS", 5000, 1, 100'000));
+  config.buffer_rows =
+      static_cast<size_t>(env.Int(p + "HISTORY_BUFFER_ROWS", 50'000, 1, 10'000'000));
+  config.group_metrics_interval =
+      env.Duration(p + "GROUP_METRICS_INTERVAL", std::chrono::seconds(10));
+  return config;
+}
+
+nlohmann::json ToJson(const HistoryConfig& config) {
+  return {{"history_retention_days", config.retention_days},
+          {"history_days_ahead", config.days_ahead},
+          {"history_maintenance_interval_ms", config.maintenance_interval.count()},
+          {"history_batch_rows", config.batch_rows},
+          {"history_buffer_rows", config.buffer_rows},
+          {"group_metrics_interval_ms", config.group_metrics_interval.count()}};
 }
 
 void RegisterHistoryAndSubscriptions(
-    common::ServiceContext& context,
+    common::ServiceContext& context, const HistoryConfig& config,
     std::map<std::string, std::shared_ptr<Destination>, std::less<>>& registry) {
-  const nlohmann::json& s = context.settings;
   auto auth = std::make_shared<common::Authenticator>(
       std::make_shared<common::RedisKeyResolver>(context.redis));
 
   // History.
   auto store = std::make_shared<PgHistoryStore>(
       context.postgres,
-      HistoryRetention{.retention_days = s.at("history_retention_days").get<int64_t>(),
-                       .days_ahead = s.at("history_days_ahead").get<int64_t>()});
+      HistoryRetention{.retention_days = config.retention_days, .days_ahead = config.days_ahead});
   auto history_metrics = std::make_shared<HistoryMetrics>(context.host.metrics());
   auto writer = std::make_shared<HistoryWriter>(
       [store, history_metrics](std::span<const HistoryRow> rows) {
@@ -107,8 +113,8 @@ void RegisterHistoryAndSubscriptions(
         return stored;
       },
       HistoryWriterOptions{
-          .max_batch_rows = s.at("history_batch_rows").get<size_t>(),
-          .max_buffered_rows = s.at("history_buffer_rows").get<size_t>(),
+          .max_batch_rows = config.batch_rows,
+          .max_buffered_rows = config.buffer_rows,
       });
   registry["history"] = std::make_shared<HistoryDestination>(store, writer, history_metrics);
   context.host.AddService(std::make_shared<HistoryHandler>(store, auth));
@@ -130,7 +136,7 @@ void RegisterHistoryAndSubscriptions(
                         .redis_url = context.backend.redis_url}));
 
   auto tasks = std::make_shared<PeriodicTasks>(std::vector<PeriodicTasks::Task>{
-      {.interval = Ms(s, "history_maintenance_interval_ms"),
+      {.interval = config.maintenance_interval,
        .run =
            [store, history_metrics] {
              auto dropped = store->Maintain(NowMs());
@@ -142,7 +148,7 @@ void RegisterHistoryAndSubscriptions(
                common::LogInfo("history partitions dropped", {{"partitions", *dropped}});
              }
            }},
-      {.interval = Ms(s, "group_metrics_interval_ms"),
+      {.interval = config.group_metrics_interval,
        .run =
            [groups, streams, subscription_metrics, writer, history_metrics] {
              history_metrics->buffered.Set(static_cast<double>(writer->buffered()));

@@ -17,37 +17,31 @@
 namespace iot::rule_forwarding {
 namespace {
 
-std::chrono::milliseconds Ms(const nlohmann::json& settings, const char* key) {
-  return std::chrono::milliseconds(settings[key].get<int64_t>());
-}
-
 /// Rules, ingest and the dispatcher with the postgres, republish and webhook destinations.
-void WireRules(common::ServiceContext& context, DestinationRegistry destinations,
-               std::shared_ptr<const ActionSecrets> secrets) {
-  const nlohmann::json& s = context.settings;
+void WireRules(common::ServiceContext& context, const Config& config,
+               DestinationRegistry destinations, std::shared_ptr<const ActionSecrets> secrets) {
   auto store = std::make_shared<PgRuleStore>(context.postgres, secrets);
   auto feed = std::make_shared<RedisRuleChangeFeed>(context.redis);
   auto cache = std::make_shared<RuleCache>(
       store, feed,
-      RuleCacheOptions{.poll_interval = Ms(s, "rules_poll_interval_ms"),
-                       .full_reload_interval = Ms(s, "rules_reload_interval_ms")});
+      RuleCacheOptions{.poll_interval = config.rules_poll_interval,
+                       .full_reload_interval = config.rules_reload_interval});
   auto outbox = std::make_shared<PgOutbox>(
       context.postgres, "rule-forwarding-" + common::HexEncode(common::RandomBytes(8)), secrets);
   auto dispatcher = std::make_shared<Dispatcher>(
       std::move(destinations), store, std::make_shared<DispatcherMetrics>(context.host.metrics()),
-      DispatcherOptions{
-          .queue_capacity = s["queue_capacity"].get<size_t>(),
-          .workers = s["workers"].get<size_t>(),
-          .workers_by_type = {},
-          .max_batch = s["max_batch"].get<size_t>(),
-          .max_batch_by_type = {{"webhook", 1},
-                                {"republish", 1},
-                                {"consumer_group", s["consumer_group_batch"].get<size_t>()}},
-          .max_attempts = s["max_attempts"].get<int>(),
-          .retry_initial = Ms(s, "retry_initial_ms"),
-          .retry_max = Ms(s, "retry_max_ms")},
+      DispatcherOptions{.queue_capacity = config.queue_capacity,
+                        .workers = config.workers,
+                        .workers_by_type = {},
+                        .max_batch = config.max_batch,
+                        .max_batch_by_type = {{"webhook", 1},
+                                              {"republish", 1},
+                                              {"consumer_group", config.consumer_group_batch}},
+                        .max_attempts = config.max_attempts,
+                        .retry_initial = config.retry_initial,
+                        .retry_max = config.retry_max},
       outbox);
-  auto keeper = std::make_shared<OutboxKeeper>(outbox, dispatcher, Ms(s, "outbox_lease_ms"));
+  auto keeper = std::make_shared<OutboxKeeper>(outbox, dispatcher, config.outbox_lease);
   auto on_change = [feed, cache] {
     if (absl::Status st = feed->Publish(); !st.ok()) {
       common::LogWarn("cannot announce a rule change (replicas catch up on their periodic reload)",
@@ -65,7 +59,7 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
   const auto groups = registered.find("consumer_group");
   auto ingest = std::make_shared<IngestService>(
       [cache] { return cache->snapshot(); },
-      std::make_shared<RedisDedupe>(context.redis, Ms(s, "dedupe_ttl_ms")), dispatcher,
+      std::make_shared<RedisDedupe>(context.redis, config.dedupe_ttl), dispatcher,
       std::make_shared<IngestMetrics>(context.host.metrics()), outbox,
       history != registered.end() ? history->second : nullptr,
       groups != registered.end() ? std::vector<std::shared_ptr<Destination>>{groups->second}
@@ -114,7 +108,8 @@ void WireRules(common::ServiceContext& context, DestinationRegistry destinations
 
 /// The hosts of the platform's own services and stores, as this service is configured to reach
 /// them: rule actions may not connect there (unless the allow-list says so).
-std::vector<std::string> PlatformHosts(const common::ServiceContext& context) {
+std::vector<std::string> PlatformHosts(const common::ServiceContext& context,
+                                       const Config& config) {
   std::vector<std::string> hosts;
   for (const std::string& url :
        {context.backend.pg_url, context.backend.redis_url, context.backend.mqtt_url}) {
@@ -122,8 +117,7 @@ std::vector<std::string> PlatformHosts(const common::ServiceContext& context) {
       hosts.push_back(parsed->host);
     }
   }
-  for (const char* peer : {"thing_model_addr", "device_gateway_addr"}) {
-    const std::string address = context.settings[peer].get<std::string>();
+  for (const std::string& address : {config.thing_model_addr, config.device_gateway_addr}) {
     if (auto parsed = common::ParseUrl("grpc://" + address); parsed.ok()) {
       hosts.push_back(parsed->host);
     }
@@ -144,25 +138,25 @@ common::ServiceSpec Spec() {
           .uses_mqtt = true};
 }
 
-nlohmann::json ReadConfig(common::EnvReader& env) {
+Config ReadConfig(common::EnvReader& env) {
   const std::string p = "IOT_RULE_FORWARDING_";
-  nlohmann::json settings;
-  settings["queue_capacity"] = env.Int(p + "QUEUE_CAPACITY", 10'000, 1, 10'000'000);
-  settings["redis_pool_size"] = env.Int(p + "REDIS_POOL_SIZE", 8, 1, 256);
-  settings["max_batch"] = env.Int(p + "MAX_BATCH", 100, 1, 10'000);
+  Config config;
+  config.queue_capacity = static_cast<size_t>(env.Int(p + "QUEUE_CAPACITY", 10'000, 1, 10'000'000));
+  config.redis_pool_size = static_cast<size_t>(env.Int(p + "REDIS_POOL_SIZE", 8, 1, 256));
+  config.max_batch = static_cast<size_t>(env.Int(p + "MAX_BATCH", 100, 1, 10'000));
   // One Redis pipeline per batch; a rule's deliveries all go through one worker, in order.
-  settings["consumer_group_batch"] = env.Int(p + "CONSUMER_GROUP_BATCH", 1000, 1, 10'000);
+  config.consumer_group_batch =
+      static_cast<size_t>(env.Int(p + "CONSUMER_GROUP_BATCH", 1000, 1, 10'000));
   // Rule actions' secrets are sealed at rest with the platform's key (docs/security.md).
-  settings["secret_key"] = env.Required("IOT_SECRET_KEY");
-  if (const std::string& key = settings["secret_key"]; !key.empty()) {
-    if (auto box = common::SecretBox::FromKeyText(key); !box.ok()) {
+  config.secret_key = env.Required("IOT_SECRET_KEY");
+  if (!config.secret_key.empty()) {
+    if (auto box = common::SecretBox::FromKeyText(config.secret_key); !box.ok()) {
       env.AddError("IOT_SECRET_KEY", std::string(box.status().message()));
     }
   }
   // Where rule actions may connect: public addresses, plus the operator's allow-list.
-  settings["destination_allowlist"] = env.String(p + "DESTINATION_ALLOWLIST", "");
-  if (auto allow = common::ParseNetworkList(settings["destination_allowlist"].get<std::string>());
-      !allow.ok()) {
+  config.destination_allowlist = env.String(p + "DESTINATION_ALLOWLIST", "");
+  if (auto allow = common::ParseNetworkList(config.destination_allowlist); !allow.ok()) {
     env.AddError(p + "DESTINATION_ALLOWLIST", std::string(allow.status().message()));
   }
   if (!env.String(p + "WEBHOOK_ALLOW_PRIVATE", "").empty()) {
@@ -170,43 +164,62 @@ nlohmann::json ReadConfig(common::EnvReader& env) {
                  "replaced by IOT_RULE_FORWARDING_DESTINATION_ALLOWLIST (networks rule actions "
                  "may reach, e.g. 10.0.0.0/8,127.0.0.1/32)");
   }
-  settings["workers"] = env.Int(p + "WORKERS", 4, 1, 64);
-  settings["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 5, 1, 100);
-  settings["retry_initial_ms"] =
-      env.Duration(p + "RETRY_INITIAL", std::chrono::milliseconds(200)).count();
-  settings["retry_max_ms"] = env.Duration(p + "RETRY_MAX", std::chrono::seconds(10)).count();
-  settings["dedupe_ttl_ms"] = env.Duration(p + "DEDUPE_TTL", std::chrono::minutes(10)).count();
-  settings["rules_poll_interval_ms"] =
-      env.Duration(p + "RULES_POLL_INTERVAL", std::chrono::milliseconds(250)).count();
-  settings["outbox_lease_ms"] = env.Duration(p + "OUTBOX_LEASE", std::chrono::seconds(15)).count();
-  settings["rules_reload_interval_ms"] =
-      env.Duration(p + "RULES_RELOAD_INTERVAL", std::chrono::seconds(30)).count();
-  settings["thing_model_addr"] = env.String("IOT_THING_MODEL_ADDR", "127.0.0.1:50052");
-  settings["device_gateway_addr"] = env.String("IOT_DEVICE_GATEWAY_ADDR", "127.0.0.1:50051");
-  settings["service_api_key"] = env.String("IOT_SERVICE_API_KEY", "");
-  settings["device_cache_ttl_ms"] =
-      env.Duration(p + "DEVICE_CACHE_TTL", std::chrono::seconds(10)).count();
-  ReadHistoryAndSubscriptionsConfig(env, settings);
-  return settings;
+  config.workers = static_cast<size_t>(env.Int(p + "WORKERS", 4, 1, 64));
+  config.max_attempts = static_cast<int>(env.Int(p + "MAX_ATTEMPTS", 5, 1, 100));
+  config.retry_initial = env.Duration(p + "RETRY_INITIAL", std::chrono::milliseconds(200));
+  config.retry_max = env.Duration(p + "RETRY_MAX", std::chrono::seconds(10));
+  config.dedupe_ttl = env.Duration(p + "DEDUPE_TTL", std::chrono::minutes(10));
+  config.rules_poll_interval =
+      env.Duration(p + "RULES_POLL_INTERVAL", std::chrono::milliseconds(250));
+  config.outbox_lease = env.Duration(p + "OUTBOX_LEASE", std::chrono::seconds(15));
+  config.rules_reload_interval =
+      env.Duration(p + "RULES_RELOAD_INTERVAL", std::chrono::seconds(30));
+  config.thing_model_addr = env.String("IOT_THING_MODEL_ADDR", "127.0.0.1:50052");
+  config.device_gateway_addr = env.String("IOT_DEVICE_GATEWAY_ADDR", "127.0.0.1:50051");
+  config.service_api_key = env.String("IOT_SERVICE_API_KEY", "");
+  config.device_cache_ttl = env.Duration(p + "DEVICE_CACHE_TTL", std::chrono::seconds(10));
+  config.history = ReadHistoryConfig(env);
+  return config;
 }
 
-void Wire(common::ServiceContext& context) {
-  const nlohmann::json& s = context.settings;
+nlohmann::json ToJson(const Config& config) {
+  nlohmann::json json = {{"queue_capacity", config.queue_capacity},
+                         {"redis_pool_size", config.redis_pool_size},
+                         {"max_batch", config.max_batch},
+                         {"consumer_group_batch", config.consumer_group_batch},
+                         {"secret_key", config.secret_key},
+                         {"destination_allowlist", config.destination_allowlist},
+                         {"workers", config.workers},
+                         {"max_attempts", config.max_attempts},
+                         {"retry_initial_ms", config.retry_initial.count()},
+                         {"retry_max_ms", config.retry_max.count()},
+                         {"dedupe_ttl_ms", config.dedupe_ttl.count()},
+                         {"rules_poll_interval_ms", config.rules_poll_interval.count()},
+                         {"outbox_lease_ms", config.outbox_lease.count()},
+                         {"rules_reload_interval_ms", config.rules_reload_interval.count()},
+                         {"thing_model_addr", config.thing_model_addr},
+                         {"device_gateway_addr", config.device_gateway_addr},
+                         {"service_api_key", config.service_api_key},
+                         {"device_cache_ttl_ms", config.device_cache_ttl.count()}};
+  json.update(ToJson(config.history));
+  return json;
+}
+
+void Wire(common::ServiceContext& context, const Config& config) {
   // Every concurrent Ingest call checks and marks its records done and appends to consumer
   // groups through this client: more connections than the services' default 2.
   auto redis = common::RedisClient::Create(
-      {.url = context.backend.redis_url, .pool_size = s["redis_pool_size"].get<size_t>()});
+      {.url = context.backend.redis_url, .pool_size = config.redis_pool_size});
   if (!redis.ok()) {
     throw common::ConfigError("IOT_REDIS_URL: " + std::string(redis.status().message()));
   }
   context.redis = std::shared_ptr<common::RedisClient>(*std::move(redis));
   // Republish to a device's down topic: through the gateway, to devices of the rule's tenant.
-  auto downlink = MakeGatewayDownlink(
-      s["thing_model_addr"].get<std::string>(), s["device_gateway_addr"].get<std::string>(),
-      s["service_api_key"].get<std::string>(), Ms(s, "device_cache_ttl_ms"));
+  auto downlink = MakeGatewayDownlink(config.thing_model_addr, config.device_gateway_addr,
+                                      config.service_api_key, config.device_cache_ttl);
   auto egress = std::make_shared<const common::EgressPolicy>(common::EgressPolicy::Options{
-      .allow = *common::ParseNetworkList(s["destination_allowlist"].get<std::string>()),
-      .platform_hosts = PlatformHosts(context),
+      .allow = *common::ParseNetworkList(config.destination_allowlist),
+      .platform_hosts = PlatformHosts(context, config),
       .refuse_local_interfaces = true,
       .resolver = {},
       .platform_refresh = std::chrono::seconds(60)});
@@ -218,9 +231,9 @@ void Wire(common::ServiceContext& context) {
   }
   // Telemetry history and subscriptions: the `history` and `consumer_group` destination types,
   // their services and background tasks, before the dispatcher takes the registry.
-  RegisterHistoryAndSubscriptions(context, destinations);
-  auto box = common::SecretBox::FromKeyText(s["secret_key"].get<std::string>());
-  WireRules(context, std::move(destinations),
+  RegisterHistoryAndSubscriptions(context, config.history, destinations);
+  auto box = common::SecretBox::FromKeyText(config.secret_key);
+  WireRules(context, config, std::move(destinations),
             std::make_shared<const ActionSecrets>(*std::move(box)));
 }
 
