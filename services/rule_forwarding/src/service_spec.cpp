@@ -17,9 +17,27 @@
 namespace iot::rule_forwarding {
 namespace {
 
+/// Seals the action secrets of rules and outbox rows stored in plain text by older versions.
+absl::Status SealPlainSecrets(PgRuleStore& store, PgOutbox& outbox) {
+  auto sealed_rules = store.SealPlainSecrets();
+  if (!sealed_rules.ok()) {
+    return sealed_rules.status();
+  }
+  auto sealed_deliveries = outbox.SealPlainSecrets();
+  if (!sealed_deliveries.ok()) {
+    return sealed_deliveries.status();
+  }
+  if (*sealed_rules > 0 || *sealed_deliveries > 0) {
+    common::LogInfo("sealed the secrets of rules stored in plain text",
+                    {{"rules", *sealed_rules}, {"outbox_deliveries", *sealed_deliveries}});
+  }
+  return absl::OkStatus();
+}
+
 /// Rules, ingest and the dispatcher with the postgres, republish and webhook destinations.
 void WireRules(common::ServiceContext& context, const Config& config,
-               DestinationRegistry destinations, std::shared_ptr<const ActionSecrets> secrets) {
+               DestinationRegistry destinations,
+               const std::shared_ptr<const ActionSecrets>& secrets) {
   auto store = std::make_shared<PgRuleStore>(context.postgres, secrets);
   auto feed = std::make_shared<RedisRuleChangeFeed>(context.redis);
   auto cache = std::make_shared<RuleCache>(
@@ -71,21 +89,8 @@ void WireRules(common::ServiceContext& context, const Config& config,
   context.host.AddService(std::make_shared<IngestHandler>(ingest, auth));
   // Rows stored before action secrets were sealed (migration 006) are sealed before anything
   // reads them for delivery.
-  context.host.AddStartupTask("seal plain action secrets", [store, outbox]() -> absl::Status {
-    auto sealed_rules = store->SealPlainSecrets();
-    if (!sealed_rules.ok()) {
-      return sealed_rules.status();
-    }
-    auto sealed_deliveries = outbox->SealPlainSecrets();
-    if (!sealed_deliveries.ok()) {
-      return sealed_deliveries.status();
-    }
-    if (*sealed_rules > 0 || *sealed_deliveries > 0) {
-      common::LogInfo("sealed the secrets of rules stored in plain text",
-                      {{"rules", *sealed_rules}, {"outbox_deliveries", *sealed_deliveries}});
-    }
-    return absl::OkStatus();
-  });
+  context.host.AddStartupTask("seal plain action secrets",
+                              [store, outbox] { return SealPlainSecrets(*store, *outbox); });
   context.host.AddStartupTask("load rules", [cache] { return cache->Reload(); });
   context.host.AddStartupTask("outbox owner", [outbox] { return outbox->Heartbeat(); });
   context.host.OnReady([cache, keeper] {
