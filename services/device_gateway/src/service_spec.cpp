@@ -94,27 +94,27 @@ common::MqttConsumer::Handler UplinkHandler(const std::shared_ptr<UplinkPipeline
   };
 }
 
-UplinkLimits LimitsFrom(const nlohmann::json& s, size_t max_json_depth) {
-  return {.max_payload_bytes = s["max_payload_bytes"].get<size_t>(),
-          .max_report_bytes = s["max_report_bytes"].get<size_t>(),
-          .rate_per_second = s["rate_limit"].get<double>(),
+UplinkLimits LimitsFrom(const Config& config, size_t max_json_depth) {
+  return {.max_payload_bytes = config.max_payload_bytes,
+          .max_report_bytes = config.max_report_bytes,
+          .rate_per_second = static_cast<double>(config.rate_limit),
           .max_json_depth = max_json_depth,
-          .max_topic_bytes = s["max_topic_bytes"].get<size_t>(),
-          .max_topic_levels = s["max_topic_levels"].get<size_t>(),
-          .max_id_bytes = s["max_id_bytes"].get<size_t>(),
-          .max_services = s["max_services"].get<size_t>(),
-          .max_properties = s["max_properties"].get<size_t>(),
-          .max_name_bytes = s["max_name_bytes"].get<size_t>(),
-          .max_string_bytes = s["max_string_bytes"].get<size_t>()};
+          .max_topic_bytes = config.max_topic_bytes,
+          .max_topic_levels = config.max_topic_levels,
+          .max_id_bytes = config.max_id_bytes,
+          .max_services = config.max_services,
+          .max_properties = config.max_properties,
+          .max_name_bytes = config.max_name_bytes,
+          .max_string_bytes = config.max_string_bytes};
 }
 
 /// Uplink: one persistent session per partition this replica holds (partitions.h).
 std::shared_ptr<PartitionSessions> MakeSessions(const common::ServiceContext& context,
+                                                const Config& config,
                                                 std::shared_ptr<UplinkPipeline> pipeline,
                                                 std::shared_ptr<GatewayMetrics> metrics,
                                                 const UplinkLimits& limits,
                                                 std::chrono::seconds drain_timeout) {
-  const auto& s = context.settings;
   const auto& backend = context.backend;
   auto expiry = std::chrono::duration_cast<std::chrono::seconds>(backend.mqtt_session_expiry);
   if (expiry.count() <= 0) {
@@ -123,10 +123,6 @@ std::shared_ptr<PartitionSessions> MakeSessions(const common::ServiceContext& co
         "(24h), or the broker would drop a partition's messages while it changes hands");
     expiry = std::chrono::hours(24);
   }
-  const auto keepalive = s["mqtt_keepalive_s"].get<int64_t>();
-  if (keepalive < 5 || keepalive > 65535) {
-    throw common::ConfigError("IOT_DEVICE_GATEWAY_MQTT_KEEPALIVE: between 5s and 65535s");
-  }
   return std::make_shared<PartitionSessions>(
       common::MqttConsumerOptions{
           .url = backend.mqtt_url,
@@ -134,11 +130,11 @@ std::shared_ptr<PartitionSessions> MakeSessions(const common::ServiceContext& co
           .username = backend.mqtt_username,
           .password = backend.mqtt_password,
           .session_expiry_seconds = static_cast<uint32_t>(expiry.count()),
-          .keepalive_seconds = static_cast<uint16_t>(keepalive),
-          .receive_maximum = static_cast<uint16_t>(s["receive_maximum"].get<int>()),
+          .keepalive_seconds = static_cast<uint16_t>(config.mqtt_keepalive.count()),
+          .receive_maximum = config.receive_maximum,
           .subscriptions = {},
           .tls_ca_file = backend.mqtt_ca_file},
-      s["share_group"],
+      config.share_group,
       [pipeline = std::move(pipeline), metrics = std::move(metrics), limits](
           uint32_t, const std::weak_ptr<common::MqttConsumer>& consumer) {
         return UplinkHandler(pipeline, metrics, limits, consumer);
@@ -147,18 +143,15 @@ std::shared_ptr<PartitionSessions> MakeSessions(const common::ServiceContext& co
 }
 
 std::shared_ptr<PartitionOwner> MakeOwner(const common::ServiceContext& context,
+                                          const Config& config,
                                           const std::shared_ptr<PartitionSessions>& sessions,
                                           PartitionMetrics& partition_metrics,
                                           std::chrono::seconds drain_timeout) {
-  const auto& s = context.settings;
-  const std::chrono::milliseconds lease(s["partition_lease_ms"].get<int64_t>());
-  if (lease < std::chrono::milliseconds(300)) {
-    throw common::ConfigError("IOT_DEVICE_GATEWAY_PARTITION_LEASE: at least 300ms");
-  }
+  const std::chrono::milliseconds lease = config.partition_lease;
   return std::make_shared<PartitionOwner>(
       PartitionOwner::Options{.tick = lease / 4, .drain_timeout = drain_timeout},
       std::make_unique<PartitionLeases>(
-          context.redis, s["share_group"],
+          context.redis, config.share_group,
           fmt::format("{}-{}-{:x}", context.backend.mqtt_client_id, ::getpid(), NowUnixMs()),
           lease),
       // The hooks keep the sessions alive as long as the owner.
@@ -196,71 +189,105 @@ common::ServiceSpec Spec() {
           .mqtt_session_expiry = std::chrono::hours(24)};
 }
 
-nlohmann::json ReadConfig(common::EnvReader& env) {
-  nlohmann::json s;
-  s["thing_model_addr"] = env.String("IOT_THING_MODEL_ADDR", "127.0.0.1:50052");
-  s["shadow_addr"] = env.String("IOT_SHADOW_ADDR", "127.0.0.1:50054");
-  s["command_dispatch_addr"] = env.String("IOT_COMMAND_DISPATCH_ADDR", "127.0.0.1:50053");
-  s["rule_forwarding_addr"] = env.String("IOT_RULE_FORWARDING_ADDR", "127.0.0.1:50055");
-  s["service_api_key"] = env.Required("IOT_SERVICE_API_KEY");
+Config ReadConfig(common::EnvReader& env) {
+  const auto size = [&env](const std::string& name, int64_t fallback, int64_t min, int64_t max) {
+    return static_cast<size_t>(env.Int(name, fallback, min, max));
+  };
+  Config config;
+  config.thing_model_addr = env.String("IOT_THING_MODEL_ADDR", "127.0.0.1:50052");
+  config.shadow_addr = env.String("IOT_SHADOW_ADDR", "127.0.0.1:50054");
+  config.command_dispatch_addr = env.String("IOT_COMMAND_DISPATCH_ADDR", "127.0.0.1:50053");
+  config.rule_forwarding_addr = env.String("IOT_RULE_FORWARDING_ADDR", "127.0.0.1:50055");
+  config.service_api_key = env.Required("IOT_SERVICE_API_KEY");
   const std::string p = "IOT_DEVICE_GATEWAY_";
-  s["shards"] = env.Int(p + "SHARDS", 16, 1, 256);
-  s["receive_maximum"] = env.Int(p + "RECEIVE_MAXIMUM", 1000, 1, 65535);
-  s["mqtt_keepalive_s"] = std::chrono::duration_cast<std::chrono::seconds>(
-                              env.Duration(p + "MQTT_KEEPALIVE", std::chrono::seconds(30)))
-                              .count();
-  s["batch_size"] = env.Int(p + "BATCH_SIZE", 100, 1, 10'000);
-  s["owner_batches"] = env.Int(p + "OWNER_BATCHES", 4, 1, 64);
-  s["max_attempts"] = env.Int(p + "MAX_ATTEMPTS", 3, 1, 100);
-  s["rate_limit"] = env.Int(p + "RATE_LIMIT", 50, 1, 1'000'000);
+  config.shards = size(p + "SHARDS", 16, 1, 256);
+  config.receive_maximum = static_cast<uint16_t>(env.Int(p + "RECEIVE_MAXIMUM", 1000, 1, 65535));
+  config.mqtt_keepalive = std::chrono::duration_cast<std::chrono::seconds>(
+      env.Duration(p + "MQTT_KEEPALIVE", std::chrono::seconds(30)));
+  if (config.mqtt_keepalive < std::chrono::seconds(5) ||
+      config.mqtt_keepalive > std::chrono::seconds(65535)) {
+    env.AddError(p + "MQTT_KEEPALIVE", "between 5s and 65535s");
+  }
+  config.batch_size = size(p + "BATCH_SIZE", 100, 1, 10'000);
+  config.owner_batches = size(p + "OWNER_BATCHES", 4, 1, 64);
+  config.max_attempts = static_cast<int>(env.Int(p + "MAX_ATTEMPTS", 3, 1, 100));
+  config.rate_limit = env.Int(p + "RATE_LIMIT", 50, 1, 1'000'000);
   // At most 2 MiB: escaped into a forwarding record, a payload that is not JSON may grow six
   // times, and one record must fit in a call the owners accept (16 MiB).
-  s["max_payload_bytes"] = env.Int(p + "MAX_PAYLOAD_BYTES", 1024 * 1024, 1, 2 * 1024 * 1024);
-  s["max_report_bytes"] = env.Int(p + "MAX_REPORT_BYTES", 64 * 1024, 1, 2 * 1024 * 1024);
+  config.max_payload_bytes = size(p + "MAX_PAYLOAD_BYTES", 1024 * 1024, 1, 2 * 1024 * 1024);
+  config.max_report_bytes = size(p + "MAX_REPORT_BYTES", 64 * 1024, 1, 2 * 1024 * 1024);
   // What one device message may carry (docs/security.md); the lower bounds keep every topic and
   // document of the device protocol acceptable.
-  s["max_topic_bytes"] = env.Int(p + "MAX_TOPIC_BYTES", 512, 260, 65'535);
-  s["max_topic_levels"] = env.Int(p + "MAX_TOPIC_LEVELS", 16, 8, 1'000);
-  s["max_id_bytes"] = env.Int(p + "MAX_ID_BYTES", 256, 129, 65'535);
-  s["max_services"] = env.Int(p + "MAX_SERVICES", 100, 1, 100'000);
-  s["max_properties"] = env.Int(p + "MAX_PROPERTIES", 500, 1, 100'000);
-  s["max_name_bytes"] = env.Int(p + "MAX_NAME_BYTES", 256, 64, 65'535);
-  s["max_string_bytes"] = env.Int(p + "MAX_STRING_BYTES", 64 * 1024, 1, 256 * 1024 * 1024);
-  s["device_cache_size"] = env.Int(p + "DEVICE_CACHE_SIZE", 100'000, 1, 10'000'000);
-  s["share_group"] = env.String(p + "SHARE_GROUP", "gateway");
-  s["partition_lease_ms"] = env.Duration(p + "PARTITION_LEASE", std::chrono::seconds(3)).count();
-  s["call_timeout_ms"] = env.Duration(p + "CALL_TIMEOUT", std::chrono::seconds(5)).count();
-  s["downlink_timeout_ms"] = env.Duration(p + "DOWNLINK_TIMEOUT", std::chrono::seconds(5)).count();
-  return s;
+  config.max_topic_bytes = size(p + "MAX_TOPIC_BYTES", 512, 260, 65'535);
+  config.max_topic_levels = size(p + "MAX_TOPIC_LEVELS", 16, 8, 1'000);
+  config.max_id_bytes = size(p + "MAX_ID_BYTES", 256, 129, 65'535);
+  config.max_services = size(p + "MAX_SERVICES", 100, 1, 100'000);
+  config.max_properties = size(p + "MAX_PROPERTIES", 500, 1, 100'000);
+  config.max_name_bytes = size(p + "MAX_NAME_BYTES", 256, 64, 65'535);
+  config.max_string_bytes = size(p + "MAX_STRING_BYTES", 64 * 1024, 1, 256 * 1024 * 1024);
+  config.device_cache_size = size(p + "DEVICE_CACHE_SIZE", 100'000, 1, 10'000'000);
+  config.share_group = env.String(p + "SHARE_GROUP", "gateway");
+  config.partition_lease = env.Duration(p + "PARTITION_LEASE", std::chrono::seconds(3));
+  if (config.partition_lease < std::chrono::milliseconds(300)) {
+    env.AddError(p + "PARTITION_LEASE", "at least 300ms");
+  }
+  config.call_timeout = env.Duration(p + "CALL_TIMEOUT", std::chrono::seconds(5));
+  config.downlink_timeout = env.Duration(p + "DOWNLINK_TIMEOUT", std::chrono::seconds(5));
+  return config;
 }
 
-void Wire(common::ServiceContext& context) {
-  const auto& s = context.settings;
-  const UplinkLimits limits = LimitsFrom(s, context.server.json.max_depth);
-  const std::string service_key = s["service_api_key"];
+nlohmann::json ToJson(const Config& config) {
+  return {{"thing_model_addr", config.thing_model_addr},
+          {"shadow_addr", config.shadow_addr},
+          {"command_dispatch_addr", config.command_dispatch_addr},
+          {"rule_forwarding_addr", config.rule_forwarding_addr},
+          {"service_api_key", config.service_api_key},
+          {"shards", config.shards},
+          {"receive_maximum", config.receive_maximum},
+          {"mqtt_keepalive_s", config.mqtt_keepalive.count()},
+          {"batch_size", config.batch_size},
+          {"owner_batches", config.owner_batches},
+          {"max_attempts", config.max_attempts},
+          {"rate_limit", config.rate_limit},
+          {"max_payload_bytes", config.max_payload_bytes},
+          {"max_report_bytes", config.max_report_bytes},
+          {"max_topic_bytes", config.max_topic_bytes},
+          {"max_topic_levels", config.max_topic_levels},
+          {"max_id_bytes", config.max_id_bytes},
+          {"max_services", config.max_services},
+          {"max_properties", config.max_properties},
+          {"max_name_bytes", config.max_name_bytes},
+          {"max_string_bytes", config.max_string_bytes},
+          {"device_cache_size", config.device_cache_size},
+          {"share_group", config.share_group},
+          {"partition_lease_ms", config.partition_lease.count()},
+          {"call_timeout_ms", config.call_timeout.count()},
+          {"downlink_timeout_ms", config.downlink_timeout.count()}};
+}
+
+void Wire(common::ServiceContext& context, const Config& config) {
+  const UplinkLimits limits = LimitsFrom(config, context.server.json.max_depth);
+  const std::string& service_key = config.service_api_key;
   auto metrics = std::make_shared<GatewayMetrics>(context.host.metrics());
-  auto devices =
-      std::make_shared<DeviceCache>(MakeThingModelContextSource(s["thing_model_addr"], service_key),
-                                    s["device_cache_size"].get<size_t>());
-  auto publisher = MakeMqttPublisher(
-      context.mqtt, std::chrono::milliseconds(s["downlink_timeout_ms"].get<int64_t>()));
-  auto owners = MakeGrpcDownstream(
-      {.shadow = s["shadow_addr"],
-       .command_dispatch = s["command_dispatch_addr"],
-       .rule_forwarding = s["rule_forwarding_addr"],
-       .service_key = service_key,
-       .timeout = std::chrono::milliseconds(s["call_timeout_ms"].get<int64_t>())});
+  auto devices = std::make_shared<DeviceCache>(
+      MakeThingModelContextSource(config.thing_model_addr, service_key), config.device_cache_size);
+  auto publisher = MakeMqttPublisher(context.mqtt, config.downlink_timeout);
+  auto owners = MakeGrpcDownstream({.shadow = config.shadow_addr,
+                                    .command_dispatch = config.command_dispatch_addr,
+                                    .rule_forwarding = config.rule_forwarding_addr,
+                                    .service_key = service_key,
+                                    .timeout = config.call_timeout});
   auto pipeline = std::make_shared<UplinkPipeline>(
       PipelineOptions{
-          .shards = s["shards"].get<size_t>(),
-          .max_batch = s["batch_size"].get<size_t>(),
-          .owner_batches = s["owner_batches"].get<size_t>(),
+          .shards = config.shards,
+          .max_batch = config.batch_size,
+          .owner_batches = config.owner_batches,
           .retry_initial = std::chrono::milliseconds(100),
           .retry_max = std::chrono::seconds(5),
-          .max_attempts = s["max_attempts"].get<int>(),
+          .max_attempts = config.max_attempts,
           .message_id_prefix = fmt::format("{}-{:x}", context.backend.mqtt_client_id, NowUnixMs()),
           .limits = limits},
-      devices, owners, MakeThingModelStatusSink(s["thing_model_addr"], service_key), publisher,
+      devices, owners, MakeThingModelStatusSink(config.thing_model_addr, service_key), publisher,
       MakePgDeadLetterStore(context.postgres), *metrics);
 
   auto subscriber = common::RedisSubscriber::Start(
@@ -272,16 +299,16 @@ void Wire(common::ServiceContext& context) {
   }
   std::shared_ptr<common::RedisSubscriber> changes = *std::move(subscriber);
 
-  auto downlink = std::make_shared<DownlinkService>(
-      publisher, *metrics, s["max_payload_bytes"].get<size_t>(), devices, owners);
+  auto downlink = std::make_shared<DownlinkService>(publisher, *metrics, config.max_payload_bytes,
+                                                    devices, owners);
   auto auth = std::make_shared<common::Authenticator>(
       std::make_shared<common::RedisKeyResolver>(context.redis));
   context.host.AddService(MakeDownlinkHandler(downlink, auth));
 
   const auto drain_timeout = std::chrono::seconds(60);
-  auto sessions = MakeSessions(context, pipeline, metrics, limits, drain_timeout);
+  auto sessions = MakeSessions(context, config, pipeline, metrics, limits, drain_timeout);
   auto partition_metrics = std::make_shared<PartitionMetrics>(context.host.metrics());
-  auto owner = MakeOwner(context, sessions, *partition_metrics, drain_timeout);
+  auto owner = MakeOwner(context, config, sessions, *partition_metrics, drain_timeout);
   // The owner is held weakly: it holds (through the sessions, the pipeline and the publisher)
   // this MQTT connection, whose handler this is — a strong capture would be a reference cycle
   // that keeps all of it alive past exit (LeakSanitizer's report, docs/security.md).
