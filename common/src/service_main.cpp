@@ -136,15 +136,13 @@ std::shared_ptr<T> OrThrow(absl::StatusOr<std::unique_ptr<T>> value, const std::
 
 int Serve(const ServiceSpec& spec, const ServerConfig& server, const BackendConfig& backend,
           const internal::OwnConfig& own) {
-  static const nlohmann::json kNoSettings = nlohmann::json::object();
   ServiceHost host(server);
   ServiceContext context{.host = host,
                          .server = server,
                          .backend = backend,
                          .postgres = nullptr,
                          .redis = nullptr,
-                         .mqtt = nullptr,
-                         .settings = own.settings != nullptr ? *own.settings : kNoSettings};
+                         .mqtt = nullptr};
   if (!spec.pg_schema.empty()) {
     context.postgres = MakePostgres(backend);
     host.AddStartupTask("postgres migrations",
@@ -215,16 +213,6 @@ int internal::RunService(int argc, char** argv, const ServiceSpec& spec, const O
     std::cerr << spec.name << ": " << e.what() << "\n";
     return 1;
   }
-}
-
-int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReader& read_config,
-               const Wiring& wire) {
-  nlohmann::json settings;
-  return internal::RunService(argc, argv, spec,
-                              {.read = [&](EnvReader& env) { settings = read_config(env); },
-                               .describe = [&] { return settings; },
-                               .wire = wire,
-                               .settings = &settings});
 }
 
 }  // namespace iot::common

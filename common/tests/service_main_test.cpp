@@ -164,27 +164,5 @@ TEST_F(TypedRunServiceTest, BadVariablesExit2NamingEachBeforeWiring) {
   EXPECT_EQ(out.find("\"msg\":\"starting\""), std::string::npos) << "nothing logged as started";
 }
 
-TEST_F(TypedRunServiceTest, TheJsonPathStillHandsItsSettingsToTheWiring) {
-  std::optional<nlohmann::json> seen;
-  const ConfigReader read = [](EnvReader& env) {
-    return nlohmann::json{{"batch", env.Int("IOT_TYPED_TEST_BATCH", 100, 1, 1000)}};
-  };
-  const Wiring wire = [&seen](ServiceContext& context) {
-    seen = context.settings;
-    throw ConfigError("wired");
-  };
-  Set("IOT_TYPED_TEST_BATCH", "5");
-  std::string name = "typed-test";
-  std::vector<char*> argv = {name.data()};
-  ::testing::internal::CaptureStdout();
-  ::testing::internal::CaptureStderr();
-  const int code = RunService(1, argv.data(), Spec(), read, wire);
-  ::testing::internal::GetCapturedStdout();
-  ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(code, 2);
-  ASSERT_TRUE(seen.has_value());
-  EXPECT_EQ((*seen)["batch"], 5);
-}
-
 }  // namespace
 }  // namespace iot::common

@@ -43,9 +43,6 @@ struct ServiceContext {
   std::shared_ptr<PgPool> postgres;
   std::shared_ptr<RedisClient> redis;
   std::shared_ptr<MqttClient> mqtt;
-  /// Only on the JSON path (device-gateway, until it has a typed Config): what its ConfigReader
-  /// returned (secrets included: never log it whole). An empty object for typed services.
-  const nlohmann::json& settings;
 };
 
 namespace internal {
@@ -59,8 +56,6 @@ struct OwnConfig {
   std::function<nlohmann::json()> describe;
   /// Registers the service's gRPC handlers, start-up tasks and consumers on the host.
   std::function<void(ServiceContext&)> wire;
-  /// The JSON path's ServiceContext::settings; null for a typed Config.
-  const nlohmann::json* settings = nullptr;
 };
 
 int RunService(int argc, char** argv, const ServiceSpec& spec, const OwnConfig& own);
@@ -83,15 +78,7 @@ int RunService(int argc, char** argv, const ServiceSpec& spec, Config (*read_con
   return internal::RunService(argc, argv, spec,
                               {.read = [&](EnvReader& env) { config.emplace(read_config(env)); },
                                .describe = [&] { return nlohmann::json(ToJson(*config)); },
-                               .wire = [&](ServiceContext& context) { wire(context, *config); },
-                               .settings = nullptr});
+                               .wire = [&](ServiceContext& context) { wire(context, *config); }});
 }
-
-/// The JSON path, left for device-gateway until it has a typed Config: its settings as an
-/// untyped object, read by key in the wiring (ServiceContext::settings).
-using ConfigReader = std::function<nlohmann::json(EnvReader&)>;
-using Wiring = std::function<void(ServiceContext&)>;
-int RunService(int argc, char** argv, const ServiceSpec& spec, const ConfigReader& read_config,
-               const Wiring& wire);
 
 }  // namespace iot::common
