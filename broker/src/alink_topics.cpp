@@ -7,8 +7,6 @@
 namespace iot::broker {
 namespace {
 
-constexpr std::string_view kRequestIdMarker = "?_rid=";
-
 /// The rest of `text` after `prefix`, or nullopt when it does not start with it.
 std::optional<std::string_view> After(std::string_view text, std::string_view prefix) {
   if (!text.starts_with(prefix)) {
@@ -82,15 +80,8 @@ bool HasWildcard(std::string_view topic) {
 
 }  // namespace
 
-std::string_view StripRequestId(std::string_view topic) {
-  const size_t last_level = topic.rfind('/');
-  const size_t marker =
-      topic.find(kRequestIdMarker, last_level == std::string_view::npos ? 0 : last_level);
-  return marker == std::string_view::npos ? topic : topic.substr(0, marker);
-}
-
 bool AlinkMayPublish(std::string_view pk, std::string_view dn, std::string_view topic) {
-  topic = StripRequestId(topic);
+  topic = StripAlinkRequestId(topic);
   if (const auto rest = AfterLevels(topic, {"", "sys", pk, dn, ""})) {
     if (const auto thing = After(*rest, "thing/")) {
       return !thing->empty();
@@ -121,7 +112,7 @@ std::optional<std::string> AlinkUplinkRelayTopic(std::string_view device_id, std
     return std::nullopt;
   }
   return fmt::format("{}{}/{}/{}{}", kUplinkPrefix, UplinkPartition(device_id, partitions),
-                     device_id, kAlinkRelayMarker, StripRequestId(topic));
+                     device_id, kAlinkRelayMarker, StripAlinkRequestId(topic));
 }
 
 std::optional<DownlinkTopic> ParseAlinkDownlinkTopic(std::string_view topic) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "iot/common/alink_topic.h"
 #include "topic_rules.h"
 
 namespace iot::broker {
@@ -18,10 +19,12 @@ namespace iot::broker {
 /// delivered to the device as T (T starts with `/`).
 inline constexpr std::string_view kAlinkRelayMarker = "alink";
 
-/// `topic` without the `?_rid=...` that LinkSDK may append to the last level of a publish topic.
-std::string_view StripRequestId(std::string_view topic);
+/// `topic` without the `?_rid=...` that LinkSDK may append to the last level of a publish topic
+/// (the gateway strips it by the same rule).
+using common::StripAlinkRequestId;
 
-/// Publish (after StripRequestId): `/sys/{pk}/{dn}/thing/...`, `/sys/{pk}/{dn}/rrpc/response/{id}`,
+/// Publish (after StripAlinkRequestId): `/sys/{pk}/{dn}/thing/...`,
+/// `/sys/{pk}/{dn}/rrpc/response/{id}`,
 /// `/{pk}/{dn}/user/...`, `/shadow/update/{pk}/{dn}`, `/ext/ntp/{pk}/{dn}/request`,
 /// `/ext/rrpc/{id}/sys/{pk}/{dn}/...`.
 bool AlinkMayPublish(std::string_view pk, std::string_view dn, std::string_view topic);

@@ -191,14 +191,14 @@ TEST(AlinkSignatureTest, TheLengthNamesTheAlgorithmWhateverTheClientIdSays) {
 // ---- Topics ----
 
 TEST(AlinkTopicsTest, StripsLinkSdksRequestIdFromTheLastLevelOnly) {
-  EXPECT_EQ(StripRequestId("/sys/pk/dn/thing/event/property/post?_rid=1700000000123"),
+  EXPECT_EQ(StripAlinkRequestId("/sys/pk/dn/thing/event/property/post?_rid=1700000000123"),
             "/sys/pk/dn/thing/event/property/post");
-  EXPECT_EQ(StripRequestId("/sys/pk/dn/thing/event/property/post?_rid=1?_rid=2"),
+  EXPECT_EQ(StripAlinkRequestId("/sys/pk/dn/thing/event/property/post?_rid=1?_rid=2"),
             "/sys/pk/dn/thing/event/property/post");
-  EXPECT_EQ(StripRequestId("/sys/pk/dn/thing/event/property/post"),
+  EXPECT_EQ(StripAlinkRequestId("/sys/pk/dn/thing/event/property/post"),
             "/sys/pk/dn/thing/event/property/post");
   // Not in the last level: left alone (and not one of the device's topics then).
-  EXPECT_EQ(StripRequestId("/pk/dn/user/a?_rid=1/b"), "/pk/dn/user/a?_rid=1/b");
+  EXPECT_EQ(StripAlinkRequestId("/pk/dn/user/a?_rid=1/b"), "/pk/dn/user/a?_rid=1/b");
 }
 
 TEST(AlinkTopicsTest, DevicePublishesOnlyItsOwnTopics) {

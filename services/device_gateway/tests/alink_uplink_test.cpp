@@ -85,6 +85,12 @@ TEST(AlinkTopicTest, ClassifiesEveryFunctionOfTheDevice) {
       {"/sys/pk/dn/thing/deviceinfo/update", AlinkFunction::kUnsupported, "", ""},
       // LinkSDK 4.x appends a request id: tolerated even if the broker left it.
       {"/sys/pk/dn/thing/event/property/post?_rid=123", AlinkFunction::kPropertyPost, "", ""},
+      // The broker's grammar (fuzz/topics_fuzz.cpp found both): a `?` outside the last level is
+      // part of the topic, and an empty last level below `user/a/` is a custom topic.
+      {"/ext/rrpc/98?x/sys/pk/dn/thing/service/reboot", AlinkFunction::kExtRrpcResponse, "reboot",
+       "98?x"},
+      {"/pk/dn/user/a/", AlinkFunction::kCustom, "", ""},
+      {"/pk/dn/user/a?b", AlinkFunction::kCustom, "", ""},
   };
   for (const auto& c : cases) {
     const auto topic = ParseAlinkTopic(c.topic);
@@ -97,6 +103,11 @@ TEST(AlinkTopicTest, ClassifiesEveryFunctionOfTheDevice) {
   }
   EXPECT_EQ(ParseAlinkTopic("/sys/pk/dn/thing/event/property/post?_rid=1")->topic,
             "/sys/pk/dn/thing/event/property/post");
+  // Only `?_rid=` is LinkSDK's; another query stays in the topic (and names no known function).
+  EXPECT_EQ(ParseAlinkTopic("/sys/pk/dn/thing/event/property/post?x=1")->topic,
+            "/sys/pk/dn/thing/event/property/post?x=1");
+  EXPECT_EQ(ParseAlinkTopic("/sys/pk/dn/thing/event/property/post?x=1")->function,
+            AlinkFunction::kUnsupported);
   for (const char* bad : {"", "/", "sys/pk/dn/thing/event/property/post", "/sys//dn/thing/x",
                           "/pk/dn/user/", "/shadow/update/pk", "/ext/ntp/pk/dn",
                           "/ext/rrpc/1/pk/dn/user/x", "/ota/device/inform/pk/dn"}) {

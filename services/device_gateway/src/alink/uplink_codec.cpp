@@ -8,6 +8,7 @@
 #include <charconv>
 #include <ctime>
 
+#include "iot/common/alink_topic.h"
 #include "iot/device_gateway/uplink.h"
 
 namespace iot::device_gateway {
@@ -181,9 +182,8 @@ void SetSide(const Json& side, std::string_view service_id, Json& state, Json& m
 }  // namespace
 
 std::optional<AlinkTopic> ParseAlinkTopic(std::string_view topic) {
-  if (const size_t query = topic.find('?'); query != std::string_view::npos) {
-    topic = topic.substr(0, query);
-  }
+  // The broker relays topics with this already stripped, by the same rule.
+  topic = common::StripAlinkRequestId(topic);
   if (!topic.starts_with('/') || topic.size() < 2) {
     return std::nullopt;
   }
@@ -234,7 +234,8 @@ std::optional<AlinkTopic> ParseAlinkTopic(std::string_view topic) {
     return out;
   }
   if (levels.size() >= 4 && levels[2] == "user") {
-    if (!named(levels[0], levels[1]) || levels.back().empty()) {
+    // Something after `/{pk}/{dn}/user/` (as the broker's ACL asks): `user/a/` is a topic too.
+    if (!named(levels[0], levels[1]) || (levels.size() == 4 && levels[3].empty())) {
       return std::nullopt;
     }
     out.function = AlinkFunction::kCustom;

@@ -53,7 +53,8 @@ struct AlinkTopic {
 /// The prefix below the device id of a relayed Alink topic: `iot/up/{p}/{id}/alink{T}`.
 inline constexpr std::string_view kAlinkRelayLevel = "alink";
 
-/// Parses an Alibaba topic (starting with `/`); a `?...` suffix of its last level is ignored.
+/// Parses an Alibaba topic (starting with `/`); a `?_rid=...` in its last level is ignored
+/// (common::StripAlinkRequestId, the broker's rule), any other `?` is part of the topic.
 /// nullopt when it names no product key and device name; kUnsupported for a topic of the device
 /// the gateway does not handle.
 std::optional<AlinkTopic> ParseAlinkTopic(std::string_view topic);
