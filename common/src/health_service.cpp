@@ -10,14 +10,6 @@ using grpc::health::v1::HealthCheckResponse;
 constexpr std::chrono::milliseconds kWatchPoll(500);
 }  // namespace
 
-void HealthService::Register(const std::string& service) {
-  std::lock_guard lock(mu_);
-  if (!shut_down_ && statuses_.emplace(service, HealthCheckResponse::NOT_SERVING).second) {
-    ++version_;
-    changed_.notify_all();
-  }
-}
-
 void HealthService::SetServing(const std::string& service, bool serving) {
   const ServingStatus status =
       serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;

@@ -8,6 +8,7 @@
 #include <future>
 #include <memory>
 
+#include "host_test_support.h"
 #include "iot/common/service_host.h"
 
 namespace iot::common {
@@ -16,7 +17,6 @@ namespace {
 using grpc::health::v1::Health;
 using grpc::health::v1::HealthCheckRequest;
 using grpc::health::v1::HealthCheckResponse;
-using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 /// A real gRPC server on a loopback port serving only `health`.
@@ -64,16 +64,15 @@ TEST(HealthServiceTest, OverallStatusIsNotServingFromTheFirstCallUntilSet) {
   EXPECT_EQ(server.Check(""), HealthCheckResponse::NOT_SERVING);
 }
 
-TEST(HealthServiceTest, UnknownNamesAreNotFoundAndRegisteredOnesStartNotServing) {
+TEST(HealthServiceTest, UnknownNamesAreNotFoundAndSetOnesAnswerTheirStatus) {
   HealthService health;
   HealthServer server(health);
   EXPECT_EQ(server.Check("liveness"), -grpc::StatusCode::NOT_FOUND);
-  health.Register("liveness");
+  health.SetServing("liveness", false);
   EXPECT_EQ(server.Check("liveness"), HealthCheckResponse::NOT_SERVING);
   health.SetServing("liveness", true);
   EXPECT_EQ(server.Check("liveness"), HealthCheckResponse::SERVING);
-  health.Register("liveness");  // registering again changes nothing
-  EXPECT_EQ(server.Check("liveness"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(server.Check("db"), -grpc::StatusCode::NOT_FOUND) << "one name set, not others";
 }
 
 TEST(HealthServiceTest, ShutdownSetsEverythingNotServingForGood) {
@@ -98,7 +97,7 @@ TEST(HealthServiceTest, WatchStreamsEachChangeAndEndsAtShutdown) {
   HealthCheckResponse response;
   ASSERT_TRUE(reader->Read(&response));
   EXPECT_EQ(response.status(), HealthCheckResponse::SERVICE_UNKNOWN);
-  health.Register("db");
+  health.SetServing("db", false);
   ASSERT_TRUE(reader->Read(&response));
   EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
   health.SetServing("", true);  // another name: nothing sent
@@ -113,13 +112,7 @@ TEST(HealthServiceTest, WatchStreamsEachChangeAndEndsAtShutdown) {
 }
 
 TEST(HealthServiceTest, AnOpenWatchDoesNotHoldUpTheHostsDrain) {
-  ServerConfig config;
-  config.service = "health-test";
-  config.listen_address = "127.0.0.1";
-  config.grpc_port = 0;
-  config.metrics_port = 0;
-  config.drain_timeout = seconds(20);
-  ServiceHost host(config);
+  ServiceHost host(host_test::LoopbackConfig("health-test", seconds(20)));
   host.AddDependency("db", [] { return absl::UnavailableError("down"); });
   host.Start();
   auto stub = Health::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(host.grpc_port()),

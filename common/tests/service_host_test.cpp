@@ -6,6 +6,7 @@
 #include <atomic>
 #include <future>
 
+#include "host_test_support.h"
 #include "iot/common/health_client.h"
 #include "iot/testing/http.h"
 #include "iot/testing/process.h"
@@ -18,16 +19,7 @@ using iot::testing::WaitUntil;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-ServerConfig TestConfig() {
-  ServerConfig config;
-  config.service = "host-test";
-  config.listen_address = "127.0.0.1";
-  config.grpc_port = 0;
-  config.metrics_port = 0;
-  config.probe_interval = milliseconds(50);
-  config.drain_timeout = seconds(5);
-  return config;
-}
+ServerConfig TestConfig() { return host_test::LoopbackConfig("host-test"); }
 
 std::string Address(const ServiceHost& host) {
   return "127.0.0.1:" + std::to_string(host.grpc_port());

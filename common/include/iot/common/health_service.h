@@ -23,10 +23,8 @@ class HealthService final : public grpc::health::v1::Health::Service {
  public:
   using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
-  /// Registers `service` (NOT_SERVING) if it is not yet; the empty name is registered from the
-  /// start.
-  void Register(const std::string& service);
-  /// Registers and sets `service`. Ignored after Shutdown().
+  /// Sets `service`'s status, registering the name the first time (the empty name is registered,
+  /// NOT_SERVING, from the start). Ignored after Shutdown().
   void SetServing(const std::string& service, bool serving);
   /// Every name NOT_SERVING from now on; ends the Watch calls.
   void Shutdown();
