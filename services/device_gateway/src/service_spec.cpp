@@ -3,9 +3,6 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <charconv>
-
 #include "iot/common/auth.h"
 #include "iot/common/logging.h"
 #include "iot/common/mqtt.h"
@@ -18,81 +15,11 @@
 #include "iot/device_gateway/partitions.h"
 #include "iot/device_gateway/pg_dead_letters.h"
 #include "iot/device_gateway/pipeline.h"
-#include "iot/device_gateway/presence.h"
 #include "iot/device_gateway/uplink.h"
+#include "iot/device_gateway/uplink_intake.h"
 
 namespace iot::device_gateway {
 namespace {
-
-/// A partition session's network-thread state: classification and the rate limiter (not
-/// thread-safe; a device is always in the same partition).
-struct Intake {
-  UplinkLimits limits;
-  RateLimiter rate_limiter;
-};
-
-/// When the broker received the message (the plugin's kReceivedAtProperty), else now; never
-/// later than now (clocks of other machines).
-int64_t ReceivedAt(const common::MqttDelivery& m) {
-  const int64_t now = NowUnixMs();
-  const std::string* stamped = m.UserProperty(kReceivedAtProperty);
-  int64_t at = 0;
-  if (stamped == nullptr ||
-      std::from_chars(stamped->data(), stamped->data() + stamped->size(), at).ec != std::errc() ||
-      at <= 0) {
-    return now;
-  }
-  return std::min(at, now);
-}
-
-/// The handler of one partition's consumer: presence and device uplink into the pipeline, each
-/// acknowledged to the broker once the pipeline finished it. Never blocks.
-common::MqttConsumer::Handler UplinkHandler(const std::shared_ptr<UplinkPipeline>& pipeline,
-                                            const std::shared_ptr<GatewayMetrics>& metrics,
-                                            const UplinkLimits& limits,
-                                            const std::weak_ptr<common::MqttConsumer>& consumer) {
-  auto intake = std::make_shared<Intake>(
-      Intake{.limits = limits, .rate_limiter = RateLimiter(limits.rate_per_second)});
-  return [pipeline, metrics, intake, consumer](common::MqttDelivery&& m) {
-    UplinkPipeline::Ack ack;
-    if (m.token != 0) {
-      ack = [session = consumer.lock(), token = m.token] {
-        if (session) {
-          session->Ack(token);
-        }
-      };
-    }
-    const std::string* id = m.UserProperty(kMessageIdProperty);
-    std::string message_id = id != nullptr ? *id : std::string();
-    if (m.topic.starts_with(kSharedPresencePrefix)) {
-      auto event = ParsePresence(m.topic, m.payload);
-      if (!event.ok()) {
-        metrics->Rejected(RejectReason::kMalformed);
-        common::LogWarn("presence event rejected",
-                        {{"topic", m.topic}, {"error", std::string(event.status().message())}});
-        if (ack) {
-          ack();  // nothing to hand on
-        }
-        return;
-      }
-      event->message_id = std::move(message_id);
-      metrics->Accepted("presence");
-      pipeline->Submit(*std::move(event), std::move(ack));
-      return;
-    }
-    auto admitted = AdmitUplink(m.topic, std::move(m.payload), intake->limits, intake->rate_limiter,
-                                ReceivedAt(m));
-    std::visit([&](auto& item) { item.message_id = std::move(message_id); }, admitted);
-    if (auto* rejected = std::get_if<RejectedUplink>(&admitted)) {
-      metrics->Rejected(rejected->reason);
-      pipeline->Submit(std::move(*rejected), std::move(ack));  // a validation_failed record
-      return;
-    }
-    auto& message = std::get<UplinkMessage>(admitted);
-    metrics->Accepted(UplinkKindName(message.kind));
-    pipeline->Submit(std::move(message), std::move(ack));
-  };
-}
 
 UplinkLimits LimitsFrom(const Config& config, size_t max_json_depth) {
   return {.max_payload_bytes = config.max_payload_bytes,
@@ -137,7 +64,17 @@ std::shared_ptr<PartitionSessions> MakeSessions(const common::ServiceContext& co
       config.share_group,
       [pipeline = std::move(pipeline), metrics = std::move(metrics), limits](
           uint32_t, const std::weak_ptr<common::MqttConsumer>& consumer) {
-        return UplinkHandler(pipeline, metrics, limits, consumer);
+        auto intake = std::make_shared<UplinkIntake>(
+            [pipeline](WorkItem item, UplinkPipeline::Ack ack) {
+              pipeline->Submit(std::move(item), std::move(ack));
+            },
+            metrics, limits,
+            [consumer](uint64_t token) {
+              if (auto session = consumer.lock()) {
+                session->Ack(token);
+              }
+            });
+        return [intake](common::MqttDelivery&& m) { intake->OnDelivery(std::move(m)); };
       },
       drain_timeout);
 }
