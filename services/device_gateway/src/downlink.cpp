@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include "iot/common/logging.h"
-#include "iot/common/mqtt.h"
 #include "iot/common/status.h"
 #include "iot/device_gateway/alink/downlink_codec.h"
 #include "iot/device_gateway/device_cache.h"
@@ -11,9 +10,6 @@
 
 namespace iot::device_gateway {
 namespace {
-
-/// The iot_auth plugin's PUBACK for a relay to a device that is not connected.
-constexpr int kNotAuthorized = 0x87;
 
 bool NeedsRequestId(DownlinkKind kind) {
   return kind == DownlinkKind::kCommand || kind == DownlinkKind::kPropertiesSet ||
@@ -50,42 +46,6 @@ std::string_view KindName(DownlinkKind kind) {
   }
   return "unknown";
 }
-
-class MqttPublisher final : public DevicePublisher {
- public:
-  MqttPublisher(std::shared_ptr<common::MqttClient> mqtt, std::chrono::milliseconds timeout)
-      : mqtt_(std::move(mqtt)), timeout_(timeout) {}
-
-  absl::StatusOr<bool> Publish(const std::string& device_topic, std::string_view payload,
-                               int qos) override {
-    const std::string relay = RelayTopic(device_topic);
-    if (qos == 0) {
-      // No acknowledgement to learn from: QoS 0 cannot tell an offline device.
-      if (auto status = mqtt_->Publish(relay, payload, 0); !status.ok()) {
-        return status;
-      }
-      return true;
-    }
-    auto reason = mqtt_->PublishAndWait(relay, payload, qos, timeout_);
-    if (!reason.ok()) {
-      return reason.status().code() == absl::StatusCode::kDeadlineExceeded
-                 ? absl::UnavailableError(std::string(reason.status().message()))
-                 : reason.status();
-    }
-    if (*reason == kNotAuthorized) {
-      return false;
-    }
-    if (*reason >= 0x80) {
-      return absl::InternalError(
-          fmt::format("broker refused the downlink: reason 0x{:02x}", *reason));
-    }
-    return true;
-  }
-
- private:
-  std::shared_ptr<common::MqttClient> mqtt_;
-  std::chrono::milliseconds timeout_;
-};
 
 }  // namespace
 
@@ -194,11 +154,6 @@ absl::StatusOr<DownlinkResult> DownlinkService::Send(const DownlinkRequest& requ
   }
   metrics_.downlink.Add({{"kind", kind}, {"result", *online ? "online" : "offline"}}).Increment();
   return DownlinkResult{.online = *online, .topic = device_topic};
-}
-
-std::shared_ptr<DevicePublisher> MakeMqttPublisher(std::shared_ptr<common::MqttClient> mqtt,
-                                                   std::chrono::milliseconds timeout) {
-  return std::make_shared<MqttPublisher>(std::move(mqtt), timeout);
 }
 
 }  // namespace iot::device_gateway

@@ -2,7 +2,7 @@
 
 #include "iot/common/auth.h"
 #include "iot/common/status.h"
-#include "iot/device_gateway/downlink.h"
+#include "iot/device_gateway/grpc_handlers.h"
 #include "iot/device_gateway/v1/device_gateway.grpc.pb.h"
 
 namespace iot::device_gateway {

@@ -15,15 +15,6 @@
 #include "iot/device_gateway/ports.h"
 #include "iot/device_gateway/topics.h"
 
-namespace grpc {
-class Service;
-}
-
-namespace iot::common {
-class Authenticator;
-class MqttClient;
-}  // namespace iot::common
-
 namespace iot::device_gateway {
 
 class DeviceCache;
@@ -71,14 +62,5 @@ class DownlinkService {
   std::shared_ptr<DeviceCache> devices_;
   std::shared_ptr<Downstream> owners_;
 };
-
-/// DevicePublisher over the gateway's MQTT connection: QoS 1 relay publishes wait for the
-/// plugin's PUBACK (0x87 = device offline) at most `timeout`.
-std::shared_ptr<DevicePublisher> MakeMqttPublisher(std::shared_ptr<common::MqttClient> mqtt,
-                                                   std::chrono::milliseconds timeout);
-
-/// The InternalDownlink gRPC handler (service credential: Access::kInternal).
-std::shared_ptr<grpc::Service> MakeDownlinkHandler(std::shared_ptr<DownlinkService> service,
-                                                   std::shared_ptr<common::Authenticator> auth);
 
 }  // namespace iot::device_gateway

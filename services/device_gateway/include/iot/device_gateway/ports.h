@@ -2,8 +2,8 @@
 
 // The ports of the gateway: what its domain (DeviceCache, UplinkPipeline, DownlinkService,
 // BrokerControl) needs from outside, as small interfaces. Their adapters are declared in
-// grpc_clients.h (src/grpc/), pg_dead_letters.h (src/postgres/) and downlink.h
-// (MakeMqttPublisher); unit tests use in-memory fakes.
+// grpc_clients.h (src/grpc/), pg_dead_letters.h (src/postgres/) and mqtt_publisher.h
+// (src/mqtt/); unit tests use in-memory fakes.
 //
 // The owners of device data the gateway hands uplink on to (DESIGN.md §1-2) are shadow,
 // command-dispatch, rule-forwarding and thing-model (status). The messages are the internal
