@@ -46,6 +46,13 @@ bool SignedDevice::Publish(const std::string& suffix, const nlohmann::json& payl
   return client_->Publish("$oc/devices/" + id_ + "/sys/" + suffix, payload.dump(), 1).ok();
 }
 
+bool SignedDevice::PublishAcked(const std::string& suffix, const nlohmann::json& payload,
+                                std::chrono::milliseconds timeout) {
+  const auto reason =
+      client_->PublishAndWait("$oc/devices/" + id_ + "/sys/" + suffix, payload.dump(), 1, timeout);
+  return reason.ok() && *reason < 0x80;
+}
+
 std::optional<common::MqttMessage> SignedDevice::Await(const std::string& prefix, size_t nth,
                                                        std::chrono::milliseconds timeout) {
   std::optional<common::MqttMessage> found;

@@ -33,6 +33,10 @@ class SignedDevice {
 
   /// Publishes `payload` on `$oc/devices/{id}/sys/{suffix}` (QoS 1) without waiting.
   bool Publish(const std::string& suffix, const nlohmann::json& payload);
+  /// Publishes as Publish does and waits up to `timeout` for the PUBACK: true if it came with a
+  /// success reason code. Not from a Responder (the network thread delivers the PUBACK).
+  bool PublishAcked(const std::string& suffix, const nlohmann::json& payload,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
   /// The n-th message whose topic starts with `$oc/devices/{id}/sys/{prefix}`, waiting up to
   /// `timeout` for it.
   std::optional<common::MqttMessage> Await(
