@@ -5,39 +5,22 @@
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "iot/command_dispatch/v1/command_dispatch.grpc.pb.h"
-#include "iot/common/auth.h"
-#include "iot/common/crypto.h"
 #include "iot/testing/device.h"
 #include "iot/testing/platform.h"
+#include "iot/testing/platform_fixture.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
-#include "iot/thing_model/v1/thing_model.grpc.pb.h"
 
 namespace iot {
 namespace {
 
 namespace cd = iot::command_dispatch::v1;
-namespace tm = iot::thing_model::v1;
 using iot::testing::WaitUntil;
 using nlohmann::json;
 using std::chrono::seconds;
-
-const std::string kSecretKey(64, 'f');
-const std::string kAdminKey = "command-e2e-admin-key-0123456789";
-const std::string kServiceKey = "command-e2e-service-key-0123456789";
-const std::string kGatewayPassword = "gateway-password-for-command-tests";
-
-std::unique_ptr<grpc::ClientContext> Context() {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  common::SetBearer(*ctx, kAdminKey);
-  ctx->set_deadline(std::chrono::system_clock::now() + seconds(30));
-  return ctx;
-}
 
 /// Answers commands and property sets/gets as a device would.
 void Answer(iot::testing::SignedDevice& device, const common::MqttMessage& m) {
@@ -61,27 +44,9 @@ void Answer(iot::testing::SignedDevice& device, const common::MqttMessage& m) {
 class CommandMqttTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    redis_ = std::make_unique<iot::testing::TestRedis>();
-    broker_ = std::make_unique<iot::testing::TestMosquitto>(iot::testing::AuthPluginConfig(
-        redis_->Url(), kSecretKey,
-        iot::testing::ServiceAccountEntry("gateway", "salt", kGatewayPassword)));
-    thing_model_ = std::make_unique<iot::testing::ThingModelProcess>(
-        iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
-                                               .secret_key = kSecretKey,
-                                               .admin_key = kAdminKey,
-                                               .service_key = kServiceKey,
-                                               .pg_url = {}});
-    ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
-    tm_channel_ = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
-    tm::CreateProductRequest product;
-    std::ifstream in(IOT_TESTDATA_DIR "/smart_meter_product.json");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    product.set_product_json(ss.str());
-    tm::Product created;
-    auto ctx = Context();
-    ASSERT_TRUE(
-        tm::Products::NewStub(tm_channel_)->CreateProduct(ctx.get(), product, &created).ok());
+    platform_ = std::make_unique<iot::testing::Platform>(iot::testing::PlatformOptions{});
+    platform_->CreateProduct(
+        iot::testing::ReadTextFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
 
     // Two replicas, each with its own gateway; each needs the other's address, so the gateways'
     // ports are chosen first. The gateways split the uplink partitions, so a device's response
@@ -89,59 +54,28 @@ class CommandMqttTest : public ::testing::Test {
     const std::string pg_url = iot::testing::CreateTestDatabase();
     for (size_t i = 0; i < 2; ++i) {
       const uint16_t gateway_port = iot::testing::FreePort();
-      dispatch_[i] =
-          std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
-              .binary = "command-dispatch",
-              .env_prefix = "IOT_COMMAND_DISPATCH",
-              .env = {{"IOT_PG_URL", pg_url},
-                      {"IOT_REDIS_URL", redis_->Url()},
-                      {"IOT_THING_MODEL_ADDR", thing_model_->address()},
-                      {"IOT_DEVICE_GATEWAY_ADDR", fmt::format("127.0.0.1:{}", gateway_port)},
-                      {"IOT_SERVICE_API_KEY", kServiceKey}},
-              .args = {}});
-      ASSERT_TRUE(dispatch_[i]->WaitServing()) << dispatch_[i]->process().Log();
-      gateway_[i] =
-          std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
-              .binary = "device-gateway",
-              .env_prefix = "IOT_DEVICE_GATEWAY",
-              .env = {{"IOT_MQTT_URL", fmt::format("mqtt://gateway:{}@127.0.0.1:{}",
-                                                   kGatewayPassword, broker_->port())},
-                      {"IOT_REDIS_URL", redis_->Url()},
-                      {"IOT_PG_URL", thing_model_->pg_url()},
-                      {"IOT_THING_MODEL_ADDR", thing_model_->address()},
-                      {"IOT_SHADOW_ADDR", "none"},
-                      {"IOT_COMMAND_DISPATCH_ADDR", dispatch_[i]->address()},
-                      {"IOT_RULE_FORWARDING_ADDR", "none"},
-                      {"IOT_SERVICE_API_KEY", kServiceKey},
-                      {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", fmt::format("gw-command-e2e-{}", i)}},
-              .args = {},
-              .grpc_port = gateway_port});
-      ASSERT_TRUE(gateway_[i]->WaitServing()) << gateway_[i]->process().Log();
+      dispatch_[i] = &platform_->StartService(
+          {.binary = "command-dispatch",
+           .env_prefix = "IOT_COMMAND_DISPATCH",
+           .env = {{"IOT_PG_URL", pg_url},
+                   {"IOT_DEVICE_GATEWAY_ADDR", iot::testing::LoopbackAddress(gateway_port)}},
+           .args = {}});
+      gateway_[i] = &platform_->StartGateway({.client_id = fmt::format("gw-command-e2e-{}", i),
+                                              .command_dispatch = dispatch_[i]->address(),
+                                              .grpc_port = gateway_port});
     }
     commands_ = cd::Commands::NewStub(
         grpc::CreateChannel(dispatch_[0]->address(), grpc::InsecureChannelCredentials()));
   }
 
-  static void TearDownTestSuite() {
-    for (size_t i = 0; i < 2; ++i) {
-      gateway_[i].reset();
-      dispatch_[i].reset();
-    }
-    thing_model_.reset();
-    broker_.reset();
-    redis_.reset();
-  }
+  static void TearDownTestSuite() { platform_.reset(); }
+
+  static std::unique_ptr<grpc::ClientContext> Context() { return platform_->Context(); }
 
   void SetUp() override {
-    tm::AddDeviceRequest add;
-    add.set_product_id("smartmeter01");
-    add.set_node_id("n" + common::HexEncode(common::RandomBytes(6)));
-    tm::AddDeviceResponse added;
-    auto ctx = Context();
-    ASSERT_TRUE(tm::Devices::NewStub(tm_channel_)->AddDevice(ctx.get(), add, &added).ok());
-    device_id_ = added.device().device_id();
-    device_ =
-        std::make_unique<iot::testing::SignedDevice>(broker_->Url(), device_id_, added.secret());
+    const iot::testing::RegisteredDevice added = platform_->AddDevice();
+    device_id_ = added.id;
+    device_ = platform_->Device(added);
     device_->SetResponder(Answer);
   }
 
@@ -150,12 +84,9 @@ class CommandMqttTest : public ::testing::Test {
            dispatch_[0]->process().Log();
   }
 
-  static inline std::unique_ptr<iot::testing::TestRedis> redis_;
-  static inline std::unique_ptr<iot::testing::TestMosquitto> broker_;
-  static inline std::unique_ptr<iot::testing::ThingModelProcess> thing_model_;
-  static inline std::shared_ptr<grpc::Channel> tm_channel_;
-  static inline std::unique_ptr<iot::testing::ServiceProcess> dispatch_[2];
-  static inline std::unique_ptr<iot::testing::ServiceProcess> gateway_[2];
+  static inline std::unique_ptr<iot::testing::Platform> platform_;
+  static inline iot::testing::ServiceProcess* dispatch_[2] = {};
+  static inline iot::testing::ServiceProcess* gateway_[2] = {};
   static inline std::unique_ptr<cd::Commands::Stub> commands_;
 
   std::string device_id_;
