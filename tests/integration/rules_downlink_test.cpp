@@ -6,15 +6,12 @@
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
-#include "iot/common/auth.h"
-#include "iot/common/crypto.h"
 #include "iot/rule_forwarding/v1/rule_forwarding.grpc.pb.h"
 #include "iot/testing/device.h"
 #include "iot/testing/platform.h"
+#include "iot/testing/platform_fixture.h"
 #include "iot/testing/process.h"
 #include "iot/testing/servers.h"
 #include "iot/thing_model/v1/thing_model.grpc.pb.h"
@@ -35,110 +32,57 @@ const std::string kPassword = "service-password-for-rules-downlink";
 constexpr int kMaxAttempts = 6;
 
 std::unique_ptr<grpc::ClientContext> Ctx(const std::string& key) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  common::SetBearer(*ctx, key);
-  ctx->set_deadline(std::chrono::system_clock::now() + seconds(30));
-  return ctx;
+  return iot::testing::BearerContext(key);
 }
 
-struct AddedDevice {
-  std::string id;
-  std::string secret;
-};
+using AddedDevice = iot::testing::RegisteredDevice;
 
 class RulesDownlinkTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    redis_ = std::make_unique<iot::testing::TestRedis>();
-    broker_ = std::make_unique<iot::testing::TestMosquitto>(iot::testing::AuthPluginConfig(
-        redis_->Url(), kSecretKey, iot::testing::ServiceAccountEntry("svc", "salt", kPassword)));
-    thing_model_ = std::make_unique<iot::testing::ThingModelProcess>(
-        iot::testing::ThingModelProcessOptions{.redis_url = redis_->Url(),
-                                               .secret_key = kSecretKey,
-                                               .admin_key = kAdminKey,
-                                               .service_key = kServiceKey,
-                                               .pg_url = {}});
-    ASSERT_TRUE(thing_model_->WaitServing()) << thing_model_->process().Log();
-    tm_channel_ = grpc::CreateChannel(thing_model_->address(), grpc::InsecureChannelCredentials());
-
+    platform_ = std::make_unique<iot::testing::Platform>(
+        iot::testing::PlatformOptions{.secret_key = kSecretKey,
+                                      .admin_key = kAdminKey,
+                                      .service_key = kServiceKey,
+                                      .service_account = "svc",
+                                      .service_password = kPassword});
     tm::CreateTenantRequest tenant;
     tenant.set_tenant_id("other");
     tenant.set_name("other");
     tenant.set_create_admin_key(true);
     tm::CreateTenantResponse created_tenant;
-    ASSERT_TRUE(tm::Tenants::NewStub(tm_channel_)
+    ASSERT_TRUE(tm::Tenants::NewStub(platform_->thing_model_channel())
                     ->CreateTenant(Ctx(kAdminKey).get(), tenant, &created_tenant)
                     .ok());
     *other_key_ = created_tenant.admin_key_secret();
-    std::ifstream in(IOT_TESTDATA_DIR "/smart_meter_product.json");
-    std::stringstream ss;
-    ss << in.rdbuf();
     // Product ids are global: the other tenant's copy of the model gets its own.
-    json model = json::parse(ss.str());
+    json model =
+        json::parse(iot::testing::ReadTextFile(IOT_TESTDATA_DIR "/smart_meter_product.json"));
     for (const auto& [key, product_id] : {std::pair{kAdminKey, std::string("smartmeter01")},
                                           std::pair{*other_key_, std::string("smartmeter02")}}) {
       model["product_id"] = product_id;
-      tm::CreateProductRequest product;
-      product.set_product_json(model.dump());
-      tm::Product created;
-      const grpc::Status s =
-          tm::Products::NewStub(tm_channel_)->CreateProduct(Ctx(key).get(), product, &created);
-      ASSERT_TRUE(s.ok()) << s.error_message();
+      platform_->CreateProduct(model.dump(), key);
     }
 
-    const std::string mqtt_url =
-        fmt::format("mqtt://svc:{}@127.0.0.1:{}", kPassword, broker_->port());
-    gateway_ = std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
-        .binary = "device-gateway",
-        .env_prefix = "IOT_DEVICE_GATEWAY",
-        .env = {{"IOT_MQTT_URL", mqtt_url},
-                {"IOT_REDIS_URL", redis_->Url()},
-                {"IOT_PG_URL", thing_model_->pg_url()},
-                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
-                {"IOT_SHADOW_ADDR", "none"},
-                {"IOT_COMMAND_DISPATCH_ADDR", "none"},
-                {"IOT_RULE_FORWARDING_ADDR", "none"},
-                {"IOT_SERVICE_API_KEY", kServiceKey},
-                {"IOT_DEVICE_GATEWAY_MQTT_CLIENT_ID", "gw-rules-downlink"}},
-        .args = {}});
-    ASSERT_TRUE(gateway_->WaitServing()) << gateway_->process().Log();
-
-    rules_ = std::make_unique<iot::testing::ServiceProcess>(iot::testing::ServiceProcessOptions{
-        .binary = "rule-forwarding",
-        .env_prefix = "IOT_RULE_FORWARDING",
-        .env = {{"IOT_PG_URL", iot::testing::CreateTestDatabase()},
-                {"IOT_REDIS_URL", redis_->Url()},
-                {"IOT_MQTT_URL", mqtt_url},
-                {"IOT_RULE_FORWARDING_MQTT_CLIENT_ID", "rule-forwarding-downlink"},
-                {"IOT_THING_MODEL_ADDR", thing_model_->address()},
-                {"IOT_DEVICE_GATEWAY_ADDR", gateway_->address()},
-                {"IOT_SERVICE_API_KEY", kServiceKey},
-                {"IOT_SECRET_KEY", kSecretKey},
-                {"IOT_RULE_FORWARDING_MAX_ATTEMPTS", std::to_string(kMaxAttempts)},
-                {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
-                {"IOT_RULE_FORWARDING_RETRY_MAX", "200ms"}},
-        .args = {}});
-    ASSERT_TRUE(rules_->WaitServing()) << rules_->process().Log();
+    gateway_ = &platform_->StartGateway({.client_id = "gw-rules-downlink"});
+    rules_ = &platform_->StartService(
+        {.binary = "rule-forwarding",
+         .env_prefix = "IOT_RULE_FORWARDING",
+         .env = {{"IOT_MQTT_URL", platform_->ServiceMqttUrl()},
+                 {"IOT_RULE_FORWARDING_MQTT_CLIENT_ID", "rule-forwarding-downlink"},
+                 {"IOT_DEVICE_GATEWAY_ADDR", gateway_->address()},
+                 {"IOT_SECRET_KEY", kSecretKey},
+                 {"IOT_RULE_FORWARDING_MAX_ATTEMPTS", std::to_string(kMaxAttempts)},
+                 {"IOT_RULE_FORWARDING_RETRY_INITIAL", "50ms"},
+                 {"IOT_RULE_FORWARDING_RETRY_MAX", "200ms"}},
+         .args = {}});
   }
 
-  static void TearDownTestSuite() {
-    rules_.reset();
-    gateway_.reset();
-    thing_model_.reset();
-    broker_.reset();
-    redis_.reset();
-  }
+  static void TearDownTestSuite() { platform_.reset(); }
 
   static AddedDevice AddDevice(const std::string& key,
                                const std::string& product_id = "smartmeter01") {
-    tm::AddDeviceRequest add;
-    add.set_product_id(product_id);
-    add.set_node_id("n" + common::HexEncode(common::RandomBytes(6)));
-    tm::AddDeviceResponse added;
-    const grpc::Status s =
-        tm::Devices::NewStub(tm_channel_)->AddDevice(Ctx(key).get(), add, &added);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return {.id = added.device().device_id(), .secret = added.secret()};
+    return platform_->AddDevice(product_id, key);
   }
 
   /// A rule of the default tenant for records of `source`, republishing `t` to `topic`.
@@ -209,19 +153,16 @@ class RulesDownlinkTest : public ::testing::Test {
     return gateway_->process().Log() + "\n" + rules_->process().Log();
   }
 
-  static inline std::unique_ptr<iot::testing::TestRedis> redis_;
-  static inline std::unique_ptr<iot::testing::TestMosquitto> broker_;
-  static inline std::unique_ptr<iot::testing::ThingModelProcess> thing_model_;
-  static inline std::shared_ptr<grpc::Channel> tm_channel_;
-  static inline std::unique_ptr<iot::testing::ServiceProcess> gateway_;
-  static inline std::unique_ptr<iot::testing::ServiceProcess> rules_;
+  static inline std::unique_ptr<iot::testing::Platform> platform_;
+  static inline iot::testing::ServiceProcess* gateway_ = nullptr;
+  static inline iot::testing::ServiceProcess* rules_ = nullptr;
   static inline std::string* other_key_ = new std::string();
 };
 
 TEST_F(RulesDownlinkTest, RuleRepublishesToAConnectedDevicesDownTopic) {
   const AddedDevice source = AddDevice(kAdminKey);
   const AddedDevice target = AddDevice(kAdminKey);
-  iot::testing::SignedDevice device(broker_->Url(), target.id, target.secret);
+  iot::testing::SignedDevice device(platform_->broker().Url(), target.id, target.secret);
   ASSERT_TRUE(device.Connect());
   const rf::Rule rule = CreateRule(source.id, "$oc/devices/" + target.id + "/sys/messages/down");
   ASSERT_TRUE(Ingest(source.id, "m-1", 42).ok());
@@ -235,7 +176,7 @@ TEST_F(RulesDownlinkTest, RuleRepublishesToAConnectedDevicesDownTopic) {
 TEST_F(RulesDownlinkTest, AnotherTenantsDeviceIsADeadLetterAtOnceAndNeverReceivesIt) {
   const AddedDevice source = AddDevice(kAdminKey);
   const AddedDevice theirs = AddDevice(*other_key_, "smartmeter02");
-  iot::testing::SignedDevice device(broker_->Url(), theirs.id, theirs.secret);
+  iot::testing::SignedDevice device(platform_->broker().Url(), theirs.id, theirs.secret);
   ASSERT_TRUE(device.Connect());
   const rf::Rule rule = CreateRule(source.id, "$oc/devices/" + theirs.id + "/sys/messages/down");
   ASSERT_TRUE(Ingest(source.id, "m-2", 7).ok());
