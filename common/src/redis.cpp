@@ -502,12 +502,13 @@ absl::Status RedisSubscriber::RunOnce() {
     const std::string& kind = reply.elements[0].str;
     if (kind == "subscribe") {
       if (++confirmed == channels_.size()) {
-        subscribed_ = true;
         spdlog::info("redis subscriber {}: subscribed to {}", client_->masked_url_,
                      absl::StrJoin(channels_, ", "));
+        // The resync first: whoever waits for subscribed() finds it done.
         if (on_resync_) {
           on_resync_();
         }
+        subscribed_ = true;
       }
     } else if (kind == "message" && on_message_) {
       on_message_(reply.elements[1].str, reply.elements[2].str);

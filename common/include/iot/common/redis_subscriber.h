@@ -35,7 +35,7 @@ class RedisSubscriber {
   RedisSubscriber(const RedisSubscriber&) = delete;
   RedisSubscriber& operator=(const RedisSubscriber&) = delete;
 
-  /// True while subscribed to every channel.
+  /// True while subscribed to every channel, from when that subscription's `on_resync` returned.
   [[nodiscard]] bool subscribed() const { return subscribed_.load(); }
   /// Waits until subscribed (true) or the timeout passed (false).
   bool WaitSubscribed(std::chrono::milliseconds timeout) const;
